@@ -1,0 +1,48 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/huleedu/websocket-service/registry"
+	"github.com/huleedu/websocket-service/session"
+)
+
+// Engine carries WebSocket connections once the HTTP layer has authorised them. The gws
+// engine (package gwsengine) and the epoll engine (package eventloop) implement it.
+type Engine interface {
+	// Accept completes the upgrade of an authorised request, registers the connection in a
+	// shard and serves it until it ends, then calls Hooks.Closed exactly once. Messages
+	// delivered after the client has seen the 101 response reach it. On error nothing was
+	// registered and Closed is not called.
+	Accept(w http.ResponseWriter, r *http.Request, a session.Admission) error
+	// Reject completes the upgrade, sends the ErrorMessage for code (message.Code*) and
+	// closes with closeCode. Nothing is registered.
+	Reject(w http.ResponseWriter, r *http.Request, subprotocol, code string, closeCode uint16)
+	// Deliver hands a batch of backplane messages to every shard. It never blocks on a
+	// socket; it takes ownership of batch (the slice and its payloads must not be reused).
+	Deliver(batch []registry.Delivery)
+	// Drain closes every connection with 1001, the closes spread evenly over window, and
+	// returns when all have ended or ctx is done.
+	Drain(ctx context.Context, window time.Duration) error
+	// Close stops the engine, closing whatever connections remain (1001).
+	Close() error
+}
+
+// Backplane relays messages between nodes (Redis) or within one (embedded).
+type Backplane interface {
+	// Subscribe takes a reference on each channel. It returns once every channel is live
+	// (so a message published afterwards is delivered), or at once when the backplane is
+	// disconnected: the channels are then subscribed on reconnect.
+	Subscribe(ctx context.Context, channels []string) error
+	// Unsubscribe drops a reference on each channel; a channel left with none is
+	// unsubscribed after a short linger.
+	Unsubscribe(channels []string)
+	// Publish sends payload to every node's subscribers of channel.
+	Publish(ctx context.Context, channel string, payload []byte) error
+	// Ready returns nil while connected, else why not.
+	Ready() error
+	// Close unsubscribes everything and closes the backplane's connections.
+	Close() error
+}

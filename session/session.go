@@ -1,0 +1,116 @@
+// Package session holds what a connection does once it is accepted, independent of the engine
+// that carries its bytes: who it is (Identity), how the server answers a client message
+// (Policy: echo, in-band token refresh), the knobs every engine honours (Options), and the
+// hook an engine calls exactly once when a connection ends. The gws and epoll engines both
+// build on it, so their behaviour cannot drift apart.
+package session
+
+import (
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/huleedu/websocket-service/auth"
+	"github.com/huleedu/websocket-service/message"
+	"github.com/huleedu/websocket-service/telemetry"
+)
+
+// Subprotocol is the only subprotocol the server ever selects. A browser that passes its
+// token as the `bearer.<JWT>` subprotocol offers it too; the token is never echoed back.
+const Subprotocol = "notifications.v1"
+
+// BearerPrefix marks the subprotocol entry that carries a token.
+const BearerPrefix = "bearer."
+
+// Identity is who an accepted connection authenticated as.
+type Identity struct {
+	User   string
+	Groups []string
+}
+
+// Admission is what the HTTP layer hands an engine for an upgrade it has authorised.
+type Admission struct {
+	Identity    Identity
+	Expires     time.Time // token expiry; the engine closes with TOKEN_EXPIRED + 1008 then
+	Subprotocol string    // "" or Subprotocol
+	Started     time.Time // when the upgrade request arrived, for the handshake histogram
+}
+
+// Hooks is what an engine reports back to the service. Closed is called exactly once for each
+// connection that Accept registered, after it is out of the engine's registry, with the close
+// code it ended with (1006 when the peer vanished without a close frame).
+type Hooks interface {
+	Closed(id *Identity, code uint16)
+}
+
+// Verifier checks a refreshed token.
+type Verifier interface {
+	Verify(token string) (auth.Claims, error)
+}
+
+// Options are the settings every engine honours.
+type Options struct {
+	Shards            int
+	HeartbeatInterval time.Duration // server ping period
+	ConnectionTimeout time.Duration // silence before close 1001
+	MaxMessageSize    int           // inbound message limit; 1009 above it
+	SendQueueLimit    int           // outbound bytes queued per connection; 1013 above it
+	Policy            *Policy
+	Hooks             Hooks
+	Metrics           *telemetry.Metrics
+	Logger            *slog.Logger
+}
+
+// Policy answers client messages.
+type Policy struct {
+	verifier Verifier
+}
+
+// NewPolicy returns a policy that checks token refreshes with v.
+func NewPolicy(v Verifier) *Policy { return &Policy{verifier: v} }
+
+// Action is what an engine must do after a client text message: send Reply (if any) as a text
+// frame, then close with Close (if non-zero); a non-zero Expires replaces the connection's
+// token expiry.
+type Action struct {
+	Reply   []byte
+	Close   uint16
+	Expires time.Time
+}
+
+// OnText decides the answer to a client text message: an auth refresh for the same subject
+// extends the connection's life and is acknowledged; a bad refresh closes it with 1008; any
+// other text is echoed.
+func (p *Policy) OnText(id *Identity, text []byte) Action {
+	token, isAuth := message.ParseAuth(text)
+	if !isAuth {
+		return Action{Reply: message.Echo(text)}
+	}
+	claims, err := p.verifier.Verify(token)
+	if err != nil {
+		code := message.CodeAuthFailed
+		if errors.Is(err, auth.ErrExpired) {
+			code = message.CodeTokenExpired
+		}
+		return Action{Reply: message.ErrorJSON(code), Close: message.ClosePolicyViolation}
+	}
+	if claims.Subject != id.User {
+		return Action{Reply: message.ErrorJSON(message.CodeAuthFailed), Close: message.ClosePolicyViolation}
+	}
+	return Action{Reply: message.AuthOKJSON(claims.ExpiresAt.Unix()), Expires: claims.ExpiresAt}
+}
+
+// Expired is the action for a connection whose token expiry has passed.
+func Expired() Action {
+	return Action{Reply: message.ErrorJSON(message.CodeTokenExpired), Close: message.ClosePolicyViolation}
+}
+
+// SlowConsumer is the action for a connection whose outbound queue went over the limit.
+func SlowConsumer() Action {
+	return Action{Reply: message.ErrorJSON(message.CodeSlowConsumer), Close: message.CloseTryAgainLater}
+}
+
+// TooLarge is the action for an inbound message over MaxMessageSize.
+func TooLarge() Action {
+	return Action{Reply: message.ErrorJSON(message.CodeMessageTooLarge), Close: message.CloseMessageTooBig}
+}

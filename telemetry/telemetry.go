@@ -1,0 +1,125 @@
+// Package telemetry owns the service's Prometheus metrics (SPEC §6). One Metrics value is made
+// at start-up and handed to every component that records something; there is no global
+// registry. Every label takes its value from a small fixed set, never from a user id.
+package telemetry
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+)
+
+// Results of an upgrade attempt (label of websocket_connections_total).
+const (
+	ResultAccepted       = "accepted"
+	ResultAuthFailed     = "auth_failed"
+	ResultOriginRejected = "origin_rejected"
+	ResultLimitReached   = "limit_reached"
+	ResultRateLimited    = "rate_limited"
+)
+
+// Reasons a message was dropped (label of websocket_messages_dropped_total).
+const (
+	DropSlowConsumer = "slow_consumer" // the connection was closed 1013 instead
+	DropClosed       = "closed"        // the target connection was already closing
+	DropUnknown      = "unknown_channel"
+	DropTooLarge     = "too_large" // inbound message over MAX_MESSAGE_SIZE
+	DropRateLimited  = "rate_limited"
+)
+
+var (
+	results     = []string{ResultAccepted, ResultAuthFailed, ResultOriginRejected, ResultLimitReached, ResultRateLimited}
+	dropReasons = []string{DropSlowConsumer, DropClosed, DropUnknown, DropTooLarge, DropRateLimited}
+	// closeCodes are the codes a disconnect is counted under; anything else is "other".
+	closeCodes = []uint16{1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1011, 1013}
+)
+
+// Metrics holds every metric of the service.
+type Metrics struct {
+	set *metrics.Set
+
+	ConnectionsActive *metrics.Gauge
+	HandshakeDuration *metrics.PrometheusHistogram
+	MessagesSent      *metrics.Counter
+	MessagesReceived  *metrics.Counter
+
+	BackplaneReceived      *metrics.Counter
+	BackplaneSubscriptions *metrics.Gauge
+	BackplaneReconnects    *metrics.Counter
+	BackplaneConnected     *metrics.Gauge
+
+	connections map[string]*metrics.Counter
+	dropped     map[string]*metrics.Counter
+	disconnects map[uint16]*metrics.Counter
+	otherClose  *metrics.Counter
+}
+
+// New creates the metric set.
+func New() *Metrics {
+	s := metrics.NewSet()
+	m := &Metrics{
+		set:                    s,
+		ConnectionsActive:      s.NewGauge("websocket_connections_active", nil),
+		HandshakeDuration:      s.NewPrometheusHistogram("websocket_handshake_duration_seconds"),
+		MessagesSent:           s.NewCounter("websocket_messages_sent_total"),
+		MessagesReceived:       s.NewCounter("websocket_messages_received_total"),
+		BackplaneReceived:      s.NewCounter("backplane_messages_received_total"),
+		BackplaneSubscriptions: s.NewGauge("backplane_subscriptions_active", nil),
+		BackplaneReconnects:    s.NewCounter("backplane_reconnects_total"),
+		BackplaneConnected:     s.NewGauge("backplane_connected", nil),
+		connections:            map[string]*metrics.Counter{},
+		dropped:                map[string]*metrics.Counter{},
+		disconnects:            map[uint16]*metrics.Counter{},
+		otherClose:             s.NewCounter(`websocket_disconnects_total{code="other"}`),
+	}
+	for _, r := range results {
+		m.connections[r] = s.NewCounter(fmt.Sprintf(`websocket_connections_total{result=%q}`, r))
+	}
+	for _, r := range dropReasons {
+		m.dropped[r] = s.NewCounter(fmt.Sprintf(`websocket_messages_dropped_total{reason=%q}`, r))
+	}
+	for _, c := range closeCodes {
+		m.disconnects[c] = s.NewCounter(fmt.Sprintf(`websocket_disconnects_total{code="%d"}`, c))
+	}
+	return m
+}
+
+// Connection counts one upgrade attempt by result (a Result* constant).
+func (m *Metrics) Connection(result string) {
+	if c, ok := m.connections[result]; ok {
+		c.Inc()
+	}
+}
+
+// Dropped counts n messages dropped for reason (a Drop* constant).
+func (m *Metrics) Dropped(reason string, n int) {
+	if c, ok := m.dropped[reason]; ok {
+		c.Add(n)
+	}
+}
+
+// Disconnect counts one closed connection by its close code.
+func (m *Metrics) Disconnect(code uint16) {
+	if c, ok := m.disconnects[code]; ok {
+		c.Inc()
+		return
+	}
+	m.otherClose.Inc()
+}
+
+// Handshake records how long an upgrade took, from request to registered connection.
+func (m *Metrics) Handshake(since time.Time) { m.HandshakeDuration.UpdateDuration(since) }
+
+// ShardConnections registers eventloop_shard_connections{shard} read from f at scrape time.
+func (m *Metrics) ShardConnections(shard int, f func() float64) {
+	m.set.GetOrCreateGauge(`eventloop_shard_connections{shard="`+strconv.Itoa(shard)+`"}`, f)
+}
+
+// WritePrometheus writes the service's metrics followed by Go runtime and process metrics.
+func (m *Metrics) WritePrometheus(w io.Writer) {
+	m.set.WritePrometheus(w)
+	metrics.WriteProcessMetrics(w)
+}
