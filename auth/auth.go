@@ -118,13 +118,6 @@ func verificationKey(s Settings) (any, error) {
 	return nil, fmt.Errorf("unsupported JWT algorithm %q", s.Algorithm)
 }
 
-// tokenClaims decodes the registered claims plus everything else, so the groups claim can
-// have a configurable name.
-type tokenClaims struct {
-	jwt.RegisteredClaims
-	extra map[string]any
-}
-
 // Verify checks a token and returns its claims. Errors wrap ErrMissing, ErrExpired or
 // ErrInvalid with a reason safe to log (never the token).
 func (v *Verifier) Verify(token string) (Claims, error) {
@@ -134,6 +127,7 @@ func (v *Verifier) Verify(token string) (Claims, error) {
 	if len(token) > MaxTokenLength {
 		return Claims{}, fmt.Errorf("%w: %d bytes is over the %d-byte limit", ErrInvalid, len(token), MaxTokenLength)
 	}
+	// MapClaims rather than a struct: the groups claim has a configurable name.
 	mc := jwt.MapClaims{}
 	_, err := v.parser.ParseWithClaims(token, mc, func(*jwt.Token) (any, error) { return v.key, nil })
 	if err != nil {
