@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"reflect"
 	"runtime"
 	"strconv"
 	"strings"
@@ -191,9 +192,11 @@ func FromMap(vars map[string]string) (Config, error) {
 	if err != nil {
 		var agg env.AggregateError
 		if errors.As(err, &agg) {
-			errs = append(errs, agg.Errors...)
+			for _, e := range agg.Errors {
+				errs = append(errs, namedParseError(e))
+			}
 		} else {
-			errs = append(errs, err)
+			errs = append(errs, namedParseError(err))
 		}
 	}
 	if c.Engine == "" {
@@ -210,6 +213,22 @@ func FromMap(vars map[string]string) (Config, error) {
 		return c, fmt.Errorf("invalid configuration:\n%w", errors.Join(errs...))
 	}
 	return c, nil
+}
+
+// namedParseError rewrites the env library's parse error, which names the Go struct field
+// ("parse error on field \"MaxConnections\""), into one that names the variable the operator
+// set, as every other configuration error does.
+func namedParseError(err error) error {
+	var pe env.ParseError
+	if !errors.As(err, &pe) {
+		return err
+	}
+	f, ok := reflect.TypeOf(Config{}).FieldByName(pe.Name)
+	if !ok {
+		return err
+	}
+	name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+	return bad(name, "%v", pe.Err)
 }
 
 func bad(name, format string, args ...any) error {
