@@ -1,0 +1,329 @@
+//go:build linux
+
+package eventloop
+
+import (
+	"encoding/binary"
+	"unicode/utf8"
+
+	"github.com/huleedu/websocket-service/message"
+)
+
+// maxClientHeader is the longest header of a client frame: 2 bytes, an 8-byte extended
+// length and the 4-byte masking key.
+const maxClientHeader = 14
+
+// frameHandler receives what the parser completes. A payload is valid only during the call:
+// it points into the shard's read buffer or the connection's partial buffer, so a handler that
+// keeps it must copy it. Returning false stops parsing (the connection is closing); the rest
+// of the input is discarded.
+type frameHandler interface {
+	// onMessage gets a whole text (already valid UTF-8) or binary message.
+	onMessage(op byte, payload []byte) bool
+	// onControl gets a ping, pong or close frame.
+	onControl(op byte, payload []byte) bool
+}
+
+// parser is an incremental RFC 6455 frame parser for one connection: it takes bytes as the
+// socket yields them and holds, between reads, only what an incomplete frame or fragmented
+// message needs. An idle connection's parser is one nil pointer.
+type parser struct {
+	rx *partial
+}
+
+// partial is what a connection holds between reads while a frame or a fragmented message is
+// incomplete. It is released as soon as neither is pending.
+type partial struct {
+	pend  []byte // raw (masked) bytes of an incomplete frame; once its header is known, cap is exactly the frame size
+	msg   []byte // unmasked payload of the fragmented message so far
+	msgOp byte   // opText or opBinary while a fragmented message is open, else 0
+}
+
+// header is a decoded client frame header.
+type header struct {
+	fin    bool
+	op     byte
+	mask   [4]byte
+	length int // payload bytes; never more than the message limit allows
+	size   int // header bytes; 0 while the header is incomplete
+}
+
+// feed parses data, handing every complete message and control frame to h. limit is the
+// largest message accepted. It returns 0, or the close code the connection must fail with:
+// 1002 for a protocol violation, 1007 for text that is not UTF-8, 1009 for a message over limit.
+// data may be modified (payloads are unmasked in place).
+func (p *parser) feed(data []byte, limit int, h frameHandler) uint16 {
+	for len(data) > 0 {
+		if p.rx != nil && p.rx.pend != nil {
+			rest, done, code := p.fill(data, limit)
+			if code != 0 {
+				return code
+			}
+			if !done {
+				return 0
+			}
+			data = rest
+			frame := p.rx.pend
+			p.rx.pend = nil
+			hd, _ := p.parseHeader(frame, limit) // validated by fill
+			code, more := p.dispatch(hd, frame[hd.size:], h)
+			if code != 0 || !more {
+				return code
+			}
+			continue
+		}
+		hd, code := p.parseHeader(data, limit)
+		if code != 0 {
+			return code
+		}
+		if hd.size == 0 || len(data) < hd.size+hd.length {
+			p.hold(data, hd)
+			return 0
+		}
+		frame := data[:hd.size+hd.length]
+		data = data[len(frame):]
+		code, more := p.dispatch(hd, frame[hd.size:], h)
+		if code != 0 || !more {
+			return code
+		}
+	}
+	return 0
+}
+
+// hold keeps the bytes of an incomplete frame: a header-sized buffer while the header itself
+// is incomplete, else a buffer of exactly the frame's size.
+func (p *parser) hold(data []byte, hd header) {
+	size := maxClientHeader
+	if hd.size != 0 {
+		size = hd.size + hd.length
+	}
+	buf := make([]byte, len(data), size)
+	copy(buf, data)
+	p.partial().pend = buf
+}
+
+// fill tops up the pending frame from data. It returns the unused rest of data, whether the
+// frame is now complete, and a close code if its header breaks a rule.
+func (p *parser) fill(data []byte, limit int) (rest []byte, done bool, code uint16) {
+	pend := p.rx.pend
+	hd, code := p.parseHeader(pend, limit)
+	for code == 0 && hd.size == 0 {
+		if len(data) == 0 {
+			p.rx.pend = pend
+			return data, false, 0
+		}
+		n := min(headerSize(pend)-len(pend), len(data))
+		pend = append(pend, data[:n]...)
+		data = data[n:]
+		hd, code = p.parseHeader(pend, limit)
+	}
+	if code != 0 {
+		return nil, false, code
+	}
+	total := hd.size + hd.length
+	if cap(pend) < total {
+		grown := make([]byte, len(pend), total)
+		copy(grown, pend)
+		pend = grown
+	}
+	n := min(total-len(pend), len(data))
+	pend = append(pend, data[:n]...)
+	p.rx.pend = pend
+	return data[n:], len(pend) == total, 0
+}
+
+// headerSize is how many bytes the header starting b needs, as far as b tells (2 until the
+// length byte is known).
+func headerSize(b []byte) int {
+	if len(b) < 2 {
+		return 2
+	}
+	switch b[1] & 0x7F {
+	case 126:
+		return 2 + 2 + 4
+	case 127:
+		return 2 + 8 + 4
+	}
+	return 2 + 4
+}
+
+// parseHeader decodes the frame header at the start of b. Every rule the available bytes can
+// already show broken is reported, even before the header is complete; size stays 0 until it
+// is. The length is checked against limit from the header alone, before any payload is
+// buffered, so a frame announcing 2^63 bytes costs nothing.
+func (p *parser) parseHeader(b []byte, limit int) (hd header, code uint16) {
+	if len(b) == 0 {
+		return hd, 0
+	}
+	hd.fin = b[0]&0x80 != 0
+	hd.op = b[0] & 0x0F
+	if b[0]&0x70 != 0 { // RSV1-3 without a negotiated extension
+		return hd, message.CloseProtocolError
+	}
+	var open byte
+	if p.rx != nil {
+		open = p.rx.msgOp
+	}
+	switch hd.op {
+	case opContinuation:
+		if open == 0 {
+			return hd, message.CloseProtocolError
+		}
+	case opText, opBinary:
+		if open != 0 {
+			return hd, message.CloseProtocolError
+		}
+	case opClose, opPing, opPong:
+		if !hd.fin {
+			return hd, message.CloseProtocolError
+		}
+	default:
+		return hd, message.CloseProtocolError
+	}
+	if len(b) < 2 {
+		return hd, 0
+	}
+	if b[1]&0x80 == 0 { // clients must mask
+		return hd, message.CloseProtocolError
+	}
+	len7 := int(b[1] & 0x7F)
+	if hd.op >= opClose && len7 > 125 {
+		return hd, message.CloseProtocolError
+	}
+	size := headerSize(b)
+	var length uint64
+	switch len7 {
+	case 126:
+		if len(b) < 4 {
+			return hd, 0
+		}
+		length = uint64(binary.BigEndian.Uint16(b[2:]))
+	case 127:
+		if len(b) < 10 {
+			return hd, 0
+		}
+		length = binary.BigEndian.Uint64(b[2:])
+	default:
+		length = uint64(len7)
+	}
+	if hd.op < opClose {
+		room := limit
+		if p.rx != nil {
+			room -= len(p.rx.msg)
+		}
+		if length > uint64(max(room, 0)) {
+			return hd, message.CloseMessageTooBig
+		}
+	}
+	if len(b) < size {
+		return hd, 0
+	}
+	copy(hd.mask[:], b[size-4:size])
+	hd.length = int(length)
+	hd.size = size
+	return hd, 0
+}
+
+// dispatch unmasks a complete frame's payload and hands it on: control frames at once, data
+// frames as whole messages (fragments are accumulated first). It returns a close code, and
+// whether to go on parsing.
+func (p *parser) dispatch(hd header, payload []byte, h frameHandler) (uint16, bool) {
+	unmask(payload, hd.mask)
+	switch hd.op {
+	case opClose, opPing, opPong:
+		more := h.onControl(hd.op, payload)
+		p.release()
+		return 0, more
+	case opContinuation:
+		rx := p.rx
+		rx.msg = append(rx.msg, payload...)
+		if !hd.fin {
+			return 0, true
+		}
+		msg, op := rx.msg, rx.msgOp
+		rx.msg, rx.msgOp = nil, 0
+		p.release()
+		if op == opText && !utf8.Valid(msg) {
+			return message.CloseInvalidPayload, false
+		}
+		return 0, h.onMessage(op, msg)
+	}
+	if !hd.fin {
+		rx := p.partial()
+		rx.msgOp = hd.op
+		rx.msg = append(make([]byte, 0, len(payload)), payload...)
+		return 0, true
+	}
+	p.release()
+	if hd.op == opText && !utf8.Valid(payload) {
+		return message.CloseInvalidPayload, false
+	}
+	return 0, h.onMessage(hd.op, payload)
+}
+
+// partial returns the connection's partial state, allocating it if needed.
+func (p *parser) partial() *partial {
+	if p.rx == nil {
+		p.rx = &partial{}
+	}
+	return p.rx
+}
+
+// release drops the partial state once nothing is pending.
+func (p *parser) release() {
+	if p.rx != nil && p.rx.pend == nil && p.rx.msg == nil && p.rx.msgOp == 0 {
+		p.rx = nil
+	}
+}
+
+// reset drops everything held, for a connection that is going away.
+func (p *parser) reset() { p.rx = nil }
+
+// held is how many bytes the parser keeps between reads.
+func (p *parser) held() int {
+	if p.rx == nil {
+		return 0
+	}
+	return cap(p.rx.pend) + cap(p.rx.msg)
+}
+
+// unmask XORs b with the masking key, eight bytes at a time.
+func unmask(b []byte, key [4]byte) {
+	k32 := binary.LittleEndian.Uint32(key[:])
+	k64 := uint64(k32) | uint64(k32)<<32
+	i := 0
+	for ; i+8 <= len(b); i += 8 {
+		binary.LittleEndian.PutUint64(b[i:], binary.LittleEndian.Uint64(b[i:])^k64)
+	}
+	for ; i < len(b); i++ {
+		b[i] ^= key[i&3]
+	}
+}
+
+// parseCloseBody reads a peer's close frame body: the code it carries (1005 when the body is
+// empty) and whether the body is valid (a registered or private code, a UTF-8 reason).
+func parseCloseBody(b []byte) (code uint16, ok bool) {
+	switch len(b) {
+	case 0:
+		return message.CloseNoStatus, true
+	case 1:
+		return 0, false
+	}
+	code = binary.BigEndian.Uint16(b)
+	if !validCloseCode(code) || !utf8.Valid(b[2:]) {
+		return 0, false
+	}
+	return code, true
+}
+
+// validCloseCode reports whether a peer may send code (RFC 6455 §7.4 and the IANA registry):
+// 1004-1006 and 1015 are reserved, 3000-4999 are for libraries and applications.
+func validCloseCode(code uint16) bool {
+	switch {
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014:
+		return true
+	case code >= 3000 && code <= 4999:
+		return true
+	}
+	return false
+}
