@@ -1,0 +1,147 @@
+package gwsengine
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/lxzan/gws"
+
+	"github.com/huleedu/websocket-service/message"
+	"github.com/huleedu/websocket-service/session"
+	"github.com/huleedu/websocket-service/telemetry"
+)
+
+// closeGrace bounds how long a closing connection may take: the writes still queued when the
+// server decides to close, and the wait for the peer's close frame after ours.
+const closeGrace = time.Second
+
+// conn is one accepted connection. gws drives its socket from two places: the read goroutine
+// (gws ReadLoop, which calls the engine's events) and gws's per-socket write queue. What the
+// engine adds lives here and is safe to touch from the read goroutine, the shard's ticker and
+// any Deliver caller: id, shard, socket and wire are immutable after Accept, the rest is
+// atomic, except nextPing, which only the shard's ticker touches.
+type conn struct {
+	e      *Engine
+	shard  *shard
+	id     session.Identity
+	socket *gws.Conn
+	wire   *wire
+
+	queued  atomic.Int64  // bytes handed to gws's write queue and not yet written
+	expires atomic.Int64  // token expiry, unix nanoseconds
+	code    atomic.Uint32 // close code the server chose; 0 while the server has not begun a close
+	done    chan struct{} // closed once the socket is released
+
+	nextPing int64 // unix nanoseconds; owned by the shard's ticker
+}
+
+// closing reports whether the server has begun closing c.
+func (c *conn) closing() bool { return c.code.Load() != 0 }
+
+// write sends one frame from the read goroutine. It blocks while the socket is busy, which is
+// the back-pressure a client that sends faster than it reads deserves; a close bounds it with
+// a write deadline.
+func (c *conn) write(op gws.Opcode, payload []byte) {
+	if err := c.socket.WriteMessage(op, payload); err == nil && op <= gws.OpcodeBinary {
+		c.e.metrics.MessagesSent.Inc()
+	}
+}
+
+// shut begins a server-initiated close: reply (an ErrorMessage, say) as a text frame, then a
+// close frame with code. Only the first call has an effect; it reports whether it was the
+// first. Frames already queued go first unless urgent, in which case the queue is skipped, as
+// for a slow consumer whose queue is the problem. Either way every pending write is bounded by
+// closeGrace from now, so a peer that stopped reading cannot hold the close up.
+func (c *conn) shut(code uint16, reply []byte, urgent bool) bool {
+	if !c.code.CompareAndSwap(0, uint32(code)) {
+		return false
+	}
+	_ = c.wire.SetWriteDeadline(time.Now().Add(closeGrace))
+	job := func() {
+		if reply != nil {
+			c.write(gws.OpcodeText, reply)
+		}
+		_ = c.socket.WriteClose(code, nil)
+	}
+	if !urgent {
+		c.socket.Async(job)
+		return true
+	}
+	c.e.wg.Add(1) // c's read loop still holds a count, so the group is not at zero
+	go func() {
+		defer c.e.wg.Done()
+		job()
+	}()
+	return true
+}
+
+// enqueue queues one broadcast frame of n payload bytes without blocking. A connection whose
+// queue would go over the limit is closed 1013 instead, its queue dropped.
+func (c *conn) enqueue(bc *gws.Broadcaster, n int64) error {
+	if c.closing() || c.wire.closed.Load() {
+		c.e.metrics.Dropped(telemetry.DropClosed, 1)
+		return nil
+	}
+	if c.queued.Add(n) > c.e.sendQueueLimit {
+		c.queued.Add(-n)
+		if c.shut(message.CloseTryAgainLater, c.e.slowConsumer, true) {
+			c.e.metrics.Dropped(telemetry.DropSlowConsumer, 1)
+		} else {
+			c.e.metrics.Dropped(telemetry.DropClosed, 1)
+		}
+		return nil
+	}
+	if err := bc.Broadcast(c.socket); err != nil {
+		c.queued.Add(-n)
+		return err
+	}
+	// gws's write queue runs one job at a time, in order, so this runs once the frame above
+	// has been written (or has failed, which closes the socket).
+	c.socket.Async(func() {
+		c.queued.Add(-n)
+		if !c.wire.closed.Load() {
+			c.e.metrics.MessagesSent.Inc()
+		}
+	})
+	return nil
+}
+
+// endCode is the close code c ended with, given the error gws's read loop ended on, and
+// whether gws sent its close frame from the read loop without waiting for the peer's.
+func (c *conn) endCode(err error) (code uint16, unanswered bool) {
+	if code := c.code.Load(); code != 0 {
+		return uint16(code), false // gws's read loop waited for the answer (wire.Close)
+	}
+	return classify(err)
+}
+
+// classify maps the error a gws read loop ended on to a close code. gws reports "no error
+// stored" as an error with an empty message.
+func classify(err error) (code uint16, unanswered bool) {
+	var ce *gws.CloseError
+	if errors.As(err, &ce) {
+		if ce.Code == 0 {
+			return message.CloseNoStatus, false
+		}
+		return ce.Code, false
+	}
+	// gws's own close decisions in its read loop: internal.StatusCode (1002, 1009, ...)
+	// carries its code; invalid UTF-8 arrives unwrapped.
+	var sc interface{ Uint16() uint16 }
+	if errors.As(err, &sc) {
+		return sc.Uint16(), true
+	}
+	if errors.Is(err, gws.ErrTextEncoding) {
+		return message.CloseInvalidPayload, true
+	}
+	var ne net.Error
+	if err == nil || err.Error() == "" || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, net.ErrClosed) || errors.As(err, &ne) {
+		return message.CloseAbnormal, false
+	}
+	// What is left are gws's protocol failures reported as plain errors (an unknown opcode).
+	return message.CloseProtocolError, true
+}

@@ -1,0 +1,21 @@
+// Package gwsengine is the portable `gws` engine: one goroutine per connection on top of
+// github.com/lxzan/gws, the baseline every benchmark of the epoll engine is compared against
+// and the engine of choice on macOS and Windows. It carries connections that the HTTP layer
+// has already authorised; it does no authentication, origin or limit checks of its own, and it
+// is not the fast path on Linux (package eventloop is).
+//
+// Where gws forces a compromise:
+//   - gws writes the 101 response inside Upgrader.UpgradeFromConn, so a connection is
+//     registered in its shard a few microseconds after the client could have seen the 101. A
+//     message delivered inside that window does not reach it (DESIGN.md, "Subscribe before
+//     open").
+//   - gws fails an oversized inbound message with close 1009 inside its read loop, with no
+//     hook in between; the engine's wire (wire.go) spots that close frame on its way out and
+//     writes the MESSAGE_TOO_LARGE ErrorMessage in front of it.
+//   - gws closes the TCP connection right after writing a close frame; the wire turns that into
+//     a half-close and the engine waits up to closeGrace for the peer's close frame before it
+//     releases the socket (RFC 6455 §7.1.1).
+//   - gws's Broadcaster has no per-socket completion callback, so the send-queue accounting
+//     queues a second job behind each broadcast frame (gws's write queue is FIFO) that settles
+//     the frame's bytes.
+package gwsengine
