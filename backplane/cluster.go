@@ -1,0 +1,121 @@
+package backplane
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// slotCount is the number of hash slots of a Redis Cluster.
+const slotCount = 16384
+
+// keySlot is the cluster hash slot of a channel: CRC16 (XMODEM) of the key, or of its hash tag
+// (the part between the first "{" and the next "}", when not empty), modulo 16384.
+func keySlot(key string) uint16 {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			key = key[i+1 : i+1+j]
+		}
+	}
+	return crc16(key) % slotCount
+}
+
+// crc16 is CRC-16/XMODEM (polynomial 0x1021), the checksum Redis Cluster hashes keys with.
+// Bitwise rather than table-driven: it runs only when channels are (un)subscribed.
+func crc16(s string) uint16 {
+	var crc uint16
+	for i := 0; i < len(s); i++ {
+		crc ^= uint16(s[i]) << 8
+		for b := 0; b < 8; b++ {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return crc
+}
+
+// groupBySlot splits channels into groups sharing a hash slot, as one SSUBSCRIBE requires.
+// It reorders chans.
+func groupBySlot(chans []string) [][]string {
+	type keyed struct {
+		slot uint16
+		name string
+	}
+	ks := make([]keyed, len(chans))
+	for i, ch := range chans {
+		ks[i] = keyed{keySlot(ch), ch}
+	}
+	slices.SortFunc(ks, func(a, b keyed) int { return int(a.slot) - int(b.slot) })
+	var groups [][]string
+	start := 0
+	for i, k := range ks {
+		chans[i] = k.name
+		if i > 0 && k.slot != ks[i-1].slot {
+			groups = append(groups, chans[start:i])
+			start = i
+		}
+	}
+	if len(chans) > start {
+		groups = append(groups, chans[start:])
+	}
+	return groups
+}
+
+// topology maps each hash slot to the address of the master serving it.
+type topology struct {
+	addrs []string         // distinct master addresses, sorted
+	slot  [slotCount]uint8 // index into addrs; valid where covered
+	owned [slotCount]bool
+}
+
+// loadTopology asks the cluster which master serves which slot.
+func loadTopology(ctx context.Context, c *redis.ClusterClient) (*topology, error) {
+	ranges, err := c.ClusterSlots(ctx).Result()
+	if err != nil {
+		return nil, fmt.Errorf("cluster slots: %w", err)
+	}
+	t := &topology{}
+	for _, r := range ranges {
+		if len(r.Nodes) > 0 && !slices.Contains(t.addrs, r.Nodes[0].Addr) {
+			t.addrs = append(t.addrs, r.Nodes[0].Addr)
+		}
+	}
+	slices.Sort(t.addrs)
+	if len(t.addrs) > 255 {
+		return nil, fmt.Errorf("cluster slots: %d masters, at most 255 supported", len(t.addrs))
+	}
+	for _, r := range ranges {
+		if len(r.Nodes) == 0 || r.Start < 0 || r.End >= slotCount {
+			continue
+		}
+		idx := uint8(slices.Index(t.addrs, r.Nodes[0].Addr))
+		for s := r.Start; s <= r.End; s++ {
+			t.slot[s], t.owned[s] = idx, true
+		}
+	}
+	if len(t.addrs) == 0 {
+		return nil, fmt.Errorf("cluster slots: no slot is served")
+	}
+	return t, nil
+}
+
+// same reports whether two topologies route every slot alike.
+func (t *topology) same(o *topology) bool {
+	return o != nil && slices.Equal(t.addrs, o.addrs) && t.slot == o.slot && t.owned == o.owned
+}
+
+// route returns the index of the master serving ch; an uncovered slot goes to the first
+// master, whose MOVED reply (or refusal) makes the relay refresh the topology.
+func (t *topology) route(ch string) int {
+	s := keySlot(ch)
+	if !t.owned[s] {
+		return 0
+	}
+	return int(t.slot[s])
+}

@@ -1,0 +1,25 @@
+// Package backplane carries messages between nodes: a Redis relay (a small fixed set of Pub/Sub
+// connections, reference-counted and coalesced SUBSCRIBE/UNSUBSCRIBE, batched dispatch,
+// reconnect with resubscribe, sharded Pub/Sub on a cluster), an embedded in-process backplane
+// with the same semantics for a single node, and a Publisher for tools. It knows nothing of
+// WebSockets or users: it moves (channel, payload) pairs to a Sink.
+package backplane
+
+// Message is one payload received on one channel.
+type Message struct {
+	Channel string
+	Payload []byte
+}
+
+// Sink receives batches of messages in arrival order (per channel, publish order). It takes
+// ownership of the batch slice and the payloads, which nobody else modifies. It is called from
+// the backplane's receive goroutine and must not block on I/O.
+type Sink interface {
+	Deliver(batch []Message)
+}
+
+// SinkFunc adapts a function to Sink.
+type SinkFunc func(batch []Message)
+
+// Deliver calls f(batch).
+func (f SinkFunc) Deliver(batch []Message) { f(batch) }

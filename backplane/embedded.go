@@ -1,0 +1,212 @@
+package backplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/huleedu/websocket-service/telemetry"
+)
+
+// EmbeddedOptions configure the embedded backplane.
+type EmbeddedOptions struct {
+	// Linger keeps a channel held this long after its last reference is dropped (default 2s;
+	// negative: release at once), as the Redis backplane does.
+	Linger time.Duration
+	// QueueSize bounds the messages published but not yet delivered (default 4096); Publish
+	// waits while it is full.
+	QueueSize int
+	Metrics   *telemetry.Metrics // nil: metrics are kept but not exported
+}
+
+// Embedded is the in-process backplane of a single node (no REDIS_URL): Publish hands the
+// message to a dispatcher goroutine, which delivers it in batches, in publish order, when a
+// subscription holds its channel. A channel is live as soon as Subscribe returns.
+type Embedded struct {
+	opts  EmbeddedOptions
+	sink  Sink
+	m     *telemetry.Metrics
+	queue chan Message
+
+	mu      sync.Mutex
+	refs    *refcount
+	started bool
+	closed  bool
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+// NewEmbedded prepares an embedded backplane delivering to sink; Start runs it.
+func NewEmbedded(opts EmbeddedOptions, sink Sink) *Embedded {
+	if opts.Linger == 0 {
+		opts.Linger = 2 * time.Second
+	}
+	if opts.QueueSize <= 0 {
+		opts.QueueSize = 4096
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = telemetry.New()
+	}
+	return &Embedded{
+		opts:  opts,
+		sink:  sink,
+		m:     opts.Metrics,
+		queue: make(chan Message, opts.QueueSize),
+		refs:  newRefcount(opts.Linger),
+	}
+}
+
+// Start runs the dispatcher until Close (or until ctx ends).
+func (e *Embedded) Start(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return ErrClosed
+	}
+	if e.started {
+		return errors.New("embedded backplane: already started")
+	}
+	e.started = true
+	ctx, e.cancel = context.WithCancel(ctx)
+	e.m.BackplaneConnected.Set(1)
+	e.wg.Add(2)
+	go func() {
+		defer e.wg.Done()
+		e.dispatch(ctx)
+	}()
+	go func() {
+		defer e.wg.Done()
+		e.expire(ctx)
+	}()
+	return nil
+}
+
+// Subscribe takes a reference on each channel; they are live at once.
+func (e *Embedded) Subscribe(ctx context.Context, chans []string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return ErrClosed
+	}
+	for _, ch := range chans {
+		e.refs.acquire(ch)
+	}
+	e.m.BackplaneSubscriptions.Set(float64(e.refs.active))
+	return nil
+}
+
+// Unsubscribe drops a reference on each channel; one left without references stops receiving
+// after the linger period unless referenced again meanwhile.
+func (e *Embedded) Unsubscribe(chans []string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := time.Now()
+	for _, ch := range chans {
+		e.refs.release(ch, now)
+	}
+	e.m.BackplaneSubscriptions.Set(float64(e.refs.active))
+}
+
+// Publish queues a copy of payload for channel; it waits while the queue is full.
+func (e *Embedded) Publish(ctx context.Context, channel string, payload []byte) error {
+	e.mu.Lock()
+	closed := e.closed
+	e.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	m := Message{Channel: channel, Payload: append([]byte(nil), payload...)}
+	select {
+	case e.queue <- m:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("publish to %s: %w", channel, ctx.Err())
+	}
+}
+
+// Ready returns nil once started and until closed.
+func (e *Embedded) Ready() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	switch {
+	case e.closed:
+		return ErrClosed
+	case !e.started:
+		return errors.New("embedded backplane not started")
+	}
+	return nil
+}
+
+// Close forgets every subscription, drops undelivered messages and stops the goroutines.
+func (e *Embedded) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	e.refs.reset()
+	if e.cancel != nil {
+		e.cancel()
+	}
+	e.mu.Unlock()
+	e.wg.Wait()
+	e.m.BackplaneSubscriptions.Set(0)
+	e.m.BackplaneConnected.Set(0)
+	return nil
+}
+
+// dispatch takes whatever has been published (up to maxBatch messages), keeps the messages
+// of held channels and delivers them as one batch.
+func (e *Embedded) dispatch(ctx context.Context) {
+	for {
+		var first Message
+		select {
+		case <-ctx.Done():
+			return
+		case first = <-e.queue:
+		}
+		batch := make([]Message, 1, min(len(e.queue)+1, maxBatch))
+		batch[0] = first
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case m := <-e.queue:
+				batch = append(batch, m)
+			default:
+				break drain
+			}
+		}
+		e.mu.Lock()
+		kept := batch[:0]
+		for _, m := range batch {
+			if e.refs.held(m.Channel) {
+				kept = append(kept, m)
+			}
+		}
+		e.mu.Unlock()
+		clear(batch[len(kept):])
+		if len(kept) > 0 {
+			e.m.BackplaneReceived.Add(len(kept))
+			e.sink.Deliver(kept)
+		}
+	}
+}
+
+// expire releases lingering channels whose linger has passed.
+func (e *Embedded) expire(ctx context.Context) {
+	t := time.NewTicker(sweepInterval(e.opts.Linger))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			e.mu.Lock()
+			e.refs.expire(now, func(string) {})
+			e.mu.Unlock()
+		}
+	}
+}

@@ -1,0 +1,93 @@
+package backplane
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/huleedu/websocket-service/telemetry"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// collector is a Sink that remembers everything delivered.
+type collector struct {
+	mu      sync.Mutex
+	msgs    []Message
+	batches int
+	arrived chan struct{} // capacity 1: something arrived
+}
+
+func newCollector() *collector { return &collector{arrived: make(chan struct{}, 1)} }
+
+func (c *collector) Deliver(batch []Message) {
+	c.mu.Lock()
+	c.msgs = append(c.msgs, batch...)
+	c.batches++
+	c.mu.Unlock()
+	select {
+	case c.arrived <- struct{}{}:
+	default:
+	}
+}
+
+func (c *collector) snapshot() ([]Message, int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]Message(nil), c.msgs...), c.batches
+}
+
+// waitFor waits until at least n messages arrived and returns all of them.
+func (c *collector) waitFor(t testing.TB, n int, within time.Duration) []Message {
+	t.Helper()
+	deadline := time.After(within)
+	for {
+		msgs, _ := c.snapshot()
+		if len(msgs) >= n {
+			return msgs
+		}
+		select {
+		case <-c.arrived:
+		case <-deadline:
+			t.Fatalf("got %d messages within %s, want %d", len(msgs), within, n)
+		}
+	}
+}
+
+// eventually polls cond every 20ms until it holds or within passes.
+func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", within, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// startRedis makes a started Redis backplane, closed when the test ends, and waits until it
+// is ready.
+func startRedis(t testing.TB, opts RedisOptions, sink Sink) *Redis {
+	t.Helper()
+	if opts.Metrics == nil {
+		opts.Metrics = telemetry.New()
+	}
+	r, err := NewRedis(opts, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := r.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	eventually(t, 10*time.Second, "backplane ready", func() bool { return r.Ready() == nil })
+	return r
+}

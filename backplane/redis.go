@@ -1,0 +1,462 @@
+package backplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/huleedu/websocket-service/telemetry"
+)
+
+// ErrClosed is returned by a backplane used after Close.
+var ErrClosed = errors.New("backplane closed")
+
+// RedisOptions configure the Redis backplane.
+type RedisOptions struct {
+	URL         string // redis:// or rediss:// URL; with Cluster a comma list of them
+	Cluster     bool   // sharded Pub/Sub (SSUBSCRIBE/SPUBLISH) on a Redis Cluster
+	PubSubConns int    // Pub/Sub connections (default 2); on a cluster, one per master instead
+	// Linger keeps a channel subscribed this long after its last reference is dropped
+	// (default 2s; negative: unsubscribe at once).
+	Linger  time.Duration
+	Metrics *telemetry.Metrics // nil: metrics are kept but not exported
+	Logger  *slog.Logger       // nil: no logs
+}
+
+// publishPoolSize caps the command connections (PUBLISH, PING): with the two default Pub/Sub
+// connections a node uses at most four connections to Redis, whatever its number of users.
+const publishPoolSize = 2
+
+// Redis is the backplane over Redis Pub/Sub. Each channel maps to one of a fixed set of
+// Pub/Sub connections (relays) by a hash of its name, or on a cluster to the connection to
+// the master serving its slot, so its messages arrive in publish order.
+//
+// backplane_subscriptions_active counts channels with at least one reference (lingering
+// channels, still subscribed on Redis, are not counted). backplane_reconnects_total counts
+// Pub/Sub connections re-established after a loss.
+type Redis struct {
+	opts RedisOptions
+	ep   *endpoint
+	sink Sink
+	log  *slog.Logger
+	m    *telemetry.Metrics
+	pub  *Publisher
+
+	refresh chan struct{} // cluster: asks the topology loop to reload; capacity 1
+
+	mu         sync.Mutex
+	refs       *refcount
+	relays     []*relay
+	topo       *topology          // cluster only; nil until loaded
+	stopRelays context.CancelFunc // stops the current set of relays (cluster: rebuilt on change)
+	topoErr    error
+	pingErr    error
+	started    bool
+	closed     bool
+	ctx        context.Context
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+}
+
+// NewRedis prepares a Redis backplane delivering to sink. Nothing connects before Start.
+func NewRedis(opts RedisOptions, sink Sink) (*Redis, error) {
+	ep, err := parseEndpoint(opts.URL, opts.Cluster)
+	if err != nil {
+		return nil, fmt.Errorf("redis backplane: %w", err)
+	}
+	if opts.PubSubConns <= 0 {
+		opts.PubSubConns = 2
+	}
+	if opts.Linger == 0 {
+		opts.Linger = 2 * time.Second
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = telemetry.New()
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	r := &Redis{
+		opts:    opts,
+		ep:      ep,
+		sink:    sink,
+		log:     opts.Logger,
+		m:       opts.Metrics,
+		pub:     newPublisher(ep, publishPoolSize),
+		refresh: make(chan struct{}, 1),
+		refs:    newRefcount(opts.Linger),
+		topoErr: errors.New("cluster topology not loaded yet"),
+		pingErr: errors.New("not pinged yet"),
+	}
+	if !opts.Cluster {
+		for i := 0; i < opts.PubSubConns; i++ {
+			r.relays = append(r.relays, newRelay(i, ep.addrs[0], false, ep.dial, sink, r, r.log))
+		}
+	}
+	return r, nil
+}
+
+// Start begins connecting and returns at once. The backplane runs until Close (or until ctx
+// ends). A Redis that cannot be reached is logged and retried with backoff; Ready says why.
+func (r *Redis) Start(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return ErrClosed
+	}
+	if r.started {
+		return errors.New("redis backplane: already started")
+	}
+	r.started = true
+	r.ctx, r.cancel = context.WithCancel(ctx)
+	r.m.BackplaneConnected.Set(0)
+	if r.opts.Cluster {
+		r.goLocked(r.watchTopology)
+	} else {
+		r.startRelaysLocked()
+	}
+	r.goLocked(r.maintain)
+	return nil
+}
+
+func (r *Redis) goLocked(f func(ctx context.Context)) {
+	ctx := r.ctx
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		f(ctx)
+	}()
+}
+
+// startRelaysLocked runs the current relays and subscribes every channel held.
+func (r *Redis) startRelaysLocked() {
+	ctx, cancel := context.WithCancel(r.ctx)
+	r.stopRelays = cancel
+	groups := make([][]string, len(r.relays))
+	r.refs.each(func(ch string) {
+		i := r.routeLocked(ch)
+		groups[i] = append(groups[i], ch)
+	})
+	for i, rl := range r.relays {
+		rl.want(groups[i])
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			rl.run(ctx)
+		}()
+	}
+}
+
+// routeLocked picks the relay of a channel; there is at least one relay.
+func (r *Redis) routeLocked(ch string) int {
+	if r.topo != nil {
+		return r.topo.route(ch)
+	}
+	// FNV-1a: stable, cheap, and spreads similar names ("ws:1", "ws:2") evenly.
+	h := uint32(2166136261)
+	for i := 0; i < len(ch); i++ {
+		h ^= uint32(ch[i])
+		h *= 16777619
+	}
+	return int(h % uint32(len(r.relays)))
+}
+
+// groupLocked splits channels by relay.
+func (r *Redis) groupLocked(chans []string) [][]string {
+	if len(r.relays) == 0 {
+		return nil
+	}
+	groups := make([][]string, len(r.relays))
+	for _, ch := range chans {
+		i := r.routeLocked(ch)
+		groups[i] = append(groups[i], ch)
+	}
+	return groups
+}
+
+// Subscribe takes a reference on each channel and returns once all are live on Redis, or at
+// once while the backplane is disconnected (they are subscribed on reconnect). On error no
+// reference is kept.
+func (r *Redis) Subscribe(ctx context.Context, chans []string) error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return ErrClosed
+	}
+	fresh := make([]string, 0, len(chans))
+	for _, ch := range chans {
+		if r.refs.acquire(ch) {
+			fresh = append(fresh, ch)
+		}
+	}
+	r.m.BackplaneSubscriptions.Set(float64(r.refs.active))
+	relays := r.relays
+	for i, g := range r.groupLocked(fresh) {
+		if len(g) > 0 {
+			relays[i].want(g)
+		}
+	}
+	waits := r.groupLocked(chans)
+	r.mu.Unlock()
+
+	for i, g := range waits {
+		if len(g) == 0 {
+			continue
+		}
+		if err := relays[i].awaitLive(ctx, g); err != nil {
+			r.Unsubscribe(chans)
+			return fmt.Errorf("subscribe %d channels: %w", len(chans), err)
+		}
+	}
+	return nil
+}
+
+// Unsubscribe drops a reference on each channel; one left without references is unsubscribed
+// after the linger period unless referenced again meanwhile.
+func (r *Redis) Unsubscribe(chans []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	var gone []string
+	for _, ch := range chans {
+		if r.refs.release(ch, now) {
+			gone = append(gone, ch)
+		}
+	}
+	r.m.BackplaneSubscriptions.Set(float64(r.refs.active))
+	r.unwantLocked(gone)
+}
+
+func (r *Redis) unwantLocked(chans []string) {
+	for i, g := range r.groupLocked(chans) {
+		if len(g) > 0 {
+			r.relays[i].unwant(g)
+		}
+	}
+}
+
+// Publish sends payload to channel through Redis, so every node's subscribers receive it.
+func (r *Redis) Publish(ctx context.Context, channel string, payload []byte) error {
+	r.mu.Lock()
+	closed := r.closed
+	r.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	return r.pub.Publish(ctx, channel, payload)
+}
+
+// Ready returns nil while every Pub/Sub connection is up and Redis answers PING, else the
+// first reason it is not.
+func (r *Redis) Ready() error {
+	r.mu.Lock()
+	switch {
+	case r.closed:
+		r.mu.Unlock()
+		return ErrClosed
+	case !r.started:
+		r.mu.Unlock()
+		return errors.New("redis backplane not started")
+	case r.opts.Cluster && r.topo == nil:
+		err := r.topoErr
+		r.mu.Unlock()
+		return fmt.Errorf("redis cluster: %w", err)
+	case r.pingErr != nil:
+		err := r.pingErr
+		r.mu.Unlock()
+		return fmt.Errorf("redis ping: %w", err)
+	}
+	relays := r.relays
+	r.mu.Unlock()
+	for _, rl := range relays {
+		if err := rl.status(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close drops every subscription (closing the Pub/Sub connections ends them on Redis), stops
+// every goroutine and closes the connections.
+func (r *Redis) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	r.refs.reset()
+	if r.cancel != nil {
+		r.cancel()
+	}
+	r.mu.Unlock()
+	r.wg.Wait()
+	r.m.BackplaneSubscriptions.Set(0)
+	r.m.BackplaneConnected.Set(0)
+	return r.pub.Close()
+}
+
+// maintain expires lingering channels and pings Redis, keeping backplane_connected current.
+func (r *Redis) maintain(ctx context.Context) {
+	sweep := time.NewTicker(sweepInterval(r.opts.Linger))
+	defer sweep.Stop()
+	ping := time.NewTicker(pingInterval)
+	defer ping.Stop()
+	r.ping(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-sweep.C:
+			r.mu.Lock()
+			var gone []string
+			r.refs.expire(now, func(ch string) { gone = append(gone, ch) })
+			r.unwantLocked(gone)
+			r.mu.Unlock()
+		case <-ping.C:
+			r.ping(ctx)
+		}
+	}
+}
+
+func (r *Redis) ping(ctx context.Context) {
+	pctx, cancel := context.WithTimeout(ctx, pingInterval)
+	err := r.pub.Ping(pctx)
+	cancel()
+	if ctx.Err() != nil {
+		return
+	}
+	r.mu.Lock()
+	was := r.pingErr
+	r.pingErr = err
+	r.mu.Unlock()
+	switch {
+	case err != nil && was == nil:
+		r.log.Warn("backplane: redis ping failed", "err", err)
+	case err == nil && was != nil:
+		r.log.Info("backplane: redis answers ping")
+	}
+	r.updateConnected()
+}
+
+func (r *Redis) updateConnected() {
+	if r.Ready() == nil {
+		r.m.BackplaneConnected.Set(1)
+	} else {
+		r.m.BackplaneConnected.Set(0)
+	}
+}
+
+// connected, disconnected and received are the relays' reports (relayEvents).
+
+func (r *Redis) connected(rl *relay, reconnect bool) {
+	if reconnect {
+		r.m.BackplaneReconnects.Inc()
+		rl.log.Info("backplane: pubsub connection restored")
+	} else {
+		rl.log.Debug("backplane: pubsub connection up")
+	}
+	r.updateConnected()
+}
+
+func (r *Redis) disconnected(rl *relay, err error) {
+	r.mu.Lock()
+	closing := r.closed
+	r.mu.Unlock()
+	if !closing {
+		rl.log.Warn("backplane: pubsub connection down, reconnecting with backoff", "err", err)
+	}
+	r.updateConnected()
+	if r.opts.Cluster {
+		select {
+		case r.refresh <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (r *Redis) received(n int) { r.m.BackplaneReceived.Add(n) }
+
+// Topology checks on a cluster: at most one reload per topologyMinGap, and one every
+// topologyEvery even when nothing went wrong, to notice resharding.
+const (
+	topologyMinGap = time.Second
+	topologyEvery  = 30 * time.Second
+)
+
+// watchTopology loads the cluster's slot map and rebuilds the relays whenever it changes (on
+// a MOVED reply, a slot migrating away, a lost connection or the periodic check): the new
+// relays subscribe every held channel on the master now serving it.
+func (r *Redis) watchTopology(ctx context.Context) {
+	cc := r.pub.client.(*redis.ClusterClient)
+	b := newBackoff(100*time.Millisecond, 5*time.Second)
+	failing := false
+	for ctx.Err() == nil {
+		t, err := loadTopology(ctx, cc)
+		if err != nil {
+			r.mu.Lock()
+			if r.topo == nil {
+				r.topoErr = err
+			}
+			r.mu.Unlock()
+			if !failing {
+				r.log.Warn("backplane: cannot load redis cluster topology, retrying", "err", err)
+			}
+			failing = true
+			if !b.sleep(ctx) {
+				return
+			}
+			continue
+		}
+		b.reset()
+		failing = false
+		r.mu.Lock()
+		if !t.same(r.topo) {
+			r.rebuildLocked(t)
+		}
+		r.mu.Unlock()
+		r.updateConnected()
+
+		gap := time.NewTimer(topologyMinGap)
+		select {
+		case <-ctx.Done():
+			gap.Stop()
+			return
+		case <-gap.C:
+		}
+		every := time.NewTimer(topologyEvery)
+		select {
+		case <-ctx.Done():
+		case <-r.refresh:
+			// A reload right after an unreachable node refreshes go-redis's own view too.
+			cc.ReloadState(ctx)
+		case <-every.C:
+		}
+		every.Stop()
+	}
+}
+
+// rebuildLocked replaces the relays with one per master of t.
+func (r *Redis) rebuildLocked(t *topology) {
+	if r.stopRelays != nil {
+		r.stopRelays()
+		r.log.Info("backplane: redis cluster topology changed, resubscribing", "masters", len(t.addrs))
+	}
+	r.topo, r.topoErr = t, nil
+	r.relays = r.relays[:0:0]
+	for i, addr := range t.addrs {
+		r.relays = append(r.relays, newRelay(i, addr, true, r.ep.dial, r.sink, r, r.log))
+	}
+	r.startRelaysLocked()
+}
+
+// sweepInterval is how often lingering channels are checked: a quarter of the linger,
+// between 10ms and 500ms.
+func sweepInterval(linger time.Duration) time.Duration {
+	return min(max(linger/4, 10*time.Millisecond), 500*time.Millisecond)
+}

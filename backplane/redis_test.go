@@ -1,0 +1,277 @@
+package backplane
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/huleedu/websocket-service/internal/redistest"
+)
+
+var ctx = context.Background()
+
+func TestPublishReachesSubscribedSink(t *testing.T) {
+	srv := redistest.Start(t)
+	sink := newCollector()
+	r := startRedis(t, RedisOptions{URL: srv.URL()}, sink)
+	if err := r.Subscribe(ctx, []string{"ws:alice"}); err != nil {
+		t.Fatal(err)
+	}
+	// Subscribe returned, so the subscription is live: a publish now must arrive.
+	if err := r.Publish(ctx, "ws:alice", []byte(`{"type":"notification"}`)); err != nil {
+		t.Fatal(err)
+	}
+	got := sink.waitFor(t, 1, 5*time.Second)
+	if got[0].Channel != "ws:alice" || string(got[0].Payload) != `{"type":"notification"}` {
+		t.Fatalf("got %q %q", got[0].Channel, got[0].Payload)
+	}
+	if n := r.m.BackplaneReceived.Get(); n != 1 {
+		t.Fatalf("backplane_messages_received_total = %d, want 1", n)
+	}
+}
+
+func TestUnsubscribedChannelIsNotDelivered(t *testing.T) {
+	srv := redistest.Start(t)
+	sink := newCollector()
+	r := startRedis(t, RedisOptions{URL: srv.URL(), Linger: -1}, sink)
+	if err := r.Subscribe(ctx, []string{"ws:a", "ws:b"}); err != nil {
+		t.Fatal(err)
+	}
+	r.Unsubscribe([]string{"ws:b"})
+	probe := srv.Client(t)
+	eventually(t, 5*time.Second, "ws:b unsubscribed on redis", func() bool {
+		return probe.PubSubNumSub(ctx, "ws:b").Val()["ws:b"] == 0
+	})
+	for _, ch := range []string{"ws:never", "ws:b", "ws:a"} {
+		if err := r.Publish(ctx, ch, []byte(ch)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := sink.waitFor(t, 1, 5*time.Second)
+	time.Sleep(100 * time.Millisecond)
+	got, _ = sink.snapshot()
+	if len(got) != 1 || got[0].Channel != "ws:a" {
+		t.Fatalf("delivered %v, want only ws:a", got)
+	}
+}
+
+func TestReferencesAndLingerKeepTheRedisSubscription(t *testing.T) {
+	srv := redistest.Start(t)
+	probe := srv.Client(t)
+	linger := 300 * time.Millisecond
+	r := startRedis(t, RedisOptions{URL: srv.URL(), Linger: linger}, newCollector())
+	numsub := func() int64 { return probe.PubSubNumSub(ctx, "ws:u").Val()["ws:u"] }
+
+	// Two connections of one user: one Redis subscription, kept while either holds it.
+	for i := 0; i < 2; i++ {
+		if err := r.Subscribe(ctx, []string{"ws:u"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.Unsubscribe([]string{"ws:u"})
+	time.Sleep(2 * linger)
+	if n := numsub(); n != 1 {
+		t.Fatalf("NUMSUB with one reference left = %d, want 1", n)
+	}
+	if a := r.m.BackplaneSubscriptions.Get(); a != 1 {
+		t.Fatalf("backplane_subscriptions_active = %v, want 1", a)
+	}
+
+	// The last reference goes; the client reconnects within the linger.
+	r.Unsubscribe([]string{"ws:u"})
+	time.Sleep(linger / 3)
+	if err := r.Subscribe(ctx, []string{"ws:u"}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * linger)
+	if n := numsub(); n != 1 {
+		t.Fatalf("NUMSUB after re-subscribing within the linger = %d, want 1", n)
+	}
+	info := probe.Info(ctx, "commandstats").Val()
+	if calls := commandCalls(info, "unsubscribe"); calls != 0 {
+		t.Fatalf("UNSUBSCRIBE sent %d times, want none", calls)
+	}
+
+	// Gone for good: unsubscribed once the linger has passed.
+	r.Unsubscribe([]string{"ws:u"})
+	if n := numsub(); n != 1 {
+		t.Fatalf("NUMSUB right after the last release = %d, want 1 (lingering)", n)
+	}
+	eventually(t, 5*linger, "unsubscribed after the linger", func() bool { return numsub() == 0 })
+	if a := r.m.BackplaneSubscriptions.Get(); a != 0 {
+		t.Fatalf("backplane_subscriptions_active = %v, want 0", a)
+	}
+}
+
+// commandCalls reads calls=N of cmdstat_<name> from INFO commandstats.
+func commandCalls(info, name string) int {
+	for _, line := range strings.Split(info, "\n") {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_"+name+":calls=")
+		if !ok {
+			continue
+		}
+		n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
+		return n
+	}
+	return 0
+}
+
+func TestSubscribesAreCoalescedIntoFewCommands(t *testing.T) {
+	srv := redistest.Start(t)
+	probe := srv.Client(t)
+	r := startRedis(t, RedisOptions{URL: srv.URL()}, newCollector())
+	probe.ConfigResetStat(ctx)
+
+	// One call with 2,000 channels: two connections, 512 channels per command at most.
+	many := make([]string, 2000)
+	for i := range many {
+		many[i] = fmt.Sprintf("ws:bulk-%d", i)
+	}
+	if err := r.Subscribe(ctx, many); err != nil {
+		t.Fatal(err)
+	}
+	if calls := commandCalls(probe.Info(ctx, "commandstats").Val(), "subscribe"); calls > 6 {
+		t.Fatalf("2,000 channels in one call took %d SUBSCRIBE commands, want at most 6", calls)
+	}
+
+	// 1,000 clients arriving at once: their subscriptions share commands.
+	probe.ConfigResetStat(ctx)
+	var wg sync.WaitGroup
+	for i := 0; i < 1000; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := r.Subscribe(ctx, []string{fmt.Sprintf("ws:user-%d", i)}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	calls := commandCalls(probe.Info(ctx, "commandstats").Val(), "subscribe")
+	t.Logf("1,000 concurrent Subscribe calls → %d SUBSCRIBE commands", calls)
+	if calls >= 500 {
+		t.Fatalf("1,000 concurrent subscriptions took %d SUBSCRIBE commands", calls)
+	}
+	if n := len(probe.PubSubChannels(ctx, "ws:user-*").Val()); n != 1000 {
+		t.Fatalf("PUBSUB CHANNELS lists %d user channels, want 1000", n)
+	}
+}
+
+func TestPerChannelOrderIsKeptFor10000Messages(t *testing.T) {
+	srv := redistest.Start(t)
+	sink := newCollector()
+	r := startRedis(t, RedisOptions{URL: srv.URL()}, sink)
+	chans := []string{"ws:o1", "ws:o2", "ws:o3", "ws:o4", "ws-broadcast"}
+	if err := r.Subscribe(ctx, chans); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := NewPublisher(srv.URL(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	const total = 10000
+	msgs := make([]Message, total)
+	for i := range msgs {
+		msgs[i] = Message{Channel: chans[i%len(chans)], Payload: []byte(strconv.Itoa(i))}
+	}
+	if err := pub.PublishMany(ctx, msgs); err != nil {
+		t.Fatal(err)
+	}
+	got := sink.waitFor(t, total, 10*time.Second)
+	last := map[string]int{}
+	for _, m := range got {
+		seq, _ := strconv.Atoi(string(m.Payload))
+		if prev, ok := last[m.Channel]; ok && seq <= prev {
+			t.Fatalf("%s: message %d after %d", m.Channel, seq, prev)
+		}
+		last[m.Channel] = seq
+	}
+	_, batches := sink.snapshot()
+	t.Logf("10,000 messages in %d batches", batches)
+	if len(got) != total {
+		t.Fatalf("got %d messages, want %d", len(got), total)
+	}
+}
+
+func TestRedisOutageReportsNotReadyThenResubscribes(t *testing.T) {
+	srv := redistest.Start(t)
+	sink := newCollector()
+	r := startRedis(t, RedisOptions{URL: srv.URL()}, sink)
+	if err := r.Subscribe(ctx, []string{"ws:x", "ws-group:g"}); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	eventually(t, 5*time.Second, "not ready during the outage", func() bool { return r.Ready() != nil })
+	t.Logf("Ready during the outage: %v", r.Ready())
+	if r.m.BackplaneConnected.Get() != 0 {
+		t.Fatal("backplane_connected is 1 during the outage")
+	}
+	// Subscribing while down does not wait; the channel is subscribed at reconnect.
+	if err := r.Subscribe(ctx, []string{"ws:late"}); err != nil {
+		t.Fatalf("subscribe while down: %v", err)
+	}
+	time.Sleep(2 * time.Second)
+	srv.Restart()
+	eventually(t, 10*time.Second, "ready after restart", func() bool { return r.Ready() == nil })
+
+	probe := srv.Client(t)
+	eventually(t, 5*time.Second, "subscriptions restored", func() bool {
+		n := probe.PubSubNumSub(ctx, "ws:x", "ws-group:g", "ws:late").Val()
+		return n["ws:x"] == 1 && n["ws-group:g"] == 1 && n["ws:late"] == 1
+	})
+	for _, ch := range []string{"ws:x", "ws-group:g", "ws:late"} {
+		if err := r.Publish(ctx, ch, []byte("after")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sink.waitFor(t, 3, 5*time.Second)
+	if n := r.m.BackplaneReconnects.Get(); n == 0 {
+		t.Fatal("backplane_reconnects_total not incremented")
+	}
+	if r.m.BackplaneConnected.Get() != 1 {
+		t.Fatal("backplane_connected is not 1 after the restart")
+	}
+}
+
+func TestAtMostFourConnectionsFor1000Users(t *testing.T) {
+	srv := redistest.Start(t)
+	probe := redis.NewClient(&redis.Options{Addr: srv.Addr(), ClientName: "probe"})
+	defer probe.Close()
+	sink := newCollector()
+	r := startRedis(t, RedisOptions{URL: srv.URL()}, sink)
+	var wg sync.WaitGroup
+	for i := 0; i < 1000; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			user := fmt.Sprintf("ws:user-%d", i)
+			if err := r.Subscribe(ctx, []string{user, "ws-broadcast"}); err != nil {
+				t.Error(err)
+				return
+			}
+			if err := r.Publish(ctx, user, []byte("hi")); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	sink.waitFor(t, 1000, 10*time.Second)
+	list := probe.ClientList(ctx).Val()
+	n := 0
+	for _, line := range strings.Split(strings.TrimSpace(list), "\n") {
+		if !strings.Contains(line, "name=probe ") {
+			n++
+		}
+	}
+	t.Logf("CLIENT LIST: %d backplane connections for 1,000 users", n)
+	if n > 4 {
+		t.Fatalf("%d connections to redis, want at most 4:\n%s", n, list)
+	}
+}

@@ -1,0 +1,474 @@
+package backplane
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+)
+
+// Tuning of a relay.
+const (
+	maxChannelsPerCommand = 512 // channels in one SUBSCRIBE/UNSUBSCRIBE
+	maxBatch              = 512 // messages handed to the sink at once
+	readBufferSize        = 64 << 10
+	pingInterval          = time.Second
+	readTimeout           = 3 * pingInterval // silence after which the connection is presumed dead
+	writeTimeout          = 5 * time.Second
+)
+
+// chanState is the relay's view of one channel on its connection.
+//
+// A channel is live (a message published now is delivered) when the last command sent for it
+// was SUBSCRIBE and every command sent for it has been confirmed: Redis executes commands in
+// order, so the last confirmation reflects the last command.
+type chanState struct {
+	name   string
+	want   bool // the node holds the channel (with references or lingering)
+	onWire bool // the last command sent for it on this connection was SUBSCRIBE
+	queued bool // in relay.dirty, waiting for the writer
+	acks   int  // confirmations outstanding
+}
+
+func (st *chanState) live() bool { return st.onWire && st.acks == 0 }
+
+// relay is one Pub/Sub connection and the channels mapped to it. Its run goroutine owns the
+// connection's lifecycle and reads from it; its writer goroutine sends the coalesced
+// SUBSCRIBE/UNSUBSCRIBE commands and pings. Everything under mu is shared between them and
+// the callers of want/unwant/awaitLive.
+type relay struct {
+	id      int
+	addr    string
+	sharded bool // SSUBSCRIBE/SUNSUBSCRIBE (Redis Cluster)
+	dial    func(ctx context.Context, addr string) (net.Conn, error)
+	sink    Sink
+	events  relayEvents
+	log     *slog.Logger
+
+	kick chan struct{} // wakes the writer; capacity 1
+	done chan struct{} // closed when the relay stops
+
+	mu    sync.Mutex
+	conn  net.Conn // nil while disconnected
+	err   error    // why the relay is disconnected
+	quiet bool     // the current outage has been reported
+	chans map[string]*chanState
+	dirty []*chanState
+	// inflight counts confirmations outstanding on the connection. While any are, the writer
+	// holds new changes back: they pile up during the round trip and leave as one command,
+	// so a burst of subscriptions costs a few commands without any fixed delay.
+	inflight int
+	changed  chan struct{} // closed and replaced when a channel goes live or the connection state changes
+}
+
+// relayEvents is what a relay reports to its owner.
+type relayEvents interface {
+	connected(r *relay, reconnect bool)
+	disconnected(r *relay, err error)
+	received(n int)
+}
+
+func newRelay(id int, addr string, sharded bool, dial func(context.Context, string) (net.Conn, error), sink Sink, ev relayEvents, log *slog.Logger) *relay {
+	return &relay{
+		id: id, addr: addr, sharded: sharded, dial: dial, sink: sink, events: ev,
+		log:     log.With("pubsub_conn", id, "addr", addr),
+		kick:    make(chan struct{}, 1),
+		done:    make(chan struct{}),
+		err:     errors.New("not connected yet"),
+		chans:   map[string]*chanState{},
+		changed: make(chan struct{}),
+	}
+}
+
+// want marks channels to be subscribed.
+func (r *relay) want(chans []string) { r.mark(chans, true) }
+
+// unwant marks channels to be unsubscribed.
+func (r *relay) unwant(chans []string) { r.mark(chans, false) }
+
+func (r *relay) mark(chans []string, want bool) {
+	r.mu.Lock()
+	for _, ch := range chans {
+		st := r.chans[ch]
+		if st == nil {
+			if !want {
+				continue
+			}
+			st = &chanState{name: ch}
+			r.chans[ch] = st
+		}
+		st.want = want
+		r.enqueueLocked(st)
+	}
+	r.mu.Unlock()
+	r.wake()
+}
+
+func (r *relay) enqueueLocked(st *chanState) {
+	if st.want != st.onWire && !st.queued {
+		st.queued = true
+		r.dirty = append(r.dirty, st)
+	}
+}
+
+func (r *relay) wake() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// awaitLive returns once every channel of chans is live, or at once when the relay is
+// disconnected (the channels will be subscribed on reconnect) or stopped.
+func (r *relay) awaitLive(ctx context.Context, chans []string) error {
+	for {
+		r.mu.Lock()
+		if r.conn == nil {
+			r.mu.Unlock()
+			return nil
+		}
+		pending := false
+		for _, ch := range chans {
+			if st := r.chans[ch]; st != nil && st.want && !st.live() {
+				pending = true
+				break
+			}
+		}
+		changed := r.changed
+		r.mu.Unlock()
+		if !pending {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-r.done:
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("wait for subscription on %s: %w", r.addr, ctx.Err())
+		}
+	}
+}
+
+// notifyLocked wakes every awaitLive.
+func (r *relay) notifyLocked() {
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+// status returns nil while connected, else why not.
+func (r *relay) status() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.conn == nil {
+		return fmt.Errorf("pubsub connection %d to %s: %w", r.id, r.addr, r.err)
+	}
+	return nil
+}
+
+// run connects, reads and reconnects with backoff until ctx ends. The writer runs beside it.
+func (r *relay) run(ctx context.Context) {
+	defer close(r.done)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r.writeLoop(ctx)
+	}()
+	defer wg.Wait()
+
+	b := newBackoff(100*time.Millisecond, 5*time.Second)
+	everConnected := false
+	for ctx.Err() == nil {
+		conn, err := r.dial(ctx, r.addr)
+		if err != nil {
+			r.setDown(err)
+			if !b.sleep(ctx) {
+				return
+			}
+			continue
+		}
+		r.mu.Lock()
+		r.conn, r.err, r.quiet = conn, nil, false
+		for _, st := range r.chans {
+			r.enqueueLocked(st)
+		}
+		r.notifyLocked()
+		r.mu.Unlock()
+		r.events.connected(r, everConnected)
+		everConnected = true
+		r.wake()
+
+		stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+		err = r.readLoop(conn)
+		stop()
+		_ = conn.Close()
+		if ctx.Err() != nil {
+			err = errors.New("closed")
+		}
+		r.setDown(err)
+		b.reset()
+		if !b.sleep(ctx) {
+			return
+		}
+	}
+}
+
+// setDown records a lost (or failed) connection: nothing is on the wire any more, and every
+// channel still wanted will be subscribed again on the next connection.
+func (r *relay) setDown(err error) {
+	r.mu.Lock()
+	report := !r.quiet
+	r.conn, r.err, r.quiet = nil, err, true
+	r.inflight = 0
+	for name, st := range r.chans {
+		st.onWire, st.acks = false, 0
+		if !st.want {
+			st.queued = false
+			delete(r.chans, name)
+		}
+	}
+	kept := r.dirty[:0]
+	for _, st := range r.dirty {
+		if st.want {
+			kept = append(kept, st)
+		}
+	}
+	clear(r.dirty[len(kept):])
+	r.dirty = kept
+	r.notifyLocked()
+	r.mu.Unlock()
+	if report {
+		r.events.disconnected(r, err)
+	}
+}
+
+// writeLoop sends pending SUBSCRIBE/UNSUBSCRIBE commands whenever kicked, and a PING every
+// pingInterval so that a silent network failure is noticed by the reader's deadline.
+func (r *relay) writeLoop(ctx context.Context) {
+	tick := time.NewTicker(pingInterval)
+	defer tick.Stop()
+	var buf []byte
+	var subs, unsubs []string
+	for {
+		ping := false
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.kick:
+		case <-tick.C:
+			ping = true
+		}
+		r.mu.Lock()
+		conn := r.conn
+		if conn == nil || (r.inflight > 0 && !ping) {
+			r.mu.Unlock()
+			continue
+		}
+		subs, unsubs = subs[:0], unsubs[:0]
+		if r.inflight > 0 {
+			r.mu.Unlock()
+			r.write(conn, appendCommand(buf[:0], "PING", nil))
+			continue
+		}
+		for _, st := range r.dirty {
+			st.queued = false
+			switch {
+			case st.want && !st.onWire:
+				subs = append(subs, st.name)
+				st.onWire = true
+				st.acks++
+			case !st.want && st.onWire:
+				unsubs = append(unsubs, st.name)
+				st.onWire = false
+				st.acks++
+			case !st.want && st.acks == 0:
+				delete(r.chans, st.name)
+			}
+		}
+		clear(r.dirty)
+		r.dirty = r.dirty[:0]
+		r.inflight += len(subs) + len(unsubs)
+		r.mu.Unlock()
+
+		buf = buf[:0]
+		subCmd, unsubCmd := "SUBSCRIBE", "UNSUBSCRIBE"
+		if r.sharded {
+			subCmd, unsubCmd = "SSUBSCRIBE", "SUNSUBSCRIBE"
+		}
+		buf = r.appendBatches(buf, subCmd, subs)
+		buf = r.appendBatches(buf, unsubCmd, unsubs)
+		if ping {
+			buf = appendCommand(buf, "PING", nil)
+		}
+		r.write(conn, buf)
+		if cap(buf) > 1<<20 {
+			buf = nil // do not keep a resubscription's worth of memory forever
+		}
+	}
+}
+
+func (r *relay) write(conn net.Conn, buf []byte) {
+	if len(buf) == 0 {
+		return
+	}
+	_ = conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if _, err := conn.Write(buf); err != nil {
+		// The reader sees the broken connection too and reconnects.
+		r.log.Warn("backplane: write to pubsub connection failed", "err", err)
+		_ = conn.Close()
+	}
+}
+
+// appendBatches appends cmd for channels in groups of at most maxChannelsPerCommand. On a
+// cluster the channels of one SSUBSCRIBE must share a hash slot, so they are grouped by slot.
+func (r *relay) appendBatches(buf []byte, cmd string, chans []string) []byte {
+	if !r.sharded {
+		for len(chans) > 0 {
+			n := min(len(chans), maxChannelsPerCommand)
+			buf = appendCommand(buf, cmd, chans[:n])
+			chans = chans[n:]
+		}
+		return buf
+	}
+	for _, group := range groupBySlot(chans) {
+		for len(group) > 0 {
+			n := min(len(group), maxChannelsPerCommand)
+			buf = appendCommand(buf, cmd, group[:n])
+			group = group[n:]
+		}
+	}
+	return buf
+}
+
+// readLoop reads replies until the connection fails. Messages are gathered into a batch that
+// is handed to the sink as soon as the read buffer holds no further reply (so nothing waits
+// for more traffic) or the batch is full.
+func (r *relay) readLoop(conn net.Conn) error {
+	rr := respReader{rd: bufio.NewReaderSize(conn, readBufferSize)}
+	var d dispatcher
+	for {
+		if rr.rd.Buffered() == 0 {
+			r.flush(&d)
+			_ = conn.SetReadDeadline(time.Now().Add(readTimeout))
+		}
+		if err := r.readOne(&rr, &d); err != nil {
+			r.flush(&d)
+			return err
+		}
+		if d.full() {
+			r.flush(&d)
+		}
+	}
+}
+
+// flush hands the gathered batch over and wakes subscribers whose channels went live.
+func (r *relay) flush(d *dispatcher) {
+	if d.confirmed {
+		r.mu.Lock()
+		r.notifyLocked()
+		more := r.inflight == 0 && len(r.dirty) > 0
+		r.mu.Unlock()
+		d.confirmed = false
+		if more {
+			r.wake()
+		}
+	}
+	if batch := d.take(); batch != nil {
+		r.events.received(len(batch))
+		r.sink.Deliver(batch)
+	}
+}
+
+// readOne reads one reply and applies it.
+func (r *relay) readOne(rr *respReader, d *dispatcher) error {
+	n, err := rr.arrayLen()
+	if err != nil {
+		return fmt.Errorf("read pubsub reply: %w", err)
+	}
+	if n == 0 {
+		return nil // +PONG
+	}
+	kind, err := rr.peekBulk()
+	if err != nil {
+		return fmt.Errorf("read pubsub reply kind: %w", err)
+	}
+	switch k := classify(kind); {
+	case k == pushMessage && n == 3:
+		name, err := rr.peekBulk()
+		if err != nil {
+			return fmt.Errorf("read message channel: %w", err)
+		}
+		size, err := rr.bulkLen()
+		if err != nil || size < 0 {
+			return fmt.Errorf("read message payload: %w", errors.Join(err, errProtocol))
+		}
+		// Looking the channel up gives its name as a string without allocating one, and drops
+		// a message that raced with an UNSUBSCRIBE.
+		r.mu.Lock()
+		st := r.chans[string(name)]
+		r.mu.Unlock()
+		if st == nil || !st.want {
+			_, err := rr.rd.Discard(size + 2)
+			return err
+		}
+		payload, err := rr.readBulkInto(&d.arena, size)
+		if err != nil {
+			return fmt.Errorf("read message payload: %w", err)
+		}
+		d.add(st.name, payload, rr.rd.Buffered())
+		return nil
+	case (k == pushSubscribe || k == pushUnsubscribe) && n == 3:
+		name, err := rr.peekBulk()
+		if err != nil {
+			return fmt.Errorf("read confirmation: %w", err)
+		}
+		r.mu.Lock()
+		err = r.confirmLocked(name, k, d)
+		r.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		_, err = rr.integer()
+		return err
+	default:
+		for i := 1; i < n; i++ {
+			if err := rr.skip(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+// errSlotMoved: the server dropped a sharded subscription itself, because the channel's slot
+// moved to another node.
+var errSlotMoved = errors.New("sharded subscription dropped by the server (slot moved)")
+
+func (r *relay) confirmLocked(name []byte, k pushKind, d *dispatcher) error {
+	st := r.chans[string(name)]
+	if st == nil || st.acks == 0 {
+		if k == pushUnsubscribe && r.sharded {
+			return fmt.Errorf("channel %q: %w", name, errSlotMoved)
+		}
+		return nil
+	}
+	st.acks--
+	r.inflight--
+	if r.inflight == 0 {
+		d.confirmed = true // the writer may send what it held back
+	}
+	if st.acks > 0 {
+		return nil
+	}
+	switch {
+	case st.onWire:
+		d.confirmed = true
+	case !st.want && !st.queued:
+		delete(r.chans, st.name)
+	}
+	return nil
+}
