@@ -344,16 +344,23 @@ func (r *relay) appendBatches(buf []byte, cmd string, chans []string) []byte {
 	return buf
 }
 
-// readLoop reads replies until the connection fails. Messages are gathered into a batch that
-// is handed to the sink as soon as the read buffer holds no further reply (so nothing waits
-// for more traffic) or the batch is full.
+// readLoop reads replies until the connection fails.
 func (r *relay) readLoop(conn net.Conn) error {
-	rr := respReader{rd: bufio.NewReaderSize(conn, readBufferSize)}
+	return r.receive(bufio.NewReaderSize(conn, readBufferSize), func() {
+		_ = conn.SetReadDeadline(time.Now().Add(readTimeout))
+	})
+}
+
+// receive reads replies until rd fails. Messages are gathered into a batch that is handed to
+// the sink as soon as the read buffer holds no further reply (so nothing waits for more
+// traffic) or the batch is full. idle runs before each read that may block.
+func (r *relay) receive(rd *bufio.Reader, idle func()) error {
+	rr := respReader{rd: rd}
 	var d dispatcher
 	for {
-		if rr.rd.Buffered() == 0 {
+		if rd.Buffered() == 0 {
 			r.flush(&d)
-			_ = conn.SetReadDeadline(time.Now().Add(readTimeout))
+			idle()
 		}
 		if err := r.readOne(&rr, &d); err != nil {
 			r.flush(&d)

@@ -1,0 +1,84 @@
+package backplane
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/huleedu/websocket-service/internal/redistest"
+)
+
+func TestKeySlotMatchesRedisCluster(t *testing.T) {
+	// Values from CLUSTER KEYSLOT.
+	for key, want := range map[string]uint16{
+		"foo":             12182,
+		"bar":             5061,
+		"{user1000}.a":    3443,
+		"foo{}{bar}":      8363,
+		"ws:alice":        keySlot("ws:alice"),
+		"{ws:alice}extra": keySlot("ws:alice"),
+	} {
+		if got := keySlot(key); got != want {
+			t.Errorf("keySlot(%q) = %d, want %d", key, got, want)
+		}
+	}
+}
+
+func TestClusterUsesShardedPubSubEndToEnd(t *testing.T) {
+	cl := redistest.StartCluster(t, 3)
+	sink := newCollector()
+	r := startRedis(t, RedisOptions{URL: cl.URL(), Cluster: true}, sink)
+
+	// Enough channels to land on every master, several sharing a slot via a hash tag.
+	var chans []string
+	for i := 0; i < 60; i++ {
+		chans = append(chans, fmt.Sprintf("ws:user-%d", i))
+	}
+	chans = append(chans, "ws:{class7}a", "ws:{class7}b", "ws-broadcast")
+	if err := r.Subscribe(ctx, chans); err != nil {
+		t.Fatal(err)
+	}
+
+	shard := 0
+	for _, addr := range cl.Addrs() {
+		node := redis.NewClient(&redis.Options{Addr: addr})
+		n := len(node.PubSubShardChannels(ctx, "*").Val())
+		_ = node.Close()
+		if n == 0 {
+			t.Errorf("master %s has no sharded subscription", addr)
+		}
+		shard += n
+	}
+	if shard != len(chans) {
+		t.Fatalf("PUBSUB SHARDCHANNELS lists %d channels over the masters, want %d", shard, len(chans))
+	}
+
+	pub, err := NewPublisher(cl.URL(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	for _, ch := range chans {
+		if err := pub.Publish(ctx, ch, []byte("to "+ch)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := sink.waitFor(t, len(chans), 5*time.Second)
+	seen := map[string]bool{}
+	for _, m := range got {
+		if string(m.Payload) != "to "+m.Channel {
+			t.Fatalf("payload %q on %s", m.Payload, m.Channel)
+		}
+		seen[m.Channel] = true
+	}
+	if len(seen) != len(chans) {
+		t.Fatalf("received on %d channels, want %d", len(seen), len(chans))
+	}
+	// Through the backplane's own Publish too (SPUBLISH).
+	if err := r.Publish(ctx, "ws:user-1", []byte("again")); err != nil {
+		t.Fatal(err)
+	}
+	sink.waitFor(t, len(chans)+1, 5*time.Second)
+}
