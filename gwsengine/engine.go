@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"runtime"
 	"sync"
@@ -127,13 +128,18 @@ func (e *Engine) Accept(w http.ResponseWriter, r *http.Request, a session.Admiss
 	}
 	s := e.leastLoaded()
 	c := &conn{e: e, shard: s, id: a.Identity, socket: socket, wire: wr, done: make(chan struct{})}
-	c.expires.Store(a.Expires.UnixNano())
+	c.expires.Store(math.MaxInt64) // a token without exp (auth refuses those) never expires
+	if !a.Expires.IsZero() {
+		c.expires.Store(a.Expires.UnixNano())
+	}
 	c.nextPing = time.Now().Add(e.opts.HeartbeatInterval).UnixNano()
 	socket.Session().(*slot).c = c
 	// gws has already written the 101, so a message delivered from here until add returns
 	// misses this connection: microseconds, see the package comment.
 	s.add(c)
-	e.metrics.Handshake(a.Started)
+	if !a.Started.IsZero() {
+		e.metrics.Handshake(a.Started)
+	}
 	e.metrics.ConnectionsActive.Inc()
 	if e.closing.Load() {
 		// Close or Drain took its snapshot before add; close c here so it is not left behind.
@@ -156,7 +162,9 @@ func (e *Engine) Reject(w http.ResponseWriter, r *http.Request, subprotocol, cod
 		return
 	}
 	_ = wr.SetWriteDeadline(time.Now().Add(closeGrace))
-	_ = socket.WriteMessage(gws.OpcodeText, message.ErrorJSON(code))
+	if socket.WriteMessage(gws.OpcodeText, message.ErrorJSON(code)) == nil {
+		e.metrics.MessagesSent.Inc()
+	}
 	_ = socket.WriteClose(closeCode, nil)
 	socket.ReadLoop() // reads until the client's close frame, EOF or closeGrace; releases the wire
 }

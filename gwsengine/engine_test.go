@@ -12,8 +12,13 @@ import (
 
 	"github.com/huleedu/websocket-service/message"
 	"github.com/huleedu/websocket-service/registry"
+	"github.com/huleedu/websocket-service/server"
 	"github.com/huleedu/websocket-service/session"
 )
+
+// The server consumes the engine through this interface; package server does not import
+// this one, so the check costs no cycle.
+var _ server.Engine = (*Engine)(nil)
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 

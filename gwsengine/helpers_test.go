@@ -90,6 +90,9 @@ type rig struct {
 	metrics *telemetry.Metrics
 	minter  *auth.Minter
 	url     string
+
+	mu       sync.Mutex
+	accepted int // successful Accept calls; each must end in exactly one Hooks.Closed
 }
 
 type rigOption func(*session.Options)
@@ -154,7 +157,11 @@ func newRig(t testing.TB, opts ...rigOption) *rig {
 		}
 		if err := eng.Accept(w, req, a); err != nil {
 			t.Logf("accept: %v", err)
+			return
 		}
+		r.mu.Lock()
+		r.accepted++
+		r.mu.Unlock()
 	}))
 	r.url = "ws" + strings.TrimPrefix(r.srv.URL, "http") + "/ws"
 	t.Cleanup(r.close)
@@ -165,6 +172,14 @@ func (r *rig) close() {
 	r.srv.Close()
 	if err := r.eng.Close(); err != nil {
 		r.t.Errorf("engine close: %v", err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n := r.hooks.count(); n != r.accepted {
+		r.t.Errorf("%d connections accepted, Hooks.Closed called %d times", r.accepted, n)
+	}
+	if n := r.metrics.ConnectionsActive.Get(); n != 0 {
+		r.t.Errorf("websocket_connections_active = %v after Close", n)
 	}
 }
 

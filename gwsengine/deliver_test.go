@@ -1,0 +1,127 @@
+package gwsengine
+
+import (
+	"fmt"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/huleedu/websocket-service/registry"
+	"github.com/huleedu/websocket-service/session"
+)
+
+// sink is a raw client that reads and throws away everything, into a buffer allocated up
+// front so that it allocates nothing while a test counts allocations.
+type sink struct {
+	*rawClient
+	bytes atomic.Int64
+}
+
+func dialSinks(t testing.TB, r *rig, n int, groups []string) []*sink {
+	t.Helper()
+	tok := r.token("reader", groups, time.Hour)
+	sinks := make([]*sink, n)
+	for i := range sinks {
+		s := &sink{rawClient: dialRaw(t, r, tok, 0)}
+		buf := make([]byte, 128<<10)
+		go func() {
+			for {
+				n, err := s.br.Read(buf)
+				s.bytes.Add(int64(n))
+				if err != nil {
+					return
+				}
+			}
+		}()
+		sinks[i] = s
+	}
+	r.waitConns(n)
+	return sinks
+}
+
+// waitSent waits until the engine has written want frames.
+func waitSent(t testing.TB, r *rig, want uint64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for r.metrics.MessagesSent.Get() < want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d frames written", r.metrics.MessagesSent.Get(), want)
+		}
+		runtime.Gosched()
+	}
+}
+
+// A payload is framed once for all its targets: delivering 64 KiB to 200 connections must
+// not allocate anything like 200 copies of it.
+func TestDeliverEncodesOncePerMessage(t *testing.T) {
+	const targets, size = 200, 64 << 10
+	r := newRig(t, func(o *session.Options) { o.SendQueueLimit = 1 << 30 })
+	sinks := dialSinks(t, r, targets, []string{"class"})
+	payload := []byte(strings.Repeat("p", size))
+
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	r.eng.Deliver([]registry.Delivery{{Target: registry.Target{Kind: registry.Group, ID: "class"}, Payload: payload}})
+	waitSent(t, r, targets)
+	runtime.ReadMemStats(&after)
+
+	allocated := after.TotalAlloc - before.TotalAlloc
+	if perTarget := targets * size; allocated > uint64(perTarget)/8 {
+		t.Errorf("delivering %d bytes to %d connections allocated %d bytes: frames are built per target", size, targets, allocated)
+	}
+	t.Logf("one %d-byte message to %d connections allocated %d bytes", size, targets, allocated)
+	deadline := time.Now().Add(5 * time.Second)
+	for _, s := range sinks {
+		for s.bytes.Load() < size && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		if s.bytes.Load() < size {
+			t.Fatalf("a connection received %d bytes, want %d", s.bytes.Load(), size)
+		}
+	}
+}
+
+// BenchmarkDeliverGroupFanout1000 is one notification to a group of 1,000 connections, timed
+// until every connection's frame has been written to its socket.
+func BenchmarkDeliverGroupFanout1000(b *testing.B) {
+	const targets = 1000
+	r := newRig(b, func(o *session.Options) { o.SendQueueLimit = 1 << 30 })
+	dialSinks(b, r, targets, []string{"class"})
+	payload := []byte(`{"type":"notification","event_type":"batch_completed","data":{"batch_id":"123","status":"completed"}}`)
+	batch := []registry.Delivery{{Target: registry.Target{Kind: registry.Group, ID: "class"}, Payload: payload}}
+
+	sent := r.metrics.MessagesSent.Get()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		r.eng.Deliver(batch)
+		sent += targets
+		waitSent(b, r, sent)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*targets), "ns/target")
+}
+
+// BenchmarkDeliverEnqueue is the cost Deliver itself adds to its caller (the backplane's
+// receive loop) for 1,000 targets, the socket writes left to gws's write goroutines.
+func BenchmarkDeliverEnqueue(b *testing.B) {
+	for _, targets := range []int{1, 100, 1000} {
+		b.Run(fmt.Sprintf("targets=%d", targets), func(b *testing.B) {
+			r := newRig(b, func(o *session.Options) { o.SendQueueLimit = 1 << 30 })
+			dialSinks(b, r, targets, []string{"class"})
+			batch := []registry.Delivery{{Target: registry.Target{Kind: registry.Group, ID: "class"}, Payload: []byte(`{"type":"notification"}`)}}
+			sent := r.metrics.MessagesSent.Get()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				r.eng.Deliver(batch)
+				sent += uint64(targets)
+				b.StopTimer()
+				waitSent(b, r, sent)
+				b.StartTimer()
+			}
+		})
+	}
+}
