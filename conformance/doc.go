@@ -1,0 +1,15 @@
+// Package conformance checks websocket-service's WebSocket endpoint from the outside, over
+// both engines: the server-side cases of the Autobahn|Testsuite fuzzing client, replayed by a
+// raw TCP client that writes exactly the frames of each case (autobahn_*_test.go); hostile
+// clients (slowloris, slow consumers, floods, oversized headers and frames); and independent
+// client implementations (github.com/coder/websocket and Node's ws package).
+//
+// The non-test code here is only the raw client (wire.go): a handshake over net.Conn and a
+// frame encoder and decoder with no validation shortcuts, so a test can put any byte sequence
+// on the wire — masked or not, with reserved bits or lengths a real client never sends — and
+// see exactly what the server answers. It is not a WebSocket library for production use.
+//
+// docs/CONFORMANCE.md holds the pass/fail table of the last full run; regenerate it with
+//
+//	go test ./conformance -run TestAutobahnCases -count=1 -args -report ../docs/CONFORMANCE.md
+package conformance
