@@ -82,3 +82,62 @@ func TestClusterUsesShardedPubSubEndToEnd(t *testing.T) {
 	}
 	sink.waitFor(t, len(chans)+1, 5*time.Second)
 }
+
+func TestClusterSlotMigrationResubscribesOnTheNewMaster(t *testing.T) {
+	cl := redistest.StartCluster(t, 3)
+	sink := newCollector()
+	r := startRedis(t, RedisOptions{URL: cl.URL(), Cluster: true}, sink)
+	const ch = "ws:migrating"
+	if err := r.Subscribe(ctx, []string{ch}); err != nil {
+		t.Fatal(err)
+	}
+
+	nodes := map[string]*redis.Client{}
+	ids := map[string]string{}
+	for _, addr := range cl.Addrs() {
+		c := redis.NewClient(&redis.Options{Addr: addr})
+		defer c.Close()
+		nodes[addr] = c
+		ids[addr] = c.Do(ctx, "CLUSTER", "MYID").Val().(string)
+	}
+	slot := int(keySlot(ch))
+	var src, dst string
+	for addr, c := range nodes {
+		if c.PubSubShardNumSub(ctx, ch).Val()[ch] == 1 {
+			src = addr
+		} else if dst == "" {
+			dst = addr
+		}
+	}
+	if src == "" {
+		t.Fatal("no master holds the sharded subscription")
+	}
+	must := func(c *redis.Client, args ...any) {
+		t.Helper()
+		if err := c.Do(ctx, args...).Err(); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+	}
+	must(nodes[dst], "CLUSTER", "SETSLOT", slot, "IMPORTING", ids[src])
+	must(nodes[src], "CLUSTER", "SETSLOT", slot, "MIGRATING", ids[dst])
+	for _, addr := range []string{dst, src} {
+		must(nodes[addr], "CLUSTER", "SETSLOT", slot, "NODE", ids[dst])
+	}
+	for addr, c := range nodes {
+		if addr != src && addr != dst {
+			must(c, "CLUSTER", "SETSLOT", slot, "NODE", ids[dst])
+		}
+	}
+
+	eventually(t, 10*time.Second, "subscription moved to the new master", func() bool {
+		return nodes[dst].PubSubShardNumSub(ctx, ch).Val()[ch] == 1
+	})
+	if err := nodes[dst].SPublish(ctx, ch, "after migration").Err(); err != nil {
+		t.Fatal(err)
+	}
+	got := sink.waitFor(t, 1, 5*time.Second)
+	if string(got[len(got)-1].Payload) != "after migration" {
+		t.Fatalf("got %q", got[len(got)-1].Payload)
+	}
+	eventually(t, 5*time.Second, "ready after the migration", func() bool { return r.Ready() == nil })
+}

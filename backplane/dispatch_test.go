@@ -1,11 +1,13 @@
 package backplane
 
 import (
-	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 // replay serves n copies of one encoded reply, as many whole ones per Read as fit.
@@ -50,7 +52,7 @@ func TestReceiveHandsMessagesOverInBatches(t *testing.T) {
 	sink := &countSink{}
 	r := newBenchRelay(sink, "ws:user-42")
 	msg := appendCommand(nil, "message", []string{"ws:user-42", "payload"})
-	err := r.receive(bufio.NewReaderSize(&replay{msg: msg, n: 10000}, readBufferSize), func() {})
+	err := r.receive(&replay{msg: msg, n: 10000}, func() {})
 	if !errors.Is(err, io.EOF) {
 		t.Fatalf("receive ended with %v, want EOF", err)
 	}
@@ -70,10 +72,45 @@ func BenchmarkDispatch(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(payload)))
 	b.ResetTimer()
-	_ = r.receive(bufio.NewReaderSize(&replay{msg: msg, n: b.N}, readBufferSize), func() {})
+	_ = r.receive(&replay{msg: msg, n: b.N}, func() {})
 	b.StopTimer()
 	if sink.msgs != b.N {
 		b.Fatalf("delivered %d of %d", sink.msgs, b.N)
 	}
 	b.ReportMetric(float64(b.N)/float64(max(sink.batches, 1)), "msgs/batch")
+}
+
+func TestReceiveParsesRepliesSplitAcrossReads(t *testing.T) {
+	var in []byte
+	in = append(in, "*3\r\n$9\r\nsubscribe\r\n$4\r\nws:a\r\n:1\r\n"...)
+	in = appendCommand(in, "message", []string{"ws:a", "first"})
+	in = appendCommand(in, "message", []string{"ws:unknown", "dropped"})
+	in = append(in, "*2\r\n$4\r\npong\r\n$0\r\n\r\n+PONG\r\n"...)
+	big := strings.Repeat("x", 3*readBufferSize)
+	in = appendCommand(in, "smessage", []string{"ws:a", big})
+	in = appendCommand(in, "message", []string{"ws:a", ""})
+	in = append(in, "-MOVED 3999 127.0.0.1:6381\r\n"...)
+
+	for name, src := range map[string]func() io.Reader{
+		"one byte per read": func() io.Reader { return iotest.OneByteReader(bytes.NewReader(in)) },
+		"half per read":     func() io.Reader { return iotest.HalfReader(bytes.NewReader(in)) },
+		"all at once":       func() io.Reader { return bytes.NewReader(in) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			var got []Message
+			r := newBenchRelay(SinkFunc(func(b []Message) { got = append(got, b...) }), "ws:a")
+			r.chans["ws:a"].acks, r.inflight = 1, 1 // the SUBSCRIBE is in flight
+			err := r.receive(src(), func() {})
+			var moved errorReply
+			if !errors.As(err, &moved) || !strings.HasPrefix(string(moved), "MOVED") {
+				t.Fatalf("receive ended with %v, want the MOVED error", err)
+			}
+			if len(got) != 3 || string(got[0].Payload) != "first" || string(got[1].Payload) != big || len(got[2].Payload) != 0 {
+				t.Fatalf("got %d messages", len(got))
+			}
+			if !r.chans["ws:a"].live() || r.inflight != 0 {
+				t.Fatal("confirmation not applied")
+			}
+		})
+	}
 }

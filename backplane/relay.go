@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -19,6 +20,7 @@ const (
 	pingInterval          = time.Second
 	readTimeout           = 3 * pingInterval // silence after which the connection is presumed dead
 	writeTimeout          = 5 * time.Second
+	healthyAfter          = 5 * time.Second // a connection up this long restarts the backoff
 )
 
 // chanState is the relay's view of one channel on its connection.
@@ -203,6 +205,7 @@ func (r *relay) run(ctx context.Context) {
 		r.wake()
 
 		stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+		since := time.Now()
 		err = r.readLoop(conn)
 		stop()
 		_ = conn.Close()
@@ -210,7 +213,11 @@ func (r *relay) run(ctx context.Context) {
 			err = errors.New("closed")
 		}
 		r.setDown(err)
-		b.reset()
+		// A connection that the server drops at once (MOVED while the cluster topology is
+		// being reloaded, an ACL refusal) must not be retried at the initial pace forever.
+		if time.Since(since) >= healthyAfter {
+			b.reset()
+		}
 		if !b.sleep(ctx) {
 			return
 		}
@@ -346,22 +353,20 @@ func (r *relay) appendBatches(buf []byte, cmd string, chans []string) []byte {
 
 // readLoop reads replies until the connection fails.
 func (r *relay) readLoop(conn net.Conn) error {
-	return r.receive(bufio.NewReaderSize(conn, readBufferSize), func() {
-		_ = conn.SetReadDeadline(time.Now().Add(readTimeout))
-	})
+	return r.receive(conn, func() { _ = conn.SetReadDeadline(time.Now().Add(readTimeout)) })
 }
 
-// receive reads replies until rd fails. Messages are gathered into a batch that is handed to
-// the sink as soon as the read buffer holds no further reply (so nothing waits for more
-// traffic) or the batch is full. idle runs before each read that may block.
-func (r *relay) receive(rd *bufio.Reader, idle func()) error {
-	rr := respReader{rd: rd}
+// receive reads replies from src until it fails. Messages are gathered into a batch that is
+// handed to the sink whenever the read buffer holds no further complete reply, i.e. right
+// before reading from the socket again (so nothing waits for more traffic), or when the
+// batch is full. beforeRead runs before each read from src.
+func (r *relay) receive(src io.Reader, beforeRead func()) error {
 	var d dispatcher
+	rr := respReader{rd: bufio.NewReaderSize(&drainedReader{src: src, drained: func() {
+		r.flush(&d)
+		beforeRead()
+	}}, readBufferSize)}
 	for {
-		if rd.Buffered() == 0 {
-			r.flush(&d)
-			idle()
-		}
 		if err := r.readOne(&rr, &d); err != nil {
 			r.flush(&d)
 			return err
@@ -370,6 +375,18 @@ func (r *relay) receive(rd *bufio.Reader, idle func()) error {
 			r.flush(&d)
 		}
 	}
+}
+
+// drainedReader calls drained before every read from src: the moment its bufio.Reader has
+// run out of complete replies.
+type drainedReader struct {
+	src     io.Reader
+	drained func()
+}
+
+func (d *drainedReader) Read(p []byte) (int, error) {
+	d.drained()
+	return d.src.Read(p)
 }
 
 // flush hands the gathered batch over and wakes subscribers whose channels went live.
@@ -409,15 +426,16 @@ func (r *relay) readOne(rr *respReader, d *dispatcher) error {
 		if err != nil {
 			return fmt.Errorf("read message channel: %w", err)
 		}
+		// Looking the channel up gives its name as a string without allocating one, and drops
+		// a message that raced with an UNSUBSCRIBE. It must happen before the next read,
+		// which may overwrite name.
+		r.mu.Lock()
+		st := r.chans[string(name)]
+		r.mu.Unlock()
 		size, err := rr.bulkLen()
 		if err != nil || size < 0 {
 			return fmt.Errorf("read message payload: %w", errors.Join(err, errProtocol))
 		}
-		// Looking the channel up gives its name as a string without allocating one, and drops
-		// a message that raced with an UNSUBSCRIBE.
-		r.mu.Lock()
-		st := r.chans[string(name)]
-		r.mu.Unlock()
 		if st == nil || !st.want {
 			_, err := rr.rd.Discard(size + 2)
 			return err
