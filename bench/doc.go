@@ -1,0 +1,7 @@
+// Package bench is the load harness behind cmd/wsbench: it opens many authenticated
+// WebSocket connections to a running websocket-service, drives one scenario (idle, fanout,
+// classroom, broadcast, churn, echo) through Redis or the publish API, and reports rates,
+// latency percentiles, loss, duplicates and the server's memory per connection. It also runs
+// the standard suite that compares the epoll engine with the gws baseline; it is not used by
+// the service itself.
+package bench

@@ -1,0 +1,69 @@
+package bench
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// fdReserve is how many descriptors a harness process keeps for itself (stdio, Redis and
+// HTTP clients, the Go runtime's epoll, /proc reads) beside its connections.
+const fdReserve = 1000
+
+// Capacity is what this machine lets one run hold.
+type Capacity struct {
+	FilesPerProc int // RLIMIT_NOFILE hard limit (Go raises the soft limit to it at start)
+	PortsPerSrc  int // ephemeral ports per source address (ip_local_port_range)
+}
+
+// MachineCapacity reads the limits of this machine and process.
+func MachineCapacity() Capacity {
+	c := Capacity{FilesPerProc: 1024, PortsPerSrc: 28232}
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err == nil && rl.Max > 0 && rl.Max < 1<<31 {
+		c.FilesPerProc = int(rl.Max)
+	}
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		f := strings.Fields(string(b))
+		if len(f) == 2 {
+			lo, err1 := strconv.Atoi(f[0])
+			hi, err2 := strconv.Atoi(f[1])
+			if err1 == nil && err2 == nil && hi >= lo {
+				c.PortsPerSrc = hi - lo + 1
+			}
+		}
+	}
+	return c
+}
+
+// PerProc is the largest number of connections one harness process may hold.
+func (c Capacity) PerProc() int { return c.FilesPerProc - fdReserve }
+
+// Check refuses a run the limits cannot hold, saying why and what to do instead. open is
+// how many connections are open at once at the peak (N, or for churn the sockets still
+// holding a port); procs and srcs are the worker processes and source addresses.
+func (c Capacity) Check(open, procs, srcs int) error {
+	if procs < 1 {
+		procs = 1
+	}
+	if srcs < 1 {
+		srcs = 1
+	}
+	perProc := (open + procs - 1) / procs
+	if perProc > c.PerProc() {
+		need := (open + c.PerProc() - 1) / c.PerProc()
+		return fmt.Errorf("%d connections over %d process(es) is %d per process, but a process may hold at most %d "+
+			"(open-files hard limit %d, %d kept in reserve): use --procs %d or more",
+			open, procs, perProc, c.PerProc(), c.FilesPerProc, fdReserve, need)
+	}
+	// Every connection to the one server address needs its own (source address, port) pair.
+	if ports := c.PortsPerSrc * srcs; open > ports {
+		need := (open + c.PortsPerSrc - 1) / c.PortsPerSrc
+		return fmt.Errorf("%d connections need %d source ports, but %d source address(es) × %d ephemeral ports give %d: "+
+			"give %d or more addresses with --src 127.0.0.2,127.0.0.3,…",
+			open, open, srcs, c.PortsPerSrc, ports, need)
+	}
+	return nil
+}

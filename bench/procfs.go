@@ -1,0 +1,79 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// ProcMem is a process's memory as the kernel accounts it, in KiB. Pss (proportional set
+// size) charges shared pages to each sharer in part, so it is the fairest figure of what one
+// more server process costs; Rss counts shared pages in full.
+type ProcMem struct {
+	RssKiB int64 `json:"rss_kib"`
+	PssKiB int64 `json:"pss_kib"`
+	FDs    int   `json:"fds"`
+}
+
+// ReadProcMem reads /proc/PID/smaps_rollup (Rss, Pss), falling back to VmRSS from
+// /proc/PID/status where smaps_rollup is missing, and counts /proc/PID/fd.
+func ReadProcMem(pid int) (ProcMem, error) {
+	var m ProcMem
+	dir := "/proc/" + strconv.Itoa(pid)
+	if b, err := os.ReadFile(dir + "/smaps_rollup"); err == nil {
+		m.RssKiB, _ = kibField(b, "Rss:")
+		m.PssKiB, _ = kibField(b, "Pss:")
+	} else {
+		b, err := os.ReadFile(dir + "/status")
+		if err != nil {
+			return ProcMem{}, fmt.Errorf("read memory of pid %d: %w", pid, err)
+		}
+		if m.RssKiB, err = kibField(b, "VmRSS:"); err != nil {
+			return ProcMem{}, fmt.Errorf("pid %d: %w", pid, err)
+		}
+	}
+	fds, err := CountFDs(pid)
+	if err != nil {
+		return ProcMem{}, err
+	}
+	m.FDs = fds
+	return m, nil
+}
+
+// CountFDs counts the open file descriptors of pid.
+func CountFDs(pid int) (int, error) {
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/fd")
+	if err != nil {
+		return 0, fmt.Errorf("open fd table of pid %d: %w", pid, err)
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return 0, fmt.Errorf("list fds of pid %d: %w", pid, err)
+	}
+	return len(names), nil
+}
+
+// kibField finds a line "Name:   1234 kB" and returns 1234.
+func kibField(b []byte, name string) (int64, error) {
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name) {
+			continue
+		}
+		f := strings.Fields(line[len(name):])
+		if len(f) == 0 {
+			break
+		}
+		v, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("field %s: %w", name, err)
+		}
+		return v, nil
+	}
+	return 0, fmt.Errorf("field %s not found", name)
+}

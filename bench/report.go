@@ -1,0 +1,243 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Report is the outcome of one scenario run, summed over its processes.
+type Report struct {
+	Scenario string `json:"scenario"`
+	Label    string `json:"label,omitempty"`
+	Run      string `json:"run"`
+	Date     string `json:"date"`
+	Procs    int    `json:"procs"`
+
+	Conns    int `json:"conns"`
+	Users    int `json:"users,omitempty"`
+	Groups   int `json:"groups,omitempty"`
+	Size     int `json:"size,omitempty"`
+	Messages int `json:"messages,omitempty"`
+	Repeat   int `json:"repeat,omitempty"`
+
+	Connected      int            `json:"connected"`
+	DialErrors     map[string]int `json:"dial_errors,omitempty"`
+	ConnectSeconds float64        `json:"connect_seconds"`
+	ConnectRate    float64        `json:"connect_per_sec"`
+	Handshake      Summary        `json:"handshake"`
+
+	Server *ServerMem `json:"server,omitempty"`
+
+	PublishVia      string        `json:"publish_via,omitempty"`
+	Publish         *PublishStats `json:"publish,omitempty"`
+	Expected        int64         `json:"expected,omitempty"`
+	Delivered       int64         `json:"delivered,omitempty"`
+	Lost            int64         `json:"lost"`
+	Duplicated      int64         `json:"duplicated"`
+	Unexpected      int64         `json:"unexpected"`
+	Reordered       int64         `json:"reordered"`
+	DeliverSeconds  float64       `json:"deliver_seconds,omitempty"`
+	DeliveredPerSec float64       `json:"delivered_per_sec,omitempty"`
+	Latency         Summary       `json:"latency"`
+
+	ClosedByServer int            `json:"closed_by_server"`
+	CloseCodes     map[string]int `json:"close_codes,omitempty"`
+	ErrorFrames    map[string]int `json:"error_frames,omitempty"`
+	Dropped        int            `json:"dropped_consumers"`
+
+	Churn *ChurnReport `json:"churn,omitempty"`
+	Echo  *EchoReport  `json:"echo,omitempty"`
+
+	// Problems lists what went wrong in words: loss, duplicates, failed dials, connections
+	// the server closed. Empty means a clean run.
+	Problems []string `json:"problems"`
+}
+
+// ServerMem is the server process's memory around the run (with --pid).
+type ServerMem struct {
+	PID             int     `json:"pid"`
+	Before          ProcMem `json:"before"`
+	After           ProcMem `json:"after"` // with every connection open
+	Conns           int     `json:"conns"` // connections open when After was read
+	PssPerConnBytes float64 `json:"pss_per_conn_bytes"`
+	RssPerConnBytes float64 `json:"rss_per_conn_bytes"`
+}
+
+// ChurnReport is what the churn scenario did.
+type ChurnReport struct {
+	Cycles    int     `json:"cycles"`
+	Errors    int     `json:"errors"`
+	Behind    int     `json:"behind"`
+	Rate      float64 `json:"cycles_per_sec"`
+	FDsBefore int     `json:"fds_before,omitempty"`
+	FDsPeak   int     `json:"fds_peak,omitempty"`
+	FDsAfter  int     `json:"fds_after,omitempty"`
+}
+
+// EchoReport is what the echo scenario did.
+type EchoReport struct {
+	Trips  int64   `json:"round_trips"`
+	Lost   int64   `json:"lost"`
+	PerSec float64 `json:"round_trips_per_sec"`
+	RTT    Summary `json:"rtt"`
+}
+
+// newReport turns the summed parts into a report.
+func newReport(p *Params, sum Part, pub *PublishStats) (*Report, error) {
+	r := &Report{
+		Scenario: p.Scenario, Label: p.Label, Run: p.Run, Procs: p.Procs,
+		Date:  time.Now().UTC().Format(time.RFC3339),
+		Conns: p.Conns, Connected: sum.Connected, DialErrors: sum.DialErrors,
+		ClosedByServer: sum.ClosedByServer, CloseCodes: sum.CloseCodes, ErrorFrames: sum.ErrorFrames,
+		Dropped: sum.Dropped, Unexpected: sum.Unexpected,
+	}
+	hs, err := sum.Handshake.histogram()
+	if err != nil {
+		return nil, err
+	}
+	r.Handshake = hs.Summary()
+	if p.Scenario != ScenarioChurn {
+		r.ConnectSeconds = float64(sum.ConnectEndNs-sum.ConnectStartNs) / 1e9
+		r.ConnectRate = ratio(float64(sum.Connected), r.ConnectSeconds)
+	}
+	switch p.Scenario {
+	case ScenarioFanout:
+		r.Users, r.Messages = p.users(), p.Messages
+	case ScenarioClassroom:
+		r.Groups, r.Size, r.Repeat = p.Groups, p.Size, p.Repeat
+	case ScenarioBroadcast:
+		r.Repeat = p.Repeat
+	}
+	if pub != nil {
+		lat, err := sum.Latency.histogram()
+		if err != nil {
+			return nil, err
+		}
+		r.PublishVia, r.Publish = p.PublishVia, pub
+		r.Expected, r.Delivered, r.Lost = sum.Expected, sum.Delivered, sum.Lost
+		r.Duplicated, r.Reordered = sum.Duplicated, sum.Reordered
+		r.Latency = lat.Summary()
+		if sum.LastNs > 0 {
+			r.DeliverSeconds = float64(sum.LastNs-pub.start.UnixNano()) / 1e9
+			r.DeliveredPerSec = ratio(float64(sum.Delivered), r.DeliverSeconds)
+		}
+	}
+	if p.Scenario == ScenarioChurn {
+		r.Churn = &ChurnReport{Cycles: sum.ChurnCycles, Errors: sum.ChurnErrors, Behind: sum.ChurnBehind,
+			Rate: ratio(float64(sum.ChurnCycles), p.Duration.Seconds())}
+	}
+	if p.Scenario == ScenarioEcho {
+		rtt, err := sum.EchoRTT.histogram()
+		if err != nil {
+			return nil, err
+		}
+		r.Echo = &EchoReport{Trips: sum.EchoTrips, Lost: sum.EchoLost, PerSec: ratio(float64(sum.EchoTrips), sum.EchoSeconds), RTT: rtt.Summary()}
+	}
+	r.Problems = r.problems(p)
+	return r, nil
+}
+
+func ratio(a, b float64) float64 {
+	if b <= 0 {
+		return 0
+	}
+	return a / b
+}
+
+// problems names everything that makes the run less than clean.
+func (r *Report) problems(p *Params) []string {
+	var out []string
+	if failed := r.Conns - r.Connected; p.Scenario != ScenarioChurn && failed > 0 {
+		out = append(out, fmt.Sprintf("%d of %d connections failed to open (%s)", failed, r.Conns, countsText(r.DialErrors)))
+	}
+	if r.Lost > 0 {
+		out = append(out, fmt.Sprintf("%d messages lost of %d expected", r.Lost, r.Expected))
+	}
+	if r.Duplicated > 0 {
+		out = append(out, fmt.Sprintf("%d messages duplicated", r.Duplicated))
+	}
+	if r.Unexpected > 0 {
+		out = append(out, fmt.Sprintf("%d messages unexpected (wrong run, target or sequence)", r.Unexpected))
+	}
+	if r.ClosedByServer > 0 {
+		out = append(out, fmt.Sprintf("server closed %d connections (codes %s)", r.ClosedByServer, countsText(r.CloseCodes)))
+	}
+	if len(r.ErrorFrames) > 0 {
+		out = append(out, "server error messages: "+countsText(r.ErrorFrames))
+	}
+	if r.Dropped > 0 {
+		out = append(out, fmt.Sprintf("%d consumers closed mid-run on purpose (--drop-consumers)", r.Dropped))
+	}
+	if r.Publish != nil && r.Publish.Errors > 0 {
+		out = append(out, fmt.Sprintf("%d publishes failed", r.Publish.Errors))
+	}
+	if r.Publish != nil && r.Publish.NoSubscribers > 0 {
+		out = append(out, fmt.Sprintf("%d publishes reached no subscriber", r.Publish.NoSubscribers))
+	}
+	if r.Churn != nil && r.Churn.Errors > 0 {
+		out = append(out, fmt.Sprintf("%d churn cycles failed (%s)", r.Churn.Errors, countsText(r.DialErrors)))
+	}
+	if r.Churn != nil && r.Churn.Behind > 0 {
+		out = append(out, fmt.Sprintf("%d churn ticks skipped: the target rate was not reached", r.Churn.Behind))
+	}
+	if r.Echo != nil && r.Echo.Lost > 0 {
+		out = append(out, fmt.Sprintf("%d echoes unanswered", r.Echo.Lost))
+	}
+	return out
+}
+
+func countsText(m map[string]int) string {
+	if len(m) == 0 {
+		return "none"
+	}
+	parts := make([]string, 0, len(m))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, fmt.Sprintf("%s×%d", k, m[k]))
+	}
+	return strings.Join(parts, " ")
+}
+
+// Write prints the report as readable lines.
+func (r *Report) Write(w io.Writer) {
+	title := r.Scenario
+	if r.Label != "" {
+		title += " [" + r.Label + "]"
+	}
+	fmt.Fprintf(w, "== %s  run %s  %s  procs %d\n", title, r.Run, r.Date, r.Procs)
+	if r.Scenario != ScenarioChurn {
+		fmt.Fprintf(w, "connections   %d/%d open in %.2fs  (%.0f/s)\n", r.Connected, r.Conns, r.ConnectSeconds, r.ConnectRate)
+	}
+	fmt.Fprintf(w, "handshake     %s\n", r.Handshake)
+	if s := r.Server; s != nil {
+		fmt.Fprintf(w, "server pid %d Pss %d → %d KiB, Rss %d → %d KiB, fds %d → %d over %d conns\n",
+			s.PID, s.Before.PssKiB, s.After.PssKiB, s.Before.RssKiB, s.After.RssKiB, s.Before.FDs, s.After.FDs, s.Conns)
+		fmt.Fprintf(w, "server memory %.0f B/conn Pss  (%.0f B/conn Rss)\n", s.PssPerConnBytes, s.RssPerConnBytes)
+	}
+	if r.Publish != nil {
+		fmt.Fprintf(w, "published     %d via %s in %.2fs (%d errors)\n", r.Publish.Published, r.PublishVia, r.Publish.Seconds, r.Publish.Errors)
+		fmt.Fprintf(w, "delivered     %d of %d in %.2fs  = %.0f deliveries/s\n", r.Delivered, r.Expected, r.DeliverSeconds, r.DeliveredPerSec)
+		fmt.Fprintf(w, "lost %d  duplicated %d  unexpected %d  reordered %d\n", r.Lost, r.Duplicated, r.Unexpected, r.Reordered)
+		fmt.Fprintf(w, "latency       %s\n", r.Latency)
+	}
+	if c := r.Churn; c != nil {
+		fmt.Fprintf(w, "churn         %d cycles (%.0f/s), %d errors, %d ticks behind\n", c.Cycles, c.Rate, c.Errors, c.Behind)
+		if c.FDsBefore > 0 {
+			fmt.Fprintf(w, "server fds    before %d  peak %d  after %d\n", c.FDsBefore, c.FDsPeak, c.FDsAfter)
+		}
+	}
+	if e := r.Echo; e != nil {
+		fmt.Fprintf(w, "echo          %d round trips (%.0f/s), %d unanswered\n", e.Trips, e.PerSec, e.Lost)
+		fmt.Fprintf(w, "echo rtt      %s\n", e.RTT)
+	}
+	if len(r.Problems) == 0 {
+		fmt.Fprintln(w, "result        clean")
+		return
+	}
+	for _, p := range r.Problems {
+		fmt.Fprintf(w, "PROBLEM       %s\n", p)
+	}
+}

@@ -1,0 +1,428 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"sync"
+	"time"
+)
+
+// WorkerArg is the argument that makes wsbench a worker process of a --procs run: it reads
+// its Params from stdin and talks to the parent in JSON lines.
+const WorkerArg = "__worker"
+
+// member is one process of a run as the parent drives it.
+type member interface {
+	// connected returns once the member's connections are open.
+	connected(ctx context.Context) (int, error)
+	// finish hands the go signal over and returns the member's part.
+	finish(ctx context.Context, g goSignal) (Part, error)
+	stop()
+}
+
+// Run executes one scenario: it spreads the connections over p.Procs processes (this one
+// when 1), does the parent's part (publishing, reading the server's memory and fds) between
+// the connect phase and the local phase, and sums what every process reports.
+func Run(ctx context.Context, p Params) (*Report, error) {
+	if err := p.Normalize(); err != nil {
+		return nil, err
+	}
+	if err := MachineCapacity().Check(peakOpen(&p), p.Procs, len(p.Src)); err != nil {
+		return nil, err
+	}
+	if p.Procs > p.Conns {
+		p.Procs = p.Conns
+	}
+	ctx, cancel := context.WithTimeout(ctx, runLimit(&p))
+	defer cancel()
+
+	var mem *ServerMem
+	if p.PID > 0 {
+		before, err := ReadProcMem(p.PID)
+		if err != nil {
+			return nil, fmt.Errorf("server memory before: %w", err)
+		}
+		mem = &ServerMem{PID: p.PID, Before: before}
+	}
+	members, err := startMembers(ctx, &p)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		for _, m := range members {
+			m.stop()
+		}
+	}()
+	open, err := eachConnected(ctx, members)
+	if err != nil {
+		return nil, err
+	}
+	logf("%s: %d/%d connections open", p.Scenario, open, p.Conns)
+
+	var g goSignal
+	var pub *PublishStats
+	var sampler *fdSampler
+	switch p.Scenario {
+	case ScenarioIdle:
+		sleep(ctx, p.Hold)
+	case ScenarioChurn:
+		if p.PID > 0 {
+			sampler = startFDSampler(p.PID)
+		}
+	}
+	if mem != nil && p.Scenario != ScenarioChurn {
+		after, err := ReadProcMem(p.PID)
+		if err != nil {
+			return nil, fmt.Errorf("server memory after: %w", err)
+		}
+		mem.After, mem.Conns = after, open
+		if open > 0 {
+			mem.PssPerConnBytes = float64(after.PssKiB-mem.Before.PssKiB) * 1024 / float64(open)
+			mem.RssPerConnBytes = float64(after.RssKiB-mem.Before.RssKiB) * 1024 / float64(open)
+		}
+	}
+	if p.usesPublisher() {
+		st, err := Publish(ctx, &p)
+		if err != nil {
+			return nil, err
+		}
+		logf("%s: published %d in %.2fs", p.Scenario, st.Published, st.Seconds)
+		pub = &st
+		g.PublishEndNs = st.end.UnixNano()
+	}
+	sum, err := eachFinished(ctx, members, g)
+	if err != nil {
+		return nil, err
+	}
+	rep, err := newReport(&p, sum, pub)
+	if err != nil {
+		return nil, err
+	}
+	if p.Scenario != ScenarioChurn {
+		rep.Server = mem
+	}
+	if sampler != nil {
+		before, peak, after := sampler.stop(ctx)
+		rep.Churn.FDsBefore, rep.Churn.FDsPeak, rep.Churn.FDsAfter = before, peak, after
+	}
+	return rep, nil
+}
+
+// peakOpen is how many connections the run holds at once at most.
+func peakOpen(p *Params) int {
+	if p.Scenario == ScenarioChurn {
+		return churnInFlight(p) * p.Procs
+	}
+	return p.Conns
+}
+
+// runLimit bounds a whole run: connecting at a pessimistic 200/s, plus every phase's own
+// bound, plus a margin.
+func runLimit(p *Params) time.Duration {
+	return 2*time.Minute + time.Duration(p.Conns/200)*time.Second + p.Hold + p.Duration + p.Wait + p.ChurnHold
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// startMembers splits [0, Conns) into p.Procs contiguous shares.
+func startMembers(ctx context.Context, p *Params) ([]member, error) {
+	if p.Procs == 1 {
+		s, err := newShare(p)
+		if err != nil {
+			return nil, err
+		}
+		return []member{&localMember{s: s}}, nil
+	}
+	var out []member
+	for k := range p.Procs {
+		q := *p
+		q.Lo, q.Hi = p.Conns*k/p.Procs, p.Conns*(k+1)/p.Procs
+		m, err := startRemote(ctx, &q, k)
+		if err != nil {
+			for _, o := range out {
+				o.stop()
+			}
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// eachMember calls do for every member concurrently and joins their errors; fold runs
+// under a lock.
+func eachMember[T any](members []member, do func(m member) (T, error), fold func(T) error) error {
+	var mu sync.Mutex
+	var errs []error
+	var wg sync.WaitGroup
+	for _, m := range members {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			v, err := do(m)
+			mu.Lock()
+			defer mu.Unlock()
+			if err == nil {
+				err = fold(v)
+			}
+			errs = append(errs, err)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func eachConnected(ctx context.Context, members []member) (int, error) {
+	total := 0
+	err := eachMember(members,
+		func(m member) (int, error) { return m.connected(ctx) },
+		func(n int) error { total += n; return nil })
+	return total, err
+}
+
+func eachFinished(ctx context.Context, members []member, g goSignal) (Part, error) {
+	var sum Part
+	err := eachMember(members,
+		func(m member) (Part, error) { return m.finish(ctx, g) },
+		func(p Part) error { return sum.add(p) })
+	return sum, err
+}
+
+// localMember runs its share in this process.
+type localMember struct{ s *share }
+
+func (m *localMember) connected(ctx context.Context) (int, error) { return m.s.connect(ctx), nil }
+func (m *localMember) finish(ctx context.Context, g goSignal) (Part, error) {
+	return m.s.finish(ctx, g), nil
+}
+func (m *localMember) stop() {}
+
+// workerLine is one JSON line from a worker: first its connection count, then its part,
+// or an error at any point.
+type workerLine struct {
+	Connected *int   `json:"connected,omitempty"`
+	Part      *Part  `json:"part,omitempty"`
+	Error     string `json:"error,omitempty"`
+}
+
+// maxWorkerLine bounds one line a worker prints (a part with three sparse histograms is
+// well under 1 MiB).
+const maxWorkerLine = 16 << 20
+
+// remoteMember is a worker process: this executable re-run with WorkerArg.
+type remoteMember struct {
+	k      int
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	stdout *bufio.Reader
+	done   chan struct{}
+}
+
+func startRemote(ctx context.Context, p *Params, k int) (*remoteMember, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find own executable for worker processes: %w", err)
+	}
+	cmd := exec.Command(exe, WorkerArg)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, fmt.Errorf("worker %d stdin: %w", k, err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, fmt.Errorf("worker %d stdout: %w", k, err)
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start worker %d: %w", k, err)
+	}
+	m := &remoteMember{k: k, cmd: cmd, stdin: stdin, stdout: bufio.NewReaderSize(stdout, 64<<10), done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		close(m.done)
+	}()
+	// Params travel on stdin, not argv, so a secret never shows in ps.
+	if err := json.NewEncoder(stdin).Encode(p); err != nil {
+		m.stop()
+		return nil, fmt.Errorf("worker %d: send params: %w", k, err)
+	}
+	return m, nil
+}
+
+func (m *remoteMember) read(ctx context.Context) (workerLine, error) {
+	type result struct {
+		line workerLine
+		err  error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		var r result
+		b, err := readLine(m.stdout, maxWorkerLine)
+		if err != nil {
+			r.err = fmt.Errorf("worker %d: %w", m.k, err)
+		} else if err := json.Unmarshal(b, &r.line); err != nil {
+			r.err = fmt.Errorf("worker %d: bad line: %w", m.k, err)
+		} else if r.line.Error != "" {
+			r.err = fmt.Errorf("worker %d: %s", m.k, r.line.Error)
+		}
+		ch <- r
+	}()
+	select {
+	case r := <-ch:
+		return r.line, r.err
+	case <-ctx.Done():
+		m.stop()
+		return workerLine{}, fmt.Errorf("worker %d: %w", m.k, ctx.Err())
+	}
+}
+
+func readLine(r *bufio.Reader, limit int) ([]byte, error) {
+	var out []byte
+	for {
+		chunk, isPrefix, err := r.ReadLine()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, chunk...)
+		if len(out) > limit {
+			return nil, fmt.Errorf("line over %d bytes", limit)
+		}
+		if !isPrefix {
+			return out, nil
+		}
+	}
+}
+
+func (m *remoteMember) connected(ctx context.Context) (int, error) {
+	l, err := m.read(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if l.Connected == nil {
+		return 0, fmt.Errorf("worker %d: expected its connection count", m.k)
+	}
+	return *l.Connected, nil
+}
+
+func (m *remoteMember) finish(ctx context.Context, g goSignal) (Part, error) {
+	if err := json.NewEncoder(m.stdin).Encode(g); err != nil {
+		return Part{}, fmt.Errorf("worker %d: send go: %w", m.k, err)
+	}
+	l, err := m.read(ctx)
+	if err != nil {
+		return Part{}, err
+	}
+	if l.Part == nil {
+		return Part{}, fmt.Errorf("worker %d: expected its part", m.k)
+	}
+	return *l.Part, nil
+}
+
+// stop waits briefly for the worker to exit on its own, then kills it.
+func (m *remoteMember) stop() {
+	_ = m.stdin.Close()
+	select {
+	case <-m.done:
+		return
+	case <-time.After(closeWait + 2*time.Second):
+	}
+	_ = m.cmd.Process.Kill()
+	<-m.done
+}
+
+// Worker is the body of a worker process: Params on in, then the go signal; JSON lines on
+// out. It returns when its part is written or in is closed.
+func Worker(ctx context.Context, in io.Reader, out io.Writer) error {
+	dec := json.NewDecoder(in)
+	enc := json.NewEncoder(out)
+	fail := func(err error) error {
+		_ = enc.Encode(workerLine{Error: err.Error()})
+		return err
+	}
+	var p Params
+	if err := dec.Decode(&p); err != nil {
+		return fail(fmt.Errorf("read params: %w", err))
+	}
+	s, err := newShare(&p)
+	if err != nil {
+		return fail(err)
+	}
+	n := s.connect(ctx)
+	if err := enc.Encode(workerLine{Connected: &n}); err != nil {
+		return fmt.Errorf("report connected: %w", err)
+	}
+	var g goSignal
+	if err := dec.Decode(&g); err != nil {
+		// The parent went away: close what we hold and leave.
+		s.f.closeAll()
+		return fmt.Errorf("read go signal: %w", err)
+	}
+	part := s.finish(ctx, g)
+	if err := enc.Encode(workerLine{Part: &part}); err != nil {
+		return fmt.Errorf("report part: %w", err)
+	}
+	return nil
+}
+
+// fdSampler follows the server's fd count during churn.
+type fdSampler struct {
+	pid    int
+	before int
+	peak   int
+	quit   chan struct{}
+	done   chan struct{}
+}
+
+// fdSettle bounds how long the sampler waits, after churn ends, for the server's fd count
+// to come back to where it started.
+const fdSettle = 10 * time.Second
+
+func startFDSampler(pid int) *fdSampler {
+	s := &fdSampler{pid: pid, quit: make(chan struct{}), done: make(chan struct{})}
+	s.before, _ = CountFDs(pid)
+	s.peak = s.before
+	go func() {
+		defer close(s.done)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.quit:
+				return
+			case <-t.C:
+				if n, err := CountFDs(pid); err == nil && n > s.peak {
+					s.peak = n
+				}
+			}
+		}
+	}()
+	return s
+}
+
+// stop ends sampling and waits (bounded) for the fd count to return to its starting value,
+// so a leak shows as after > before.
+func (s *fdSampler) stop(ctx context.Context) (before, peak, after int) {
+	close(s.quit)
+	<-s.done
+	deadline := time.Now().Add(fdSettle)
+	for {
+		after, _ = CountFDs(s.pid)
+		if after <= s.before || time.Now().After(deadline) || ctx.Err() != nil {
+			return s.before, s.peak, after
+		}
+		sleep(ctx, 200*time.Millisecond)
+	}
+}

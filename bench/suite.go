@@ -1,0 +1,478 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// SuiteOptions configure `wsbench suite`.
+type SuiteOptions struct {
+	Full        bool
+	Engines     []string // in the order of the first scenario; later scenarios alternate
+	ServerBin   string   // prebuilt server; empty: build ./cmd/websocket-service
+	RedisServer string   // redis-server binary
+	JSONOut     string   // also write every report here
+	Only        []string // run only these scenario steps (by name)
+}
+
+// step is one scenario of the suite, run once per engine.
+type step struct {
+	name   string // row label prefix in the table
+	params Params
+}
+
+// steps returns the suite's scenarios. Quick fits a few minutes on two cores; full is the
+// sizing run (19,000 idle connections, a 10,000-member group fan-out).
+func steps(full bool) []step {
+	base := Params{Concurrency: 64, Wait: 30 * time.Second, Quiet: 3 * time.Second, Pipeline: 256}
+	with := func(f func(p *Params)) Params {
+		p := base
+		f(&p)
+		return p
+	}
+	if !full {
+		return []step{
+			{"idle", with(func(p *Params) { p.Scenario, p.Conns, p.Hold = ScenarioIdle, 5000, 3*time.Second })}, // memory per connection, handshakes/s
+			{"fanout", with(func(p *Params) { p.Scenario, p.Conns, p.Messages = ScenarioFanout, 5000, 50000 })},
+			{"classroom", with(func(p *Params) { p.Scenario, p.Groups, p.Size, p.Repeat = ScenarioClassroom, 10, 500, 20 })},
+			{"broadcast", with(func(p *Params) { p.Scenario, p.Conns, p.Repeat = ScenarioBroadcast, 5000, 10 })},
+		}
+	}
+	return []step{
+		{"idle", with(func(p *Params) { p.Scenario, p.Conns, p.Hold, p.Procs = ScenarioIdle, 19000, 5*time.Second, 2 })},
+		{"fanout", with(func(p *Params) { p.Scenario, p.Conns, p.Messages = ScenarioFanout, 10000, 200000 })},
+		{"classroom", with(func(p *Params) { p.Scenario, p.Groups, p.Size, p.Repeat = ScenarioClassroom, 1, 10000, 100 })},
+		{"classroom-paced", with(func(p *Params) {
+			p.Scenario, p.Groups, p.Size, p.Repeat, p.PublishRate = ScenarioClassroom, 1, 10000, 20, 4
+		})},
+		{"broadcast", with(func(p *Params) { p.Scenario, p.Conns, p.Repeat = ScenarioBroadcast, 10000, 20 })},
+		{"churn", with(func(p *Params) {
+			p.Scenario, p.Conns, p.Rate, p.Duration, p.ChurnHold = ScenarioChurn, 2000, 500, 15*time.Second, 200*time.Millisecond
+		})},
+		{"echo", with(func(p *Params) { p.Scenario, p.Conns, p.Duration = ScenarioEcho, 1000, 10*time.Second })},
+	}
+}
+
+// SuiteResult is every report of a suite run, by step and engine.
+type SuiteResult struct {
+	Date    string                        `json:"date"`
+	Mode    string                        `json:"mode"`
+	Engines []string                      `json:"engines"`
+	Steps   []string                      `json:"steps"`
+	Reports map[string]map[string]*Report `json:"reports"` // step → engine → report
+}
+
+// RunSuite builds and starts what it needs, runs every step against every engine
+// (alternating which engine goes first), and returns the reports. progress gets each
+// report as it completes.
+func RunSuite(ctx context.Context, o SuiteOptions, progress io.Writer) (*SuiteResult, error) {
+	work, err := os.MkdirTemp("", "wsbench-suite-")
+	if err != nil {
+		return nil, fmt.Errorf("suite work dir: %w", err)
+	}
+	defer os.RemoveAll(work)
+	bin := o.ServerBin
+	if bin == "" {
+		if bin, err = buildServer(ctx, work); err != nil {
+			return nil, err
+		}
+	}
+	rs, err := startRedis(ctx, o.RedisServer, work)
+	if err != nil {
+		return nil, err
+	}
+	defer rs.stop()
+
+	mode := "quick"
+	if o.Full {
+		mode = "full"
+	}
+	res := &SuiteResult{Date: time.Now().UTC().Format(time.RFC3339), Mode: mode, Engines: o.Engines,
+		Reports: map[string]map[string]*Report{}}
+	secret, apiKey := randomHex(32), randomHex(16)
+	for i, st := range steps(o.Full) {
+		if len(o.Only) > 0 && !contains(o.Only, st.name) {
+			continue
+		}
+		res.Steps = append(res.Steps, st.name)
+		res.Reports[st.name] = map[string]*Report{}
+		order := append([]string(nil), o.Engines...)
+		if i%2 == 1 {
+			// Alternate who goes first, so neither engine always runs on a warmer machine.
+			for a, b := 0, len(order)-1; a < b; a, b = a+1, b-1 {
+				order[a], order[b] = order[b], order[a]
+			}
+		}
+		for _, eng := range order {
+			rep, err := runStep(ctx, st, eng, bin, rs, secret, apiKey, work)
+			if err != nil {
+				return res, fmt.Errorf("%s on %s: %w", st.name, eng, err)
+			}
+			res.Reports[st.name][eng] = rep
+			rep.Write(progress)
+			fmt.Fprintln(progress)
+		}
+	}
+	return res, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, e := range list {
+		if e == s {
+			return true
+		}
+	}
+	return false
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// runStep starts a fresh server of engine eng (so memory figures start from an empty
+// process), runs the step against it and stops it.
+func runStep(ctx context.Context, st step, eng, bin string, rs *redisServer, secret, apiKey, work string) (*Report, error) {
+	srv, err := startServer(ctx, bin, eng, rs.url(), secret, apiKey, work)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.stop()
+	p := st.params
+	p.Label = eng
+	p.URL = "ws://" + srv.addr + "/ws"
+	p.APIURL, p.APIKey = "http://"+srv.addr+"/api/publish", apiKey
+	p.PublishVia, p.RedisURL = "redis", rs.url()
+	p.Tokens = TokenOptions{Secret: secret, TTL: time.Hour}
+	p.PID = srv.cmd.Process.Pid
+	p.Run = st.name[:1] + eng[:1] + strconv.FormatInt(time.Now().UnixNano()%1e6, 36)
+	rep, err := Run(ctx, p)
+	if err != nil {
+		return nil, fmt.Errorf("%w\n%s", err, srv.logTail())
+	}
+	if !srv.alive() {
+		return rep, fmt.Errorf("server (%s) exited during the run:\n%s", eng, srv.logTail())
+	}
+	return rep, nil
+}
+
+// moduleRoot finds the directory of this module's go.mod from the working directory up.
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("working directory: %w", err)
+	}
+	for range 32 {
+		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && bytes.Contains(b, []byte("module github.com/huleedu/websocket-service")) {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			break
+		}
+		dir = parent
+	}
+	return "", errors.New("run the suite inside the websocket-service module, or pass --server-bin")
+}
+
+// buildServer compiles cmd/websocket-service into dir.
+func buildServer(ctx context.Context, dir string) (string, error) {
+	root, err := moduleRoot()
+	if err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, "websocket-service")
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/websocket-service")
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build server: %w\n%s", err, b)
+	}
+	return out, nil
+}
+
+// freePort asks the kernel for a free loopback port.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// startWait bounds how long a child (server, redis) may take to become ready.
+const startWait = 20 * time.Second
+
+// proc is a child process with its output captured.
+type proc struct {
+	cmd  *exec.Cmd
+	out  *tailBuffer
+	done chan struct{}
+}
+
+func startProc(cmd *exec.Cmd) (*proc, error) {
+	p := &proc{cmd: cmd, out: &tailBuffer{limit: 16 << 10}, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.out, p.out
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", cmd.Path, err)
+	}
+	go func() {
+		_ = cmd.Wait()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+func (p *proc) alive() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// stop sends SIGTERM, and SIGKILL if the process has not exited within 10s.
+func (p *proc) stop() {
+	if !p.alive() {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+func (p *proc) logTail() string { return p.out.String() }
+
+// redisServer is the suite's private redis-server on a free loopback port (never the
+// system one on 6379).
+type redisServer struct {
+	*proc
+	port int
+}
+
+func (r *redisServer) url() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", r.port) }
+
+func startRedis(ctx context.Context, bin, dir string) (*redisServer, error) {
+	if bin == "" {
+		bin = "redis-server"
+	}
+	path, err := exec.LookPath(bin)
+	if err != nil {
+		return nil, fmt.Errorf("%s not found: apt-get install redis-server", bin)
+	}
+	var lastErr error
+	for range 5 { // a port found free may be taken before redis binds it
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		cmd := exec.Command(path, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "",
+			"--appendonly", "no", "--dir", dir, "--daemonize", "no", "--protected-mode", "no", "--loglevel", "warning")
+		p, err := startProc(cmd)
+		if err != nil {
+			return nil, err
+		}
+		rs := &redisServer{proc: p, port: port}
+		if lastErr = rs.waitReady(ctx); lastErr == nil {
+			return rs, nil
+		}
+		p.stop()
+	}
+	return nil, fmt.Errorf("start redis-server: %w", lastErr)
+}
+
+func (r *redisServer) waitReady(ctx context.Context) error {
+	c := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", r.port)})
+	defer c.Close()
+	deadline := time.Now().Add(startWait)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if !r.alive() {
+			return fmt.Errorf("redis-server exited: %s", r.logTail())
+		}
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := c.Ping(pctx).Err()
+		cancel()
+		if err == nil {
+			return nil
+		}
+		sleep(ctx, 50*time.Millisecond)
+	}
+	return fmt.Errorf("redis-server on port %d did not answer PING within %s", r.port, startWait)
+}
+
+// server is one websocket-service process.
+type server struct {
+	*proc
+	addr string
+}
+
+// startServer runs the service with engine eng, the suite's Redis, no per-user limit (the
+// suite's identities are distinct anyway) and quiet logs, and waits for /readyz.
+func startServer(ctx context.Context, bin, eng, redisURL, secret, apiKey, dir string) (*server, error) {
+	var lastErr error
+	for range 3 {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		cmd := exec.Command(bin)
+		cmd.Dir = dir // no stray .env file is read
+		cmd.Env = serverEnv(map[string]string{
+			"ENGINE": eng, "HOST": "127.0.0.1", "PORT": strconv.Itoa(port), "REDIS_URL": redisURL,
+			"JWT_SECRET_KEY": secret, "PUBLISH_API_KEY": apiKey, "MAX_CONNECTIONS_PER_USER": "0",
+			"LOG_LEVEL": "WARNING", "ALLOWED_ORIGINS": "*", "SHUTDOWN_DRAIN_TIMEOUT": "1",
+		})
+		p, err := startProc(cmd)
+		if err != nil {
+			return nil, err
+		}
+		s := &server{proc: p, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
+		if lastErr = s.waitReady(ctx); lastErr == nil {
+			return s, nil
+		}
+		p.stop()
+	}
+	return nil, lastErr
+}
+
+// serverEnv is this process's environment without any WEBSOCKET_SERVICE_ variable, plus vars
+// (named without the prefix).
+func serverEnv(vars map[string]string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "WEBSOCKET_SERVICE_") {
+			env = append(env, kv)
+		}
+	}
+	for k, v := range vars {
+		env = append(env, "WEBSOCKET_SERVICE_"+k+"="+v)
+	}
+	return env
+}
+
+func (s *server) waitReady(ctx context.Context) error {
+	client := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(startWait)
+	var last string
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if !s.alive() {
+			return fmt.Errorf("server exited at start:\n%s", s.logTail())
+		}
+		resp, err := client.Get("http://" + s.addr + "/readyz")
+		if err == nil {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = fmt.Sprintf("%s %s", resp.Status, bytes.TrimSpace(b))
+		} else {
+			last = err.Error()
+		}
+		sleep(ctx, 50*time.Millisecond)
+	}
+	return fmt.Errorf("server on %s not ready within %s (last: %s):\n%s", s.addr, startWait, last, s.logTail())
+}
+
+// tailBuffer keeps the last limit bytes written to it.
+type tailBuffer struct {
+	mu    sync.Mutex
+	limit int
+	b     []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if over := len(t.b) - t.limit; over > 0 {
+		t.b = append(t.b[:0], t.b[over:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.b)
+}
+
+// runSuiteCommand is `wsbench suite`.
+func runSuiteCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("wsbench suite", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o SuiteOptions
+	var quick bool
+	var engines, only string
+	fs.BoolVar(&quick, "quick", false, "the short standard suite (default)")
+	fs.BoolVar(&o.Full, "full", false, "the long suite: 19,000 idle connections, 10,000-member group fan-out, churn, echo")
+	fs.StringVar(&engines, "engines", "gws,epoll", "engines to compare; the first is the baseline of the ratios")
+	fs.StringVar(&o.ServerBin, "server-bin", "", "prebuilt websocket-service binary (default: go build ./cmd/websocket-service)")
+	fs.StringVar(&o.RedisServer, "redis-server", "redis-server", "redis-server binary")
+	fs.StringVar(&o.JSONOut, "json-out", "", "also write every report as JSON to this file")
+	fs.StringVar(&only, "only", "", "run only these steps (comma-separated: idle,fanout,…)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if quick && o.Full {
+		fmt.Fprintln(stderr, "wsbench suite: --quick or --full, not both")
+		return 2
+	}
+	o.Engines = strings.Split(engines, ",")
+	if only != "" {
+		o.Only = strings.Split(only, ",")
+	}
+	res, err := RunSuite(ctx, o, stderr)
+	if res != nil && len(res.Steps) > 0 {
+		WriteTable(stdout, res)
+		if o.JSONOut != "" {
+			b, jerr := json.MarshalIndent(res, "", "  ")
+			if jerr == nil {
+				jerr = os.WriteFile(o.JSONOut, b, 0o644)
+			}
+			if jerr != nil {
+				fmt.Fprintf(stderr, "wsbench suite: write %s: %v\n", o.JSONOut, jerr)
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "wsbench suite: %v\n", err)
+		return 2
+	}
+	for _, byEngine := range res.Reports {
+		for _, r := range byEngine {
+			if len(r.Problems) > 0 {
+				return 1
+			}
+		}
+	}
+	return 0
+}
