@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -19,6 +20,7 @@ type EmbeddedOptions struct {
 	// waits while it is full.
 	QueueSize int
 	Metrics   *telemetry.Metrics // nil: metrics are kept but not exported
+	Logger    *slog.Logger       // nil: no logs
 }
 
 // Embedded is the in-process backplane of a single node (no REDIS_URL): Publish hands the
@@ -28,6 +30,7 @@ type Embedded struct {
 	opts  EmbeddedOptions
 	sink  Sink
 	m     *telemetry.Metrics
+	log   *slog.Logger
 	queue chan Message
 
 	mu      sync.Mutex
@@ -49,10 +52,14 @@ func NewEmbedded(opts EmbeddedOptions, sink Sink) *Embedded {
 	if opts.Metrics == nil {
 		opts.Metrics = telemetry.New()
 	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
 	return &Embedded{
 		opts:  opts,
 		sink:  sink,
 		m:     opts.Metrics,
+		log:   opts.Logger,
 		queue: make(chan Message, opts.QueueSize),
 		refs:  newRefcount(opts.Linger),
 	}
@@ -153,6 +160,9 @@ func (e *Embedded) Close() error {
 	}
 	e.mu.Unlock()
 	e.wg.Wait()
+	if n := len(e.queue); n > 0 {
+		e.log.Info("backplane: embedded backplane closed with messages undelivered", "dropped", n)
+	}
 	e.m.BackplaneSubscriptions.Set(0)
 	e.m.BackplaneConnected.Set(0)
 	return nil

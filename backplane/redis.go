@@ -180,8 +180,9 @@ func (r *Redis) groupLocked(chans []string) [][]string {
 }
 
 // Subscribe takes a reference on each channel and returns once all are live on Redis, or at
-// once while the backplane is disconnected (they are subscribed on reconnect). On error no
-// reference is kept.
+// once while the backplane is disconnected (they are subscribed on reconnect). The references
+// are taken even when it fails (ctx ended first): the caller drops them with Unsubscribe in
+// either case.
 func (r *Redis) Subscribe(ctx context.Context, chans []string) error {
 	r.mu.Lock()
 	if r.closed {
@@ -209,7 +210,6 @@ func (r *Redis) Subscribe(ctx context.Context, chans []string) error {
 			continue
 		}
 		if err := relays[i].awaitLive(ctx, g); err != nil {
-			r.Unsubscribe(chans)
 			return fmt.Errorf("subscribe %d channels: %w", len(chans), err)
 		}
 	}

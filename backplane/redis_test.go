@@ -2,6 +2,7 @@ package backplane
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -274,4 +275,106 @@ func TestAtMostFourConnectionsFor1000Users(t *testing.T) {
 	if n > 4 {
 		t.Fatalf("%d connections to redis, want at most 4:\n%s", n, list)
 	}
+}
+
+// backplane is server.Backplane, restated: importing package server would create a cycle.
+type backplane interface {
+	Subscribe(ctx context.Context, channels []string) error
+	Unsubscribe(channels []string)
+	Publish(ctx context.Context, channel string, payload []byte) error
+	Ready() error
+	Close() error
+}
+
+var (
+	_ backplane = (*Redis)(nil)
+	_ backplane = (*Embedded)(nil)
+)
+
+func TestSubscribeWaitsForConfirmationAndRespectsContext(t *testing.T) {
+	srv := redistest.Start(t)
+	r := startRedis(t, RedisOptions{URL: srv.URL(), Linger: -1}, newCollector())
+	probe := srv.Client(t)
+	// Redis holds every command (our SUBSCRIBE included) for a second.
+	if err := probe.Do(ctx, "CLIENT", "PAUSE", 1000, "ALL").Err(); err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := r.Subscribe(short, []string{"ws:paused"})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Subscribe during CLIENT PAUSE = %v after %s, want the context's deadline", err, time.Since(start))
+	}
+	// The caller drops the references after a failure, as the server does.
+	r.Unsubscribe([]string{"ws:paused"})
+	if a := r.m.BackplaneSubscriptions.Get(); a != 0 {
+		t.Fatalf("backplane_subscriptions_active = %v after the failed subscribe was released", a)
+	}
+
+	// Without a deadline it waits out the pause and returns once the channel is live.
+	_ = probe.Do(ctx, "CLIENT", "PAUSE", 300, "ALL").Err()
+	start = time.Now()
+	if err := r.Subscribe(ctx, []string{"ws:later"}); err != nil {
+		t.Fatal(err)
+	}
+	if waited := time.Since(start); waited < 200*time.Millisecond {
+		t.Fatalf("Subscribe returned after %s, before Redis could confirm", waited)
+	}
+	if probe.PubSubNumSub(ctx, "ws:later").Val()["ws:later"] != 1 {
+		t.Fatal("Subscribe returned but the channel is not subscribed on Redis")
+	}
+}
+
+func TestCloseEndsEverySubscription(t *testing.T) {
+	srv := redistest.Start(t)
+	probe := srv.Client(t)
+	r, err := NewRedis(RedisOptions{URL: srv.URL()}, newCollector())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "ready", func() bool { return r.Ready() == nil })
+	if err := r.Subscribe(ctx, []string{"ws:c1", "ws:c2"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "no subscriptions left on redis", func() bool {
+		return len(probe.PubSubChannels(ctx, "*").Val()) == 0
+	})
+	if r.Ready() == nil || r.Subscribe(ctx, []string{"x"}) == nil || r.Publish(ctx, "x", nil) == nil {
+		t.Fatal("closed backplane still usable")
+	}
+}
+
+func TestStartWithRedisDownRetriesUntilItComes(t *testing.T) {
+	srv := redistest.Start(t)
+	srv.Stop()
+	sink := newCollector()
+	r, err := NewRedis(RedisOptions{URL: srv.URL()}, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := r.Start(ctx); err != nil {
+		t.Fatalf("Start with redis down: %v", err)
+	}
+	if err := r.Subscribe(ctx, []string{"ws:early"}); err != nil {
+		t.Fatalf("Subscribe with redis down: %v", err)
+	}
+	eventually(t, 2*time.Second, "not ready", func() bool { return r.Ready() != nil })
+	srv.Restart()
+	eventually(t, 10*time.Second, "ready once redis is up", func() bool { return r.Ready() == nil })
+	probe := srv.Client(t)
+	eventually(t, 5*time.Second, "subscribed", func() bool {
+		return probe.PubSubNumSub(ctx, "ws:early").Val()["ws:early"] == 1
+	})
+	if err := r.Publish(ctx, "ws:early", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	sink.waitFor(t, 1, 5*time.Second)
 }
