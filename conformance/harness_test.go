@@ -1,0 +1,253 @@
+package conformance
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/huleedu/websocket-service/internal/servicetest"
+)
+
+// What every hostile-input test promises besides its own check: the server does not crash,
+// a canary connection keeps getting its echoes promptly throughout, no connection is left
+// registered, and the heap returns to where it was before the attack.
+
+// canaryBudget is how long the canary may wait for any one echo while an attack runs.
+const canaryBudget = 100 * time.Millisecond
+
+// canaryInterval is the canary's pace: one echo round trip every interval.
+const canaryInterval = 20 * time.Millisecond
+
+// heapTolerance is how far HeapInuse may stay above the baseline once an attack is over (the
+// test's own clients, timers and pools come and go around it).
+const heapTolerance = 8 << 20
+
+// harness is one service under attack, with its canary.
+type harness struct {
+	t        *testing.T
+	engine   string
+	svc      *servicetest.Service
+	canary   *canary
+	baseline uint64
+	conns    []*Conn // the attack's connections, dropped by finish
+}
+
+// newHarness starts a service over engine with env, connects the canary and records the heap.
+func newHarness(t *testing.T, engine string, env map[string]string) *harness {
+	t.Helper()
+	svc := servicetest.Start(t, servicetest.Options{Engine: engine, Env: env})
+	h := &harness{t: t, engine: engine, svc: svc}
+	h.canary = startCanary(t, svc)
+	h.baseline = heapInuse()
+	return h
+}
+
+// dial opens a raw connection for user sub in groups, failing the test on a refused handshake.
+func (h *harness) dial(o DialOptions, sub string, groups ...string) *Conn {
+	h.t.Helper()
+	c, err := Dial(h.svc.Addr, "/ws?token="+h.svc.Token(h.t, sub, groups...), o)
+	if err != nil {
+		h.t.Fatalf("dial %s: %v", sub, err)
+	}
+	h.conns = append(h.conns, c)
+	h.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// finish checks the promises above: the canary was served throughout and still is after the
+// attack's connections are gone, only the canary is still registered, and the heap is back
+// within heapTolerance of the baseline.
+func (h *harness) finish() {
+	h.t.Helper()
+	for _, c := range h.conns {
+		c.Close()
+	}
+	h.canary.awaitRounds(3, 5*time.Second)
+	h.canary.stopAndCheck(h.t)
+	h.svc.WaitMetric(h.t, "websocket_connections_active", 1, 15*time.Second)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		now := heapInuse()
+		if now <= h.baseline+heapTolerance {
+			h.t.Logf("%s: heap in use %.1f MiB, baseline %.1f MiB", h.engine, mib(now), mib(h.baseline))
+			return
+		}
+		if time.Now().After(deadline) {
+			h.t.Errorf("%s: heap in use %.1f MiB 10s after the attack, baseline %.1f MiB (tolerance %.0f MiB)",
+				h.engine, mib(now), mib(h.baseline), mib(heapTolerance))
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func mib(n uint64) float64 { return float64(n) / (1 << 20) }
+
+// heapInuse is HeapInuse after a full collection.
+func heapInuse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse
+}
+
+// canary is a client that keeps asking for echoes and records the slowest.
+type canary struct {
+	conn   *Conn
+	stop   chan struct{}
+	done   chan struct{}
+	mu     sync.Mutex
+	errs   []string
+	worst  time.Duration
+	rounds atomic.Int64
+}
+
+func startCanary(t *testing.T, svc *servicetest.Service) *canary {
+	t.Helper()
+	conn, err := Dial(svc.Addr, "/ws?token="+svc.Token(t, "canary"), DialOptions{})
+	if err != nil {
+		t.Fatalf("canary: %v", err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	conn.StartReading()
+	c := &canary{conn: conn, stop: make(chan struct{}), done: make(chan struct{})}
+	if err := c.roundTrip(0, time.Second); err != nil { // warm up before any budget applies
+		t.Fatalf("canary: %v", err)
+	}
+	go c.run()
+	return c
+}
+
+func (c *canary) roundTrip(i int, wait time.Duration) error {
+	text := fmt.Sprintf("canary %d", i)
+	if err := c.conn.Send(Text(text)); err != nil {
+		return fmt.Errorf("send: %w", err)
+	}
+	e, ok := c.conn.NextData(wait)
+	if !ok {
+		return fmt.Errorf("no echo of %q within %v", text, wait)
+	}
+	if want := echoText(text); !sameEvents([]Event{e}, []Event{want}) {
+		return fmt.Errorf("got %s, want %s", e, want)
+	}
+	return nil
+}
+
+func (c *canary) run() {
+	defer close(c.done)
+	tick := time.NewTicker(canaryInterval)
+	defer tick.Stop()
+	for i := 1; ; i++ {
+		select {
+		case <-c.stop:
+			return
+		case <-tick.C:
+		}
+		started := time.Now()
+		err := c.roundTrip(i, 5*time.Second)
+		took := time.Since(started)
+		c.rounds.Add(1)
+		c.mu.Lock()
+		c.worst = max(c.worst, took)
+		if err != nil {
+			c.errs = append(c.errs, err.Error())
+		} else if took > canaryBudget {
+			c.errs = append(c.errs, fmt.Sprintf("echo %d took %v (budget %v)", i, took, canaryBudget))
+		}
+		c.mu.Unlock()
+		if err != nil {
+			return
+		}
+	}
+}
+
+// awaitRounds waits until the canary has made n more round trips (or gives up after timeout;
+// stopAndCheck then reports why).
+func (c *canary) awaitRounds(n int64, timeout time.Duration) {
+	target := c.rounds.Load() + n
+	deadline := time.Now().Add(timeout)
+	for c.rounds.Load() < target && time.Now().Before(deadline) {
+		select {
+		case <-c.done:
+			return
+		case <-time.After(canaryInterval):
+		}
+	}
+}
+
+func (c *canary) stopAndCheck(t *testing.T) {
+	t.Helper()
+	close(c.stop)
+	<-c.done
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t.Logf("canary: %d echoes, slowest %v", c.rounds.Load(), c.worst)
+	if len(c.errs) > 0 {
+		t.Errorf("canary stalled %d times, first: %s", len(c.errs), c.errs[0])
+	}
+}
+
+// failure is how the server ended a connection it failed: the close frame (if any) and the
+// messages it sent before it.
+type failure struct {
+	before []Event
+	close  *Event
+}
+
+// awaitFailure reads until the server's close frame or EOF (within timeout) and answers a
+// close frame as a client must. It reports the messages seen before.
+func awaitFailure(c *Conn, timeout time.Duration) (failure, error) {
+	var f failure
+	deadline := time.Now().Add(timeout)
+	for {
+		e, ok := c.NextData(time.Until(deadline))
+		if !ok {
+			return f, fmt.Errorf("connection still open after %v", timeout)
+		}
+		switch e.Kind {
+		case EventClose:
+			f.close = &e
+			_ = c.Send(Close(e.Code, ""))
+			return f, nil
+		case EventEOF:
+			return f, nil
+		case EventBad:
+			return f, errors.New(e.Err.Error())
+		}
+		f.before = append(f.before, e)
+	}
+}
+
+// expectClose checks that the server failed c with one of codes within timeout, then closed TCP.
+func expectClose(t *testing.T, c *Conn, timeout time.Duration, codes ...uint16) failure {
+	t.Helper()
+	f, err := awaitFailure(c, timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.close == nil {
+		t.Fatalf("TCP closed without a close frame (1006) after %s; want close %v", events(f.before), codes)
+	}
+	if !slices.Contains(codes, f.close.Code) {
+		t.Fatalf("close %d (%q), want one of %v (after %s)", f.close.Code, f.close.Reason, codes, events(f.before))
+	}
+	if e, ok := c.NextData(5 * time.Second); !ok || e.Kind != EventEOF {
+		t.Fatalf("TCP not closed after the closing handshake (next: %v)", e)
+	}
+	return f
+}
+
+// noLinger makes a dialed connection reset on Close instead of lingering in TIME_WAIT, so
+// thousands of short connections do not exhaust loopback ports.
+func noLinger(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+}
