@@ -1,0 +1,177 @@
+package e2e_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/huleedu/websocket-service/internal/servicetest"
+)
+
+// SPEC §4: who receives what.
+
+func TestUserChannelReachesEveryConnectionOfThatUserOnly(t *testing.T) {
+	eachEngineAndBackplane(t, func(t *testing.T, engine, bp string) {
+		n := startNode(t, engine, bp, nil)
+		tab1 := dial(t, n.Service, "u1")
+		tab2 := dial(t, n.Service, "u1")
+		other := dial(t, n.Service, "u2")
+		waitActive(t, n.Service, 3)
+		const payload = `{"type":"notification","event_type":"batch_completed","data":{"batch_id":"123","status":"completed"}}`
+		n.publish(t, user("u1"), payload)
+		expectText(t, tab1, payload)
+		expectText(t, tab2, payload)
+		other.Quiet(t, 300*time.Millisecond)
+	})
+}
+
+func TestGroupChannelReachesEveryMemberOnly(t *testing.T) {
+	eachEngineAndBackplane(t, func(t *testing.T, engine, bp string) {
+		n := startNode(t, engine, bp, nil)
+		a := dial(t, n.Service, "alice", "class7")
+		b := dial(t, n.Service, "bob", "class8", "class7")
+		outsider := dial(t, n.Service, "carol", "class8")
+		nobody := dial(t, n.Service, "dave")
+		waitActive(t, n.Service, 4)
+		n.publish(t, group("class7"), `{"type":"notification","event_type":"lesson_started","data":{}}`)
+		expectText(t, a, `{"type":"notification","event_type":"lesson_started","data":{}}`)
+		expectText(t, b, `{"type":"notification","event_type":"lesson_started","data":{}}`)
+		outsider.Quiet(t, 300*time.Millisecond)
+		nobody.Quiet(t, 10*time.Millisecond)
+	})
+}
+
+func TestBroadcastChannelReachesEveryConnection(t *testing.T) {
+	eachEngineAndBackplane(t, func(t *testing.T, engine, bp string) {
+		n := startNode(t, engine, bp, nil)
+		clients := []*servicetest.Client{
+			dial(t, n.Service, "u1"), dial(t, n.Service, "u1"), dial(t, n.Service, "u2", "g"), dial(t, n.Service, "u3"),
+		}
+		waitActive(t, n.Service, len(clients))
+		n.publish(t, everyone, `{"type":"notification","event_type":"maintenance","data":{"in":"5m"}}`)
+		for _, c := range clients {
+			expectText(t, c, `{"type":"notification","event_type":"maintenance","data":{"in":"5m"}}`)
+		}
+	})
+}
+
+func TestPayloadIsForwardedVerbatim(t *testing.T) {
+	eachEngineAndBackplane(t, func(t *testing.T, engine, bp string) {
+		n := startNode(t, engine, bp, nil)
+		c := dial(t, n.Service, "u1")
+		waitActive(t, n.Service, 1)
+		// Odd spacing, key order, escapes and non-ASCII: a re-encoding would change the bytes.
+		for _, payload := range []string{
+			`{ "z":1,  "a" : [ 1,2 ] , "s":"\u00e9 ü \"q\"" }`,
+			`{"type":"notification","event_type":"x","data":{"n":1.50,"big":12345678901234567890}}`,
+			`plain text, not JSON`,
+		} {
+			n.publish(t, user("u1"), payload)
+			expectText(t, c, payload)
+		}
+	})
+}
+
+func TestIndependentClientReceivesUserGroupAndBroadcastMessages(t *testing.T) {
+	eachEngineAndBackplane(t, func(t *testing.T, engine, bp string) {
+		n := startNode(t, engine, bp, nil)
+		ctx, cancel := context.WithTimeout(context.Background(), 3*wait)
+		defer cancel()
+		conn, _, err := websocket.Dial(ctx, n.DialURL(n.Token(t, "u1", "class7")), nil)
+		if err != nil {
+			t.Fatalf("coder/websocket dial: %v", err)
+		}
+		defer conn.CloseNow()
+		waitActive(t, n.Service, 1)
+		n.publish(t, user("u1"), `{"to":"user"}`)
+		n.publish(t, group("class7"), `{"to":"group"}`)
+		n.publish(t, everyone, `{"to":"all"}`)
+		for _, want := range []string{`{"to":"user"}`, `{"to":"group"}`, `{"to":"all"}`} {
+			typ, data, err := conn.Read(ctx)
+			if err != nil {
+				t.Fatalf("read: %v", err)
+			}
+			if typ != websocket.MessageText || string(data) != want {
+				t.Fatalf("got %v %q, want text %q", typ, data, want)
+			}
+		}
+		if err := conn.Close(websocket.StatusNormalClosure, ""); err != nil {
+			t.Fatalf("close: %v", err)
+		}
+	})
+}
+
+// SPEC §4: per-connection ordering follows per-channel publish order.
+func TestThousandMessagesArriveInPublishOrderAtEveryConnection(t *testing.T) {
+	eachEngineAndBackplane(t, func(t *testing.T, engine, bp string) {
+		n := startNode(t, engine, bp, nil)
+		clients := []*servicetest.Client{
+			dial(t, n.Service, "u1", "class7"), dial(t, n.Service, "u2", "class7"),
+			dial(t, n.Service, "u2", "class7"), dial(t, n.Service, "u3", "class7"),
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 6*wait)
+		defer cancel()
+		coder, _, err := websocket.Dial(ctx, n.DialURL(n.Token(t, "u4", "class7")), nil)
+		if err != nil {
+			t.Fatalf("coder/websocket dial: %v", err)
+		}
+		defer coder.CloseNow()
+		waitActive(t, n.Service, len(clients)+1)
+
+		const count = 1000
+		coderErr := make(chan error, 1)
+		go func() {
+			for i := 0; i < count; i++ {
+				_, data, err := coder.Read(ctx)
+				if err != nil {
+					coderErr <- fmt.Errorf("coder/websocket read %d: %w", i, err)
+					return
+				}
+				if want := fmt.Sprintf(`{"seq":%d}`, i); string(data) != want {
+					coderErr <- fmt.Errorf("coder/websocket: message %d is %q, want %q", i, data, want)
+					return
+				}
+			}
+			coderErr <- nil
+		}()
+		publishSequence(t, n, count)
+		// Each client buffers what it receives, so reading them one after the other is fine.
+		for ci, c := range clients {
+			for i := 0; i < count; i++ {
+				if got, want := c.NextText(t, 2*wait), fmt.Sprintf(`{"seq":%d}`, i); got != want {
+					t.Fatalf("client %d: message %d is %q, want %q", ci, i, got, want)
+				}
+			}
+		}
+		if err := <-coderErr; err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+// publishSequence publishes {"seq":0} … {"seq":count-1} to group class7 in order, over Redis
+// with a pipeline (one round trip per batch, order kept) or through the node.
+func publishSequence(t *testing.T, n *node, count int) {
+	t.Helper()
+	if n.rdb == nil {
+		for i := 0; i < count; i++ {
+			n.Publish(t, group("class7"), fmt.Sprintf(`{"seq":%d}`, i))
+		}
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*wait)
+	defer cancel()
+	ch := n.App.Server().Topics().GroupChannel("class7")
+	for start := 0; start < count; start += 100 {
+		pipe := n.rdb.Pipeline()
+		for i := start; i < start+100 && i < count; i++ {
+			pipe.Publish(ctx, ch, fmt.Sprintf(`{"seq":%d}`, i))
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			t.Fatalf("PUBLISH pipeline: %v", err)
+		}
+	}
+}
