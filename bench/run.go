@@ -228,6 +228,7 @@ type remoteMember struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	stdout *bufio.Reader
+	closer io.Closer // the read end of stdout
 	done   chan struct{}
 }
 
@@ -242,11 +243,17 @@ func startRemote(ctx context.Context, p *Params, k int) (*remoteMember, error) {
 	if err != nil {
 		return nil, fmt.Errorf("worker %d stdin: %w", k, err)
 	}
-	stdout, err := cmd.StdoutPipe()
+	// An os.Pipe of our own rather than StdoutPipe: Wait closes StdoutPipe's reader as soon
+	// as the process exits, which would lose the worker's last line.
+	stdout, pw, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("worker %d stdout: %w", k, err)
 	}
-	if err := cmd.Start(); err != nil {
+	cmd.Stdout = pw
+	err = cmd.Start()
+	pw.Close()
+	if err != nil {
+		stdout.Close()
 		return nil, fmt.Errorf("start worker %d: %w", k, err)
 	}
 	m := &remoteMember{k: k, cmd: cmd, stdin: stdin, stdout: bufio.NewReaderSize(stdout, 64<<10), done: make(chan struct{})}
@@ -254,6 +261,7 @@ func startRemote(ctx context.Context, p *Params, k int) (*remoteMember, error) {
 		_ = cmd.Wait()
 		close(m.done)
 	}()
+	m.closer = stdout
 	// Params travel on stdin, not argv, so a secret never shows in ps.
 	if err := json.NewEncoder(stdin).Encode(p); err != nil {
 		m.stop()
@@ -336,11 +344,13 @@ func (m *remoteMember) stop() {
 	_ = m.stdin.Close()
 	select {
 	case <-m.done:
+		_ = m.closer.Close()
 		return
 	case <-time.After(closeWait + 2*time.Second):
 	}
 	_ = m.cmd.Process.Kill()
 	<-m.done
+	_ = m.closer.Close()
 }
 
 // Worker is the body of a worker process: Params on in, then the go signal; JSON lines on

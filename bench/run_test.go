@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"io"
 	"os"
 	"strings"
 	"testing"
@@ -134,7 +133,7 @@ func TestBadTokenIsADialError(t *testing.T) {
 // --procs.
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == WorkerArg {
-		os.Exit(Main(context.Background(), os.Args[1:], os.Stdin, os.Stdout, io.Discard))
+		os.Exit(Main(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 	}
 	os.Exit(m.Run())
 }
