@@ -8,8 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/huleedu/websocket-service/telemetry"
 )
 
@@ -381,79 +379,6 @@ func (r *Redis) disconnected(rl *relay, err error) {
 }
 
 func (r *Redis) received(n int) { r.m.BackplaneReceived.Add(n) }
-
-// Topology checks on a cluster: at most one reload per topologyMinGap, and one every
-// topologyEvery even when nothing went wrong, to notice resharding.
-const (
-	topologyMinGap = time.Second
-	topologyEvery  = 30 * time.Second
-)
-
-// watchTopology loads the cluster's slot map and rebuilds the relays whenever it changes (on
-// a MOVED reply, a slot migrating away, a lost connection or the periodic check): the new
-// relays subscribe every held channel on the master now serving it.
-func (r *Redis) watchTopology(ctx context.Context) {
-	cc := r.pub.client.(*redis.ClusterClient)
-	b := newBackoff(100*time.Millisecond, 5*time.Second)
-	failing := false
-	for ctx.Err() == nil {
-		t, err := loadTopology(ctx, cc)
-		if err != nil {
-			r.mu.Lock()
-			if r.topo == nil {
-				r.topoErr = err
-			}
-			r.mu.Unlock()
-			if !failing {
-				r.log.Warn("backplane: cannot load redis cluster topology, retrying", "err", err)
-			}
-			failing = true
-			if !b.sleep(ctx) {
-				return
-			}
-			continue
-		}
-		b.reset()
-		failing = false
-		r.mu.Lock()
-		if !t.same(r.topo) {
-			r.rebuildLocked(t)
-		}
-		r.mu.Unlock()
-		r.updateConnected()
-
-		gap := time.NewTimer(topologyMinGap)
-		select {
-		case <-ctx.Done():
-			gap.Stop()
-			return
-		case <-gap.C:
-		}
-		every := time.NewTimer(topologyEvery)
-		select {
-		case <-ctx.Done():
-		case <-r.refresh:
-			// A reload right after an unreachable node refreshes go-redis's own view too.
-			cc.ReloadState(ctx)
-		case <-every.C:
-		}
-		every.Stop()
-	}
-}
-
-// rebuildLocked replaces the relays with one per master of t.
-func (r *Redis) rebuildLocked(t *topology) {
-	if r.stopRelays != nil {
-		r.stopRelays()
-		r.log.Info("backplane: redis cluster topology changed, resubscribing", "masters", len(t.addrs))
-	}
-	r.topo, r.topoErr = t, nil
-	r.relays = r.relays[:0:0]
-	for i, addr := range t.addrs {
-		r.relays = append(r.relays, newRelay(i, addr, true, r.ep.dial, r.sink, r, r.log))
-	}
-	r.startRelaysLocked()
-}
 
 // sweepInterval is how often lingering channels are checked: a quarter of the linger,
 // between 10ms and 500ms.

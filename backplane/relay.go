@@ -211,6 +211,8 @@ func (r *relay) run(ctx context.Context) {
 		_ = conn.Close()
 		if ctx.Err() != nil {
 			err = errors.New("closed")
+		} else {
+			err = fmt.Errorf("connection lost: %w", err)
 		}
 		r.setDown(err)
 		// A connection that the server drops at once (MOVED while the cluster topology is
@@ -324,8 +326,8 @@ func (r *relay) write(conn net.Conn, buf []byte) {
 	}
 	_ = conn.SetWriteDeadline(time.Now().Add(writeTimeout))
 	if _, err := conn.Write(buf); err != nil {
-		// The reader sees the broken connection too and reconnects.
-		r.log.Warn("backplane: write to pubsub connection failed", "err", err)
+		// The reader sees the broken connection too, reports it and reconnects.
+		r.log.Debug("backplane: write to pubsub connection failed", "err", err)
 		_ = conn.Close()
 	}
 }
