@@ -378,3 +378,52 @@ func TestStartWithRedisDownRetriesUntilItComes(t *testing.T) {
 	}
 	sink.waitFor(t, 1, 5*time.Second)
 }
+
+// BenchmarkRedisPublishToSink measures the whole relay against a real redis-server: pipelined
+// PUBLISH → Redis → Pub/Sub connection → parse → batch → sink. One op is one message.
+func BenchmarkRedisPublishToSink(b *testing.B) {
+	srv := redistest.Start(b)
+	var mu sync.Mutex
+	got := 0
+	done := make(chan struct{}, 1)
+	want := 0
+	sink := SinkFunc(func(batch []Message) {
+		mu.Lock()
+		got += len(batch)
+		if got >= want {
+			select {
+			case done <- struct{}{}:
+			default:
+			}
+		}
+		mu.Unlock()
+	})
+	r := startRedis(b, RedisOptions{URL: srv.URL()}, sink)
+	chans := []string{"ws:b1", "ws:b2", "ws:b3", "ws:b4"}
+	if err := r.Subscribe(ctx, chans); err != nil {
+		b.Fatal(err)
+	}
+	pub, err := NewPublisher(srv.URL(), false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pub.Close()
+	payload := []byte(`{"type":"notification","event_type":"batch_completed","data":{"batch_id":"123"}}`)
+	msgs := make([]Message, b.N)
+	for i := range msgs {
+		msgs[i] = Message{Channel: chans[i%len(chans)], Payload: payload}
+	}
+	mu.Lock()
+	want = b.N
+	mu.Unlock()
+	b.ReportAllocs()
+	b.ResetTimer()
+	if err := pub.PublishMany(ctx, msgs); err != nil {
+		b.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		b.Fatal("messages not all delivered")
+	}
+}
