@@ -92,7 +92,7 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// launch starts the process and waits until it answers PING.
+// launch starts the process and waits until it answers on its port.
 func (s *Server) launch(bin string) error {
 	args := []string{
 		"--port", strconv.Itoa(s.port),
@@ -127,8 +127,13 @@ func (s *Server) launch(bin string) error {
 			return fmt.Errorf("redis-server on port %d exited at start: %s", s.port, out.String())
 		default:
 		}
-		if ping(s.Addr()) == nil {
-			return nil
+		// Answering is not enough: another test's server may have taken the port meanwhile.
+		if pid, err := serverPID(s.Addr()); err == nil {
+			if pid == cmd.Process.Pid {
+				return nil
+			}
+			s.kill()
+			return fmt.Errorf("port %d answered by another redis-server (pid %d)", s.port, pid)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -136,10 +141,18 @@ func (s *Server) launch(bin string) error {
 	return fmt.Errorf("redis-server on port %d did not answer PING within %s", s.port, waitLimit)
 }
 
-// ping sends PING over a fresh connection and expects +PONG.
-func ping(addr string) error {
-	_, err := command(addr, "PING")
-	return err
+// serverPID asks the server at addr for its process id.
+func serverPID(addr string) (int, error) {
+	info, err := command(addr, "INFO", "server")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "process_id:"); ok {
+			return strconv.Atoi(v)
+		}
+	}
+	return 0, errors.New("INFO server has no process_id")
 }
 
 // command sends one inline command and returns the first line of the reply, or for a bulk
@@ -205,7 +218,7 @@ func (s *Server) kill() {
 }
 
 // Restart starts the server again on the same port, with an empty dataset, and waits until
-// it answers PING.
+// it answers.
 func (s *Server) Restart() {
 	s.t.Helper()
 	s.kill()
