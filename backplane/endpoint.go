@@ -17,6 +17,8 @@ import (
 
 // endpoint is where Redis is and how to log in, parsed from REDIS_URL: one redis:// or
 // rediss:// URL, or with a cluster a comma list of them (credentials and TLS from the first).
+// The database number matters only to the command client: Pub/Sub channels are global to a
+// server.
 type endpoint struct {
 	addrs   []string
 	cluster bool
