@@ -1,0 +1,7 @@
+// Package browser holds the end-to-end test in a real browser: headless Chromium (Debian's
+// chromium package, driven by playwright-core from npm through run.mjs) opens WebSockets to
+// the service over each engine from a page the test serves. The Go test (browser_test.go)
+// starts Redis, the services and the page servers, runs `node run.mjs <config>` and judges
+// the JSON it prints. wsclient.mjs is the Node ws client used by conformance/interop_test.go.
+// Setup: `apt-get install chromium nodejs npm` and `(cd browser && npm ci)`; .ci/run does both.
+package browser
