@@ -1,0 +1,160 @@
+//go:build linux
+
+package eventloop
+
+import (
+	"golang.org/x/sys/unix"
+
+	"github.com/huleedu/websocket-service/message"
+	"github.com/huleedu/websocket-service/session"
+	"github.com/huleedu/websocket-service/telemetry"
+)
+
+// connState is where a connection is in its life.
+type connState uint8
+
+const (
+	stateOpen    connState = iota
+	stateClosing           // our close frame is queued or sent; waiting for the peer's, or the deadline
+	stateClosed            // fd closed; the struct is garbage once the last reference drops
+)
+
+// Connection flags.
+const (
+	flagRegistered    uint8 = 1 << iota // in the shard registry; cleared by release, so Closed runs once
+	flagDirty                           // in the loop's dirty list, flushed at the end of this iteration
+	flagWritable                        // EPOLLOUT interest registered (a write backlog is waiting)
+	flagMidFrame                        // the last write ended inside a frame
+	flagDoomed                          // over the send queue limit during a fan-out; closed right after it
+	flagFinAfterFlush                   // close the fd as soon as the queue is written
+	flagDiscard                         // the parser failed: drop input until the peer goes or the deadline
+)
+
+// conn is one WebSocket connection. It is owned by its shard's loop goroutine: every field is
+// read and written only there. It is kept small on purpose, because an idle connection is all
+// the service holds for most users: no buffer (reads go into the shard's buffer, an incomplete
+// frame lives in parser.rx only while incomplete), no goroutine, no runtime timer (the shard's
+// wheel holds timer), no channel; the identity's strings are shared with the Admission.
+type conn struct {
+	fd    int32
+	slot  int32 // index in the loop's connection table; the wheel's id for this connection
+	state connState
+	flags uint8
+	timer timerNode
+	// Deadlines, in wheel ticks.
+	seen   uint32 // last inbound bytes
+	pingAt uint32 // next heartbeat ping; while closing, the end of the closing handshake
+	expiry uint32 // token expiry; 0: none
+	parser parser
+	// Outbound queue: frames queued during this loop iteration are linked in the loop's ref
+	// arena (qhead..qtail); what a partial write leaves over moves to backlog.
+	qhead, qtail int32
+	queued       int // bytes queued and not yet written
+	backlog      *backlog
+	id           session.Identity
+}
+
+// backlog holds a connection's unwritten frames while it waits for EPOLLOUT. Frames are shared
+// and immutable; the first may be a tail slice of a partly written one.
+type backlog struct {
+	frames [][]byte
+}
+
+// release takes a connection out of the registry and reports it closed with code: the one
+// place Hooks.Closed is called, guarded by flagRegistered so it happens exactly once.
+func (l *loop) release(c *conn, code uint16) {
+	if c.flags&flagRegistered == 0 {
+		return
+	}
+	c.flags &^= flagRegistered
+	l.reg.Remove(c, c.id.User, c.id.Groups)
+	l.active.Add(-1)
+	l.e.metrics.ConnectionsActive.Dec()
+	l.e.hooks.Closed(&c.id, code)
+}
+
+// startClose begins a server-initiated close with code: the connection leaves the registry,
+// reply (if any) and a close frame are queued, and the fd is closed when the peer answers with
+// its close frame or after closeWait.
+func (l *loop) startClose(c *conn, code uint16, reply []byte) {
+	if c.state != stateOpen {
+		return
+	}
+	l.release(c, code)
+	if reply != nil {
+		l.push(c, encodeFrame(opText, reply))
+		l.e.metrics.MessagesSent.Inc()
+	}
+	l.push(c, encodeClose(code))
+	l.awaitPeerClose(c)
+}
+
+// awaitPeerClose moves c to closing with a deadline for the closing handshake.
+func (l *loop) awaitPeerClose(c *conn) {
+	c.state = stateClosing
+	c.pingAt = l.now + l.closeWait
+	l.wheel.schedule(c.slot, c.pingAt)
+}
+
+// fail closes c for a protocol violation (1002), bad UTF-8 (1007) or an oversized message
+// (1009, after a MESSAGE_TOO_LARGE ErrorMessage). The parser's state is no longer
+// trustworthy, so further input is discarded.
+func (l *loop) fail(c *conn, code uint16) {
+	var reply []byte
+	if code == message.CloseMessageTooBig {
+		act := session.TooLarge()
+		reply = act.Reply
+		l.e.metrics.Dropped(telemetry.DropTooLarge, 1)
+	}
+	l.startClose(c, code, reply)
+	c.flags |= flagDiscard
+	c.parser.reset()
+}
+
+// onPeerClose answers the peer's close frame: echo its code (an empty close for none), or
+// 1002 when the frame is invalid; then close the fd once the answer is written.
+func (l *loop) onPeerClose(c *conn, payload []byte) {
+	code, ok := parseCloseBody(payload)
+	switch {
+	case c.state != stateOpen:
+	case !ok:
+		l.startClose(c, message.CloseProtocolError, nil)
+	default:
+		l.release(c, code)
+		echo := code
+		if code == message.CloseNoStatus {
+			echo = 0
+		}
+		l.push(c, encodeClose(echo))
+		l.awaitPeerClose(c)
+	}
+	c.flags |= flagFinAfterFlush
+	l.markDirty(c)
+}
+
+// abort ends a connection whose peer vanished (EOF, reset, write error): 1006 if it was open.
+func (l *loop) abort(c *conn) {
+	l.release(c, message.CloseAbnormal)
+	l.finish(c)
+}
+
+// finish closes the fd: the last step of every path. Closing the only descriptor of the
+// socket also removes it from the epoll set.
+func (l *loop) finish(c *conn) {
+	if c.state == stateClosed {
+		return
+	}
+	l.release(c, message.CloseAbnormal) // a no-op unless nothing released it yet
+	c.state = stateClosed
+	l.wheel.cancel(c.slot)
+	if err := unix.Close(int(c.fd)); err != nil {
+		l.e.log.Debug("close socket", "shard", l.id, "fd", c.fd, "err", err)
+	}
+	l.conns[c.slot] = nil
+	l.free = append(l.free, c.slot)
+	c.parser.reset()
+	c.backlog = nil
+	c.qhead, c.qtail, c.queued = -1, -1, 0
+	l.live--
+	l.load.Add(-1)
+}

@@ -1,0 +1,77 @@
+//go:build linux
+
+// Package eventloop is the `epoll` engine: a Linux reactor that carries the service's
+// WebSocket connections on a few event loops instead of a goroutine each, so a pod can hold
+// very many mostly idle connections in little memory and fan one message out to thousands
+// quickly. It implements server.Engine; it does not authenticate, subscribe or count limits
+// (the HTTP layer does that before Accept) and it does not run on other systems (use gwsengine).
+//
+// # Shape
+//
+// New starts Options.Shards loops (loop.go), each one goroutine with its own epoll instance
+// (poller.go), connection table, registry.Shard, timing wheel (wheel.go), read buffer and write
+// arena. A connection (conn.go) belongs to one loop for its whole life and only that goroutine
+// touches it. Other goroutines hand work to a loop through a queue: Accept's handoff, Deliver's
+// batches, Drain and Close. The queue is taken whole and applied in order, and the loop's
+// eventfd is written only when the queue goes from empty to non-empty, so a burst costs one
+// wake-up, not one per message.
+//
+// # Leaving net/http: the descriptor handoff
+//
+// The upgrade request arrives through net/http. Accept validates the handshake itself
+// (handshake.go), hijacks the connection, keeps whatever the client sent behind its handshake
+// that net/http had already buffered, and reaches the socket with
+// SyscallConn().Control, where it duplicates the descriptor (fcntl F_DUPFD_CLOEXEC, as gnet's
+// eventloop.enroll does with dup). It then closes the net.Conn. That is safe because:
+//
+//   - Hijack has already stopped net/http's background read, so no goroutine is inside a Read
+//     on the net.Conn; Go closes its descriptor only when no operation holds it.
+//   - Closing the net.Conn makes Go's netpoller remove the original descriptor from its own
+//     epoll set (EPOLL_CTL_DEL while the descriptor is still open) before closing it, so Go
+//     never again reports readiness for this socket or touches it. Had the registration been
+//     left behind, the kernel would have kept it as long as our duplicate kept the open file
+//     description alive.
+//   - close(2) of one descriptor never shuts the socket down while another refers to it (and
+//     no SO_LINGER is set), so the TCP connection is untouched; O_NONBLOCK and TCP_NODELAY are
+//     properties of the shared socket and stay (O_NONBLOCK is set again anyway).
+//   - The duplicate is close-on-exec, so a child process cannot keep a client's socket open.
+//
+// The duplicate then goes to the least loaded shard, which registers the connection in its
+// registry.Shard before it queues the 101 response (so a message delivered after the client's
+// open event is never missed), writes the 101, and feeds the buffered early bytes to the parser
+// as if they had just been read. Accept returns once the shard has done so; nothing of the
+// connection stays behind in the request's goroutine. TLS must be terminated in front of this
+// engine (a *tls.Conn has no descriptor to hand over).
+//
+// # Level-triggered
+//
+// Connections are registered level-triggered. A ready connection gets one read into the
+// shard's 64 KiB buffer per wake-up; if more is waiting, the next epoll_wait reports it again
+// after every other ready connection had its turn, so one fast sender cannot starve a shard and
+// no "still readable" list is needed (edge-triggered would oblige reading to EAGAIN). EPOLLOUT
+// is asked for only while a connection has a write backlog and dropped once it is written, so
+// idle sockets never wake the loop; for a notification service client input is small and rare,
+// and the price of level-triggering (a repeat report for a connection with more than a buffer
+// waiting) is rarely paid.
+//
+// # Reading
+//
+// The parser (parser.go) takes bytes as they come. An idle connection holds no read buffer;
+// only an incomplete frame's bytes are kept (in a buffer of exactly the frame's size, known
+// from its header, which is checked against MaxMessageSize before anything is buffered) and
+// released when complete, plus the payload of a fragmented message while it is open.
+//
+// # Writing
+//
+// A delivery is encoded once per shard into an immutable frame; each target gets a reference
+// appended to the loop's write arena and is marked dirty. After the whole batch every dirty
+// connection is written once with writev (writev.go). A partial write moves the rest to the
+// connection's backlog and waits for EPOLLOUT; a connection whose queued bytes pass
+// SendQueueLimit loses its queue and is closed 1013 without delaying anyone else.
+//
+// # Time
+//
+// Heartbeat pings, the silence timeout, token expiry and the closing handshake's one-second
+// deadline all live in one timing wheel per shard; each connection sits in the slot of its
+// earliest deadline and epoll_wait sleeps until the next occupied tick.
+package eventloop

@@ -1,0 +1,229 @@
+//go:build linux
+
+package eventloop
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/huleedu/websocket-service/message"
+	"github.com/huleedu/websocket-service/registry"
+	"github.com/huleedu/websocket-service/session"
+	"github.com/huleedu/websocket-service/telemetry"
+)
+
+// ErrClosed is returned by Accept once the engine is draining or closed.
+var ErrClosed = errors.New("eventloop: engine is draining or closed")
+
+// defaultMaxMessageSize applies when Options.MaxMessageSize is not positive (SPEC §5).
+const defaultMaxMessageSize = 65536
+
+// defaultSendQueueLimit applies when Options.SendQueueLimit is not positive (SPEC §5).
+const defaultSendQueueLimit = 1 << 20
+
+// Engine is the epoll engine: opts.Shards event loops, each owning its connections. It is
+// safe for concurrent use; every method hands work to the loops through their queues.
+type Engine struct {
+	opts    session.Options
+	hooks   session.Hooks
+	metrics *telemetry.Metrics
+	log     *slog.Logger
+	loops   []*loop
+	wg      sync.WaitGroup
+
+	draining  atomic.Bool
+	closed    atomic.Bool
+	closeOnce sync.Once
+}
+
+// noHooks is used when Options.Hooks is nil.
+type noHooks struct{}
+
+func (noHooks) Closed(*session.Identity, uint16) {}
+
+// New starts the engine's event loops.
+func New(opts session.Options) (*Engine, error) {
+	if opts.Policy == nil {
+		return nil, errors.New("eventloop: Options.Policy is required")
+	}
+	if opts.Shards <= 0 {
+		opts.Shards = runtime.GOMAXPROCS(0)
+	}
+	if opts.MaxMessageSize <= 0 {
+		opts.MaxMessageSize = defaultMaxMessageSize
+	}
+	if opts.SendQueueLimit <= 0 {
+		opts.SendQueueLimit = defaultSendQueueLimit
+	}
+	e := &Engine{opts: opts, hooks: opts.Hooks, metrics: opts.Metrics, log: opts.Logger}
+	if e.hooks == nil {
+		e.hooks = noHooks{}
+	}
+	if e.metrics == nil {
+		e.metrics = telemetry.New()
+	}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	tick := wheelTick(opts)
+	for i := range opts.Shards {
+		l, err := newLoop(i, e, tick)
+		if err != nil {
+			for _, started := range e.loops {
+				_ = started.poll.close()
+			}
+			return nil, fmt.Errorf("eventloop: %w", err)
+		}
+		e.loops = append(e.loops, l)
+	}
+	for _, l := range e.loops {
+		e.metrics.ShardConnections(l.id, func() float64 { return float64(l.active.Load()) })
+		e.wg.Add(1)
+		go l.run()
+	}
+	return e, nil
+}
+
+// wheelTick is the timing wheel's resolution: a tenth of the shortest period the wheel keeps
+// (heartbeat, silence timeout, closing handshake), between 1 ms and 100 ms.
+func wheelTick(o session.Options) time.Duration {
+	shortest := closeWait
+	for _, d := range []time.Duration{o.HeartbeatInterval, o.ConnectionTimeout} {
+		if d > 0 {
+			shortest = min(shortest, d)
+		}
+	}
+	return min(max(shortest/10, time.Millisecond), 100*time.Millisecond)
+}
+
+// Accept validates the upgrade request, hijacks the connection, moves its descriptor into the
+// least loaded shard and returns once the shard has registered it and queued the 101 response
+// (the shard serves it from then on; no goroutine stays behind). On a bad handshake the client
+// gets HTTP 400 (426 for a wrong version) and the error wraps ErrHandshake. On error nothing is
+// registered and Hooks.Closed is not called.
+func (e *Engine) Accept(w http.ResponseWriter, r *http.Request, a session.Admission) error {
+	if e.closed.Load() || e.draining.Load() {
+		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
+		return ErrClosed
+	}
+	resp, herr := checkHandshake(r)
+	if herr != nil {
+		herr.write(w)
+		return fmt.Errorf("accept: %w", herr)
+	}
+	fd, pending, err := hijack(w)
+	if err != nil {
+		return fmt.Errorf("accept: %w", err)
+	}
+	h := &handoff{fd: fd, pending: pending, response: resp, adm: a, result: make(chan error, 1)}
+	if err := e.handOff(h); err != nil {
+		return fmt.Errorf("accept fd %d: %w", fd, err)
+	}
+	if !a.Started.IsZero() {
+		e.metrics.Handshake(a.Started)
+	}
+	return nil
+}
+
+// Reject completes the upgrade, sends the ErrorMessage for code and a close frame with
+// closeCode, and leaves a shard to wait (at most a second) for the client's close before
+// closing the socket. Nothing is registered and Hooks.Closed is never called.
+func (e *Engine) Reject(w http.ResponseWriter, r *http.Request, subprotocol, code string, closeCode uint16) {
+	_ = subprotocol // the 101 selects session.Subprotocol only when the request offered it
+	resp, herr := checkHandshake(r)
+	if herr != nil {
+		herr.write(w)
+		return
+	}
+	resp = appendFrame(resp, opText, message.ErrorJSON(code))
+	resp = append(resp, encodeClose(closeCode)...)
+	fd, _, err := hijack(w)
+	if err != nil {
+		e.log.Warn("reject: hijack failed", "err", err)
+		return
+	}
+	h := &handoff{fd: fd, response: resp, reject: true, result: make(chan error, 1)}
+	if err := e.handOff(h); err != nil {
+		// No shard to wait in: send what fits without blocking and close.
+		_, _ = unix.Write(fd, resp)
+		unix.Close(fd)
+	}
+}
+
+// handOff gives a hijacked descriptor to the least loaded shard and waits for it to be taken.
+// On error the descriptor is closed.
+func (e *Engine) handOff(h *handoff) error {
+	l := e.leastLoaded()
+	l.load.Add(1)
+	if !l.submit(task{kind: taskAdopt, h: h}) {
+		l.load.Add(-1)
+		unix.Close(h.fd)
+		return ErrClosed
+	}
+	return <-h.result
+}
+
+func (e *Engine) leastLoaded() *loop {
+	best := e.loops[0]
+	bestLoad := best.load.Load()
+	for _, l := range e.loops[1:] {
+		if n := l.load.Load(); n < bestLoad {
+			best, bestLoad = l, n
+		}
+	}
+	return best
+}
+
+// Deliver hands the batch to every shard (one queue entry and at most one wake-up each). It
+// never blocks on a socket. The batch and its payloads must not be modified afterwards.
+func (e *Engine) Deliver(batch []registry.Delivery) {
+	if len(batch) == 0 {
+		return
+	}
+	for _, l := range e.loops {
+		l.submit(task{kind: taskDeliver, batch: batch})
+	}
+}
+
+// Drain stops new upgrades and closes every connection with 1001, the closes spread evenly
+// over window, returning when every connection has ended or ctx is done.
+func (e *Engine) Drain(ctx context.Context, window time.Duration) error {
+	e.draining.Store(true)
+	dones := make([]chan struct{}, len(e.loops))
+	for i, l := range e.loops {
+		dones[i] = make(chan struct{})
+		if !l.submit(task{kind: taskDrain, window: window, done: dones[i]}) {
+			close(dones[i])
+		}
+	}
+	for _, d := range dones {
+		select {
+		case <-d:
+		case <-ctx.Done():
+			return fmt.Errorf("drain: %w", ctx.Err())
+		}
+	}
+	return nil
+}
+
+// Close stops every loop, closing the connections that remain (1001, close frame
+// best-effort, Hooks.Closed for each) and every descriptor, and waits for the loops to exit.
+func (e *Engine) Close() error {
+	e.closeOnce.Do(func() {
+		e.closed.Store(true)
+		for _, l := range e.loops {
+			l.submit(task{kind: taskStop})
+		}
+		e.wg.Wait()
+	})
+	return nil
+}

@@ -1,0 +1,335 @@
+//go:build linux
+
+package eventloop
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/huleedu/websocket-service/auth"
+	"github.com/huleedu/websocket-service/message"
+	"github.com/huleedu/websocket-service/session"
+	"github.com/huleedu/websocket-service/telemetry"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+var testSecret = []byte("a-test-secret-that-is-long-enough-32b")
+
+// closedCall is one Hooks.Closed call.
+type closedCall struct {
+	id   *session.Identity
+	user string
+	code uint16
+	at   time.Time
+}
+
+// hookRecorder is a session.Hooks that writes every call down.
+type hookRecorder struct {
+	mu    sync.Mutex
+	calls []closedCall
+	ch    chan struct{}
+}
+
+func newHookRecorder() *hookRecorder { return &hookRecorder{ch: make(chan struct{}, 1)} }
+
+func (h *hookRecorder) Closed(id *session.Identity, code uint16) {
+	h.mu.Lock()
+	h.calls = append(h.calls, closedCall{id: id, user: id.User, code: code, at: time.Now()})
+	h.mu.Unlock()
+	select {
+	case h.ch <- struct{}{}:
+	default:
+	}
+}
+
+func (h *hookRecorder) snapshot() []closedCall {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]closedCall(nil), h.calls...)
+}
+
+// waitCalls waits until at least n Closed calls happened.
+func (h *hookRecorder) waitCalls(t testing.TB, n int, within time.Duration) []closedCall {
+	t.Helper()
+	deadline := time.After(within)
+	for {
+		if calls := h.snapshot(); len(calls) >= n {
+			return calls
+		}
+		select {
+		case <-h.ch:
+		case <-deadline:
+			t.Fatalf("got %d Closed calls, want %d: %+v", len(h.snapshot()), n, h.snapshot())
+		}
+	}
+}
+
+// codeFor returns the close codes reported for user.
+func (h *hookRecorder) codesFor(user string) []uint16 {
+	var out []uint16
+	for _, c := range h.snapshot() {
+		if c.user == user {
+			out = append(out, c.code)
+		}
+	}
+	return out
+}
+
+// harness is a real loopback HTTP server whose /ws handler authenticates with a real verifier
+// and hands the upgrade to the engine under test.
+type harness struct {
+	engine  *Engine
+	srv     *httptest.Server
+	hooks   *hookRecorder
+	metrics *telemetry.Metrics
+	minter  *auth.Minter
+	url     string // ws://host/ws
+	addr    string
+	accepts chan error
+}
+
+func newHarness(t testing.TB, tune func(*session.Options)) *harness {
+	t.Helper()
+	verifier, err := auth.NewVerifier(auth.Settings{Algorithm: "HS256", Secret: testSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	minter, err := auth.NewMinter("HS256", testSecret, "", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{hooks: newHookRecorder(), metrics: telemetry.New(), minter: minter, accepts: make(chan error, 4096)}
+	opts := session.Options{
+		Shards:            2,
+		HeartbeatInterval: 30 * time.Second,
+		ConnectionTimeout: 60 * time.Second,
+		MaxMessageSize:    65536,
+		SendQueueLimit:    1 << 20,
+		Policy:            session.NewPolicy(verifier),
+		Hooks:             h.hooks,
+		Metrics:           h.metrics,
+	}
+	if tune != nil {
+		tune(&opts)
+	}
+	h.engine, err = New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
+		started := time.Now()
+		token := r.URL.Query().Get("token")
+		for _, p := range r.Header.Values("Sec-WebSocket-Protocol") {
+			for e := range strings.SplitSeq(p, ",") {
+				if tok, ok := strings.CutPrefix(strings.TrimSpace(e), session.BearerPrefix); ok {
+					token = tok
+				}
+			}
+		}
+		claims, err := verifier.Verify(token)
+		if err != nil {
+			code := message.CodeAuthFailed
+			if errors.Is(err, auth.ErrExpired) {
+				code = message.CodeTokenExpired
+			}
+			h.engine.Reject(w, r, session.Subprotocol, code, message.ClosePolicyViolation)
+			return
+		}
+		a := session.Admission{
+			Identity: session.Identity{User: claims.Subject, Groups: claims.Groups},
+			Expires:  claims.ExpiresAt,
+			Started:  started,
+		}
+		h.accepts <- h.engine.Accept(w, r, a)
+	})
+	h.srv = httptest.NewServer(mux)
+	h.addr = h.srv.Listener.Addr().String()
+	h.url = "ws://" + h.addr + "/ws"
+	t.Cleanup(func() {
+		_ = h.engine.Close()
+		h.srv.Close()
+	})
+	return h
+}
+
+// token mints a token for user with groups, valid for ttl.
+func (h *harness) token(t testing.TB, user string, groups []string, ttl time.Duration) string {
+	t.Helper()
+	tok, err := h.minter.Mint(user, groups, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// wsURL is the upgrade URL for user.
+func (h *harness) wsURL(t testing.TB, user string, groups ...string) string {
+	return h.url + "?token=" + h.token(t, user, groups, time.Hour)
+}
+
+// liveConns is the number of descriptors the engine's shards hold.
+func (h *harness) liveConns() int64 {
+	var n int64
+	for _, l := range h.engine.loops {
+		n += l.load.Load()
+	}
+	return n
+}
+
+// rawClient is a hand-written WebSocket client over a plain TCP connection, for byte-exact
+// tests: it can send anything, malformed included, and reads raw frames.
+type rawClient struct {
+	t    testing.TB
+	conn net.Conn
+	br   *bufio.Reader
+	resp *http.Response
+}
+
+// dialRaw sends the upgrade request for path (query included) with extra appended in the same
+// write, and reads the response head.
+func dialRaw(t testing.TB, addr, path string, header http.Header, extra []byte) *rawClient {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	key := make([]byte, 16)
+	_, _ = rand.Read(key)
+	var b strings.Builder
+	fmt.Fprintf(&b, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n", path, addr)
+	fmt.Fprintf(&b, "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: %s\r\n", base64.StdEncoding.EncodeToString(key))
+	for k, vs := range header {
+		for _, v := range vs {
+			fmt.Fprintf(&b, "%s: %s\r\n", k, v)
+		}
+	}
+	b.WriteString("\r\n")
+	if _, err := conn.Write(append([]byte(b.String()), extra...)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &rawClient{t: t, conn: conn, br: br, resp: resp}
+}
+
+func (h *harness) dialRaw(t testing.TB, user string, extra []byte) *rawClient {
+	t.Helper()
+	rc := dialRaw(t, h.addr, "/ws?token="+h.token(t, user, nil, time.Hour), nil, extra)
+	if rc.resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("status %d", rc.resp.StatusCode)
+	}
+	return rc
+}
+
+// readFrame reads one server frame (which must be unmasked).
+func (rc *rawClient) readFrame(within time.Duration) (fin bool, op byte, payload []byte, err error) {
+	_ = rc.conn.SetReadDeadline(time.Now().Add(within))
+	var hdr [2]byte
+	if _, err = io.ReadFull(rc.br, hdr[:]); err != nil {
+		return
+	}
+	if hdr[1]&0x80 != 0 {
+		return false, 0, nil, errors.New("server frame is masked")
+	}
+	n := uint64(hdr[1] & 0x7F)
+	switch n {
+	case 126:
+		var ext [2]byte
+		if _, err = io.ReadFull(rc.br, ext[:]); err != nil {
+			return
+		}
+		n = uint64(binary.BigEndian.Uint16(ext[:]))
+	case 127:
+		var ext [8]byte
+		if _, err = io.ReadFull(rc.br, ext[:]); err != nil {
+			return
+		}
+		n = binary.BigEndian.Uint64(ext[:])
+	}
+	payload = make([]byte, n)
+	_, err = io.ReadFull(rc.br, payload)
+	return hdr[0]&0x80 != 0, hdr[0] & 0x0F, payload, err
+}
+
+// expectFrame reads frames, skipping pings, until one arrives; it fails the test on error.
+func (rc *rawClient) expectFrame(within time.Duration) (op byte, payload []byte) {
+	rc.t.Helper()
+	for {
+		_, op, payload, err := rc.readFrame(within)
+		if err != nil {
+			rc.t.Fatalf("read frame: %v", err)
+		}
+		if op != opPing {
+			return op, payload
+		}
+	}
+}
+
+// expectClose reads until a close frame and returns its code (1005 for an empty one).
+func (rc *rawClient) expectClose(within time.Duration) (code uint16, before [][]byte) {
+	rc.t.Helper()
+	for {
+		op, payload := rc.expectFrame(within)
+		if op == opClose {
+			if len(payload) < 2 {
+				return message.CloseNoStatus, before
+			}
+			return binary.BigEndian.Uint16(payload), before
+		}
+		before = append(before, payload)
+	}
+}
+
+func (rc *rawClient) send(frames ...[]byte) {
+	rc.t.Helper()
+	for _, f := range frames {
+		if _, err := rc.conn.Write(f); err != nil {
+			rc.t.Fatalf("write: %v", err)
+		}
+	}
+}
+
+// expectEOF waits for the server to close the TCP connection.
+func (rc *rawClient) expectEOF(within time.Duration) {
+	rc.t.Helper()
+	_ = rc.conn.SetReadDeadline(time.Now().Add(within))
+	if _, err := io.Copy(io.Discard, rc.br); err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			rc.t.Fatalf("server did not close the connection within %v", within)
+		}
+	}
+}
+
+// countFDs is the number of open descriptors of this process.
+func countFDs(t testing.TB) int {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(entries)
+}

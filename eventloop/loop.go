@@ -1,0 +1,560 @@
+//go:build linux
+
+package eventloop
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/huleedu/websocket-service/message"
+	"github.com/huleedu/websocket-service/registry"
+	"github.com/huleedu/websocket-service/session"
+)
+
+// readBufferSize is the one read buffer a shard has; every connection reads into it.
+const readBufferSize = 64 << 10
+
+// wheelSlots is the size of each shard's timing wheel (a power of two).
+const wheelSlots = 4096
+
+// closeWait bounds how long a closing connection waits for the peer's close frame.
+const closeWait = time.Second
+
+// errStopped is returned for work handed to a shard that has stopped.
+var errStopped = errors.New("event loop stopped")
+
+type taskKind uint8
+
+const (
+	taskAdopt   taskKind = iota + 1 // take over an upgraded connection
+	taskDeliver                     // fan a batch of backplane messages out
+	taskDrain                       // close everything 1001, spread over a window
+	taskStop                        // close everything and exit
+)
+
+// task is work handed to a shard by another goroutine.
+type task struct {
+	kind   taskKind
+	batch  []registry.Delivery
+	h      *handoff
+	window time.Duration
+	done   chan struct{}
+}
+
+// handoff is a hijacked connection on its way into a shard.
+type handoff struct {
+	fd       int
+	pending  []byte // bytes the client sent behind its handshake
+	response []byte // the 101 response, plus the error and close frames for a rejection
+	adm      session.Admission
+	reject   bool
+	result   chan error // buffered: the loop never blocks on it
+}
+
+// loop is one shard: an event loop goroutine with its own epoll instance, connection table,
+// registry, timing wheel, read buffer and write arena. Only the fields in the "cross-goroutine"
+// group are touched by other goroutines; everything else is owned by the loop goroutine and
+// touched only by it.
+type loop struct {
+	id   int
+	e    *Engine
+	poll *poller
+
+	// Cross-goroutine.
+	mu      sync.Mutex
+	queue   []task
+	stopped bool         // under mu: no more tasks are accepted
+	load    atomic.Int64 // connections owned or on their way in, for least-loaded placement
+	active  atomic.Int64 // registered connections, for eventloop_shard_connections
+
+	// Owned by the loop goroutine.
+	conns    []*conn // by slot
+	free     []int32 // free slots
+	live     int     // connections with an open fd
+	reg      *registry.Shard[*conn]
+	wheel    *wheel
+	buf      []byte
+	events   []unix.EpollEvent
+	spare    []task // the previous queue, reused
+	refs     []outRef
+	dirty    []*conn
+	doomed   []*conn
+	iov      []unix.Iovec
+	cur      *conn // the connection whose bytes are being parsed
+	stopping bool
+
+	start     time.Time
+	tick      time.Duration
+	now       uint32 // current tick, from 1
+	pingEvery uint32 // ticks; 0: no heartbeat
+	silence   uint32 // ticks; 0: no silence timeout
+	closeWait uint32 // ticks
+	sendLimit int
+	maxMsg    int
+	ping      []byte // the heartbeat frame, shared by every connection
+
+	drainList    []*conn
+	drainNext    int
+	drainStart   time.Time
+	drainWindow  time.Duration
+	drainWaiters []chan struct{}
+}
+
+func newLoop(id int, e *Engine, tick time.Duration) (*loop, error) {
+	p, err := newPoller()
+	if err != nil {
+		return nil, fmt.Errorf("shard %d: %w", id, err)
+	}
+	o := e.opts
+	l := &loop{
+		id:        id,
+		e:         e,
+		poll:      p,
+		reg:       registry.NewShard[*conn](),
+		buf:       make([]byte, readBufferSize),
+		events:    make([]unix.EpollEvent, 256),
+		iov:       make([]unix.Iovec, 0, maxIov),
+		start:     time.Now(),
+		tick:      tick,
+		now:       1,
+		pingEvery: ticksFor(o.HeartbeatInterval, tick),
+		silence:   ticksFor(o.ConnectionTimeout, tick),
+		closeWait: ticksFor(closeWait, tick),
+		sendLimit: o.SendQueueLimit,
+		maxMsg:    o.MaxMessageSize,
+		ping:      encodeFrame(opPing, nil),
+	}
+	l.wheel = newWheel(wheelSlots, l.now, func(id int32) *timerNode { return &l.conns[id].timer })
+	return l, nil
+}
+
+// ticksFor converts d to whole ticks, rounding up; 0 stays 0.
+func ticksFor(d, tick time.Duration) uint32 {
+	if d <= 0 {
+		return 0
+	}
+	return uint32(min((d+tick-1)/tick, math.MaxUint32/2))
+}
+
+// tickOf converts a wall-clock deadline to a tick of this loop (at least 1: 0 means none).
+func (l *loop) tickOf(t time.Time) uint32 {
+	d := t.Sub(l.start)
+	if d <= 0 {
+		return 1
+	}
+	return ticksFor(d, l.tick) + 1
+}
+
+// submit queues t for the loop, waking it only when the queue was empty: a burst of tasks
+// costs one wake-up. It returns false once the loop has stopped.
+func (l *loop) submit(t task) bool {
+	l.mu.Lock()
+	if l.stopped {
+		l.mu.Unlock()
+		return false
+	}
+	first := len(l.queue) == 0
+	l.queue = append(l.queue, t)
+	l.mu.Unlock()
+	if first {
+		if err := l.poll.wake(); err != nil {
+			l.e.log.Error("wake event loop", "shard", l.id, "err", err)
+		}
+	}
+	return true
+}
+
+// run is the loop goroutine.
+func (l *loop) run() {
+	defer l.e.wg.Done()
+	for !l.stopping {
+		n, err := l.poll.wait(l.events, l.timeout())
+		if err != nil {
+			l.e.log.Error("epoll_wait failed; stopping shard", "shard", l.id, "err", err)
+			break
+		}
+		l.clock()
+		woken := false
+		for i := range n {
+			ev := &l.events[i]
+			if ev.Fd == wakeSlot {
+				woken = true
+				continue
+			}
+			l.onEvent(ev)
+		}
+		if woken {
+			l.poll.consumeWake()
+			l.runTasks()
+		}
+		l.runTimers()
+		l.drainStep()
+		l.reapDoomed()
+		l.flushDirty()
+		l.notifyDrained()
+	}
+	l.shutdown()
+}
+
+// clock advances the loop's notion of now.
+func (l *loop) clock() { l.now = uint32(time.Since(l.start)/l.tick) + 1 }
+
+// timeout is how long epoll_wait may sleep: until the wheel's next occupied tick, or the next
+// drain step, or forever on an idle shard with no deadlines.
+func (l *loop) timeout() int {
+	next, ok := l.wheel.next()
+	if l.drainNext < len(l.drainList) && (!ok || next > l.now+1) {
+		next, ok = l.now+1, true
+	}
+	if !ok {
+		return -1
+	}
+	at := l.start.Add(time.Duration(next-1) * l.tick)
+	d := time.Until(at)
+	if d <= 0 {
+		return 0
+	}
+	return int((d + time.Millisecond - 1) / time.Millisecond)
+}
+
+func (l *loop) onEvent(ev *unix.EpollEvent) {
+	slot := ev.Fd
+	if slot < 0 || int(slot) >= len(l.conns) {
+		return
+	}
+	c := l.conns[slot]
+	if c == nil || c.fd != ev.Pad {
+		return // stale: the connection ended earlier in this batch
+	}
+	if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		l.onReadable(c)
+	}
+	if ev.Events&unix.EPOLLOUT != 0 && c.state != stateClosed {
+		l.markDirty(c)
+	}
+}
+
+// onReadable reads once into the shard's buffer (level-triggered: if more is waiting, the
+// next wait reports it again, after every other ready connection had its turn).
+func (l *loop) onReadable(c *conn) {
+	n, err := unix.Read(int(c.fd), l.buf)
+	if n > 0 {
+		l.consumeInput(c, l.buf[:n])
+		return
+	}
+	if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+		return
+	}
+	l.abort(c) // EOF or an error: the peer is gone
+}
+
+// consumeInput parses bytes read from c (or buffered behind its handshake).
+func (l *loop) consumeInput(c *conn, data []byte) {
+	if c.flags&flagDiscard != 0 {
+		return
+	}
+	c.seen = l.now
+	l.cur = c
+	code := c.parser.feed(data, l.maxMsg, l)
+	l.cur = nil
+	if code != 0 {
+		l.fail(c, code)
+	}
+}
+
+// onMessage answers a whole client message: binary is echoed, text goes to the policy.
+func (l *loop) onMessage(op byte, payload []byte) bool {
+	c := l.cur
+	if c.state != stateOpen {
+		return true // closing: only the peer's close frame matters now
+	}
+	l.e.metrics.MessagesReceived.Inc()
+	if op == opBinary {
+		l.reply(c, encodeFrame(opBinary, payload))
+		return c.state == stateOpen
+	}
+	act := l.e.opts.Policy.OnText(&c.id, payload)
+	if !act.Expires.IsZero() {
+		c.expiry = l.tickOf(act.Expires)
+		l.schedule(c)
+	}
+	if act.Close != 0 {
+		l.startClose(c, act.Close, act.Reply)
+		return false
+	}
+	if act.Reply != nil {
+		l.reply(c, encodeFrame(opText, act.Reply))
+	}
+	return c.state == stateOpen
+}
+
+// reply queues a frame for c, closing it 1013 if that puts it over the send queue limit.
+func (l *loop) reply(c *conn, frame []byte) {
+	l.e.metrics.MessagesSent.Inc()
+	if !l.enqueue(c, frame) {
+		l.doom(c)
+		l.reapDoomed()
+	}
+}
+
+func (l *loop) onControl(op byte, payload []byte) bool {
+	c := l.cur
+	switch op {
+	case opPing:
+		if c.state == stateOpen {
+			l.push(c, encodeFrame(opPong, payload))
+		}
+	case opClose:
+		l.onPeerClose(c, payload)
+		return false
+	}
+	return true
+}
+
+// runTasks takes the whole queue at once and applies it in order.
+func (l *loop) runTasks() {
+	l.mu.Lock()
+	tasks := l.queue
+	l.queue = l.spare[:0]
+	l.mu.Unlock()
+	for i := range tasks {
+		t := &tasks[i]
+		switch t.kind {
+		case taskAdopt:
+			l.adopt(t.h)
+		case taskDeliver:
+			l.deliver(t.batch)
+		case taskDrain:
+			l.beginDrain(t.window, t.done)
+		case taskStop:
+			l.stopping = true
+		}
+		tasks[i] = task{}
+	}
+	l.spare = tasks[:0]
+}
+
+// adopt takes a hijacked connection into the shard. An accepted connection is registered
+// before its 101 response is queued, so a delivery that follows the client's open event finds
+// it; the response is the first thing in its queue, so it goes out before any message.
+func (l *loop) adopt(h *handoff) {
+	if l.stopping {
+		unix.Close(h.fd)
+		l.load.Add(-1)
+		h.result <- errStopped
+		return
+	}
+	slot := l.allocSlot()
+	c := &conn{fd: int32(h.fd), slot: slot, qhead: -1, qtail: -1, id: h.adm.Identity}
+	c.timer.clear()
+	if err := l.poll.add(h.fd, slot); err != nil {
+		unix.Close(h.fd)
+		l.free = append(l.free, slot)
+		l.load.Add(-1)
+		h.result <- fmt.Errorf("shard %d: register fd %d: %w", l.id, h.fd, err)
+		return
+	}
+	l.conns[slot] = c
+	l.live++
+	if h.reject {
+		l.push(c, h.response)
+		l.awaitPeerClose(c)
+		h.result <- nil
+		return
+	}
+	c.flags |= flagRegistered
+	l.reg.Add(c, c.id.User, c.id.Groups)
+	l.active.Add(1)
+	l.e.metrics.ConnectionsActive.Inc()
+	c.seen = l.now
+	c.pingAt = l.now + l.pingEvery
+	if !h.adm.Expires.IsZero() {
+		c.expiry = l.tickOf(h.adm.Expires)
+	}
+	l.push(c, h.response)
+	l.schedule(c)
+	h.result <- nil
+	if len(h.pending) > 0 {
+		l.consumeInput(c, h.pending)
+	}
+}
+
+func (l *loop) allocSlot() int32 {
+	if n := len(l.free); n > 0 {
+		s := l.free[n-1]
+		l.free = l.free[:n-1]
+		return s
+	}
+	l.conns = append(l.conns, nil)
+	return int32(len(l.conns) - 1)
+}
+
+// deliver fans a batch out: each payload is encoded once per shard and the same frame is
+// queued to every target; connections are written once, after the whole batch.
+func (l *loop) deliver(batch []registry.Delivery) {
+	for i := range batch {
+		d := &batch[i]
+		targets := l.reg.Lookup(d.Target)
+		if len(targets) == 0 {
+			continue
+		}
+		frame := encodeFrame(opText, d.Payload)
+		for _, c := range targets {
+			if c.flags&flagDoomed != 0 {
+				continue
+			}
+			if !l.enqueue(c, frame) {
+				l.doom(c)
+			}
+		}
+		l.e.metrics.MessagesSent.Add(len(targets))
+	}
+	l.reapDoomed()
+}
+
+// schedule puts c in the wheel slot of its earliest deadline.
+func (l *loop) schedule(c *conn) {
+	at := uint32(math.MaxUint32)
+	if l.pingEvery > 0 {
+		at = min(at, c.pingAt)
+	}
+	if l.silence > 0 {
+		at = min(at, c.seen+l.silence)
+	}
+	if c.expiry != 0 {
+		at = min(at, c.expiry)
+	}
+	if at == math.MaxUint32 {
+		l.wheel.cancel(c.slot)
+		return
+	}
+	l.wheel.schedule(c.slot, at)
+}
+
+func (l *loop) runTimers() {
+	for _, id := range l.wheel.expire(l.now) {
+		if c := l.conns[id]; c != nil {
+			l.onTimer(c)
+		}
+	}
+}
+
+// onTimer handles whichever of c's deadlines passed. Reads do not touch the wheel: a
+// connection heard from since it was scheduled just finds its silence deadline moved and is
+// rescheduled.
+func (l *loop) onTimer(c *conn) {
+	now := l.now
+	if c.state == stateClosing {
+		if now >= c.pingAt {
+			l.finish(c)
+		} else {
+			l.wheel.schedule(c.slot, c.pingAt)
+		}
+		return
+	}
+	if c.state != stateOpen {
+		return
+	}
+	if c.expiry != 0 && now >= c.expiry {
+		act := session.Expired()
+		l.startClose(c, act.Close, act.Reply)
+		return
+	}
+	if l.silence > 0 && now >= c.seen+l.silence {
+		l.startClose(c, message.CloseGoingAway, nil)
+		return
+	}
+	if l.pingEvery > 0 && now >= c.pingAt {
+		l.push(c, l.ping)
+		c.pingAt = now + l.pingEvery
+	}
+	l.schedule(c)
+}
+
+// beginDrain starts closing every registered connection with 1001, spread evenly over window.
+func (l *loop) beginDrain(window time.Duration, done chan struct{}) {
+	l.drainWaiters = append(l.drainWaiters, done)
+	l.drainList = append(l.drainList[:0], l.reg.All()...)
+	l.drainNext = 0
+	l.drainStart = time.Now()
+	l.drainWindow = window
+}
+
+// drainStep closes the connections whose turn in the drain has come: the i-th of n at
+// start + window·i/n.
+func (l *loop) drainStep() {
+	n := len(l.drainList)
+	if l.drainNext >= n {
+		return
+	}
+	due := n
+	if l.drainWindow > 0 {
+		elapsed := time.Since(l.drainStart)
+		due = min(n, int(int64(n)*int64(elapsed)/int64(l.drainWindow))+1)
+	}
+	for ; l.drainNext < due; l.drainNext++ {
+		c := l.drainList[l.drainNext]
+		l.drainList[l.drainNext] = nil
+		l.startClose(c, message.CloseGoingAway, nil)
+	}
+	if l.drainNext == n {
+		l.drainList = l.drainList[:0]
+		l.drainNext = 0
+	}
+}
+
+// notifyDrained tells Drain callers once the shard has no connection left.
+func (l *loop) notifyDrained() {
+	if len(l.drainWaiters) == 0 || l.live > 0 || l.drainNext < len(l.drainList) {
+		return
+	}
+	for i, ch := range l.drainWaiters {
+		close(ch)
+		l.drainWaiters[i] = nil
+	}
+	l.drainWaiters = l.drainWaiters[:0]
+}
+
+// shutdown closes every connection (1001, close frame best-effort), refuses further tasks,
+// fails the handoffs still queued, and closes the poller.
+func (l *loop) shutdown() {
+	for _, c := range l.conns {
+		if c != nil {
+			l.startClose(c, message.CloseGoingAway, nil)
+		}
+	}
+	l.flushDirty()
+	for _, c := range l.conns {
+		if c != nil {
+			l.finish(c)
+		}
+	}
+	l.mu.Lock()
+	l.stopped = true
+	rest := l.queue
+	l.queue = nil
+	l.mu.Unlock()
+	for _, t := range rest {
+		if t.kind == taskAdopt {
+			unix.Close(t.h.fd)
+			l.load.Add(-1)
+			t.h.result <- errStopped
+		}
+		if t.done != nil {
+			close(t.done)
+		}
+	}
+	for _, ch := range l.drainWaiters {
+		close(ch)
+	}
+	l.drainWaiters = nil
+	if err := l.poll.close(); err != nil {
+		l.e.log.Error("close poller", "shard", l.id, "err", err)
+	}
+}

@@ -1,0 +1,251 @@
+//go:build linux
+
+package eventloop
+
+import (
+	"errors"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/huleedu/websocket-service/session"
+	"github.com/huleedu/websocket-service/telemetry"
+)
+
+// maxIov bounds the frames one writev takes (the kernel's IOV_MAX is 1024).
+const maxIov = 1024
+
+// outRef is one queued frame in the loop's ref arena: the arena holds every frame queued during
+// one loop iteration, linked per connection, and is emptied by the flush at the end of the
+// iteration. A fan-out therefore appends one ref per target to a reused slice and allocates
+// nothing per connection, and an idle connection holds no queue at all.
+type outRef struct {
+	frame []byte
+	next  int32
+}
+
+// enqueue appends frame to c's outbound queue and reports whether c is still within the send
+// queue limit.
+func (l *loop) enqueue(c *conn, frame []byte) bool {
+	l.push(c, frame)
+	return c.queued <= l.sendLimit
+}
+
+// push appends frame to c's outbound queue regardless of the limit (control frames, replies
+// of a closing connection).
+func (l *loop) push(c *conn, frame []byte) {
+	c.queued += len(frame)
+	if b := c.backlog; b != nil {
+		b.frames = append(b.frames, frame)
+		if c.flags&flagWritable == 0 {
+			l.markDirty(c)
+		}
+		return
+	}
+	ref := int32(len(l.refs))
+	l.refs = append(l.refs, outRef{frame: frame, next: -1})
+	if c.qtail >= 0 {
+		l.refs[c.qtail].next = ref
+	} else {
+		c.qhead = ref
+	}
+	c.qtail = ref
+	l.markDirty(c)
+}
+
+func (l *loop) markDirty(c *conn) {
+	if c.flags&flagDirty == 0 {
+		c.flags |= flagDirty
+		l.dirty = append(l.dirty, c)
+	}
+}
+
+// flushDirty writes every connection touched in this iteration, once each, and empties the
+// ref arena (every chain is then written or moved to its connection's backlog).
+func (l *loop) flushDirty() {
+	for i, c := range l.dirty {
+		l.flush(c)
+		l.dirty[i] = nil
+	}
+	l.dirty = l.dirty[:0]
+	clear(l.refs)
+	l.refs = l.refs[:0]
+}
+
+// flush writes c's queue with writev until it is empty or the socket is full; a remainder
+// waits for EPOLLOUT.
+func (l *loop) flush(c *conn) {
+	c.flags &^= flagDirty
+	if c.state == stateClosed {
+		return
+	}
+	for {
+		iov, total := l.gather(c)
+		if len(iov) == 0 {
+			break
+		}
+		n, err := writev(int(c.fd), iov)
+		clear(iov) // drop the references to the frames
+		if err != nil && !errors.Is(err, unix.EAGAIN) {
+			l.abort(c)
+			return
+		}
+		l.consume(c, n)
+		if n < total {
+			l.spill(c)
+			if c.flags&flagWritable == 0 {
+				if err := l.poll.watchWritable(int(c.fd), c.slot, true); err != nil {
+					l.abort(c)
+					return
+				}
+				c.flags |= flagWritable
+			}
+			return
+		}
+	}
+	if c.flags&flagWritable != 0 {
+		c.flags &^= flagWritable
+		if err := l.poll.watchWritable(int(c.fd), c.slot, false); err != nil {
+			l.abort(c)
+			return
+		}
+	}
+	if c.flags&flagFinAfterFlush != 0 {
+		l.finish(c)
+	}
+}
+
+// gather fills the loop's iovec array from c's backlog then its chain, up to maxIov.
+func (l *loop) gather(c *conn) ([]unix.Iovec, int) {
+	iov := l.iov[:0]
+	total := 0
+	add := func(f []byte) bool {
+		if len(iov) == maxIov {
+			return false
+		}
+		v := unix.Iovec{Base: &f[0]}
+		v.SetLen(len(f))
+		iov = append(iov, v)
+		total += len(f)
+		return true
+	}
+	if b := c.backlog; b != nil {
+		for _, f := range b.frames {
+			if !add(f) {
+				return iov, total
+			}
+		}
+	}
+	for r := c.qhead; r >= 0; r = l.refs[r].next {
+		if !add(l.refs[r].frame) {
+			break
+		}
+	}
+	return iov, total
+}
+
+// consume drops n written bytes from the front of c's queue.
+func (l *loop) consume(c *conn, n int) {
+	c.queued -= n
+	c.flags &^= flagMidFrame
+	if b := c.backlog; b != nil {
+		for n > 0 && len(b.frames) > 0 {
+			if f := b.frames[0]; n < len(f) {
+				b.frames[0] = f[n:]
+				c.flags |= flagMidFrame
+				return
+			}
+			n -= len(b.frames[0])
+			b.frames[0] = nil
+			b.frames = b.frames[1:]
+		}
+		if len(b.frames) == 0 {
+			c.backlog = nil
+		}
+	}
+	for n > 0 && c.qhead >= 0 {
+		r := &l.refs[c.qhead]
+		if n < len(r.frame) {
+			r.frame = r.frame[n:]
+			c.flags |= flagMidFrame
+			return
+		}
+		n -= len(r.frame)
+		c.qhead = r.next
+	}
+	if c.qhead < 0 {
+		c.qtail = -1
+	}
+}
+
+// spill moves c's chain out of the ref arena into its backlog, after a partial write.
+func (l *loop) spill(c *conn) {
+	if c.qhead < 0 {
+		return
+	}
+	if c.backlog == nil {
+		c.backlog = &backlog{}
+	}
+	for r := c.qhead; r >= 0; r = l.refs[r].next {
+		c.backlog.frames = append(c.backlog.frames, l.refs[r].frame)
+	}
+	c.qhead, c.qtail = -1, -1
+}
+
+// reapDoomed closes, with SLOW_CONSUMER and 1013, every connection a fan-out pushed over the
+// send queue limit. It runs after the fan-out so the registry is not changed under it.
+func (l *loop) reapDoomed() {
+	for i, c := range l.doomed {
+		l.doomed[i] = nil
+		c.flags &^= flagDoomed
+		if c.state != stateOpen {
+			continue
+		}
+		l.dropQueue(c)
+		act := session.SlowConsumer()
+		l.startClose(c, act.Close, act.Reply)
+	}
+	l.doomed = l.doomed[:0]
+}
+
+// dropQueue discards c's queued frames, except the rest of a frame already partly written (the
+// stream stays valid for the close frame that follows). It counts the dropped frames.
+func (l *loop) dropQueue(c *conn) {
+	dropped := 0
+	var keep []byte
+	if b := c.backlog; b != nil {
+		dropped += len(b.frames)
+		if c.flags&flagMidFrame != 0 && len(b.frames) > 0 {
+			keep = b.frames[0]
+			dropped--
+		}
+	}
+	for r := c.qhead; r >= 0; r = l.refs[r].next {
+		dropped++
+	}
+	c.qhead, c.qtail = -1, -1
+	c.backlog, c.queued = nil, 0
+	if keep != nil {
+		c.backlog = &backlog{frames: [][]byte{keep}}
+		c.queued = len(keep)
+	}
+	l.e.metrics.Dropped(telemetry.DropSlowConsumer, dropped)
+}
+
+// doom marks c for a slow-consumer close after the current fan-out.
+func (l *loop) doom(c *conn) {
+	if c.flags&flagDoomed == 0 {
+		c.flags |= flagDoomed
+		l.doomed = append(l.doomed, c)
+	}
+}
+
+// writev is one writev(2) over iov (non-empty). The iovecs point into Go memory that iov keeps
+// reachable for the duration of the call.
+func writev(fd int, iov []unix.Iovec) (int, error) {
+	n, _, errno := unix.Syscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}
