@@ -109,6 +109,7 @@ func TestDockerfileChecksCatchDrift(t *testing.T) {
 		{"no user", "Dockerfile", "USER 65532:65532\n", "", "has no USER"},
 		{"latest tag", "Dockerfile", "FROM golang:1.26 AS builder", "FROM golang:latest AS builder", "FROM golang:latest is not pinned"},
 		{"old Go", "Dockerfile", "FROM golang:1.26 AS builder", "FROM golang:1.22 AS builder", "older than go.mod"},
+		{"old Go patch", "Dockerfile", "FROM golang:1.26 AS builder", "FROM golang:1.26.0-bookworm AS builder", "older than go.mod"},
 		{"no healthcheck", "Dockerfile", "HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \\\n    CMD [\"/websocket-service\", \"healthcheck\"]\n", "", "no HEALTHCHECK"},
 		{"curl healthcheck", "Dockerfile", `CMD ["/websocket-service", "healthcheck"]`, "CMD curl -f http://localhost:8004/healthz", "HEALTHCHECK"},
 		{"shell entrypoint", "Dockerfile", `ENTRYPOINT ["/websocket-service"]`, "ENTRYPOINT /websocket-service serve", "JSONArgsRecommended"},
@@ -122,10 +123,16 @@ func TestDockerfileChecksCatchDrift(t *testing.T) {
 			expectFinding(t, checkDockerfile(d.apply(t, real), goDirective(t), runAsUser(m)), d.want)
 		})
 	}
-	t.Run("dockerignore lets .env in", func(t *testing.T) {
-		d := drift{file: ".dockerignore", old: "\n.env\n", new: "\n"}
-		expectFinding(t, checkDockerignore(d.apply(t, readFile(t, path(".dockerignore")))), "does not exclude .env")
-	})
+	inputs := []string{"go.mod", "go.sum", "cmd/websocket-service/main.go", "server/server.go"}
+	for _, d := range []drift{
+		{"dockerignore lets .env in", ".dockerignore", "\n.env\n", "\n", "does not exclude .env"},
+		{"dockerignore drops sources", ".dockerignore", "\ndocs/\n", "\ndocs/\nserver/\n", `"server" excludes server/server.go`},
+		{"dockerignore drops go.sum", ".dockerignore", "\n*.md\n", "\n*.md\ngo.*\n", `"go.*" excludes go.sum`},
+	} {
+		t.Run(d.name, func(t *testing.T) {
+			expectFinding(t, checkDockerignore(d.apply(t, readFile(t, path(".dockerignore"))), inputs), d.want)
+		})
+	}
 }
 
 func TestComposeChecksCatchDrift(t *testing.T) {
