@@ -251,28 +251,43 @@ type rawOptions struct {
 // connection with the server's response. The body of a non-101 response is left unread.
 func rawDial(t *testing.T, addr, path string, o rawOptions) *rawConn {
 	t.Helper()
+	c, err := rawHandshake(addr, path, o.Header, o.ReceiveBuf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if !o.ExpectNo101 && c.Resp.StatusCode != http.StatusSwitchingProtocols {
+		body, _ := io.ReadAll(io.LimitReader(c.Resp.Body, 512))
+		t.Fatalf("handshake: %s %s, want 101", c.Resp.Status, bytes.TrimSpace(body))
+	}
+	return c
+}
+
+// rawHandshake dials addr (with SO_RCVBUF set to receiveBuf when positive) and performs the
+// opening handshake; it is safe to call off the test goroutine.
+func rawHandshake(addr, path string, header http.Header, receiveBuf int) (*rawConn, error) {
 	d := net.Dialer{Timeout: wait}
-	if o.ReceiveBuf > 0 {
+	if receiveBuf > 0 {
 		d.Control = func(_, _ string, rc syscall.RawConn) error {
 			var serr error
 			err := rc.Control(func(fd uintptr) {
-				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, o.ReceiveBuf)
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, receiveBuf)
 			})
 			return errors.Join(err, serr)
 		}
 	}
 	nc, err := d.Dial("tcp", addr)
 	if err != nil {
-		t.Fatalf("dial %s: %v", addr, err)
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
-	t.Cleanup(func() { nc.Close() })
 	key := make([]byte, 16)
 	_, _ = rand.Read(key)
 	req, err := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
 	if err != nil {
-		t.Fatal(err)
+		nc.Close()
+		return nil, err
 	}
-	for k, v := range o.Header {
+	for k, v := range header {
 		req.Header[k] = v
 	}
 	req.Header.Set("Connection", "Upgrade")
@@ -281,20 +296,17 @@ func rawDial(t *testing.T, addr, path string, o rawOptions) *rawConn {
 	req.Header.Set("Sec-WebSocket-Key", base64.StdEncoding.EncodeToString(key))
 	_ = nc.SetDeadline(time.Now().Add(wait))
 	if err := req.Write(nc); err != nil {
-		t.Fatalf("write handshake: %v", err)
+		nc.Close()
+		return nil, fmt.Errorf("write handshake: %w", err)
 	}
 	br := bufio.NewReader(nc)
 	resp, err := http.ReadResponse(br, req)
 	if err != nil {
-		t.Fatalf("read handshake response: %v", err)
+		nc.Close()
+		return nil, fmt.Errorf("read handshake response: %w", err)
 	}
 	_ = nc.SetDeadline(time.Time{})
-	c := &rawConn{Conn: nc, br: br, Resp: resp}
-	if !o.ExpectNo101 && resp.StatusCode != http.StatusSwitchingProtocols {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		t.Fatalf("handshake: %s %s, want 101", resp.Status, bytes.TrimSpace(body))
-	}
-	return c
+	return &rawConn{Conn: nc, br: br, Resp: resp}, nil
 }
 
 // rawStatus performs a handshake and returns the HTTP status and body of the answer.

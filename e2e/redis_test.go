@@ -1,0 +1,163 @@
+package e2e_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/huleedu/websocket-service/internal/servicetest"
+)
+
+// SPEC §4 and §7 on the Redis backplane: outages, and a fixed set of connections.
+
+func TestRedisOutageMakesReadyz503AndOpenConnectionsReceiveAgainAfterRestart(t *testing.T) {
+	eachEngine(t, func(t *testing.T, engine string) {
+		n := startNode(t, engine, redisBP, nil)
+		c := dial(t, n.Service, "u1", "class7")
+		other := dial(t, n.Service, "u2")
+		waitActive(t, n.Service, 2)
+		n.publish(t, user("u1"), `{"before":true}`)
+		expectText(t, c, `{"before":true}`)
+
+		n.redis.Stop()
+		eventually(t, wait, "/readyz 503 while Redis is down", func() bool {
+			status, reason := readyReason(t, n.Service)
+			return status == http.StatusServiceUnavailable && strings.Contains(reason, "backplane")
+		})
+		n.WaitMetric(t, "backplane_connected", 0, wait)
+		// Down for 5 s in all; readiness stays 503 throughout.
+		outage := time.Now().Add(5 * time.Second)
+		for time.Now().Before(outage) {
+			if status, body := n.Get(t, "/readyz"); status != http.StatusServiceUnavailable {
+				t.Fatalf("/readyz %d %s while Redis is down", status, body)
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+		n.redis.Restart()
+		eventually(t, 3*wait, "/readyz 200 after Redis is back", func() bool {
+			status, _ := n.Get(t, "/readyz")
+			return status == http.StatusOK
+		})
+		n.WaitMetric(t, "backplane_connected", 1, wait)
+		if got := n.Metric(t, "backplane_reconnects_total"); got < 1 {
+			t.Errorf("backplane_reconnects_total = %v after an outage", got)
+		}
+
+		// The same connections, never reconnected, receive on every kind of channel.
+		stillOpen(t, c)
+		stillOpen(t, other)
+		n.publish(t, user("u1"), `{"after":"user"}`)
+		expectText(t, c, `{"after":"user"}`)
+		n.publish(t, group("class7"), `{"after":"group"}`)
+		expectText(t, c, `{"after":"group"}`)
+		n.publish(t, everyone, `{"after":"all"}`)
+		expectText(t, c, `{"after":"all"}`)
+		expectText(t, other, `{"after":"all"}`)
+		if chans := n.subscriptions(t); len(chans) != 4 {
+			t.Errorf("PUBSUB CHANNELS after restart = %q, want ws:u1, ws:u2, ws-group:class7, ws-broadcast", chans)
+		}
+	})
+}
+
+func TestUpgradeWhileRedisIsDownIsServedAndSubscribedOnReconnect(t *testing.T) {
+	eachEngine(t, func(t *testing.T, engine string) {
+		n := startNode(t, engine, redisBP, nil)
+		n.redis.Stop()
+		n.WaitMetric(t, "backplane_connected", 0, wait)
+		// SPEC leaves the upgrade during an outage to the service: either refused at once
+		// with 503, or accepted and subscribed once Redis is back. Never a hang.
+		start := time.Now()
+		c, err := servicetest.TryDial(n.DialURL(n.Token(t, "u1")))
+		if time.Since(start) > 6*time.Second {
+			t.Fatalf("upgrade during the outage took %v", time.Since(start))
+		}
+		n.redis.Restart()
+		eventually(t, 3*wait, "/readyz 200 after Redis is back", func() bool {
+			status, _ := n.Get(t, "/readyz")
+			return status == http.StatusOK
+		})
+		if err != nil {
+			t.Logf("upgrade during the outage refused: %v", err)
+			return
+		}
+		defer c.Conn.NetConn().Close()
+		n.publish(t, user("u1"), `{"late":true}`)
+		expectText(t, c, `{"late":true}`)
+	})
+}
+
+func TestThousandUsersUseAtMostFourRedisConnections(t *testing.T) {
+	const users = 1000
+	// Not parallel: a thousand connections per engine is enough load for two cores.
+	for _, engine := range servicetest.Engines() {
+		t.Run(engine, func(t *testing.T) {
+			n := startNode(t, engine, redisBP, nil)
+			conns := make([]*rawConn, users)
+			paths := make([]string, users)
+			for i := range paths {
+				paths[i] = "/ws?token=" + n.Token(t, fmt.Sprintf("user-%d", i), fmt.Sprintf("class-%d", i%50))
+			}
+			t.Cleanup(func() {
+				for _, c := range conns {
+					if c != nil {
+						c.Close()
+					}
+				}
+			})
+			var wg sync.WaitGroup
+			sem := make(chan struct{}, 16)
+			errs := make(chan string, users)
+			for i := 0; i < users; i++ {
+				wg.Add(1)
+				sem <- struct{}{}
+				go func() {
+					defer wg.Done()
+					defer func() { <-sem }()
+					c, err := rawHandshake(n.Addr, paths[i], nil, 0)
+					if err != nil {
+						errs <- fmt.Sprintf("user-%d: %v", i, err)
+						return
+					}
+					conns[i] = c
+					if c.Resp.StatusCode != http.StatusSwitchingProtocols {
+						errs <- fmt.Sprintf("user-%d: status %d", i, c.Resp.StatusCode)
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for e := range errs {
+				t.Fatal(e)
+			}
+			waitActive(t, n.Service, users)
+			// Every user, every group and the broadcast channel are live...
+			if got := n.Metric(t, "backplane_subscriptions_active"); got != users+50+1 {
+				t.Errorf("backplane_subscriptions_active = %v, want %d", got, users+50+1)
+			}
+			if chans := n.subscriptions(t); len(chans) != users+50+1 {
+				t.Errorf("PUBSUB CHANNELS lists %d channels, want %d", len(chans), users+50+1)
+			}
+			// ...over a handful of Redis connections, not one per user.
+			ctx, cancel := context.WithTimeout(context.Background(), wait)
+			defer cancel()
+			list, err := n.rdb.ClientList(ctx).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			lines := strings.Count(strings.TrimSpace(list), "\n") + 1
+			if service := lines - 1; service > 4 || service < 1 {
+				t.Fatalf("the service holds %d Redis connections for %d users, want 1 to 4:\n%s", service, users, list)
+			}
+			// And a message to one of them arrives.
+			n.publish(t, user("user-777"), `{"to":"user-777"}`)
+			f, err := conns[777].readFrame(time.Now().Add(wait))
+			if err != nil || f.Op != opText || string(f.Payload) != `{"to":"user-777"}` {
+				t.Fatalf("user-777 read %#x %q (%v)", f.Op, f.Payload, err)
+			}
+		})
+	}
+}
