@@ -143,13 +143,13 @@ func TestMetricsExposeEverySpecName(t *testing.T) {
 			t.Error("/metrics mentions a user id")
 		}
 		for series, min := range map[string]float64{
-			"websocket_connections_active":                      1,
-			`websocket_connections_total{result="accepted"}`:    1,
-			"websocket_messages_received_total":                 1,
-			"websocket_messages_sent_total":                     1,
-			"backplane_connected":                               1,
-			"backplane_subscriptions_active":                    2, // ws:u1 and ws-broadcast
-			"websocket_handshake_duration_seconds_count":        1,
+			"websocket_connections_active":                   1,
+			`websocket_connections_total{result="accepted"}`: 1,
+			"websocket_messages_received_total":              1,
+			"websocket_messages_sent_total":                  1,
+			"backplane_connected":                            1,
+			"backplane_subscriptions_active":                 2, // ws:u1 and ws-broadcast
+			"websocket_handshake_duration_seconds_count":     1,
 		} {
 			if got := n.Metric(t, series); got < min {
 				t.Errorf("%s = %v, want at least %v", series, got, min)
@@ -218,8 +218,8 @@ func TestPublishAPIIs202AndDelivers(t *testing.T) {
 		waitActive(t, n.Service, 1)
 		for body, want := range map[string]string{
 			`{"user_id":"u1","message":{"type":"notification","event_type":"e","data":{}}}`: `{"type":"notification","event_type":"e","data":{}}`,
-			`{"group":"g1","message":"plain text"}`:                                           `plain text`,
-			`{"broadcast":true,"message":[1,2]}`:                                              `[1,2]`,
+			`{"group":"g1","message":"plain text"}`:                                         `plain text`,
+			`{"broadcast":true,"message":[1,2]}`:                                            `[1,2]`,
 		} {
 			status, text := postPublish(t, n.Service, servicetest.PublishKey, body)
 			if status != http.StatusAccepted {
