@@ -90,10 +90,10 @@ func TestAuthOKIsExactlyTheSpecShape(t *testing.T) {
 
 func TestParseAuthRecognisesARefresh(t *testing.T) {
 	for in, want := range map[string]string{
-		`{"type":"auth","token":"abc.def.ghi"}`:          "abc.def.ghi",
-		`  {"token":"t","type":"auth"}  `:                "t",
-		`{"type":"auth"}`:                                "",
-		`{"type":"auth","token":"t","extra":[1,2,3]}`:    "t",
+		`{"type":"auth","token":"abc.def.ghi"}`:           "abc.def.ghi",
+		`  {"token":"t","type":"auth"}  `:                 "t",
+		`{"type":"auth"}`:                                 "",
+		`{"type":"auth","token":"t","extra":[1,2,3]}`:     "t",
 		"{\n  \"type\": \"auth\",\n  \"token\": \"x\"\n}": "x",
 	} {
 		tok, ok := ParseAuth([]byte(in))
