@@ -31,14 +31,7 @@ func TestOversizedMessageGetsErrorMessageThen1009(t *testing.T) {
 		t.Fatalf("a message of exactly the limit: %d bytes, %v", len(p), err)
 	}
 	_ = c.Write(t.Context(), websocket.MessageText, []byte(strings.Repeat("x", 1025)))
-	typ, p, err := readCoder(t, c)
-	if err != nil || typ != websocket.MessageText || errorCode(t, p) != message.CodeMessageTooLarge {
-		t.Fatalf("read = %v %q %v, want MESSAGE_TOO_LARGE", typ, p, err)
-	}
-	_, _, err = readCoder(t, c)
-	if got := websocket.CloseStatus(err); got != websocket.StatusMessageTooBig {
-		t.Fatalf("close = %v (%v), want 1009", got, err)
-	}
+	expectErrorThenClose(t, c, message.CodeMessageTooLarge, message.CloseMessageTooBig)
 	if cl := r.hooks.wait(t, 3*time.Second); cl.code != message.CloseMessageTooBig {
 		t.Errorf("Hooks.Closed code %d, want 1009", cl.code)
 	}
@@ -138,14 +131,7 @@ func TestExpiredTokenClosesWith1008(t *testing.T) {
 	r := newRig(t)
 	// exp has one-second resolution, so a 1s token expires within the next second.
 	c := dialCoder(t, r.wsURL(r.token("alice", nil, time.Second)))
-	typ, p, err := readCoder(t, c)
-	if err != nil || typ != websocket.MessageText || errorCode(t, p) != message.CodeTokenExpired {
-		t.Fatalf("read = %v %q %v, want TOKEN_EXPIRED", typ, p, err)
-	}
-	_, _, err = readCoder(t, c)
-	if got := websocket.CloseStatus(err); got != websocket.StatusPolicyViolation {
-		t.Fatalf("close = %v (%v), want 1008", got, err)
-	}
+	expectErrorThenClose(t, c, message.CodeTokenExpired, message.ClosePolicyViolation)
 	if cl := r.hooks.wait(t, 3*time.Second); cl.code != message.ClosePolicyViolation {
 		t.Errorf("Hooks.Closed code %d, want 1008", cl.code)
 	}
@@ -281,4 +267,28 @@ func droppedCount(m *telemetry.Metrics, reason string) int {
 		}
 	}
 	return -1
+}
+
+// A client that stopped reading long enough to be dropped, and then reads again, finds the
+// SLOW_CONSUMER ErrorMessage and the 1013 close frame after the frames that were already on
+// their way.
+func TestSlowConsumerWhoReadsLateSeesWhy(t *testing.T) {
+	r := newRig(t, func(o *session.Options) { o.SendQueueLimit = 256 << 10 })
+	slow := dialRaw(t, r, r.token("slow", nil, time.Hour), 4096)
+	r.waitConns(1)
+	payload := strings.Repeat("n", 8<<10)
+	deadline := time.Now().Add(5 * time.Second)
+	for droppedCount(r.metrics, telemetry.DropSlowConsumer) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("never dropped")
+		}
+		r.deliver(registry.User, "slow", payload)
+	}
+	code, before := slow.readUntilClose(t, 5*time.Second)
+	if code != message.CloseTryAgainLater {
+		t.Fatalf("close code %d, want 1013", code)
+	}
+	if len(before) == 0 || errorCode(t, before[len(before)-1]) != message.CodeSlowConsumer {
+		t.Errorf("last frame before the close is not SLOW_CONSUMER")
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,6 +35,11 @@ type conn struct {
 	expires atomic.Int64  // token expiry, unix nanoseconds
 	code    atomic.Uint32 // close code the server chose; 0 while the server has not begun a close
 	done    chan struct{} // closed once the socket is released
+
+	// mu orders an urgent close's wg.Add before the read loop's wg.Done: once ended is set,
+	// the read loop's count may be gone and nobody may add to the engine's WaitGroup for c.
+	mu    sync.Mutex
+	ended bool
 
 	nextPing int64 // unix nanoseconds; owned by the shard's ticker
 }
@@ -70,12 +76,24 @@ func (c *conn) shut(code uint16, reply []byte, urgent bool) bool {
 		c.socket.Async(job)
 		return true
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ended {
+		return true // the socket is already gone; there is nothing left to send
+	}
 	c.e.wg.Add(1) // c's read loop still holds a count, so the group is not at zero
 	go func() {
 		defer c.e.wg.Done()
 		job()
 	}()
 	return true
+}
+
+// end marks the read loop as finished; see mu.
+func (c *conn) end() {
+	c.mu.Lock()
+	c.ended = true
+	c.mu.Unlock()
 }
 
 // enqueue queues one broadcast frame of n payload bytes without blocking. A connection whose

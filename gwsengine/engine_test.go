@@ -91,21 +91,11 @@ func TestRejectSendsErrorMessageThen1008(t *testing.T) {
 			if got := c.Subprotocol(); got != session.Subprotocol {
 				t.Errorf("subprotocol %q", got)
 			}
-			typ, p, err := readCoder(t, c)
-			if err != nil || typ != websocket.MessageText {
-				t.Fatalf("read = %v %q %v", typ, p, err)
-			}
 			want := message.CodeAuthFailed
 			if name == "expired token" {
 				want = message.CodeTokenExpired
 			}
-			if code := errorCode(t, p); code != want {
-				t.Errorf("error code %s, want %s", code, want)
-			}
-			_, _, err = readCoder(t, c)
-			if got := websocket.CloseStatus(err); got != websocket.StatusPolicyViolation {
-				t.Fatalf("close = %v (%v), want 1008", got, err)
-			}
+			expectErrorThenClose(t, c, want, message.ClosePolicyViolation)
 		})
 	}
 	if n := r.hooks.count(); n != 0 {
@@ -159,6 +149,7 @@ func TestDeliverToGroupAndBroadcast(t *testing.T) {
 	if f := s2.next(t); string(f.data) != `"all"` {
 		t.Errorf("s2 got %q, want only the broadcast", f.data)
 	}
+	waitSent(t, r, 5) // counted once written, which may be just after the client has it
 	if got := r.metrics.MessagesSent.Get(); got != 5 {
 		t.Errorf("messages sent = %d, want 5", got)
 	}

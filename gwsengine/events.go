@@ -64,6 +64,7 @@ func (ev events) OnClose(socket *gws.Conn, err error) {
 		_ = w.release()
 		return
 	}
+	c.end()
 	code, unanswered := c.endCode(err)
 	if c.shard.remove(c) {
 		ev.e.metrics.ConnectionsActive.Dec()

@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -91,6 +92,7 @@ type rig struct {
 	minter  *auth.Minter
 	url     string
 
+	handlers sync.WaitGroup // /ws handlers: a hijacked one outlives httptest's Close
 	mu       sync.Mutex
 	accepted int // successful Accept calls; each must end in exactly one Hooks.Closed
 }
@@ -128,6 +130,8 @@ func newRig(t testing.TB, opts ...rigOption) *rig {
 	}
 	r := &rig{t: t, eng: eng, hooks: h, metrics: m, minter: minter}
 	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		r.handlers.Add(1)
+		defer r.handlers.Done()
 		started := time.Now()
 		token := req.URL.Query().Get("token")
 		sub := ""
@@ -170,6 +174,7 @@ func newRig(t testing.TB, opts ...rigOption) *rig {
 
 func (r *rig) close() {
 	r.srv.Close()
+	r.handlers.Wait()
 	if err := r.eng.Close(); err != nil {
 		r.t.Errorf("engine close: %v", err)
 	}
@@ -332,12 +337,19 @@ type rawClient struct {
 
 func dialRaw(t testing.TB, r *rig, token string, readBuffer int) *rawClient {
 	t.Helper()
-	nc, err := net.Dial("tcp", r.srv.Listener.Addr().String())
+	d := net.Dialer{}
+	if readBuffer > 0 {
+		d.Control = func(_, _ string, rc syscall.RawConn) error {
+			var err error
+			if cerr := rc.Control(func(fd uintptr) { err = setRecvBuffer(fd, readBuffer) }); cerr != nil {
+				return cerr
+			}
+			return err
+		}
+	}
+	nc, err := d.Dial("tcp", r.srv.Listener.Addr().String())
 	if err != nil {
 		t.Fatal(err)
-	}
-	if readBuffer > 0 {
-		_ = nc.(*net.TCPConn).SetReadBuffer(readBuffer)
 	}
 	t.Cleanup(func() { _ = nc.Close() })
 	key := make([]byte, 16)
@@ -437,4 +449,20 @@ func errorCode(t testing.TB, p []byte) string {
 		t.Fatalf("not an ErrorMessage: %q", p)
 	}
 	return e.Code
+}
+
+// expectErrorThenClose reads an ErrorMessage with code, then a close frame with closeCode.
+func expectErrorThenClose(t testing.TB, c *websocket.Conn, code string, closeCode uint16) {
+	t.Helper()
+	typ, p, err := readCoder(t, c)
+	if err != nil || typ != websocket.MessageText {
+		t.Fatalf("read = %v %q %v, want the %s ErrorMessage", typ, p, err, code)
+	}
+	if got := errorCode(t, p); got != code {
+		t.Errorf("error code %s, want %s", got, code)
+	}
+	_, _, err = readCoder(t, c)
+	if got := websocket.CloseStatus(err); got != websocket.StatusCode(closeCode) {
+		t.Fatalf("close = %v (%v), want %d", got, err, closeCode)
+	}
 }
