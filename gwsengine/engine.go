@@ -116,9 +116,12 @@ func (e *Engine) serverOption(subprotocols []string) *gws.ServerOption {
 	}
 }
 
-// Accept upgrades an authorised request and serves the connection on its own goroutine.
+// Accept upgrades an authorised request and serves the connection on its own goroutine. Once
+// shutdown has begun it answers 503 instead and returns ErrClosed.
 func (e *Engine) Accept(w http.ResponseWriter, r *http.Request, a session.Admission) error {
 	if !e.enter() {
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
 		return ErrClosed
 	}
 	socket, wr, err := e.upgrade(w, r, a.Subprotocol)

@@ -2,7 +2,11 @@ package gwsengine
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -158,8 +162,54 @@ func TestDeliverToGroupAndBroadcast(t *testing.T) {
 func TestAcceptAfterCloseRefused(t *testing.T) {
 	r := newRig(t)
 	_ = r.eng.Close()
-	req, _ := http.NewRequest(http.MethodGet, r.srv.URL, nil)
-	if err := r.eng.Accept(nil, req, session.Admission{}); err != ErrClosed {
+	req := httptest.NewRequest(http.MethodGet, "/ws", nil)
+	w := httptest.NewRecorder()
+	if err := r.eng.Accept(w, req, session.Admission{}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Accept after Close = %v, want ErrClosed", err)
+	}
+	if w.Code != http.StatusServiceUnavailable {
+		t.Errorf("status %d, want 503", w.Code)
+	}
+}
+
+func TestCloseEndsRemainingConnectionsWith1001(t *testing.T) {
+	r := newRig(t)
+	a := dialGWS(t, r.wsURL(r.token("alice", nil, time.Hour)), nil)
+	b := dialCoder(t, r.wsURL(r.token("bob", nil, time.Hour)))
+	r.waitConns(2)
+	if err := r.eng.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if code := a.waitClosed(t, 3*time.Second); code != message.CloseGoingAway {
+		t.Errorf("gws client saw %d, want 1001", code)
+	}
+	if _, _, err := readCoder(t, b); websocket.CloseStatus(err) != websocket.StatusGoingAway {
+		t.Errorf("coder client saw %v, want 1001", err)
+	}
+	for range 2 {
+		if cl := r.hooks.wait(t, time.Second); cl.code != message.CloseGoingAway {
+			t.Errorf("Hooks.Closed %+v, want 1001", cl)
+		}
+	}
+}
+
+func TestConnectionsSpreadOverShardsAndGauged(t *testing.T) {
+	r := newRig(t) // 4 shards
+	for i := range 8 {
+		dialGWS(t, r.wsURL(r.token(fmt.Sprintf("u%d", i), nil, time.Hour)), nil)
+	}
+	r.waitConns(8)
+	var b strings.Builder
+	r.metrics.WritePrometheus(&b)
+	for i, s := range r.eng.shards {
+		if n := s.n.Load(); n != 2 {
+			t.Errorf("shard %d holds %d connections, want 2", i, n)
+		}
+		if want := fmt.Sprintf("eventloop_shard_connections{shard=\"%d\"} 2\n", i); !strings.Contains(b.String(), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	if n := r.metrics.ConnectionsActive.Get(); n != 8 {
+		t.Errorf("websocket_connections_active = %v, want 8", n)
 	}
 }
