@@ -289,3 +289,15 @@ func drainUntilEOF(ctx context.Context, c *rawConn) error {
 		}
 	}
 }
+
+func TestInvalidUTF8TextClosesWith1007(t *testing.T) {
+	eachEngine(t, func(t *testing.T, engine string) {
+		n := startNode(t, engine, embedded, nil)
+		c := rawDial(t, n.Addr, "/ws?token="+n.Token(t, "u1"), rawOptions{})
+		c.writeFrame(t, opText, []byte{'o', 'k', 0xff, 0xfe}, true)
+		frames, err := c.readUntilClose(wait)
+		if code := lastClose(frames); code != 1007 {
+			t.Fatalf("frames %v (%v), want close 1007", opcodes(frames), err)
+		}
+	})
+}

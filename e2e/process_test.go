@@ -245,3 +245,33 @@ func TestPublishSubcommandWithAWrongKeyFails(t *testing.T) {
 		t.Fatalf("exit %d stderr %q; want a failure reporting 401", code, stderr)
 	}
 }
+
+func TestTokensNeverAppearInLogs(t *testing.T) {
+	port := freePort(t)
+	p := startProcess(t, prefixed("HOST", "127.0.0.1", "PORT", strconv.Itoa(port), "JWT_SECRET_KEY", testSecret,
+		"LOG_LEVEL", "DEBUG", "SHUTDOWN_DRAIN_TIMEOUT", "1", "MAX_CONNECTIONS_PER_USER", "1"), port)
+	good := mint(t, testSecret, "u1")
+	bad := mint(t, "not-the-secret-not-the-secret-xx", "u1")
+	c := servicetest.Dial(t, wsURL(p.addr, good))
+	c.Send(t, `{"type":"auth","token":"`+good+`"}`)
+	c.NextText(t, wait)
+	expectRefusal(t, servicetest.Dial(t, wsURL(p.addr, good)), "CONNECTION_LIMIT", 1008)
+	expectRefusal(t, servicetest.Dial(t, wsURL(p.addr, bad)), "AUTH_FAILED", 1008)
+	expectRefusal(t, servicetest.Dial(t, "ws://"+p.addr+"/ws", servicetest.DialOptions{Subprotocols: []string{"notifications.v1", "bearer." + bad}}), "AUTH_FAILED", 1008)
+	p.signal(t, syscall.SIGTERM)
+	if code := p.waitExit(t, 10*time.Second); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	logs := p.out.String()
+	// The refusals were logged: the check below looks at logs that talk about them.
+	if !strings.Contains(logs, "authentication failed") {
+		t.Fatalf("no log line for the refused token:\n%s", logs)
+	}
+	for _, tok := range []string{good, bad} {
+		for _, part := range strings.Split(tok, ".")[1:] {
+			if strings.Contains(logs, part) {
+				t.Fatalf("logs contain part of a token (%q):\n%s", part, logs)
+			}
+		}
+	}
+}
