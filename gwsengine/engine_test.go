@@ -213,3 +213,16 @@ func TestConnectionsSpreadOverShardsAndGauged(t *testing.T) {
 		t.Errorf("websocket_connections_active = %v, want 8", n)
 	}
 }
+
+// A text frame must be UTF-8; a payload that is not is refused once, for every target, and
+// the connection carries on.
+func TestDeliverSkipsPayloadThatIsNotUTF8(t *testing.T) {
+	r := newRig(t)
+	c := dialGWS(t, r.wsURL(r.token("alice", nil, time.Hour)), nil)
+	r.waitConns(1)
+	r.deliver(registry.User, "alice", "\xff\xfe")
+	r.deliver(registry.User, "alice", `"ok"`)
+	if f := c.next(t); string(f.data) != `"ok"` {
+		t.Fatalf("got %q, want the valid message only", f.data)
+	}
+}
