@@ -28,6 +28,7 @@ const (
 	flagDoomed                          // over the send queue limit during a fan-out; closed right after it
 	flagFinAfterFlush                   // close the fd as soon as the queue is written
 	flagDiscard                         // the parser failed: drop input until the peer goes or the deadline
+	flagBroken                          // a write failed during a fan-out; aborted right after it
 )
 
 // conn is one WebSocket connection. It is owned by its shard's loop goroutine: every field is

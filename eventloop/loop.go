@@ -87,6 +87,7 @@ type loop struct {
 	doomed   []*conn
 	iov      []unix.Iovec
 	cur      *conn // the connection whose bytes are being parsed
+	fanout   bool  // deliver is iterating registry lists: closes must wait for reapDoomed
 	stopping bool
 
 	start     time.Time
@@ -396,8 +397,12 @@ func (l *loop) allocSlot() int32 {
 }
 
 // deliver fans a batch out: each payload is encoded once per shard and the same frame is
-// queued to every target; connections are written once, after the whole batch.
+// queued to every target; connections are written once, after the whole batch. A target that
+// goes over the send queue limit inside the batch is first written right away (non-blocking),
+// so a batch larger than the limit does not doom a reader that keeps up; only what its socket
+// will not take counts against it.
 func (l *loop) deliver(batch []registry.Delivery) {
+	l.fanout = true
 	for i := range batch {
 		d := &batch[i]
 		targets := l.reg.Lookup(d.Target)
@@ -410,11 +415,15 @@ func (l *loop) deliver(batch []registry.Delivery) {
 				continue
 			}
 			if !l.enqueue(c, frame) {
-				l.doom(c)
+				l.flush(c)
+				if c.queued > l.sendLimit {
+					l.doom(c)
+				}
 			}
 		}
 		l.e.metrics.MessagesSent.Add(len(targets))
 	}
+	l.fanout = false
 	l.reapDoomed()
 }
 

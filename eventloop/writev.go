@@ -87,7 +87,7 @@ func (l *loop) flush(c *conn) {
 		n, err := writev(int(c.fd), iov)
 		clear(iov) // drop the references to the frames
 		if err != nil && !errors.Is(err, unix.EAGAIN) {
-			l.abort(c)
+			l.broken(c)
 			return
 		}
 		l.consume(c, n)
@@ -95,7 +95,7 @@ func (l *loop) flush(c *conn) {
 			l.spill(c)
 			if c.flags&flagWritable == 0 {
 				if err := l.poll.watchWritable(int(c.fd), c.slot, true); err != nil {
-					l.abort(c)
+					l.broken(c)
 					return
 				}
 				c.flags |= flagWritable
@@ -106,13 +106,24 @@ func (l *loop) flush(c *conn) {
 	if c.flags&flagWritable != 0 {
 		c.flags &^= flagWritable
 		if err := l.poll.watchWritable(int(c.fd), c.slot, false); err != nil {
-			l.abort(c)
+			l.broken(c)
 			return
 		}
 	}
 	if c.flags&flagFinAfterFlush != 0 {
 		l.finish(c)
 	}
+}
+
+// broken ends a connection whose socket failed. During a fan-out the registry is being
+// iterated, so the connection is only marked and ended by reapDoomed right after.
+func (l *loop) broken(c *conn) {
+	if l.fanout {
+		c.flags |= flagBroken
+		l.doom(c)
+		return
+	}
+	l.abort(c)
 }
 
 // gather fills the loop's iovec array from c's backlog then its chain, up to maxIov.
@@ -198,6 +209,10 @@ func (l *loop) reapDoomed() {
 	for i, c := range l.doomed {
 		l.doomed[i] = nil
 		c.flags &^= flagDoomed
+		if c.flags&flagBroken != 0 {
+			l.abort(c)
+			continue
+		}
 		if c.state != stateOpen {
 			continue
 		}
