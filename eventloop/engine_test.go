@@ -566,9 +566,9 @@ func TestClosedHookExactlyOncePerConnection(t *testing.T) {
 	const each = 10
 	paths := []func(rc *rawClient){
 		func(rc *rawClient) { rc.send(cf(opClose, "\x03\xe8")); rc.expectClose(2 * time.Second) }, // peer close
-		func(rc *rawClient) { rc.conn.Close() },                                                    // vanish
-		func(rc *rawClient) { rc.send(cf(opText, strings.Repeat("z", 200))) },                      // 1009
-		func(rc *rawClient) { rc.send(clientFrame(true, 0, opText, []byte("u"), true)) },           // 1002
+		func(rc *rawClient) { rc.conn.Close() },                                                   // vanish
+		func(rc *rawClient) { rc.send(cf(opText, strings.Repeat("z", 200))) },                     // 1009
+		func(rc *rawClient) { rc.send(clientFrame(true, 0, opText, []byte("u"), true)) },          // 1002
 		func(rc *rawClient) { rc.send(cf(opClose, "\x03\xe8"), cf(opText, "late")); rc.conn.Close() },
 	}
 	for p, path := range paths {
