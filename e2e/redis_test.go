@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/huleedu/websocket-service/internal/redistest"
 	"github.com/huleedu/websocket-service/internal/servicetest"
 )
 
@@ -160,4 +163,38 @@ func TestThousandUsersUseAtMostFourRedisConnections(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestRedisClusterDeliversOverShardedPubSub(t *testing.T) {
+	eachEngine(t, func(t *testing.T, engine string) {
+		cl := redistest.StartCluster(t, 3)
+		svc := servicetest.Start(t, servicetest.Options{Engine: engine, RedisURL: cl.URL(), Cluster: true})
+		eventually(t, 2*wait, "/readyz 200 on a cluster", func() bool {
+			status, _ := svc.Get(t, "/readyz")
+			return status == http.StatusOK
+		})
+		users := []string{"u1", "u2", "u3", "u4", "u5", "u6"} // spread over the cluster's slots
+		clients := make([]*servicetest.Client, len(users))
+		for i, u := range users {
+			clients[i] = dial(t, svc, u, "class7")
+		}
+		waitActive(t, svc, len(users))
+		rc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs()})
+		defer rc.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		topics := svc.App.Server().Topics()
+		for i, u := range users {
+			if err := rc.SPublish(ctx, topics.UserChannel(u), "to "+u).Err(); err != nil {
+				t.Fatalf("SPUBLISH: %v", err)
+			}
+			expectText(t, clients[i], "to "+u)
+		}
+		if err := rc.SPublish(ctx, topics.GroupChannel("class7"), "to class7").Err(); err != nil {
+			t.Fatalf("SPUBLISH: %v", err)
+		}
+		for _, c := range clients {
+			expectText(t, c, "to class7")
+		}
+	})
 }
