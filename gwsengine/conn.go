@@ -22,8 +22,8 @@ const closeGrace = time.Second
 // conn is one accepted connection. gws drives its socket from two places: the read goroutine
 // (gws ReadLoop, which calls the engine's events) and gws's per-socket write queue. What the
 // engine adds lives here and is safe to touch from the read goroutine, the shard's ticker and
-// any Deliver caller: id, shard, socket and wire are immutable after Accept, the rest is
-// atomic, except nextPing, which only the shard's ticker touches.
+// any Deliver caller: id, shard, socket and wire are immutable after Accept; ended is guarded
+// by mu; nextPing belongs to the shard's ticker; the rest is atomic.
 type conn struct {
 	e      *Engine
 	shard  *shard
@@ -47,9 +47,9 @@ type conn struct {
 // closing reports whether the server has begun closing c.
 func (c *conn) closing() bool { return c.code.Load() != 0 }
 
-// write sends one frame from the read goroutine. It blocks while the socket is busy, which is
-// the back-pressure a client that sends faster than it reads deserves; a close bounds it with
-// a write deadline.
+// write sends one frame and waits for it. On the read goroutine that wait is the
+// back-pressure a client that sends faster than it reads deserves; a close bounds it with a
+// write deadline.
 func (c *conn) write(op gws.Opcode, payload []byte) {
 	if err := c.socket.WriteMessage(op, payload); err == nil && op <= gws.OpcodeBinary {
 		c.e.metrics.MessagesSent.Inc()
