@@ -108,6 +108,7 @@ func parseScenario(name string, args []string, stderr io.Writer) (Params, bool, 
 	fs.StringVar(&p.APIURL, "api-url", "", "publish API URL (default: derived from --url)")
 	fs.Float64Var(&p.PublishRate, "publish-rate", 0, "messages per second (0: as fast as possible)")
 	fs.IntVar(&p.Pipeline, "pipeline", 256, "messages per Redis pipeline")
+	fs.IntVar(&p.Publishers, "publishers", 4, "Redis connections publishing in parallel (a target always uses the same one)")
 	fs.IntVar(&p.Drop, "drop-consumers", 0, "close this many consumers after half their messages (a deliberately lossy run)")
 	fs.StringVar(&p.Channels.UserPrefix, "user-prefix", p.Channels.UserPrefix, "WEBSOCKET_CHANNEL_PREFIX")
 	fs.StringVar(&p.Channels.GroupPrefix, "group-prefix", p.Channels.GroupPrefix, "GROUP_CHANNEL_PREFIX")

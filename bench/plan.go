@@ -42,6 +42,7 @@ type Params struct {
 	APIKey      string       `json:"api_key,omitempty"`   // PUBLISH_API_KEY
 	PublishRate float64      `json:"publish_rate"`        // messages/s, 0 = as fast as possible
 	Pipeline    int          `json:"pipeline"`            // messages per Redis pipeline
+	Publishers  int          `json:"publishers"`          // Redis connections publishing in parallel
 	Drop        int          `json:"drop_consumers"`      // consumers closed after half their messages
 	Channels    Names        `json:"channels"`            // channel naming
 	Tokens      TokenOptions `json:"tokens"`
@@ -187,6 +188,9 @@ func (p *Params) Normalize() error {
 	}
 	if p.Pipeline <= 0 {
 		p.Pipeline = 256
+	}
+	if p.Publishers <= 0 {
+		p.Publishers = 4
 	}
 	if p.Concurrency <= 0 {
 		p.Concurrency = 64

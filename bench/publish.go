@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -68,13 +69,16 @@ func Publish(ctx context.Context, p *Params) (PublishStats, error) {
 	return publishRedis(ctx, p, targets)
 }
 
-// publishRedis sends PUBLISH commands in pipelines of p.Pipeline; each payload is stamped
-// just before its pipeline is sent.
+// publishRedis sends PUBLISH commands over p.Publishers connections, each in pipelines of
+// p.Pipeline; each payload is stamped just before its pipeline is sent. A target's messages
+// always go through the same connection, so their publish order is the plan's order.
 func publishRedis(ctx context.Context, p *Params, targets []Target) (PublishStats, error) {
 	opt, err := redis.ParseURL(p.RedisURL)
 	if err != nil {
 		return PublishStats{}, fmt.Errorf("redis URL: %w", err)
 	}
+	conns := max(1, min(p.Publishers, len(targets)))
+	opt.PoolSize = conns
 	rdb := redis.NewClient(opt)
 	defer rdb.Close()
 	if err := rdb.Ping(ctx).Err(); err != nil {
@@ -84,20 +88,56 @@ func publishRedis(ctx context.Context, p *Params, targets []Target) (PublishStat
 	st := PublishStats{start: time.Now()}
 	pace := pacer{start: st.start, rate: p.PublishRate}
 	batch := p.Pipeline
-	if p.PublishRate > 0 && p.PublishRate < float64(batch) {
-		batch = max(1, int(p.PublishRate/10)) // keep pacing smooth at low rates
+	if p.PublishRate > 0 && p.PublishRate < float64(batch*conns) {
+		batch = max(1, int(p.PublishRate/10)/conns) // keep pacing smooth at low rates
 	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	errs := make([]error, conns)
+	for k := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine PublishStats
+			errs[k] = publishShare(ctx, rdb, p, targets, total, k, conns, batch, pace, &mine)
+			mu.Lock()
+			st.Published += mine.Published
+			st.Errors += mine.Errors
+			st.NoSubscribers += mine.NoSubscribers
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	st.end = time.Now()
+	st.Seconds = st.end.Sub(st.start).Seconds()
+	if err := errors.Join(errs...); err != nil {
+		return st, err
+	}
+	return st, nil
+}
+
+// publishShare publishes the messages whose target is k modulo conns, in plan order.
+func publishShare(ctx context.Context, rdb *redis.Client, p *Params, targets []Target, total, k, conns, batch int,
+	pace pacer, st *PublishStats) error {
 	buf := make([]byte, 0, 256+p.Payload)
-	for m := 0; m < total; {
-		if err := pace.wait(ctx, m); err != nil {
-			return st, fmt.Errorf("publish: %w", err)
-		}
+	cmds := make([]*redis.IntCmd, 0, batch)
+	m := 0
+	for m < total {
 		pipe := rdb.Pipeline()
-		cmds := make([]*redis.IntCmd, 0, batch)
-		for n := 0; n < batch && m < total; n, m = n+1, m+1 {
+		cmds = cmds[:0]
+		for ; len(cmds) < batch && m < total; m++ {
 			j, seq := message(m, len(targets))
+			if j%conns != k {
+				continue
+			}
+			if err := pace.wait(ctx, m); err != nil {
+				return fmt.Errorf("publish: %w", err)
+			}
 			buf = AppendPayload(buf[:0], Stamp{Run: p.Run, Target: j, Seq: seq, SentNs: time.Now().UnixNano()}, p.Payload)
 			cmds = append(cmds, pipe.Publish(ctx, targets[j].Channel, string(buf)))
+		}
+		if len(cmds) == 0 {
+			break
 		}
 		_, _ = pipe.Exec(ctx)
 		for _, c := range cmds {
@@ -112,9 +152,7 @@ func publishRedis(ctx context.Context, p *Params, targets []Target) (PublishStat
 			}
 		}
 	}
-	st.end = time.Now()
-	st.Seconds = st.end.Sub(st.start).Seconds()
-	return st, nil
+	return ctx.Err()
 }
 
 // apiInFlight is how many publish requests run at once. Requests to one target may then

@@ -30,7 +30,7 @@ type Report struct {
 	ConnectRate    float64        `json:"connect_per_sec"`
 	Handshake      Summary        `json:"handshake"`
 
-	Server *ServerMem `json:"server,omitempty"`
+	Server *ServerStats `json:"server,omitempty"`
 
 	PublishVia      string        `json:"publish_via,omitempty"`
 	Publish         *PublishStats `json:"publish,omitempty"`
@@ -57,14 +57,25 @@ type Report struct {
 	Problems []string `json:"problems"`
 }
 
-// ServerMem is the server process's memory around the run (with --pid).
-type ServerMem struct {
+// ServerStats is what the server process spent on the run (with --pid): memory per open
+// connection, and CPU per handshake and per delivery. The CPU figures do not depend on how
+// fast the harness (which shares the machine) could go, so they compare engines fairly even
+// when the harness is the bottleneck of a rate.
+type ServerStats struct {
 	PID             int     `json:"pid"`
 	Before          ProcMem `json:"before"`
 	After           ProcMem `json:"after"` // with every connection open
 	Conns           int     `json:"conns"` // connections open when After was read
 	PssPerConnBytes float64 `json:"pss_per_conn_bytes"`
 	RssPerConnBytes float64 `json:"rss_per_conn_bytes"`
+	// ConnectCPU is the server's CPU time from before the first dial to the last handshake
+	// (and, for idle, the hold).
+	ConnectCPU        float64 `json:"connect_cpu_seconds"`
+	CPUPerHandshakeUs float64 `json:"cpu_per_handshake_us"`
+	// DeliverCPU is the server's CPU time from the first publish until every process had
+	// its messages (or gave up waiting).
+	DeliverCPU       float64 `json:"deliver_cpu_seconds,omitempty"`
+	CPUPerDeliveryUs float64 `json:"cpu_per_delivery_us,omitempty"`
 }
 
 // ChurnReport is what the churn scenario did.
@@ -216,6 +227,11 @@ func (r *Report) Write(w io.Writer) {
 		fmt.Fprintf(w, "server pid %d Pss %d → %d KiB, Rss %d → %d KiB, fds %d → %d over %d conns\n",
 			s.PID, s.Before.PssKiB, s.After.PssKiB, s.Before.RssKiB, s.After.RssKiB, s.Before.FDs, s.After.FDs, s.Conns)
 		fmt.Fprintf(w, "server memory %.0f B/conn Pss  (%.0f B/conn Rss)\n", s.PssPerConnBytes, s.RssPerConnBytes)
+		fmt.Fprintf(w, "server cpu    %.2fs connecting = %.0f µs/handshake", s.ConnectCPU, s.CPUPerHandshakeUs)
+		if s.DeliverCPU > 0 {
+			fmt.Fprintf(w, ";  %.2fs delivering = %.2f µs/delivery", s.DeliverCPU, s.CPUPerDeliveryUs)
+		}
+		fmt.Fprintln(w)
 	}
 	if r.Publish != nil {
 		fmt.Fprintf(w, "published     %d via %s in %.2fs (%d errors)\n", r.Publish.Published, r.PublishVia, r.Publish.Seconds, r.Publish.Errors)

@@ -21,14 +21,16 @@ const WorkerArg = "__worker"
 type member interface {
 	// connected returns once the member's connections are open.
 	connected(ctx context.Context) (int, error)
-	// finish hands the go signal over and returns the member's part.
+	// finish hands the go signal over and returns the member's part; its connections stay
+	// open until stop, so the server's work of closing them is not charged to the delivery.
 	finish(ctx context.Context, g goSignal) (Part, error)
+	// stop closes the member's connections and ends it.
 	stop()
 }
 
 // Run executes one scenario: it spreads the connections over p.Procs processes (this one
-// when 1), does the parent's part (publishing, reading the server's memory and fds) between
-// the connect phase and the local phase, and sums what every process reports.
+// when 1), does the parent's part (publishing, reading the server's memory, CPU and fds)
+// between the connect phase and the local phase, and sums what every process reports.
 func Run(ctx context.Context, p Params) (*Report, error) {
 	if err := p.Normalize(); err != nil {
 		return nil, err
@@ -42,13 +44,13 @@ func Run(ctx context.Context, p Params) (*Report, error) {
 	ctx, cancel := context.WithTimeout(ctx, runLimit(&p))
 	defer cancel()
 
-	var mem *ServerMem
+	var srv *ServerStats
 	if p.PID > 0 {
 		before, err := ReadProcMem(p.PID)
 		if err != nil {
-			return nil, fmt.Errorf("server memory before: %w", err)
+			return nil, fmt.Errorf("server before: %w", err)
 		}
-		mem = &ServerMem{PID: p.PID, Before: before}
+		srv = &ServerStats{PID: p.PID, Before: before}
 	}
 	members, err := startMembers(ctx, &p)
 	if err != nil {
@@ -76,15 +78,9 @@ func Run(ctx context.Context, p Params) (*Report, error) {
 			sampler = startFDSampler(p.PID)
 		}
 	}
-	if mem != nil && p.Scenario != ScenarioChurn {
-		after, err := ReadProcMem(p.PID)
-		if err != nil {
-			return nil, fmt.Errorf("server memory after: %w", err)
-		}
-		mem.After, mem.Conns = after, open
-		if open > 0 {
-			mem.PssPerConnBytes = float64(after.PssKiB-mem.Before.PssKiB) * 1024 / float64(open)
-			mem.RssPerConnBytes = float64(after.RssKiB-mem.Before.RssKiB) * 1024 / float64(open)
+	if srv != nil && p.Scenario != ScenarioChurn {
+		if err := srv.connected(open); err != nil {
+			return nil, err
 		}
 	}
 	if p.usesPublisher() {
@@ -100,18 +96,55 @@ func Run(ctx context.Context, p Params) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	if srv != nil && pub != nil {
+		if err := srv.delivered(sum.Delivered); err != nil {
+			return nil, err
+		}
+	}
 	rep, err := newReport(&p, sum, pub)
 	if err != nil {
 		return nil, err
 	}
 	if p.Scenario != ScenarioChurn {
-		rep.Server = mem
+		rep.Server = srv
 	}
 	if sampler != nil {
+		for _, m := range members {
+			m.stop()
+		}
 		before, peak, after := sampler.stop(ctx)
 		rep.Churn.FDsBefore, rep.Churn.FDsPeak, rep.Churn.FDsAfter = before, peak, after
 	}
 	return rep, nil
+}
+
+// connected reads the server once every connection is open.
+func (s *ServerStats) connected(open int) error {
+	after, err := ReadProcMem(s.PID)
+	if err != nil {
+		return fmt.Errorf("server after connecting: %w", err)
+	}
+	s.After, s.Conns = after, open
+	s.ConnectCPU = after.CPUSeconds - s.Before.CPUSeconds
+	if open > 0 {
+		s.PssPerConnBytes = float64(after.PssKiB-s.Before.PssKiB) * 1024 / float64(open)
+		s.RssPerConnBytes = float64(after.RssKiB-s.Before.RssKiB) * 1024 / float64(open)
+		s.CPUPerHandshakeUs = s.ConnectCPU * 1e6 / float64(open)
+	}
+	return nil
+}
+
+// delivered reads the server's CPU once every process has its messages.
+func (s *ServerStats) delivered(n int64) error {
+	cpu, err := ReadCPU(s.PID)
+	if err != nil {
+		return fmt.Errorf("server after delivering: %w", err)
+	}
+	s.DeliverCPU = cpu - s.After.CPUSeconds
+	if n > 0 {
+		s.CPUPerDeliveryUs = s.DeliverCPU * 1e6 / float64(n)
+	}
+	return nil
 }
 
 // peakOpen is how many connections the run holds at once at most.
@@ -208,7 +241,7 @@ func (m *localMember) connected(ctx context.Context) (int, error) { return m.s.c
 func (m *localMember) finish(ctx context.Context, g goSignal) (Part, error) {
 	return m.s.finish(ctx, g), nil
 }
-func (m *localMember) stop() {}
+func (m *localMember) stop() { m.s.close() }
 
 // workerLine is one JSON line from a worker: first its connection count, then its part,
 // or an error at any point.
@@ -339,7 +372,8 @@ func (m *remoteMember) finish(ctx context.Context, g goSignal) (Part, error) {
 	return *l.Part, nil
 }
 
-// stop waits briefly for the worker to exit on its own, then kills it.
+// stop closes the worker's stdin, on which it closes its connections and exits; a worker
+// that has not exited in time is killed.
 func (m *remoteMember) stop() {
 	_ = m.stdin.Close()
 	select {
@@ -377,13 +411,16 @@ func Worker(ctx context.Context, in io.Reader, out io.Writer) error {
 	var g goSignal
 	if err := dec.Decode(&g); err != nil {
 		// The parent went away: close what we hold and leave.
-		s.f.closeAll()
+		s.close()
 		return fmt.Errorf("read go signal: %w", err)
 	}
 	part := s.finish(ctx, g)
+	defer s.close()
 	if err := enc.Encode(workerLine{Part: &part}); err != nil {
 		return fmt.Errorf("report part: %w", err)
 	}
+	// Hold the connections until the parent has read what it needs and closes stdin.
+	_, _ = io.Copy(io.Discard, in)
 	return nil
 }
 

@@ -27,6 +27,8 @@ type share struct {
 	start time.Time
 	end   time.Time
 	conn  int
+
+	closeOnce sync.Once
 }
 
 func newShare(p *Params) (*share, error) {
@@ -55,7 +57,7 @@ func (s *share) connect(ctx context.Context) int {
 	return s.conn
 }
 
-// finish runs the local phase and closes everything.
+// finish runs the local phase and reports; the connections stay open until close.
 func (s *share) finish(ctx context.Context, g goSignal) Part {
 	var churn churnStats
 	var echoSecs float64
@@ -67,7 +69,6 @@ func (s *share) finish(ctx context.Context, g goSignal) Part {
 	case ScenarioChurn:
 		churn = s.churn(ctx)
 	}
-	s.f.closeAll()
 	part := partOf(s.f, s.conn, s.start, s.end)
 	part.EchoSeconds = echoSecs
 	part.ChurnCycles, part.ChurnErrors, part.ChurnBehind = churn.cycles, churn.errors, churn.behind
@@ -76,6 +77,11 @@ func (s *share) finish(ctx context.Context, g goSignal) Part {
 		part.DialErrors = addCounts(nil, s.f.dialErrors)
 	}
 	return part
+}
+
+// close closes every connection of the share, once.
+func (s *share) close() {
+	s.closeOnce.Do(s.f.closeAll)
 }
 
 // echo has every open connection send a text frame and wait for its echo, back to back,

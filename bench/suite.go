@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,6 +33,7 @@ type SuiteOptions struct {
 	RedisServer string   // redis-server binary
 	JSONOut     string   // also write every report here
 	Only        []string // run only these scenario steps (by name)
+	Rounds      int      // times every step runs on every engine
 }
 
 // step is one scenario of the suite, run once per engine.
@@ -51,10 +53,14 @@ func steps(full bool) []step {
 	}
 	if !full {
 		return []step{
-			{"idle", with(func(p *Params) { p.Scenario, p.Conns, p.Hold = ScenarioIdle, 5000, 3*time.Second })}, // memory per connection, handshakes/s
-			{"fanout", with(func(p *Params) { p.Scenario, p.Conns, p.Messages = ScenarioFanout, 5000, 50000 })},
-			{"classroom", with(func(p *Params) { p.Scenario, p.Groups, p.Size, p.Repeat = ScenarioClassroom, 10, 500, 20 })},
-			{"broadcast", with(func(p *Params) { p.Scenario, p.Conns, p.Repeat = ScenarioBroadcast, 5000, 10 })},
+			// memory per connection, handshakes/s, server CPU per handshake
+			{"idle", with(func(p *Params) { p.Scenario, p.Conns, p.Hold = ScenarioIdle, 10000, 2*time.Second })},
+			// 10 messages to each of 10,000 users
+			{"fanout", with(func(p *Params) { p.Scenario, p.Conns, p.Messages = ScenarioFanout, 10000, 100000 })},
+			// 20 classes of 500, 10 publishes each
+			{"classroom", with(func(p *Params) { p.Scenario, p.Groups, p.Size, p.Repeat = ScenarioClassroom, 20, 500, 10 })},
+			// 10 broadcasts to 10,000
+			{"broadcast", with(func(p *Params) { p.Scenario, p.Conns, p.Repeat = ScenarioBroadcast, 10000, 10 })},
 		}
 	}
 	return []step{
@@ -74,11 +80,12 @@ func steps(full bool) []step {
 
 // SuiteResult is every report of a suite run, by step and engine.
 type SuiteResult struct {
-	Date    string                        `json:"date"`
-	Mode    string                        `json:"mode"`
-	Engines []string                      `json:"engines"`
-	Steps   []string                      `json:"steps"`
-	Reports map[string]map[string]*Report `json:"reports"` // step → engine → report
+	Date    string                          `json:"date"`
+	Mode    string                          `json:"mode"`
+	Rounds  int                             `json:"rounds"`
+	Engines []string                        `json:"engines"`
+	Steps   []string                        `json:"steps"`
+	Reports map[string]map[string][]*Report `json:"reports"` // step → engine → one per round
 }
 
 // RunSuite builds and starts what it needs, runs every step against every engine
@@ -106,30 +113,39 @@ func RunSuite(ctx context.Context, o SuiteOptions, progress io.Writer) (*SuiteRe
 	if o.Full {
 		mode = "full"
 	}
-	res := &SuiteResult{Date: time.Now().UTC().Format(time.RFC3339), Mode: mode, Engines: o.Engines,
-		Reports: map[string]map[string]*Report{}}
+	rounds := max(o.Rounds, 1)
+	res := &SuiteResult{Date: time.Now().UTC().Format(time.RFC3339), Mode: mode, Rounds: rounds, Engines: o.Engines,
+		Reports: map[string]map[string][]*Report{}}
 	secret, apiKey := randomHex(32), randomHex(16)
-	for i, st := range steps(o.Full) {
-		if len(o.Only) > 0 && !contains(o.Only, st.name) {
-			continue
+	all := steps(o.Full)
+	for _, st := range all {
+		if len(o.Only) == 0 || contains(o.Only, st.name) {
+			res.Steps = append(res.Steps, st.name)
+			res.Reports[st.name] = map[string][]*Report{}
 		}
-		res.Steps = append(res.Steps, st.name)
-		res.Reports[st.name] = map[string]*Report{}
-		order := append([]string(nil), o.Engines...)
-		if i%2 == 1 {
-			// Alternate who goes first, so neither engine always runs on a warmer machine.
-			for a, b := 0, len(order)-1; a < b; a, b = a+1, b-1 {
-				order[a], order[b] = order[b], order[a]
+	}
+	turn := 0
+	for round := 1; round <= rounds; round++ {
+		for _, st := range all {
+			if res.Reports[st.name] == nil {
+				continue
 			}
-		}
-		for _, eng := range order {
-			rep, err := runStep(ctx, st, eng, bin, rs, secret, apiKey, work)
-			if err != nil {
-				return res, fmt.Errorf("%s on %s: %w", st.name, eng, err)
+			order := slices.Clone(o.Engines)
+			if turn%2 == 1 {
+				// Alternate who goes first, so neither engine always runs on a warmer machine.
+				slices.Reverse(order)
 			}
-			res.Reports[st.name][eng] = rep
-			rep.Write(progress)
-			fmt.Fprintln(progress)
+			turn++
+			for _, eng := range order {
+				fmt.Fprintf(progress, "-- round %d/%d: %s on %s\n", round, rounds, st.name, eng)
+				rep, err := runStep(ctx, st, eng, bin, rs, secret, apiKey, work)
+				if err != nil {
+					return res, fmt.Errorf("%s on %s: %w", st.name, eng, err)
+				}
+				res.Reports[st.name][eng] = append(res.Reports[st.name][eng], rep)
+				rep.Write(progress)
+				fmt.Fprintln(progress)
+			}
 		}
 	}
 	return res, nil
@@ -439,6 +455,7 @@ func runSuiteCommand(ctx context.Context, args []string, stdout, stderr io.Write
 	fs.StringVar(&o.RedisServer, "redis-server", "redis-server", "redis-server binary")
 	fs.StringVar(&o.JSONOut, "json-out", "", "also write every report as JSON to this file")
 	fs.StringVar(&only, "only", "", "run only these steps (comma-separated: idle,fanout,…)")
+	fs.IntVar(&o.Rounds, "rounds", 0, "times each step runs on each engine (default: 3 quick, 1 full)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -447,6 +464,12 @@ func runSuiteCommand(ctx context.Context, args []string, stdout, stderr io.Write
 		return 2
 	}
 	o.Engines = strings.Split(engines, ",")
+	if o.Rounds <= 0 {
+		o.Rounds = 3
+		if o.Full {
+			o.Rounds = 1
+		}
+	}
 	if only != "" {
 		o.Only = strings.Split(only, ",")
 	}
@@ -468,9 +491,11 @@ func runSuiteCommand(ctx context.Context, args []string, stdout, stderr io.Write
 		return 2
 	}
 	for _, byEngine := range res.Reports {
-		for _, r := range byEngine {
-			if len(r.Problems) > 0 {
-				return 1
+		for _, reps := range byEngine {
+			for _, r := range reps {
+				if len(r.Problems) > 0 {
+					return 1
+				}
 			}
 		}
 	}

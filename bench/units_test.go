@@ -383,25 +383,36 @@ func TestReportArithmetic(t *testing.T) {
 }
 
 func TestTableShowsRatiosAndJudgesTargets(t *testing.T) {
-	idle := func(label string, rate, pss float64) *Report {
-		return &Report{Scenario: ScenarioIdle, Label: label, Connected: 100, ConnectRate: rate,
-			Server: &ServerMem{PssPerConnBytes: pss, RssPerConnBytes: pss}}
+	idle := func(rate, pss float64) *Report {
+		return &Report{Scenario: ScenarioIdle, Connected: 100, ConnectRate: rate,
+			Server: &ServerStats{PssPerConnBytes: pss, RssPerConnBytes: pss}}
 	}
-	fan := func(label string, rate float64, lost int64) *Report {
-		return &Report{Scenario: ScenarioFanout, Label: label, DeliveredPerSec: rate, Lost: lost, Publish: &PublishStats{}}
+	fan := func(rate float64, lost int64) *Report {
+		return &Report{Scenario: ScenarioFanout, DeliveredPerSec: rate, Lost: lost, Publish: &PublishStats{}}
 	}
-	res := &SuiteResult{Mode: "quick", Engines: []string{"gws", "epoll"}, Steps: []string{"idle", "fanout"},
-		Reports: map[string]map[string]*Report{
-			"idle":   {"gws": idle("gws", 1000, 20000), "epoll": idle("epoll", 1500, 2000)},
-			"fanout": {"gws": fan("gws", 100000, 0), "epoll": fan("epoll", 150000, 3)},
+	// Three rounds: the table shows the median rate and the total loss.
+	res := &SuiteResult{Mode: "quick", Rounds: 3, Engines: []string{"gws", "epoll"}, Steps: []string{"idle", "fanout"},
+		Reports: map[string]map[string][]*Report{
+			"idle": {"gws": {idle(1000, 20000), idle(900, 21000), idle(5000, 19000)},
+				"epoll": {idle(1500, 2000), idle(1400, 2100), idle(100, 1900)}},
+			"fanout": {"gws": {fan(100000, 0), fan(90000, 0), fan(110000, 0)},
+				"epoll": {fan(150000, 0), fan(300000, 3), fan(250000, 0)}},
 		}}
 	var buf bytes.Buffer
 	WriteTable(&buf, res)
 	out := buf.String()
-	for _, want := range []string{"epoll/gws", "handshakes/s", "1.50", "0.10", "PASS  memory/conn", "PASS  handshakes/s", "FAIL  fanout deliveries/s"} {
+	for _, want := range []string{
+		"epoll/gws", "handshakes/s", "1.40", "0.10",
+		"PASS  memory/conn: epoll 2000 B Pss vs gws 20000 B",
+		"PASS  handshakes/s: epoll 1400 vs gws 1000",
+		"FAIL  fanout deliveries/s: epoll 250000 vs gws 100000 (ratio 2.50; goal ≥ 2), epoll lost 3 dup 0",
+	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
+	}
+	if got := median([]float64{4, 1, 3, 2}); got != 2.5 {
+		t.Errorf("median of 1..4 = %v", got)
 	}
 }
 
@@ -436,5 +447,19 @@ func TestCommandLineRefusesBadInput(t *testing.T) {
 	Main(t.Context(), []string{"idle", "--secret", "s", "--conns", "1000000"}, nil, &out, &errb)
 	if !strings.Contains(errb.String(), "--procs") {
 		t.Errorf("refusal does not say what to do: %s", errb.String())
+	}
+}
+
+func TestStatCPUParsesAroundSpacesInTheName(t *testing.T) {
+	line := []byte("4242 (web socket) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 125 0 0 20 0 9 0 100 0 0\n")
+	cpu, err := parseStatCPU(line)
+	if err != nil || cpu != 3.75 {
+		t.Fatalf("cpu %v err %v, want 3.75", cpu, err)
+	}
+	if _, err := parseStatCPU([]byte("garbage")); err == nil {
+		t.Fatal("a line without ')' must be an error")
+	}
+	if _, err := ReadCPU(os.Getpid()); err != nil {
+		t.Fatal(err)
 	}
 }
