@@ -1,0 +1,152 @@
+//go:build linux
+
+package eventloop
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/huleedu/websocket-service/auth"
+)
+
+// TestIdleConnectionMemory measures what an idle authenticated connection costs the server:
+// the process's Pss before and after N connections, divided by N. The clients run in a child
+// process so their own memory is not counted. It is opt-in (it needs N descriptors in each
+// process): EVENTLOOP_MEMORY_CONNS=19000 go test -run IdleConnectionMemory -v ./eventloop
+func TestIdleConnectionMemory(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("EVENTLOOP_MEMORY_CONNS"))
+	if n <= 0 {
+		t.Skip("set EVENTLOOP_MEMORY_CONNS=19000 to measure")
+	}
+	raiseFDLimit(t)
+	h := newHarness(t, nil)
+	settle := func() int {
+		runtime.GC()
+		debug.FreeOSMemory()
+		return pssKiB(t)
+	}
+	before := settle()
+	child := exec.Command(os.Args[0], "-test.run=^TestMemoryHelperClients$", "-test.v")
+	child.Env = append(os.Environ(), "EVENTLOOP_HELPER_ADDR="+h.addr, "EVENTLOOP_HELPER_N="+strconv.Itoa(n), "EVENTLOOP_MEMORY_CONNS=")
+	stdin, _ := child.StdinPipe()
+	stdout, _ := child.StdoutPipe()
+	child.Stderr = os.Stderr
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		stdin.Close()
+		_ = child.Wait()
+	}()
+	sc := bufio.NewScanner(stdout)
+	ready := false
+	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), "READY") {
+			ready = true
+			break
+		}
+	}
+	go func() { _, _ = io.Copy(io.Discard, stdout) }()
+	if !ready {
+		t.Fatal("client process failed")
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for h.metrics.ConnectionsActive.Get() < float64(n) && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	after := settle()
+	per := float64(after-before) * 1024 / float64(n)
+	t.Logf("%d idle connections: Pss %d KiB -> %d KiB, %.0f bytes per connection", n, before, after, per)
+	if per > 3072 {
+		t.Errorf("%.0f bytes per idle connection, over the 3 KiB goal", per)
+	}
+}
+
+// TestMemoryHelperClients is the client side of TestIdleConnectionMemory, run in a child
+// process: it opens N upgraded connections, says READY and holds them until stdin closes.
+func TestMemoryHelperClients(t *testing.T) {
+	addr := os.Getenv("EVENTLOOP_HELPER_ADDR")
+	n, _ := strconv.Atoi(os.Getenv("EVENTLOOP_HELPER_N"))
+	if addr == "" || n <= 0 {
+		t.Skip("helper process for TestIdleConnectionMemory")
+	}
+	raiseFDLimit(t)
+	minter, err := auth.NewMinter("HS256", testSecret, "", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns := make([]net.Conn, 0, n)
+	for i := range n {
+		tok, err := minter.Mint(fmt.Sprintf("user-%d", i%(n/2+1)), []string{"class-" + strconv.Itoa(i%100)}, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatalf("dial %d: %v", i, err)
+		}
+		key := make([]byte, 16)
+		_, _ = rand.Read(key)
+		req := fmt.Sprintf("GET /ws?token=%s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: %s\r\n\r\n",
+			tok, addr, base64.StdEncoding.EncodeToString(key))
+		if _, err := conn.Write([]byte(req)); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+			t.Fatalf("upgrade %d: %v", i, err)
+		}
+		conns = append(conns, conn)
+	}
+	fmt.Println("READY")
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+func raiseFDLimit(t *testing.T) {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	lim.Cur = lim.Max
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// pssKiB reads the process's proportional set size.
+func pssKiB(t *testing.T) int {
+	b, err := os.ReadFile("/proc/self/smaps_rollup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range bytes.SplitSeq(b, []byte("\n")) {
+		if rest, ok := bytes.CutPrefix(line, []byte("Pss:")); ok {
+			kb, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(string(rest)), "kB")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kb
+		}
+	}
+	t.Fatal("no Pss in smaps_rollup")
+	return 0
+}
