@@ -13,6 +13,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/coder/websocket"
 	"github.com/lxzan/gws"
@@ -674,5 +675,23 @@ func TestShardConnectionsMetric(t *testing.T) {
 func TestNewRequiresPolicy(t *testing.T) {
 	if _, err := New(session.Options{Metrics: telemetry.New()}); err == nil {
 		t.Fatal("New without a Policy succeeded")
+	}
+}
+
+func TestIdleConnectionStateIsSmall(t *testing.T) {
+	// The struct an idle connection costs besides its registry entries (see
+	// TestIdleConnectionMemory for the measured whole).
+	if size := unsafe.Sizeof(conn{}); size > 128 {
+		t.Fatalf("conn is %d bytes", size)
+	}
+}
+
+func TestDrainReturnsWhenContextEnds(t *testing.T) {
+	h := newHarness(t, nil)
+	h.dialRaw(t, "stays", nil) // never answers our close: its fd lingers up to a second
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := h.engine.Drain(ctx, 10*time.Second); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Drain = %v, want deadline exceeded", err)
 	}
 }

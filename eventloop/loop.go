@@ -100,6 +100,7 @@ type loop struct {
 	maxMsg    int
 	ping      []byte // the heartbeat frame, shared by every connection
 
+	draining     bool // a drain has begun: connections adopted from now on are closed at once
 	drainList    []*conn
 	drainNext    int
 	drainStart   time.Time
@@ -381,6 +382,10 @@ func (l *loop) adopt(h *handoff) {
 	l.push(c, h.response)
 	l.schedule(c)
 	h.result <- nil
+	if l.draining { // handed over while the drain began: it would never be drained otherwise
+		l.startClose(c, message.CloseGoingAway, nil)
+		return
+	}
 	if len(h.pending) > 0 {
 		l.consumeInput(c, h.pending)
 	}
@@ -488,6 +493,7 @@ func (l *loop) onTimer(c *conn) {
 
 // beginDrain starts closing every registered connection with 1001, spread evenly over window.
 func (l *loop) beginDrain(window time.Duration, done chan struct{}) {
+	l.draining = true
 	l.drainWaiters = append(l.drainWaiters, done)
 	l.drainList = append(l.drainList[:0], l.reg.All()...)
 	l.drainNext = 0

@@ -60,6 +60,10 @@ func (l *loop) markDirty(c *conn) {
 	}
 }
 
+// arenaKeep is the ref arena capacity a loop always keeps (2 MiB of refs); a larger arena left
+// by a burst is released once a flush uses less than a quarter of it.
+const arenaKeep = 1 << 16
+
 // flushDirty writes every connection touched in this iteration, once each, and empties the
 // ref arena (every chain is then written or moved to its connection's backlog).
 func (l *loop) flushDirty() {
@@ -68,6 +72,10 @@ func (l *loop) flushDirty() {
 		l.dirty[i] = nil
 	}
 	l.dirty = l.dirty[:0]
+	if used := len(l.refs); cap(l.refs) > arenaKeep && used < cap(l.refs)/4 {
+		l.refs = nil
+		return
+	}
 	clear(l.refs)
 	l.refs = l.refs[:0]
 }
