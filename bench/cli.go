@@ -107,7 +107,8 @@ func parseScenario(name string, args []string, stderr io.Writer) (Params, bool, 
 	fs.StringVar(&p.APIKey, "api-key", os.Getenv("WEBSOCKET_SERVICE_PUBLISH_API_KEY"), "PUBLISH_API_KEY for POST /api/publish")
 	fs.StringVar(&p.APIURL, "api-url", "", "publish API URL (default: derived from --url)")
 	fs.Float64Var(&p.PublishRate, "publish-rate", 0, "messages per second (0: as fast as possible)")
-	fs.IntVar(&p.Pipeline, "pipeline", 256, "messages per Redis pipeline")
+	fs.IntVar(&p.Pipeline, "pipeline", 256, "messages per go-redis pipeline (with --go-redis)")
+	fs.BoolVar(&p.LibraryPublisher, "go-redis", false, "publish with go-redis pipelines instead of streaming RESP")
 	fs.IntVar(&p.Publishers, "publishers", 4, "Redis connections publishing in parallel (a target always uses the same one)")
 	fs.IntVar(&p.Drop, "drop-consumers", 0, "close this many consumers after half their messages (a deliberately lossy run)")
 	fs.StringVar(&p.Channels.UserPrefix, "user-prefix", p.Channels.UserPrefix, "WEBSOCKET_CHANNEL_PREFIX")
@@ -123,7 +124,8 @@ func parseScenario(name string, args []string, stderr io.Writer) (Params, bool, 
 	fs.StringVar(&src, "src", "", "comma-separated source addresses (127.0.0.2,127.0.0.3,…)")
 	fs.IntVar(&p.ReadBuffer, "read-buffer", 1024, "client read buffer bytes per connection")
 	fs.IntVar(&p.Procs, "procs", 1, "worker processes to spread the connections over")
-	fs.IntVar(&p.PID, "pid", 0, "server pid: read its memory (Pss, Rss) and fds from /proc")
+	fs.IntVar(&p.PID, "pid", 0, "server pid: read its memory (Pss, Rss), CPU time and fds from /proc")
+	fs.IntVar(&p.RedisPID, "redis-pid", 0, "redis-server pid: report its CPU time during delivery")
 	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	if err := fs.Parse(args); err != nil {
 		return Params{}, false, err

@@ -38,6 +38,9 @@ type Part struct {
 	EchoLost    int64         `json:"echo_lost"` // echoes not answered within echoTimeout
 	EchoRTT     wireHistogram `json:"echo_rtt"`
 	EchoSeconds float64       `json:"echo_seconds"`
+	// HarnessCPU is a worker process's own CPU seconds from its connections being open to
+	// its part being ready (0 for the parent's own share, which the parent measures).
+	HarnessCPU float64 `json:"harness_cpu_seconds"`
 }
 
 // partOf reads a fleet's accounting once its connections are closed.
@@ -89,6 +92,7 @@ func (p *Part) add(o Part) error {
 	p.EchoTrips += o.EchoTrips
 	p.EchoLost += o.EchoLost
 	p.EchoSeconds = max(p.EchoSeconds, o.EchoSeconds)
+	p.HarnessCPU += o.HarnessCPU
 	return nil
 }
 

@@ -36,16 +36,18 @@ type Params struct {
 	Repeat   int `json:"repeat"`   // publishes per group (classroom) or broadcasts
 	Payload  int `json:"payload"`  // payload size in bytes (padded)
 
-	PublishVia  string       `json:"publish_via"`         // "redis" or "api"
-	RedisURL    string       `json:"redis_url,omitempty"` // for PublishVia redis
-	APIURL      string       `json:"api_url,omitempty"`   // http://host:port/api/publish
-	APIKey      string       `json:"api_key,omitempty"`   // PUBLISH_API_KEY
-	PublishRate float64      `json:"publish_rate"`        // messages/s, 0 = as fast as possible
-	Pipeline    int          `json:"pipeline"`            // messages per Redis pipeline
-	Publishers  int          `json:"publishers"`          // Redis connections publishing in parallel
-	Drop        int          `json:"drop_consumers"`      // consumers closed after half their messages
-	Channels    Names        `json:"channels"`            // channel naming
-	Tokens      TokenOptions `json:"tokens"`
+	PublishVia  string  `json:"publish_via"`         // "redis" or "api"
+	RedisURL    string  `json:"redis_url,omitempty"` // for PublishVia redis
+	APIURL      string  `json:"api_url,omitempty"`   // http://host:port/api/publish
+	APIKey      string  `json:"api_key,omitempty"`   // PUBLISH_API_KEY
+	PublishRate float64 `json:"publish_rate"`        // messages/s, 0 = as fast as possible
+	Pipeline    int     `json:"pipeline"`            // messages per Redis pipeline
+	Publishers  int     `json:"publishers"`          // Redis connections publishing in parallel
+	// LibraryPublisher publishes with go-redis pipelines instead of the streaming RESP writer.
+	LibraryPublisher bool         `json:"library_publisher,omitempty"`
+	Drop             int          `json:"drop_consumers"` // consumers closed after half their messages
+	Channels         Names        `json:"channels"`       // channel naming
+	Tokens           TokenOptions `json:"tokens"`
 
 	Hold        time.Duration `json:"hold"`          // idle: how long to hold before measuring
 	Duration    time.Duration `json:"duration"`      // churn, echo
@@ -58,6 +60,7 @@ type Params struct {
 	ReadBuffer  int           `json:"read_buffer"`   // client read buffer bytes
 	Procs       int           `json:"procs"`         // worker processes
 	PID         int           `json:"pid,omitempty"`
+	RedisPID    int           `json:"redis_pid,omitempty"` // redis-server pid, for its CPU time
 
 	// Lo and Hi bound the connection indices this process owns: [Lo, Hi).
 	Lo int `json:"lo"`

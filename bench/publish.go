@@ -69,13 +69,17 @@ func Publish(ctx context.Context, p *Params) (PublishStats, error) {
 	return publishRedis(ctx, p, targets)
 }
 
-// publishRedis sends PUBLISH commands over p.Publishers connections, each in pipelines of
-// p.Pipeline; each payload is stamped just before its pipeline is sent. A target's messages
-// always go through the same connection, so their publish order is the plan's order.
+// publishRedis sends PUBLISH commands over p.Publishers connections: streamed over plain
+// RESP (rawPublisher), or for TLS or on request in go-redis pipelines of p.Pipeline, each
+// payload stamped just before its pipeline is sent. A target's messages always go through
+// the same connection, so their publish order is the plan's order.
 func publishRedis(ctx context.Context, p *Params, targets []Target) (PublishStats, error) {
 	opt, err := redis.ParseURL(p.RedisURL)
 	if err != nil {
 		return PublishStats{}, fmt.Errorf("redis URL: %w", err)
+	}
+	if opt.TLSConfig == nil && !p.LibraryPublisher {
+		return rawPublisher{opt: opt}.publish(ctx, p, targets)
 	}
 	conns := max(1, min(p.Publishers, len(targets)))
 	opt.PoolSize = conns

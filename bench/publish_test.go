@@ -12,6 +12,14 @@ import (
 // connections and checks, from a pattern subscriber, that every message arrives once and
 // each target's messages in sequence order.
 func TestRedisPublisherKeepsEachTargetsOrder(t *testing.T) {
+	for _, library := range []bool{false, true} {
+		t.Run(map[bool]string{false: "streaming", true: "go-redis"}[library], func(t *testing.T) {
+			testRedisPublisher(t, library)
+		})
+	}
+}
+
+func testRedisPublisher(t *testing.T, library bool) {
 	rs := redistest.Start(t)
 	sub := rs.Client(t).PSubscribe(t.Context(), "ws:*")
 	defer sub.Close()
@@ -19,7 +27,7 @@ func TestRedisPublisherKeepsEachTargetsOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := Params{Scenario: ScenarioFanout, Conns: 7, Messages: 700, PublishVia: "redis", RedisURL: rs.URL(),
-		Publishers: 3, Pipeline: 16, Run: "rp"}
+		Publishers: 3, Pipeline: 16, Run: "rp", LibraryPublisher: library}
 	if err := p.Normalize(); err != nil {
 		t.Fatal(err)
 	}
@@ -48,5 +56,18 @@ func TestRedisPublisherKeepsEachTargetsOrder(t *testing.T) {
 		if next[j] != tg.Count {
 			t.Fatalf("target %d got %d of %d", j, next[j], tg.Count)
 		}
+	}
+}
+
+func TestRawPublisherCountsChannelsWithoutSubscribers(t *testing.T) {
+	rs := redistest.Start(t)
+	p := Params{Scenario: ScenarioBroadcast, Conns: 1, Repeat: 5, PublishVia: "redis", RedisURL: rs.URL(), Run: "rz",
+		PublishRate: 1000}
+	if err := p.Normalize(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := Publish(t.Context(), &p)
+	if err != nil || st.Published != 5 || st.NoSubscribers != 5 {
+		t.Fatalf("stats %+v err %v", st, err)
 	}
 }

@@ -52,6 +52,11 @@ type Report struct {
 	Churn *ChurnReport `json:"churn,omitempty"`
 	Echo  *EchoReport  `json:"echo,omitempty"`
 
+	// HarnessCPU is the CPU seconds wsbench itself (every process) used from the
+	// connections being open to the end of the run's local phase: on a shared machine,
+	// what it took away from the server.
+	HarnessCPU float64 `json:"harness_cpu_seconds"`
+
 	// Problems lists what went wrong in words: loss, duplicates, failed dials, connections
 	// the server closed. Empty means a clean run.
 	Problems []string `json:"problems"`
@@ -76,6 +81,9 @@ type ServerStats struct {
 	// its messages (or gave up waiting).
 	DeliverCPU       float64 `json:"deliver_cpu_seconds,omitempty"`
 	CPUPerDeliveryUs float64 `json:"cpu_per_delivery_us,omitempty"`
+	// RedisCPU is redis-server's CPU time over the same span as DeliverCPU (with
+	// --redis-pid), to show when Redis rather than the service bounds a rate.
+	RedisCPU float64 `json:"redis_cpu_seconds,omitempty"`
 }
 
 // ChurnReport is what the churn scenario did.
@@ -238,6 +246,10 @@ func (r *Report) Write(w io.Writer) {
 		fmt.Fprintf(w, "delivered     %d of %d in %.2fs  = %.0f deliveries/s\n", r.Delivered, r.Expected, r.DeliverSeconds, r.DeliveredPerSec)
 		fmt.Fprintf(w, "lost %d  duplicated %d  unexpected %d  reordered %d\n", r.Lost, r.Duplicated, r.Unexpected, r.Reordered)
 		fmt.Fprintf(w, "latency       %s\n", r.Latency)
+		if s := r.Server; s != nil {
+			fmt.Fprintf(w, "cpu used      server %.2fs  redis %.2fs  wsbench %.2fs  over %.2fs of wall time\n",
+				s.DeliverCPU, s.RedisCPU, r.HarnessCPU, r.DeliverSeconds)
+		}
 	}
 	if c := r.Churn; c != nil {
 		fmt.Fprintf(w, "churn         %d cycles (%.0f/s), %d errors, %d ticks behind\n", c.Cycles, c.Rate, c.Errors, c.Behind)

@@ -66,6 +66,7 @@ func Run(ctx context.Context, p Params) (*Report, error) {
 		return nil, err
 	}
 	logf("%s: %d/%d connections open", p.Scenario, open, p.Conns)
+	selfCPU, _ := ReadCPU(os.Getpid())
 
 	var g goSignal
 	var pub *PublishStats
@@ -79,7 +80,7 @@ func Run(ctx context.Context, p Params) (*Report, error) {
 		}
 	}
 	if srv != nil && p.Scenario != ScenarioChurn {
-		if err := srv.connected(open); err != nil {
+		if err := srv.connected(open, p.RedisPID); err != nil {
 			return nil, err
 		}
 	}
@@ -97,13 +98,16 @@ func Run(ctx context.Context, p Params) (*Report, error) {
 		return nil, err
 	}
 	if srv != nil && pub != nil {
-		if err := srv.delivered(sum.Delivered); err != nil {
+		if err := srv.delivered(sum.Delivered, p.RedisPID); err != nil {
 			return nil, err
 		}
 	}
 	rep, err := newReport(&p, sum, pub)
 	if err != nil {
 		return nil, err
+	}
+	if now, err := ReadCPU(os.Getpid()); err == nil {
+		rep.HarnessCPU = now - selfCPU + sum.HarnessCPU
 	}
 	if p.Scenario != ScenarioChurn {
 		rep.Server = srv
@@ -118,11 +122,16 @@ func Run(ctx context.Context, p Params) (*Report, error) {
 	return rep, nil
 }
 
-// connected reads the server once every connection is open.
-func (s *ServerStats) connected(open int) error {
+// connected reads the server (and Redis) once every connection is open.
+func (s *ServerStats) connected(open, redisPID int) error {
 	after, err := ReadProcMem(s.PID)
 	if err != nil {
 		return fmt.Errorf("server after connecting: %w", err)
+	}
+	if redisPID > 0 {
+		if s.RedisCPU, err = ReadCPU(redisPID); err != nil {
+			return fmt.Errorf("redis: %w", err)
+		}
 	}
 	s.After, s.Conns = after, open
 	s.ConnectCPU = after.CPUSeconds - s.Before.CPUSeconds
@@ -134,11 +143,18 @@ func (s *ServerStats) connected(open int) error {
 	return nil
 }
 
-// delivered reads the server's CPU once every process has its messages.
-func (s *ServerStats) delivered(n int64) error {
+// delivered reads the server's (and Redis's) CPU once every process has its messages.
+func (s *ServerStats) delivered(n int64, redisPID int) error {
 	cpu, err := ReadCPU(s.PID)
 	if err != nil {
 		return fmt.Errorf("server after delivering: %w", err)
+	}
+	if redisPID > 0 {
+		rc, err := ReadCPU(redisPID)
+		if err != nil {
+			return fmt.Errorf("redis: %w", err)
+		}
+		s.RedisCPU = rc - s.RedisCPU
 	}
 	s.DeliverCPU = cpu - s.After.CPUSeconds
 	if n > 0 {
@@ -405,6 +421,7 @@ func Worker(ctx context.Context, in io.Reader, out io.Writer) error {
 		return fail(err)
 	}
 	n := s.connect(ctx)
+	cpu0, _ := ReadCPU(os.Getpid())
 	if err := enc.Encode(workerLine{Connected: &n}); err != nil {
 		return fmt.Errorf("report connected: %w", err)
 	}
@@ -415,6 +432,9 @@ func Worker(ctx context.Context, in io.Reader, out io.Writer) error {
 		return fmt.Errorf("read go signal: %w", err)
 	}
 	part := s.finish(ctx, g)
+	if cpu1, err := ReadCPU(os.Getpid()); err == nil {
+		part.HarnessCPU = cpu1 - cpu0
+	}
 	defer s.close()
 	if err := enc.Encode(workerLine{Part: &part}); err != nil {
 		return fmt.Errorf("report part: %w", err)

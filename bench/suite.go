@@ -55,12 +55,12 @@ func steps(full bool) []step {
 		return []step{
 			// memory per connection, handshakes/s, server CPU per handshake
 			{"idle", with(func(p *Params) { p.Scenario, p.Conns, p.Hold = ScenarioIdle, 10000, 2*time.Second })},
-			// 10 messages to each of 10,000 users
-			{"fanout", with(func(p *Params) { p.Scenario, p.Conns, p.Messages = ScenarioFanout, 10000, 100000 })},
-			// 20 classes of 500, 10 publishes each
-			{"classroom", with(func(p *Params) { p.Scenario, p.Groups, p.Size, p.Repeat = ScenarioClassroom, 20, 500, 10 })},
-			// 10 broadcasts to 10,000
-			{"broadcast", with(func(p *Params) { p.Scenario, p.Conns, p.Repeat = ScenarioBroadcast, 10000, 10 })},
+			// 30 messages to each of 10,000 users
+			{"fanout", with(func(p *Params) { p.Scenario, p.Conns, p.Messages = ScenarioFanout, 10000, 300000 })},
+			// 20 classes of 500, 30 publishes each
+			{"classroom", with(func(p *Params) { p.Scenario, p.Groups, p.Size, p.Repeat = ScenarioClassroom, 20, 500, 30 })},
+			// 30 broadcasts to 10,000
+			{"broadcast", with(func(p *Params) { p.Scenario, p.Conns, p.Repeat = ScenarioBroadcast, 10000, 30 })},
 		}
 	}
 	return []step{
@@ -180,7 +180,7 @@ func runStep(ctx context.Context, st step, eng, bin string, rs *redisServer, sec
 	p.APIURL, p.APIKey = "http://"+srv.addr+"/api/publish", apiKey
 	p.PublishVia, p.RedisURL = "redis", rs.url()
 	p.Tokens = TokenOptions{Secret: secret, TTL: time.Hour}
-	p.PID = srv.cmd.Process.Pid
+	p.PID, p.RedisPID = srv.cmd.Process.Pid, rs.cmd.Process.Pid
 	p.Run = st.name[:1] + eng[:1] + strconv.FormatInt(time.Now().UnixNano()%1e6, 36)
 	rep, err := Run(ctx, p)
 	if err != nil {

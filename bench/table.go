@@ -86,6 +86,8 @@ func rowsFor(step, scenario string) []row {
 		return []row{
 			r("deliveries/s", "%.0f", true, always(func(r *Report) float64 { return r.DeliveredPerSec })),
 			r("server CPU µs/delivery", "%.2f", true, server(func(s *ServerStats) float64 { return s.CPUPerDeliveryUs })),
+			r("redis CPU s", "%.2f", true, server(func(s *ServerStats) float64 { return s.RedisCPU })),
+			r("wsbench CPU s", "%.2f", true, always(func(r *Report) float64 { return r.HarnessCPU })),
 			total("delivered", always(func(r *Report) float64 { return float64(r.Delivered) })),
 			total("lost", always(func(r *Report) float64 { return float64(r.Lost) })),
 			total("duplicated", always(func(r *Report) float64 { return float64(r.Duplicated) })),
