@@ -95,6 +95,17 @@ func publishRedis(ctx context.Context, p *Params, targets []Target) (PublishStat
 	if p.PublishRate > 0 && p.PublishRate < float64(batch*conns) {
 		batch = max(1, int(p.PublishRate/10)/conns) // keep pacing smooth at low rates
 	}
+	err = inParallel(&st, conns, func(k int) (PublishStats, error) {
+		var mine PublishStats
+		err := publishShare(ctx, rdb, p, targets, total, k, conns, batch, pace, &mine)
+		return mine, err
+	})
+	return st, err
+}
+
+// inParallel runs one publishing connection per k in [0, conns), sums their counts into st
+// and closes st's span.
+func inParallel(st *PublishStats, conns int, publish func(k int) (PublishStats, error)) error {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	errs := make([]error, conns)
@@ -102,22 +113,19 @@ func publishRedis(ctx context.Context, p *Params, targets []Target) (PublishStat
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var mine PublishStats
-			errs[k] = publishShare(ctx, rdb, p, targets, total, k, conns, batch, pace, &mine)
+			mine, err := publish(k)
 			mu.Lock()
+			defer mu.Unlock()
+			errs[k] = err
 			st.Published += mine.Published
 			st.Errors += mine.Errors
 			st.NoSubscribers += mine.NoSubscribers
-			mu.Unlock()
 		}()
 	}
 	wg.Wait()
 	st.end = time.Now()
 	st.Seconds = st.end.Sub(st.start).Seconds()
-	if err := errors.Join(errs...); err != nil {
-		return st, err
-	}
-	return st, nil
+	return errors.Join(errs...)
 }
 
 // publishShare publishes the messages whose target is k modulo conns, in plan order.

@@ -3,11 +3,9 @@ package bench
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -45,26 +43,10 @@ func (rp rawPublisher) publish(ctx context.Context, p *Params, targets []Target)
 	}
 	st := PublishStats{start: time.Now()}
 	pace := pacer{start: st.start, rate: p.PublishRate}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	errs := make([]error, conns)
-	for k, c := range socks {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			mine, err := rp.stream(ctx, c, p, targets, total, k, conns, pace)
-			errs[k] = err
-			mu.Lock()
-			st.Published += mine.Published
-			st.Errors += mine.Errors
-			st.NoSubscribers += mine.NoSubscribers
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	st.end = time.Now()
-	st.Seconds = st.end.Sub(st.start).Seconds()
-	return st, errors.Join(errs...)
+	err := inParallel(&st, conns, func(k int) (PublishStats, error) {
+		return rp.stream(ctx, socks[k], p, targets, total, k, conns, pace)
+	})
+	return st, err
 }
 
 // dial connects and authenticates one RESP connection.
