@@ -65,6 +65,10 @@ func TestReadyzAnswers503WithReasonWhileDraining(t *testing.T) {
 			status, reason := readyReason(t, n.Service)
 			return status == http.StatusServiceUnavailable && strings.Contains(reason, "drain")
 		})
+		// Liveness is unaffected: the process still serves.
+		if status, body := n.Get(t, "/healthz"); status != http.StatusOK {
+			t.Errorf("/healthz while draining: %d %s, want 200", status, body)
+		}
 		// No new upgrades while draining.
 		if status, _ := rawStatus(t, n.Addr, "/ws?token="+n.Token(t, "u2"), nil); status != http.StatusServiceUnavailable {
 			t.Errorf("upgrade while draining: status %d, want 503", status)
