@@ -3,7 +3,9 @@ package e2e_test
 import (
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"net/http"
 	"strings"
 	"testing"
@@ -327,5 +329,29 @@ func TestStarOriginAllowsEveryOrigin(t *testing.T) {
 				t.Fatalf("origin %s: status %d %s, want 101", origin, status, body)
 			}
 		}
+	})
+}
+
+func TestRS256ServiceAcceptsRS256AndRefusesHS256SignedWithItsPublicKey(t *testing.T) {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+	eachEngine(t, func(t *testing.T, engine string) {
+		n := startNode(t, engine, embedded, map[string]string{"JWT_ALGORITHM": "RS256", "JWT_PUBLIC_KEY": string(pubPEM)})
+		good := signed(t, jwt.SigningMethodRS256, k, claims("u1", time.Hour))
+		c := servicetest.Dial(t, n.DialURL(good))
+		c.Send(t, "rs256")
+		expectText(t, c, "Echo: rs256")
+		// Algorithm confusion: HS256 keyed with the public key the server holds.
+		confused := signed(t, jwt.SigningMethodHS256, pubPEM, claims("u1", time.Hour))
+		expectRefusal(t, servicetest.Dial(t, n.DialURL(confused)), "AUTH_FAILED", 1008)
+		hs := signed(t, jwt.SigningMethodHS256, []byte(n.Secret), claims("u1", time.Hour))
+		expectRefusal(t, servicetest.Dial(t, n.DialURL(hs)), "AUTH_FAILED", 1008)
 	})
 }
