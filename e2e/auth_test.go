@@ -355,3 +355,20 @@ func TestRS256ServiceAcceptsRS256AndRefusesHS256SignedWithItsPublicKey(t *testin
 		expectRefusal(t, servicetest.Dial(t, n.DialURL(hs)), "AUTH_FAILED", 1008)
 	})
 }
+
+func TestRefreshedTokenExpiryReplacesTheOldOne(t *testing.T) {
+	eachEngine(t, func(t *testing.T, engine string) {
+		n := startNode(t, engine, embedded, nil)
+		c := dial(t, n.Service, "u1") // valid for an hour
+		short := n.TokenTTL(t, 2*time.Second, "u1")
+		c.Send(t, `{"type":"auth","token":"`+short+`"}`)
+		if reply := c.NextText(t, wait); !strings.Contains(reply, `"auth_ok"`) {
+			t.Fatalf("reply %q, want auth_ok", reply)
+		}
+		start := time.Now()
+		expectRefusal(t, c, "TOKEN_EXPIRED", 1008)
+		if d := time.Since(start); d > 4*time.Second {
+			t.Fatalf("closed %v after refreshing with a 2 s token", d)
+		}
+	})
+}

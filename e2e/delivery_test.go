@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -199,4 +200,25 @@ func TestMessagePublishedRightAfterOpenIsDelivered(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestLargePayloadIsDeliveredIntact(t *testing.T) {
+	eachEngineAndBackplane(t, func(t *testing.T, engine, bp string) {
+		n := startNode(t, engine, bp, nil)
+		c := dial(t, n.Service, "u1")
+		conn, _ := coderDial(t, n.DialURL(n.Token(t, "u1")), nil)
+		waitActive(t, n.Service, 2)
+		var b strings.Builder
+		b.WriteString(`{"type":"notification","event_type":"report","data":{"rows":[`)
+		for i := 0; b.Len() < 300<<10; i++ {
+			fmt.Fprintf(&b, `{"i":%d,"v":"row %d"},`, i, i)
+		}
+		b.WriteString(`{}]}}`)
+		payload := b.String()
+		n.publish(t, user("u1"), payload)
+		expectText(t, c, payload)
+		if got := coderRead(t, conn); got != payload {
+			t.Fatalf("independent client got %d bytes, want %d", len(got), len(payload))
+		}
+	})
 }

@@ -301,3 +301,34 @@ func TestInvalidUTF8TextClosesWith1007(t *testing.T) {
 		}
 	})
 }
+
+func TestAbruptDisconnectIsRecordedAs1006AndReleasesEverything(t *testing.T) {
+	eachEngineAndBackplane(t, func(t *testing.T, engine, bp string) {
+		n := startNode(t, engine, bp, map[string]string{"MAX_CONNECTIONS_PER_USER": "1"})
+		c := rawDial(t, n.Addr, "/ws?token="+n.Token(t, "u1", "c7"), rawOptions{})
+		waitActive(t, n.Service, 1)
+		c.Close() // no close frame
+		n.WaitMetric(t, `websocket_disconnects_total{code="1006"}`, 1, wait)
+		n.WaitMetric(t, "websocket_connections_active", 0, wait)
+		n.WaitMetric(t, "backplane_subscriptions_active", 0, wait)
+		if n.rdb != nil {
+			eventually(t, wait, "PUBSUB CHANNELS empty", func() bool { return len(n.subscriptions(t)) == 0 })
+		}
+		// The per-user slot is free again.
+		d := dial(t, n.Service, "u1")
+		d.Send(t, "back")
+		expectText(t, d, "Echo: back")
+	})
+}
+
+func TestClientCloseCodeIsRecorded(t *testing.T) {
+	eachEngine(t, func(t *testing.T, engine string) {
+		n := startNode(t, engine, embedded, nil)
+		c := dial(t, n.Service, "u1")
+		waitActive(t, n.Service, 1)
+		if err := c.Conn.WriteClose(1001, []byte("tab closed")); err != nil {
+			t.Fatal(err)
+		}
+		n.WaitMetric(t, `websocket_disconnects_total{code="1001"}`, 1, wait)
+	})
+}

@@ -313,3 +313,18 @@ func TestHandshakeRatePerIPRefusesWithHTTP429(t *testing.T) {
 		}
 	})
 }
+
+func TestMaxConnectionsPerUserFreesASlotWhenAConnectionCloses(t *testing.T) {
+	eachEngine(t, func(t *testing.T, engine string) {
+		n := startNode(t, engine, embedded, map[string]string{"MAX_CONNECTIONS_PER_USER": "1"})
+		c := dial(t, n.Service, "u1")
+		waitActive(t, n.Service, 1)
+		if err := c.Conn.WriteClose(1000, nil); err != nil {
+			t.Fatal(err)
+		}
+		n.WaitMetric(t, "websocket_connections_active", 0, wait)
+		d := dial(t, n.Service, "u1")
+		d.Send(t, "again")
+		expectText(t, d, "Echo: again")
+	})
+}
