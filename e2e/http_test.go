@@ -266,21 +266,6 @@ func TestMaxConnectionsRefusesTheUpgradeWithHTTP503(t *testing.T) {
 	})
 }
 
-func TestMaxConnectionsFreesASlotWhenAConnectionCloses(t *testing.T) {
-	eachEngine(t, func(t *testing.T, engine string) {
-		n := startNode(t, engine, embedded, map[string]string{"MAX_CONNECTIONS": "1"})
-		c := dial(t, n.Service, "u1")
-		waitActive(t, n.Service, 1)
-		if err := c.Conn.WriteClose(1000, nil); err != nil {
-			t.Fatal(err)
-		}
-		n.WaitMetric(t, "websocket_connections_active", 0, wait)
-		d := dial(t, n.Service, "u2")
-		d.Send(t, "in")
-		expectText(t, d, "Echo: in")
-	})
-}
-
 func TestMaxConnectionsPerUserClosesTheExtraWithConnectionLimitAnd1008(t *testing.T) {
 	eachEngine(t, func(t *testing.T, engine string) {
 		n := startNode(t, engine, embedded, map[string]string{"MAX_CONNECTIONS_PER_USER": "2"})
@@ -314,17 +299,21 @@ func TestHandshakeRatePerIPRefusesWithHTTP429(t *testing.T) {
 	})
 }
 
-func TestMaxConnectionsPerUserFreesASlotWhenAConnectionCloses(t *testing.T) {
-	eachEngine(t, func(t *testing.T, engine string) {
-		n := startNode(t, engine, embedded, map[string]string{"MAX_CONNECTIONS_PER_USER": "1"})
-		c := dial(t, n.Service, "u1")
-		waitActive(t, n.Service, 1)
-		if err := c.Conn.WriteClose(1000, nil); err != nil {
-			t.Fatal(err)
-		}
-		n.WaitMetric(t, "websocket_connections_active", 0, wait)
-		d := dial(t, n.Service, "u1")
-		d.Send(t, "again")
-		expectText(t, d, "Echo: again")
-	})
+func TestConnectionLimitSlotIsFreedWhenAConnectionCloses(t *testing.T) {
+	for _, limit := range []string{"MAX_CONNECTIONS", "MAX_CONNECTIONS_PER_USER"} {
+		t.Run(limit, func(t *testing.T) {
+			eachEngine(t, func(t *testing.T, engine string) {
+				n := startNode(t, engine, embedded, map[string]string{limit: "1"})
+				c := dial(t, n.Service, "u1")
+				waitActive(t, n.Service, 1)
+				if err := c.Conn.WriteClose(1000, nil); err != nil {
+					t.Fatal(err)
+				}
+				n.WaitMetric(t, "websocket_connections_active", 0, wait)
+				d := dial(t, n.Service, "u1")
+				d.Send(t, "again")
+				expectText(t, d, "Echo: again")
+			})
+		})
+	}
 }
