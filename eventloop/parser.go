@@ -37,6 +37,7 @@ type partial struct {
 	pend  []byte // raw (masked) bytes of an incomplete frame; once its header is known, cap is exactly the frame size
 	msg   []byte // unmasked payload of the fragmented message so far
 	msgOp byte   // opText or opBinary while a fragmented message is open, else 0
+	valid int    // for text: msg[:valid] is known to be whole, valid UTF-8 runes
 }
 
 // header is a decoded client frame header.
@@ -237,21 +238,24 @@ func (p *parser) dispatch(hd header, payload []byte, h frameHandler) (uint16, bo
 	case opContinuation:
 		rx := p.rx
 		rx.msg = append(rx.msg, payload...)
+		if rx.msgOp == opText && !rx.checkText(hd.fin) {
+			return message.CloseInvalidPayload, false
+		}
 		if !hd.fin {
 			return 0, true
 		}
 		msg, op := rx.msg, rx.msgOp
-		rx.msg, rx.msgOp = nil, 0
+		rx.msg, rx.msgOp, rx.valid = nil, 0, 0
 		p.release()
-		if op == opText && !utf8.Valid(msg) {
-			return message.CloseInvalidPayload, false
-		}
 		return 0, h.onMessage(op, msg)
 	}
 	if !hd.fin {
 		rx := p.partial()
 		rx.msgOp = hd.op
 		rx.msg = append(make([]byte, 0, len(payload)), payload...)
+		if hd.op == opText && !rx.checkText(false) {
+			return message.CloseInvalidPayload, false
+		}
 		return 0, true
 	}
 	p.release()
@@ -259,6 +263,30 @@ func (p *parser) dispatch(hd header, payload []byte, h frameHandler) (uint16, bo
 		return message.CloseInvalidPayload, false
 	}
 	return 0, h.onMessage(hd.op, payload)
+}
+
+// checkText validates the fragmented text message so far, from where the last check stopped,
+// so invalid UTF-8 fails the connection as soon as it arrives rather than at the last
+// fragment. Only at the end (final) may no incomplete rune remain.
+func (rx *partial) checkText(final bool) bool {
+	b, off := rx.msg, rx.valid
+	for off < len(b) {
+		if b[off] < utf8.RuneSelf {
+			off++
+			continue
+		}
+		if !utf8.FullRune(b[off:]) { // a rune split across fragments
+			rx.valid = off
+			return !final
+		}
+		r, size := utf8.DecodeRune(b[off:])
+		if r == utf8.RuneError && size == 1 {
+			return false
+		}
+		off += size
+	}
+	rx.valid = off
+	return true
 }
 
 // partial returns the connection's partial state, allocating it if needed.

@@ -122,6 +122,18 @@ func parserCases() []parserCase {
 		{name: "new message inside fragmented one", input: cat(clientFrame(false, 0, opText, []byte("a"), false), cf(opText, "b")), code: 1002},
 		{name: "invalid utf-8", input: cf(opText, "\xff\xfe"), code: 1007},
 		{name: "invalid utf-8 in fragments", input: cat(clientFrame(false, 0, opText, []byte("ok"), false), clientFrame(true, 0, opContinuation, []byte("\xc0"), false)), code: 1007},
+		{
+			name:   "invalid utf-8 fails before the last fragment",
+			input:  cat(clientFrame(false, 0, opText, []byte("ok\xed\xa0"), false), clientFrame(false, 0, opContinuation, []byte("more"), false)),
+			code:   1007,
+			events: nil,
+		},
+		{
+			name:   "rune split over three fragments",
+			input:  cat(clientFrame(false, 0, opText, []byte("\xf0\x9f"), false), clientFrame(false, 0, opContinuation, []byte("\x98"), false), clientFrame(true, 0, opContinuation, []byte("\x80!"), false)),
+			events: []string{"msg1:😀!"},
+		},
+		{name: "incomplete rune at the end of fragments", input: cat(clientFrame(false, 0, opText, []byte("a"), false), clientFrame(true, 0, opContinuation, []byte("\xe2\x82"), false)), code: 1007},
 		{name: "truncated utf-8 at end of message", input: cf(opText, "\xce"), code: 1007},
 		{name: "binary not checked for utf-8", input: cf(opBinary, "\xff"), events: []string{"msg2:\xff"}},
 		{name: "frame over limit", input: cf(opText, "12345"), limit: 4, code: 1009},
