@@ -33,6 +33,7 @@ type Report struct {
 	Server *ServerStats `json:"server,omitempty"`
 
 	PublishVia      string        `json:"publish_via,omitempty"`
+	PublishRate     float64       `json:"publish_rate,omitempty"` // messages/s when paced
 	Publish         *PublishStats `json:"publish,omitempty"`
 	Expected        int64         `json:"expected,omitempty"`
 	Delivered       int64         `json:"delivered,omitempty"`
@@ -136,7 +137,7 @@ func newReport(p *Params, sum Part, pub *PublishStats) (*Report, error) {
 		if err != nil {
 			return nil, err
 		}
-		r.PublishVia, r.Publish = p.PublishVia, pub
+		r.PublishVia, r.Publish, r.PublishRate = p.PublishVia, pub, p.PublishRate
 		r.Expected, r.Delivered, r.Lost = sum.Expected, sum.Delivered, sum.Lost
 		r.Duplicated, r.Reordered = sum.Duplicated, sum.Reordered
 		r.Latency = lat.Summary()
@@ -235,6 +236,9 @@ func (r *Report) Write(w io.Writer) {
 		fmt.Fprintf(w, "server pid %d Pss %d → %d KiB, Rss %d → %d KiB, fds %d → %d over %d conns\n",
 			s.PID, s.Before.PssKiB, s.After.PssKiB, s.Before.RssKiB, s.After.RssKiB, s.Before.FDs, s.After.FDs, s.Conns)
 		fmt.Fprintf(w, "server memory %.0f B/conn Pss  (%.0f B/conn Rss)\n", s.PssPerConnBytes, s.RssPerConnBytes)
+		if s.PssPerConnBytes < 0 {
+			fmt.Fprintln(w, "              (the server shrank: it was not fresh; read memory per connection from a fresh server)")
+		}
 		fmt.Fprintf(w, "server cpu    %.2fs connecting = %.0f µs/handshake", s.ConnectCPU, s.CPUPerHandshakeUs)
 		if s.DeliverCPU > 0 {
 			fmt.Fprintf(w, ";  %.2fs delivering = %.2f µs/delivery", s.DeliverCPU, s.CPUPerDeliveryUs)
@@ -242,7 +246,11 @@ func (r *Report) Write(w io.Writer) {
 		fmt.Fprintln(w)
 	}
 	if r.Publish != nil {
-		fmt.Fprintf(w, "published     %d via %s in %.2fs (%d errors)\n", r.Publish.Published, r.PublishVia, r.Publish.Seconds, r.Publish.Errors)
+		paced := ""
+		if r.PublishRate > 0 {
+			paced = fmt.Sprintf(", paced at %.0f/s", r.PublishRate)
+		}
+		fmt.Fprintf(w, "published     %d via %s in %.2fs (%d errors%s)\n", r.Publish.Published, r.PublishVia, r.Publish.Seconds, r.Publish.Errors, paced)
 		fmt.Fprintf(w, "delivered     %d of %d in %.2fs  = %.0f deliveries/s\n", r.Delivered, r.Expected, r.DeliverSeconds, r.DeliveredPerSec)
 		fmt.Fprintf(w, "lost %d  duplicated %d  unexpected %d  reordered %d\n", r.Lost, r.Duplicated, r.Unexpected, r.Reordered)
 		fmt.Fprintf(w, "latency       %s\n", r.Latency)

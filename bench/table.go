@@ -184,6 +184,16 @@ func (res *SuiteResult) scenario(step string) string {
 	return ""
 }
 
+// paced reports whether a step published at a set rate.
+func (res *SuiteResult) paced(step string) bool {
+	for _, reps := range res.Reports[step] {
+		for _, r := range reps {
+			return r.PublishRate > 0
+		}
+	}
+	return false
+}
+
 // metric aggregates one named row of a step for an engine, as the table shows it.
 func (res *SuiteResult) metric(step, engine, name string) (float64, bool) {
 	for _, rw := range rowsFor(step, res.scenario(step)) {
@@ -259,6 +269,12 @@ func Targets(res *SuiteResult, baseline, candidate string) []string {
 		}
 		lost, _ := res.metric(st, candidate, "lost")
 		dup, _ := res.metric(st, candidate, "duplicated")
+		if res.paced(st) {
+			// A paced step measures latency at a set rate; its deliveries/s is the pace.
+			out = append(out, fmt.Sprintf("%s  %s (paced, latency only): %s lost %.0f dup %.0f (goal 0)",
+				verdict(lost == 0 && dup == 0), st, candidate, lost, dup))
+			continue
+		}
 		out = append(out, fmt.Sprintf("%s  %s deliveries/s: %s %.0f vs %s %.0f (ratio %.2f; goal ≥ 2), %s lost %.0f dup %.0f (goal 0)",
 			verdict(cd >= 2*bd && lost == 0 && dup == 0), st, candidate, cd, baseline, bd, safeRatio(cd, bd), candidate, lost, dup))
 	}

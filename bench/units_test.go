@@ -411,6 +411,15 @@ func TestTableShowsRatiosAndJudgesTargets(t *testing.T) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
 	}
+	res.Steps = append(res.Steps, "paced")
+	paced := fan(1000, 0)
+	paced.PublishRate = 10
+	res.Reports["paced"] = map[string][]*Report{"gws": {paced}, "epoll": {paced}}
+	buf.Reset()
+	WriteTable(&buf, res)
+	if !strings.Contains(buf.String(), "PASS  paced (paced, latency only): epoll lost 0 dup 0") {
+		t.Errorf("a paced step is judged on loss only:\n%s", buf.String())
+	}
 	if got := median([]float64{4, 1, 3, 2}); got != 2.5 {
 		t.Errorf("median of 1..4 = %v", got)
 	}
