@@ -59,15 +59,18 @@
 // The parser (parser.go) takes bytes as they come. An idle connection holds no read buffer;
 // only an incomplete frame's bytes are kept (in a buffer of exactly the frame's size, known
 // from its header, which is checked against MaxMessageSize before anything is buffered) and
-// released when complete, plus the payload of a fragmented message while it is open.
+// released when complete, plus the payload of a fragmented message while it is open (its
+// UTF-8 is checked as fragments arrive, so bad text fails at once with 1007).
 //
 // # Writing
 //
 // A delivery is encoded once per shard into an immutable frame; each target gets a reference
 // appended to the loop's write arena and is marked dirty. After the whole batch every dirty
 // connection is written once with writev (writev.go). A partial write moves the rest to the
-// connection's backlog and waits for EPOLLOUT; a connection whose queued bytes pass
-// SendQueueLimit loses its queue and is closed 1013 without delaying anyone else.
+// connection's backlog and waits for EPOLLOUT. A target whose queued bytes pass
+// SendQueueLimit inside a batch is first written at once (non-blocking), so a batch bigger than
+// the limit does not condemn a reader that keeps up; if its socket still will not take enough,
+// it loses its queue and is closed 1013 (SLOW_CONSUMER) without delaying anyone else.
 //
 // # Time
 //

@@ -26,7 +26,8 @@ type frameHandler interface {
 
 // parser is an incremental RFC 6455 frame parser for one connection: it takes bytes as the
 // socket yields them and holds, between reads, only what an incomplete frame or fragmented
-// message needs. An idle connection's parser is one nil pointer.
+// message needs. An idle connection's parser is one nil pointer. Like the connection that
+// embeds it, it is touched only by the connection's loop goroutine.
 type parser struct {
 	rx *partial
 }
