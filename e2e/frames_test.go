@@ -275,6 +275,46 @@ func TestSlowConsumerDoesNotHoldUpDeliveryToAnIndependentClient(t *testing.T) {
 	})
 }
 
+// SPEC §3: 1013 is how a client learns it was too slow. Once it reads again it must find
+// whole frames (never a frame cut in the middle), then the SLOW_CONSUMER ErrorMessage and the
+// close frame with 1013: a browser tab that was frozen and resumes can tell why it was dropped.
+func TestSlowConsumerReadingAtLastSeesSlowConsumerThenClose1013(t *testing.T) {
+	eachEngine(t, func(t *testing.T, engine string) {
+		n := startNode(t, engine, embedded, slowConsumerEnv)
+		// Default socket buffers: once it reads, it reads at loopback speed.
+		slow := rawDial(t, n.Addr, "/ws?token="+n.Token(t, "slow"), rawOptions{})
+		waitActive(t, n.Service, 1)
+		pad := strings.Repeat("z", 8<<10)
+		for i := 0; i < slowBatches*slowBatchSize; i++ {
+			n.Publish(t, everyone, fmt.Sprintf(`{"seq":%d,"pad":"%s"}`, i, pad))
+		}
+		// 8 MiB were handed to a connection that reads nothing, whose queue may hold 512 KiB
+		// and whose socket buffers hold ~4 MiB: it is over the limit now. Read at once, well
+		// within any close grace period.
+		frames, err := slow.readUntilClose(wait)
+		n.WaitMetric(t, `websocket_disconnects_total{code="1013"}`, 1, wait)
+		if err != nil {
+			t.Fatalf("after %d whole frames the stream ended with %v: the server cut a frame or closed "+
+				"without the SLOW_CONSUMER ErrorMessage and close 1013 (last frames %s)", len(frames), err, lastOps(frames))
+		}
+		if code := lastClose(frames); code != 1013 {
+			t.Fatalf("closed with %d, want 1013 (last frames %s)", code, lastOps(frames))
+		}
+		if len(frames) < 2 || frames[len(frames)-2].Op != opText {
+			t.Fatalf("no ErrorMessage before the close frame (last frames %s)", lastOps(frames))
+		}
+		checkErrorMessage(t, string(frames[len(frames)-2].Payload), "SLOW_CONSUMER")
+	})
+}
+
+// lastOps describes the last three frames.
+func lastOps(frames []frame) string {
+	if len(frames) > 3 {
+		frames = frames[len(frames)-3:]
+	}
+	return opcodes(frames)
+}
+
 // drainUntilEOF reads and discards until the server ends the connection or ctx is done.
 func drainUntilEOF(ctx context.Context, c *rawConn) error {
 	deadline, _ := ctx.Deadline()
