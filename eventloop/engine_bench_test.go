@@ -127,3 +127,122 @@ func BenchmarkWritevFlush(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkDeliverBroadcastToSockets measures Deliver end to end: one broadcast through the
+// shards' queues, encoded once per shard and written to n real sockets (socket pairs adopted
+// by the engine as if upgraded), until every peer has read its frame.
+func BenchmarkDeliverBroadcastToSockets(b *testing.B) {
+	for _, n := range []int{1000, 5000} {
+		b.Run(fmt.Sprintf("%d-conns", n), func(b *testing.B) {
+			raiseFDLimitB(b, 2*n+100)
+			e, err := New(session.Options{Shards: 2, Policy: session.NewPolicy(nil), Metrics: telemetry.New()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			peers := make([]int, 0, n)
+			for range n {
+				sv, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+				if err != nil {
+					b.Fatal(err)
+				}
+				h := &handoff{fd: sv[0], adm: session.Admission{Identity: session.Identity{User: "u"}}, result: make(chan error, 1)}
+				if err := e.handOff(h); err != nil {
+					b.Fatal(err)
+				}
+				peers = append(peers, sv[1])
+			}
+			r := newPeerReader(b, peers)
+			payload := bytes.Repeat([]byte("m"), 128)
+			frame := len(encodeFrame(opText, payload))
+			b.ReportAllocs()
+			for b.Loop() {
+				e.Deliver([]registry.Delivery{{Target: registry.Target{Kind: registry.Broadcast}, Payload: payload}})
+				r.await(b, n*frame)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/target")
+			_ = e.Close()
+			r.close()
+		})
+	}
+}
+
+// peerReader drains the client ends of socket pairs with its own epoll instance and reports
+// how many bytes arrived.
+type peerReader struct {
+	epfd  int
+	peers []int
+	got   chan int
+	stop  chan struct{}
+	done  chan struct{}
+}
+
+func newPeerReader(b *testing.B, peers []int) *peerReader {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, fd := range peers {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}
+		if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+	r := &peerReader{epfd: epfd, peers: peers, got: make(chan int, 1024), stop: make(chan struct{}), done: make(chan struct{})}
+	go r.run()
+	return r
+}
+
+func (r *peerReader) run() {
+	defer close(r.done)
+	events := make([]unix.EpollEvent, 512)
+	buf := make([]byte, 64<<10)
+	for {
+		select {
+		case <-r.stop:
+			return
+		default:
+		}
+		n, _ := unix.EpollWait(r.epfd, events, 10)
+		total := 0
+		for _, ev := range events[:max(n, 0)] {
+			if m, _ := unix.Read(int(ev.Fd), buf); m > 0 {
+				total += m
+			}
+		}
+		if total > 0 {
+			r.got <- total
+		}
+	}
+}
+
+func (r *peerReader) await(b *testing.B, want int) {
+	for want > 0 {
+		select {
+		case n := <-r.got:
+			want -= n
+		case <-time.After(10 * time.Second):
+			b.Fatalf("peers still missing %d bytes", want)
+		}
+	}
+}
+
+func (r *peerReader) close() {
+	close(r.stop)
+	<-r.done
+	for _, fd := range r.peers {
+		unix.Close(fd)
+	}
+	unix.Close(r.epfd)
+}
+
+func raiseFDLimitB(b *testing.B, need int) {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		b.Fatal(err)
+	}
+	if lim.Max < uint64(need) {
+		b.Skipf("needs %d descriptors, hard limit is %d", need, lim.Max)
+	}
+	lim.Cur = lim.Max
+	_ = unix.Setrlimit(unix.RLIMIT_NOFILE, &lim)
+}

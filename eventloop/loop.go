@@ -379,7 +379,9 @@ func (l *loop) adopt(h *handoff) {
 	if !h.adm.Expires.IsZero() {
 		c.expiry = l.tickOf(h.adm.Expires)
 	}
-	l.push(c, h.response)
+	if len(h.response) > 0 {
+		l.push(c, h.response)
+	}
 	l.schedule(c)
 	h.result <- nil
 	if l.draining { // handed over while the drain began: it would never be drained otherwise
