@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -37,11 +38,14 @@ func TestChromiumTalksToBothEngines(t *testing.T) {
 
 	allowed := servePage(t)
 	foreign := servePage(t)
+	var mu sync.Mutex // services is filled below and read by the publish handler
 	services := map[string]*servicetest.Service{}
 	// The allowed page asks for its message once its WebSocket is open: this handler publishes
 	// it on Redis through the service's backplane, as a backend would.
 	allowed.mux.HandleFunc("GET /publish", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
 		svc := services[r.URL.Query().Get("engine")]
+		mu.Unlock()
 		if svc == nil {
 			http.Error(w, "unknown engine", http.StatusNotFound)
 			return
@@ -71,7 +75,9 @@ func TestChromiumTalksToBothEngines(t *testing.T) {
 			Engine: engine, RedisURL: redis.URL(),
 			Env: map[string]string{"ALLOWED_ORIGINS": allowed.origin},
 		})
+		mu.Lock()
 		services[engine] = svc
+		mu.Unlock()
 		for _, mode := range []string{"query", "subprotocol"} {
 			user := "browser-" + engine + "-" + mode
 			payload := fmt.Sprintf(`{"type":"notification","event_type":"browser_test","data":{"engine":%q,"mode":%q}}`, engine, mode)

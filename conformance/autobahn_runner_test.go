@@ -15,11 +15,23 @@ import (
 
 // caseRun is one case being played: the connection and the moments the case marked.
 type caseRun struct {
-	conn     *Conn
-	marks    map[string]time.Time
-	closedAt time.Time // when the server's close frame arrived
+	conn      *Conn
+	marks     map[string]time.Time
+	closedAt  time.Time // when the server's close frame arrived
+	closeCode uint16    // the code of the server's close frame
 	// tcpClosedAfter is how long the server kept TCP open after its close frame.
 	tcpClosedAfter time.Duration
+}
+
+// joinNotes joins report notes with "; ", skipping empty ones.
+func joinNotes(notes ...string) string {
+	var out []string
+	for _, n := range notes {
+		if n = strings.TrimSpace(n); n != "" {
+			out = append(out, n)
+		}
+	}
+	return strings.Join(out, "; ")
 }
 
 // action is one step of a case. Write errors are returned; the runner tolerates them once the
@@ -148,8 +160,8 @@ func (c autobahnCase) play(conn *Conn) caseResult {
 	res.duration = time.Since(started)
 	if res.err == nil && r.tcpClosedAfter > promptTCPClose {
 		res.outcome = outcomeNonStrict
-		res.note = strings.TrimSpace(fmt.Sprintf("%s TCP closed %v after the close frame, not at once (RFC 6455 §5.5.1)",
-			res.note, r.tcpClosedAfter.Round(10*time.Millisecond)))
+		res.note = joinNotes(res.note, fmt.Sprintf("TCP closed %v after the close frame, not at once (RFC 6455 §5.5.1)",
+			r.tcpClosedAfter.Round(10*time.Millisecond)))
 	}
 	if res.err != nil {
 		res.outcome = outcomeFail
@@ -157,7 +169,7 @@ func (c autobahnCase) play(conn *Conn) caseResult {
 	if c.info {
 		res.outcome = outcomeInfo
 		if res.err != nil {
-			res.note = strings.TrimSpace(res.note + " " + res.err.Error())
+			res.note = joinNotes(res.note, res.err.Error())
 			res.err = nil
 		}
 	}
@@ -222,7 +234,7 @@ func (c autobahnCase) judge(r *caseRun) caseResult {
 	}
 	note := ""
 	if c.info {
-		note = "events: " + events(got)
+		note = fmt.Sprintf("events: %s, close %d", events(got), r.closeCode)
 	}
 	if last, ok := r.marks[markLastPart]; ok && err == nil {
 		if r.closedAt.Before(last) {
@@ -258,7 +270,7 @@ func (c autobahnCase) finish(r *caseRun, rule closeRule, got *[]Event) error {
 			return fmt.Errorf("TCP closed without a close frame (1006); want close %v", rule.codes)
 		}
 		if e.Kind == EventClose {
-			closeEv, r.closedAt = e, e.At
+			closeEv, r.closedAt, r.closeCode = e, e.At, e.Code
 			break
 		}
 		if got == nil {

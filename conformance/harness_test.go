@@ -18,8 +18,15 @@ import (
 // a canary connection keeps getting its echoes promptly throughout, no connection is left
 // registered, and the heap returns to where it was before the attack.
 
-// canaryBudget is how long the canary may wait for any one echo while an attack runs.
-const canaryBudget = 100 * time.Millisecond
+// canaryBudget is how long the canary should wait for an echo while an attack runs. The test
+// machine may be busy with other tests (go test runs packages in parallel, -race slows
+// everything), so a few slow echoes are tolerated — at most canarySlowShare of them, and at
+// least one — but none may take canaryStall: that is a stalled server.
+const (
+	canaryBudget    = 100 * time.Millisecond
+	canarySlowShare = 0.1
+	canaryStall     = time.Second
+)
 
 // canaryInterval is the canary's pace: one echo round trip every interval.
 const canaryInterval = 20 * time.Millisecond
@@ -105,6 +112,7 @@ type canary struct {
 	done   chan struct{}
 	mu     sync.Mutex
 	errs   []string
+	slow   []time.Duration // echoes over canaryBudget
 	worst  time.Duration
 	rounds atomic.Int64
 }
@@ -151,7 +159,7 @@ func (c *canary) run() {
 		case <-tick.C:
 		}
 		started := time.Now()
-		err := c.roundTrip(i, 5*time.Second)
+		err := c.roundTrip(i, canaryStall)
 		took := time.Since(started)
 		c.rounds.Add(1)
 		c.mu.Lock()
@@ -159,7 +167,7 @@ func (c *canary) run() {
 		if err != nil {
 			c.errs = append(c.errs, err.Error())
 		} else if took > canaryBudget {
-			c.errs = append(c.errs, fmt.Sprintf("echo %d took %v (budget %v)", i, took, canaryBudget))
+			c.slow = append(c.slow, took)
 		}
 		c.mu.Unlock()
 		if err != nil {
@@ -188,9 +196,13 @@ func (c *canary) stopAndCheck(t *testing.T) {
 	<-c.done
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	t.Logf("canary: %d echoes, slowest %v", c.rounds.Load(), c.worst)
+	rounds := c.rounds.Load()
+	t.Logf("canary: %d echoes, slowest %v, %d over %v", rounds, c.worst.Round(time.Microsecond), len(c.slow), canaryBudget)
 	if len(c.errs) > 0 {
-		t.Errorf("canary stalled %d times, first: %s", len(c.errs), c.errs[0])
+		t.Errorf("canary stalled: %s", c.errs[0])
+	}
+	if allowed := max(1, int(float64(rounds)*canarySlowShare)); len(c.slow) > allowed {
+		t.Errorf("canary: %d of %d echoes took longer than %v (at most %d may): %v", len(c.slow), rounds, canaryBudget, allowed, c.slow)
 	}
 }
 

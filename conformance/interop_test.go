@@ -31,6 +31,7 @@ var interopSizes = []int{0, 125, 126, 64 << 10}
 func TestCoderWebsocketClientExchangesMessages(t *testing.T) {
 	for _, engine := range servicetest.Engines() {
 		t.Run(engine, func(t *testing.T) {
+			recordCheck(t, engine)
 			svc := servicetest.Start(t, servicetest.Options{Engine: engine, Env: interopEnv})
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
@@ -114,6 +115,7 @@ func TestNodeWsClientExchangesMessages(t *testing.T) {
 	script, _ := filepath.Abs(filepath.Join("..", "browser", "wsclient.mjs"))
 	for _, engine := range servicetest.Engines() {
 		t.Run(engine, func(t *testing.T) {
+			recordCheck(t, engine)
 			svc := servicetest.Start(t, servicetest.Options{Engine: engine, Env: interopEnv})
 			tok := svc.Token(t, "node")
 			cfg, _ := json.Marshal(map[string]any{"url": svc.DialURL(tok), "bareURL": svc.WSURL, "token": tok, "timeoutMs": 5000})
