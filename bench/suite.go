@@ -57,6 +57,10 @@ func steps(full bool) []step {
 			{"idle", with(func(p *Params) { p.Scenario, p.Conns, p.Hold = ScenarioIdle, 10000, 2*time.Second })},
 			// 30 messages to each of 10,000 users
 			{"fanout", with(func(p *Params) { p.Scenario, p.Conns, p.Messages = ScenarioFanout, 10000, 300000 })},
+			// latency at a load both engines carry: 50,000 messages/s to 10,000 users for 2 s
+			{"fanout-paced", with(func(p *Params) {
+				p.Scenario, p.Conns, p.Messages, p.PublishRate = ScenarioFanout, 10000, 100000, 50000
+			})},
 			// 20 classes of 500, 30 publishes each
 			{"classroom", with(func(p *Params) { p.Scenario, p.Groups, p.Size, p.Repeat = ScenarioClassroom, 20, 500, 30 })},
 			// 30 broadcasts to 10,000
@@ -66,6 +70,9 @@ func steps(full bool) []step {
 	return []step{
 		{"idle", with(func(p *Params) { p.Scenario, p.Conns, p.Hold, p.Procs = ScenarioIdle, 19000, 5*time.Second, 2 })},
 		{"fanout", with(func(p *Params) { p.Scenario, p.Conns, p.Messages = ScenarioFanout, 10000, 200000 })},
+		{"fanout-paced", with(func(p *Params) {
+			p.Scenario, p.Conns, p.Messages, p.PublishRate = ScenarioFanout, 10000, 250000, 50000
+		})},
 		{"classroom", with(func(p *Params) { p.Scenario, p.Groups, p.Size, p.Repeat = ScenarioClassroom, 1, 10000, 100 })},
 		{"classroom-paced", with(func(p *Params) {
 			p.Scenario, p.Groups, p.Size, p.Repeat, p.PublishRate = ScenarioClassroom, 1, 10000, 20, 4
