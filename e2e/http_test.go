@@ -273,6 +273,12 @@ func TestMaxConnectionsPerUserClosesTheExtraWithConnectionLimitAnd1008(t *testin
 		dial(t, n.Service, "u1")
 		waitActive(t, n.Service, 2)
 		expectRefusal(t, dial(t, n.Service, "u1"), "CONNECTION_LIMIT", 1008)
+		if got := n.Metric(t, `websocket_connections_total{result="limit_reached"}`); got != 1 {
+			t.Fatalf(`websocket_connections_total{result="limit_reached"} = %v, want 1`, got)
+		}
+		if got := n.Metric(t, "websocket_connections_active"); got != 2 {
+			t.Fatalf("websocket_connections_active = %v after a refused third connection, want 2", got)
+		}
 		other := dial(t, n.Service, "u2") // another user is unaffected
 		other.Send(t, "ok")
 		expectText(t, other, "Echo: ok")
