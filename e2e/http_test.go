@@ -323,3 +323,24 @@ func TestConnectionLimitSlotIsFreedWhenAConnectionCloses(t *testing.T) {
 		})
 	}
 }
+
+func TestShutdownCompletesInTimeWithAClientThatNeverReads(t *testing.T) {
+	eachEngine(t, func(t *testing.T, engine string) {
+		// A queue limit far above what is sent: the client is never closed as slow, its
+		// socket buffers are simply full when the drain begins.
+		n := startNode(t, engine, embedded, map[string]string{"SEND_QUEUE_LIMIT": "67108864", "SHUTDOWN_DRAIN_TIMEOUT": "1"})
+		rawDial(t, n.Addr, "/ws?token="+n.Token(t, "stuck"), rawOptions{ReceiveBuf: 4096})
+		ok := dial(t, n.Service, "ok")
+		waitActive(t, n.Service, 2)
+		pad := strings.Repeat("s", 8<<10)
+		for i := 0; i < 1024; i++ {
+			n.Publish(t, user("stuck"), pad)
+		}
+		start := time.Now()
+		n.Stop()
+		if d := time.Since(start); d > 4*time.Second {
+			t.Fatalf("shutdown took %v with a 1 s drain window", d)
+		}
+		expectClose(t, ok, 1001, wait)
+	})
+}
