@@ -222,3 +222,44 @@ func TestLargePayloadIsDeliveredIntact(t *testing.T) {
 		}
 	})
 }
+
+func TestBroadcastReachesConnectionsOnEveryShard(t *testing.T) {
+	const conns, shards = 40, 4
+	eachEngine(t, func(t *testing.T, engine string) {
+		n := startNode(t, engine, embedded, map[string]string{"SHARDS": fmt.Sprint(shards)})
+		clients := make([]*servicetest.Client, conns)
+		for i := range clients {
+			clients[i] = dial(t, n.Service, fmt.Sprintf("u%d", i), "all-of-us")
+		}
+		waitActive(t, n.Service, conns)
+		total := 0.0
+		for s := 0; s < shards; s++ {
+			v := n.Metric(t, fmt.Sprintf(`eventloop_shard_connections{shard="%d"}`, s))
+			if v == 0 {
+				t.Errorf("shard %d holds no connection of %d", s, conns)
+			}
+			total += v
+		}
+		if total != conns {
+			t.Errorf("eventloop_shard_connections sum to %v, want %d", total, conns)
+		}
+		for i := 0; i < 20; i++ {
+			n.Publish(t, everyone, fmt.Sprintf("b%d", i))
+			n.Publish(t, group("all-of-us"), fmt.Sprintf("g%d", i))
+		}
+		for ci, c := range clients {
+			nb, ng := 0, 0
+			for range 40 {
+				m := c.NextText(t, wait)
+				switch {
+				case m == fmt.Sprintf("b%d", nb):
+					nb++
+				case m == fmt.Sprintf("g%d", ng):
+					ng++
+				default:
+					t.Fatalf("client %d: %q out of order (next broadcast b%d, next group g%d)", ci, m, nb, ng)
+				}
+			}
+		}
+	})
+}
