@@ -200,3 +200,32 @@ func TestRedisClusterDeliversOverShardedPubSub(t *testing.T) {
 		}
 	})
 }
+
+func TestRedisDownAtStartIsRetriedUntilReady(t *testing.T) {
+	eachEngine(t, func(t *testing.T, engine string) {
+		rs := redistest.Start(t)
+		rs.Stop()
+		svc := servicetest.Start(t, servicetest.Options{Engine: engine, RedisURL: rs.URL()})
+		if status, _ := svc.Get(t, "/healthz"); status != http.StatusOK {
+			t.Fatalf("/healthz %d while Redis is down at start", status)
+		}
+		status, reason := readyReason(t, svc)
+		if status != http.StatusServiceUnavailable || reason == "" {
+			t.Fatalf("/readyz %d %q while Redis is down at start, want 503 with a reason", status, reason)
+		}
+		rs.Restart()
+		eventually(t, 3*wait, "/readyz 200 once Redis is up", func() bool {
+			status, _ := svc.Get(t, "/readyz")
+			return status == http.StatusOK
+		})
+		c := dial(t, svc, "u1")
+		waitActive(t, svc, 1)
+		rdb := rs.Client(t)
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		if err := rdb.Publish(ctx, "ws:u1", "finally").Err(); err != nil {
+			t.Fatal(err)
+		}
+		expectText(t, c, "finally")
+	})
+}
