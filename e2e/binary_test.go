@@ -93,9 +93,15 @@ func (s *syncBuffer) String() string {
 // directory (so no stray .env is read), and waits until /healthz answers on addr.
 func startProcess(t *testing.T, env []string, port int, args ...string) *process {
 	t.Helper()
+	return startProcessIn(t, t.TempDir(), env, port, args...)
+}
+
+// startProcessIn is startProcess with dir as the working directory (where a .env is read).
+func startProcessIn(t *testing.T, dir string, env []string, port int, args ...string) *process {
+	t.Helper()
 	cmd := exec.Command(serviceBinary(t), args...)
 	cmd.Env = append([]string{}, env...) // never nil: nil would inherit the test's environment
-	cmd.Dir = t.TempDir()
+	cmd.Dir = dir
 	p := &process{cmd: cmd, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), out: &syncBuffer{}, exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {

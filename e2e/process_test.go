@@ -2,6 +2,9 @@ package e2e_test
 
 import (
 	"net"
+	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -272,6 +275,41 @@ func TestTokensNeverAppearInLogs(t *testing.T) {
 			if strings.Contains(logs, part) {
 				t.Fatalf("logs contain part of a token (%q):\n%s", part, logs)
 			}
+		}
+	}
+}
+
+func TestBinaryReadsDotEnvAndTheRealEnvironmentWins(t *testing.T) {
+	dir := t.TempDir()
+	filePort, envPort := freePort(t), freePort(t)
+	dotenv := strings.Join(prefixed("PORT", strconv.Itoa(filePort), "HOST", "127.0.0.1", "JWT_SECRET_KEY", "secret-from-the-dotenv-file-0123456"), "\n")
+	if err := os.WriteFile(filepath.Join(dir, ".env"), []byte(dotenv+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startProcessIn(t, dir, prefixed("PORT", strconv.Itoa(envPort)), envPort)
+	if c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(filePort)), 200*time.Millisecond); err == nil {
+		c.Close()
+		t.Fatalf("the binary listens on the .env port %d too", filePort)
+	}
+	c := servicetest.Dial(t, wsURL(p.addr, mint(t, "secret-from-the-dotenv-file-0123456", "u1")))
+	c.Send(t, "dotenv")
+	expectText(t, c, "Echo: dotenv")
+	expectRefusal(t, servicetest.Dial(t, wsURL(p.addr, mint(t, config.DefaultJWTSecret, "u1"))), "AUTH_FAILED", 1008)
+}
+
+func TestAllowedOriginsAsAJSONListIsHonoured(t *testing.T) {
+	port := freePort(t)
+	p := startProcess(t, prefixed("HOST", "127.0.0.1", "PORT", strconv.Itoa(port), "JWT_SECRET_KEY", testSecret,
+		"ALLOWED_ORIGINS", `["https://app.example","https://admin.example:8443"]`), port)
+	tok := mint(t, testSecret, "u1")
+	for origin, want := range map[string]int{
+		"https://app.example":        http.StatusSwitchingProtocols,
+		"https://admin.example:8443": http.StatusSwitchingProtocols,
+		"http://localhost:3000":      http.StatusForbidden,
+		"https://evil.example":       http.StatusForbidden,
+	} {
+		if status, _ := rawStatus(t, p.addr, "/ws?token="+tok, http.Header{"Origin": {origin}}); status != want {
+			t.Errorf("origin %s: status %d, want %d", origin, status, want)
 		}
 	}
 }
