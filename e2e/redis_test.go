@@ -198,6 +198,12 @@ func TestRedisClusterDeliversOverShardedPubSub(t *testing.T) {
 		for _, c := range clients {
 			expectText(t, c, "to class7")
 		}
+		// The publish tool speaks sharded Pub/Sub too.
+		code, _, stderr := runTool(t, prefixed("REDIS_URL", cl.URL(), "REDIS_CLUSTER", "true"), "publish", "--user", "u4", "from the tool")
+		if code != 0 {
+			t.Fatalf("publish on a cluster exited %d: %s", code, stderr)
+		}
+		expectText(t, clients[3], "from the tool")
 	})
 }
 
