@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -292,12 +293,18 @@ func TestHandshakeRatePerIPRefusesWithHTTP429(t *testing.T) {
 		n := startNode(t, engine, embedded, map[string]string{"HANDSHAKE_RATE_PER_IP": "2"})
 		tok := n.Token(t, "u1")
 		var statuses []int
-		for i := 0; i < 4; i++ {
+		for i := 0; i < 5; i++ {
 			status, _ := rawStatus(t, n.Addr, "/ws?token="+tok, nil)
 			statuses = append(statuses, status)
 		}
-		if statuses[0] != 101 || statuses[1] != 101 || statuses[3] != http.StatusTooManyRequests {
-			t.Fatalf("statuses %v, want 101 101 … 429", statuses)
+		// A burst of 2 passes; of the next three (a token refills every 0.5 s) some are refused.
+		if statuses[0] != 101 || statuses[1] != 101 || !slices.Contains(statuses[2:], http.StatusTooManyRequests) {
+			t.Fatalf("statuses %v, want 101 101 then 429", statuses)
+		}
+		for _, s := range statuses {
+			if s != 101 && s != http.StatusTooManyRequests {
+				t.Fatalf("statuses %v: only 101 and 429 expected", statuses)
+			}
 		}
 		if got := n.Metric(t, `websocket_connections_total{result="rate_limited"}`); got < 1 {
 			t.Fatalf(`websocket_connections_total{result="rate_limited"} = %v`, got)
