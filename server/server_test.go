@@ -1,0 +1,367 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/huleedu/websocket-service/auth"
+	"github.com/huleedu/websocket-service/backplane"
+	"github.com/huleedu/websocket-service/config"
+	"github.com/huleedu/websocket-service/registry"
+	"github.com/huleedu/websocket-service/session"
+	"github.com/huleedu/websocket-service/telemetry"
+)
+
+// The HTTP layer with a recording engine and backplane: the order of refusals and what each
+// path takes and gives back, without sockets.
+
+type fakeEngine struct {
+	mu        sync.Mutex
+	accepted  []session.Admission
+	rejected  []string // ErrorMessage codes
+	acceptErr error
+	drained   bool
+}
+
+func (e *fakeEngine) Accept(_ http.ResponseWriter, _ *http.Request, a session.Admission) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.acceptErr != nil {
+		return e.acceptErr
+	}
+	e.accepted = append(e.accepted, a)
+	return nil
+}
+
+func (e *fakeEngine) Reject(_ http.ResponseWriter, _ *http.Request, _, code string, closeCode uint16) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if closeCode != 1008 {
+		panic("reject with a close code other than 1008")
+	}
+	e.rejected = append(e.rejected, code)
+}
+
+func (e *fakeEngine) Deliver([]registry.Delivery) {}
+func (e *fakeEngine) Drain(context.Context, time.Duration) error {
+	e.drained = true
+	return nil
+}
+func (e *fakeEngine) Close() error { return nil }
+
+type fakeBackplane struct {
+	mu           sync.Mutex
+	refs         map[string]int
+	subscribeErr error
+	readyErr     error
+	published    []string // channel=payload
+}
+
+func (b *fakeBackplane) Subscribe(_ context.Context, channels []string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, c := range channels {
+		b.refs[c]++
+	}
+	return b.subscribeErr
+}
+
+func (b *fakeBackplane) Unsubscribe(channels []string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, c := range channels {
+		if b.refs[c]--; b.refs[c] == 0 {
+			delete(b.refs, c)
+		}
+	}
+}
+
+func (b *fakeBackplane) Publish(_ context.Context, channel string, payload []byte) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.published = append(b.published, channel+"="+string(payload))
+	return nil
+}
+
+func (b *fakeBackplane) Ready() error { return b.readyErr }
+func (b *fakeBackplane) Close() error { return nil }
+
+type fixture struct {
+	srv    *Server
+	engine *fakeEngine
+	bp     *fakeBackplane
+	minter *auth.Minter
+}
+
+const testSecret = "server-test-secret-server-test-secret"
+
+func newFixture(t *testing.T, kv ...string) *fixture {
+	t.Helper()
+	vars := map[string]string{config.Prefix + "JWT_SECRET_KEY": testSecret, config.Prefix + "PUBLISH_API_KEY": "pk", config.Prefix + "ENGINE": "gws"}
+	for i := 0; i+1 < len(kv); i += 2 {
+		vars[config.Prefix+kv[i]] = kv[i+1]
+	}
+	cfg, err := config.FromMap(vars)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := auth.NewVerifier(auth.Settings{Algorithm: "HS256", Secret: []byte(testSecret)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := auth.NewMinter("HS256", []byte(testSecret), "", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{engine: &fakeEngine{}, bp: &fakeBackplane{refs: map[string]int{}}, minter: m}
+	f.srv, err = New(Options{
+		Config: cfg, Verifier: v, Metrics: telemetry.New(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		NewBackplane: func(backplane.Sink) (Backplane, error) { return f.bp, nil },
+		NewEngine:    func(session.Hooks) (Engine, error) { return f.engine, nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func (f *fixture) token(t *testing.T, sub string, ttl time.Duration, groups ...string) string {
+	t.Helper()
+	tok, err := f.minter.Mint(sub, groups, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// upgrade sends an upgrade request for token with origin (none when empty).
+func (f *fixture) upgrade(token, origin, remote string) *httptest.ResponseRecorder {
+	r := httptest.NewRequest(http.MethodGet, "/ws?token="+token, nil)
+	r.Header.Set("Connection", "Upgrade")
+	r.Header.Set("Upgrade", "websocket")
+	if origin != "" {
+		r.Header.Set("Origin", origin)
+	}
+	if remote != "" {
+		r.RemoteAddr = remote
+	}
+	w := httptest.NewRecorder()
+	f.srv.Handler().ServeHTTP(w, r)
+	return w
+}
+
+func TestAdmittedUpgradeSubscribesEveryChannelBeforeAccept(t *testing.T) {
+	f := newFixture(t)
+	f.upgrade(f.token(t, "u1", time.Hour, "g1", "g2"), "", "")
+	if len(f.engine.accepted) != 1 {
+		t.Fatalf("accepted %d", len(f.engine.accepted))
+	}
+	a := f.engine.accepted[0]
+	if a.Identity.User != "u1" || strings.Join(a.Identity.Groups, ",") != "g1,g2" || time.Until(a.Expires) < 59*time.Minute {
+		t.Fatalf("admission %+v", a)
+	}
+	for _, ch := range []string{"ws:u1", "ws-group:g1", "ws-group:g2", "ws-broadcast"} {
+		if f.bp.refs[ch] != 1 {
+			t.Errorf("channel %s has %d references", ch, f.bp.refs[ch])
+		}
+	}
+}
+
+func TestClosedReleasesSubscriptionsAndLimitSlots(t *testing.T) {
+	f := newFixture(t, "MAX_CONNECTIONS_PER_USER", "1", "MAX_CONNECTIONS", "1")
+	f.upgrade(f.token(t, "u1", time.Hour, "g"), "", "")
+	id := f.engine.accepted[0].Identity
+	f.srv.Closed(&id, 1000)
+	if len(f.bp.refs) != 0 {
+		t.Fatalf("references left after Closed: %v", f.bp.refs)
+	}
+	if f.srv.limits.Total() != 0 || f.srv.limits.User("u1") != 0 {
+		t.Fatalf("limit slots left: node %d user %d", f.srv.limits.Total(), f.srv.limits.User("u1"))
+	}
+	f.upgrade(f.token(t, "u1", time.Hour), "", "")
+	if len(f.engine.accepted) != 2 {
+		t.Fatal("the freed slots were not reusable")
+	}
+}
+
+func TestRefusedTokensAreRejectedWithTheirCodeAndTakeNothing(t *testing.T) {
+	f := newFixture(t, "MAX_CONNECTIONS", "1")
+	f.upgrade("", "", "")
+	f.upgrade("garbage", "", "")
+	f.upgrade(f.token(t, "u1", -time.Minute), "", "")
+	if got := strings.Join(f.engine.rejected, ","); got != "AUTH_FAILED,AUTH_FAILED,TOKEN_EXPIRED" {
+		t.Fatalf("rejections %s", got)
+	}
+	if len(f.bp.refs) != 0 || f.srv.limits.Total() != 0 {
+		t.Fatalf("a refused upgrade kept refs %v / node slots %d", f.bp.refs, f.srv.limits.Total())
+	}
+}
+
+func TestPerUserLimitRejectsWithConnectionLimitAndGivesTheNodeSlotBack(t *testing.T) {
+	f := newFixture(t, "MAX_CONNECTIONS_PER_USER", "1")
+	f.upgrade(f.token(t, "u1", time.Hour), "", "")
+	f.upgrade(f.token(t, "u1", time.Hour), "", "")
+	if strings.Join(f.engine.rejected, ",") != "CONNECTION_LIMIT" || f.srv.limits.Total() != 1 {
+		t.Fatalf("rejections %v, node slots %d", f.engine.rejected, f.srv.limits.Total())
+	}
+	if f.bp.refs["ws:u1"] != 1 {
+		t.Fatalf("ws:u1 has %d references", f.bp.refs["ws:u1"])
+	}
+}
+
+func TestSubscribeFailureRefuses503AndGivesEverythingBack(t *testing.T) {
+	f := newFixture(t)
+	f.bp.subscribeErr = errors.New("redis unavailable")
+	w := f.upgrade(f.token(t, "u1", time.Hour, "g"), "", "")
+	if w.Code != http.StatusServiceUnavailable || len(f.engine.accepted) != 0 {
+		t.Fatalf("status %d, accepted %d", w.Code, len(f.engine.accepted))
+	}
+	if len(f.bp.refs) != 0 || f.srv.limits.Total() != 0 || f.srv.limits.User("u1") != 0 {
+		t.Fatalf("kept refs %v, node %d, user %d", f.bp.refs, f.srv.limits.Total(), f.srv.limits.User("u1"))
+	}
+}
+
+func TestAcceptFailureGivesEverythingBack(t *testing.T) {
+	f := newFixture(t)
+	f.engine.acceptErr = errors.New("bad handshake")
+	f.upgrade(f.token(t, "u1", time.Hour), "", "")
+	if len(f.bp.refs) != 0 || f.srv.limits.Total() != 0 || f.srv.limits.User("u1") != 0 {
+		t.Fatalf("kept refs %v, node %d, user %d", f.bp.refs, f.srv.limits.Total(), f.srv.limits.User("u1"))
+	}
+}
+
+func TestRefusalsBeforeTheUpgradeComeInOrder(t *testing.T) {
+	f := newFixture(t, "MAX_CONNECTIONS", "1", "HANDSHAKE_RATE_PER_IP", "1")
+	tok := f.token(t, "u1", time.Hour)
+	if w := f.upgrade(tok, "https://evil.example", "10.0.0.1:1"); w.Code != http.StatusForbidden {
+		t.Fatalf("foreign origin: %d", w.Code)
+	}
+	// The origin refusal did not spend the address's handshake budget.
+	if w := f.upgrade(tok, "", "10.0.0.1:1"); w.Code != http.StatusOK || len(f.engine.accepted) != 1 {
+		t.Fatalf("first handshake: %d, accepted %d", w.Code, len(f.engine.accepted))
+	}
+	if w := f.upgrade(tok, "", "10.0.0.1:1"); w.Code != http.StatusTooManyRequests {
+		t.Fatalf("second handshake from the same address: %d, want 429", w.Code)
+	}
+	if w := f.upgrade(tok, "", "10.0.0.2:1"); w.Code != http.StatusServiceUnavailable {
+		t.Fatalf("node full: %d, want 503", w.Code)
+	}
+}
+
+func TestNonUpgradeRequestIs400(t *testing.T) {
+	f := newFixture(t)
+	w := httptest.NewRecorder()
+	f.srv.Handler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/ws", nil))
+	if w.Code != http.StatusBadRequest {
+		t.Fatalf("status %d", w.Code)
+	}
+}
+
+func get(f *fixture, path string) *httptest.ResponseRecorder {
+	w := httptest.NewRecorder()
+	f.srv.Handler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, path, nil))
+	return w
+}
+
+func TestReadyzReportsBackplaneAndDraining(t *testing.T) {
+	f := newFixture(t)
+	if w := get(f, "/readyz"); w.Code != 200 {
+		t.Fatalf("ready: %d %s", w.Code, w.Body)
+	}
+	f.bp.readyErr = errors.New("connection refused")
+	if w := get(f, "/readyz"); w.Code != 503 || !strings.Contains(w.Body.String(), `"reason":"backplane: connection refused"`) {
+		t.Fatalf("backplane down: %d %s", w.Code, w.Body)
+	}
+	f.bp.readyErr = nil
+	if err := f.srv.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if w := get(f, "/readyz"); w.Code != 503 || !strings.Contains(w.Body.String(), `"reason":"draining"`) {
+		t.Fatalf("draining: %d %s", w.Code, w.Body)
+	}
+	if w := get(f, "/healthz"); w.Code != 200 || strings.TrimSpace(w.Body.String()) != `{"status":"ok"}` {
+		t.Fatalf("healthz while draining: %d %s", w.Code, w.Body)
+	}
+	if w := f.upgrade(f.token(t, "u1", time.Hour), "", ""); w.Code != http.StatusServiceUnavailable {
+		t.Fatalf("upgrade while draining: %d", w.Code)
+	}
+	if !f.engine.drained {
+		t.Fatal("Shutdown did not drain the engine")
+	}
+}
+
+func publish(f *fixture, key, body string) *httptest.ResponseRecorder {
+	r := httptest.NewRequest(http.MethodPost, "/api/publish", strings.NewReader(body))
+	if key != "" {
+		r.Header.Set("Authorization", "Bearer "+key)
+	}
+	w := httptest.NewRecorder()
+	f.srv.Handler().ServeHTTP(w, r)
+	return w
+}
+
+func TestPublishMapsTargetsToChannelsAndUnquotesStrings(t *testing.T) {
+	f := newFixture(t)
+	for _, body := range []string{
+		`{"user_id":"u1","message":{"a": 1}}`,
+		`{"group":"g","message":"text \"quoted\""}`,
+		`{"broadcast":true,"message":[1, 2]}`,
+	} {
+		if w := publish(f, "pk", body); w.Code != http.StatusAccepted {
+			t.Fatalf("%s: %d %s", body, w.Code, w.Body)
+		}
+	}
+	want := []string{`ws:u1={"a": 1}`, `ws-group:g=text "quoted"`, `ws-broadcast=[1, 2]`}
+	if strings.Join(f.bp.published, "|") != strings.Join(want, "|") {
+		t.Fatalf("published %q, want %q", f.bp.published, want)
+	}
+}
+
+func TestPublishRefusesOversizeBodiesWith413(t *testing.T) {
+	f := newFixture(t)
+	body := `{"broadcast":true,"message":"` + strings.Repeat("x", maxPublishBody) + `"}`
+	if w := publish(f, "pk", body); w.Code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("status %d", w.Code)
+	}
+}
+
+func TestPublishErrorsDoNotEchoTheKey(t *testing.T) {
+	f := newFixture(t)
+	w := publish(f, "pk-wrong-secret-value", `{}`)
+	if w.Code != http.StatusUnauthorized || bytes.Contains(w.Body.Bytes(), []byte("pk-wrong-secret-value")) {
+		t.Fatalf("%d %s", w.Code, w.Body)
+	}
+}
+
+func TestRouterDropsUnknownChannelsAndDeliversTheRest(t *testing.T) {
+	var got []registry.Delivery
+	m := telemetry.New()
+	r := &router{topics: registry.Topics{UserPrefix: "ws:", GroupPrefix: "ws-group:", Broadcast: "ws-broadcast"}, metrics: m,
+		engine: deliverFunc(func(b []registry.Delivery) { got = append(got, b...) })}
+	r.Deliver([]backplane.Message{{Channel: "ws:u1", Payload: []byte("a")}, {Channel: "elsewhere", Payload: []byte("b")}, {Channel: "ws-broadcast", Payload: []byte("c")}})
+	if len(got) != 2 || got[0].Target != (registry.Target{Kind: registry.User, ID: "u1"}) || got[1].Target.Kind != registry.Broadcast {
+		t.Fatalf("delivered %+v", got)
+	}
+	var buf bytes.Buffer
+	m.WritePrometheus(&buf)
+	if !strings.Contains(buf.String(), `websocket_messages_dropped_total{reason="unknown_channel"} 1`) {
+		t.Fatal("the unknown channel was not counted")
+	}
+}
+
+type deliverFunc func([]registry.Delivery)
+
+func (f deliverFunc) Accept(http.ResponseWriter, *http.Request, session.Admission) error { return nil }
+func (f deliverFunc) Reject(http.ResponseWriter, *http.Request, string, string, uint16)  {}
+func (f deliverFunc) Deliver(b []registry.Delivery)                                      { f(b) }
+func (f deliverFunc) Drain(context.Context, time.Duration) error                         { return nil }
+func (f deliverFunc) Close() error                                                       { return nil }
