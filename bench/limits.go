@@ -67,3 +67,41 @@ func (c Capacity) Check(open, procs, srcs int) error {
 	}
 	return nil
 }
+
+// serverReserve is how many descriptors a server keeps beside its connections (listener,
+// Redis, epoll, logs, /metrics scrapes).
+const serverReserve = 100
+
+// CheckServer refuses a run that would take the server at pid past its open-files limit,
+// which would show up as failed handshakes rather than as a clear error. It reads the
+// soft limit from /proc/PID/limits (the Go runtime raises it to the hard limit at start).
+func CheckServer(pid, open int) error {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/limits")
+	if err != nil {
+		return fmt.Errorf("read limits of server pid %d: %w", pid, err)
+	}
+	limit, ok := openFilesLimit(string(b))
+	if !ok || open+serverReserve <= limit {
+		return nil
+	}
+	return fmt.Errorf("%d connections need about %d open files in the server (pid %d), whose limit is %d: "+
+		"hold at most %d connections per server, or raise its limit (ulimit -n) and restart it",
+		open, open+serverReserve, pid, limit, limit-serverReserve)
+}
+
+// openFilesLimit reads the soft "Max open files" limit from /proc/PID/limits text.
+func openFilesLimit(limits string) (int, bool) {
+	for _, line := range strings.Split(limits, "\n") {
+		rest, ok := strings.CutPrefix(line, "Max open files")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) == 0 || f[0] == "unlimited" {
+			return 0, false
+		}
+		n, err := strconv.Atoi(f[0])
+		return n, err == nil
+	}
+	return 0, false
+}

@@ -38,6 +38,11 @@ func Run(ctx context.Context, p Params) (*Report, error) {
 	if err := MachineCapacity().Check(peakOpen(&p), p.Procs, len(p.Src)); err != nil {
 		return nil, err
 	}
+	if p.PID > 0 {
+		if err := CheckServer(p.PID, peakOpen(&p)); err != nil {
+			return nil, err
+		}
+	}
 	if p.Procs > p.Conns {
 		p.Procs = p.Conns
 	}
@@ -288,6 +293,7 @@ func startRemote(ctx context.Context, p *Params, k int) (*remoteMember, error) {
 	}
 	cmd := exec.Command(exe, WorkerArg)
 	cmd.Stderr = os.Stderr
+	dieWithParent(cmd)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, fmt.Errorf("worker %d stdin: %w", k, err)

@@ -16,7 +16,6 @@ const echoTimeout = 5 * time.Second
 // publishing, the memory reading) is done.
 type goSignal struct {
 	PublishEndNs int64 `json:"publish_end_ns,omitempty"`
-	Expected     int64 `json:"expected,omitempty"` // unused by workers; kept for the log
 }
 
 // share is one process's part of a run: it opens its connections, then on the go signal

@@ -259,6 +259,7 @@ type proc struct {
 func startProc(cmd *exec.Cmd) (*proc, error) {
 	p := &proc{cmd: cmd, out: &tailBuffer{limit: 16 << 10}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
+	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", cmd.Path, err)
 	}

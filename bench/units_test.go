@@ -472,3 +472,32 @@ func TestStatCPUParsesAroundSpacesInTheName(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestServerLimitRefusesWhatTheServerCannotHold(t *testing.T) {
+	limits := "Limit                     Soft Limit           Hard Limit           Units\n" +
+		"Max open files            20000                20000                files\n"
+	if n, ok := openFilesLimit(limits); !ok || n != 20000 {
+		t.Fatalf("limit %d %v", n, ok)
+	}
+	if _, ok := openFilesLimit("Max open files            unlimited            unlimited            files\n"); ok {
+		t.Fatal("unlimited is no limit")
+	}
+	self, ok := openFilesLimit(string(must(os.ReadFile("/proc/self/limits"))))
+	if !ok {
+		t.Skip("no open-files limit on this machine")
+	}
+	if err := CheckServer(os.Getpid(), self-serverReserve); err != nil {
+		t.Fatalf("at the limit: %v", err)
+	}
+	err := CheckServer(os.Getpid(), self)
+	if err == nil || !strings.Contains(err.Error(), "ulimit -n") {
+		t.Fatalf("over the limit: %v", err)
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
