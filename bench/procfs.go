@@ -12,7 +12,7 @@ import (
 
 // ProcMem is a process's memory as the kernel accounts it, in KiB. Pss (proportional set
 // size) charges shared pages to each sharer in part, so it is the fairest figure of what one
-// more server process costs; Rss counts shared pages in full.
+// more server process costs; Rss (VmRSS) counts shared pages in full.
 type ProcMem struct {
 	RssKiB int64 `json:"rss_kib"`
 	PssKiB int64 `json:"pss_kib"`
@@ -21,22 +21,20 @@ type ProcMem struct {
 	CPUSeconds float64 `json:"cpu_seconds"`
 }
 
-// ReadProcMem reads /proc/PID/smaps_rollup (Rss, Pss), falling back to VmRSS from
-// /proc/PID/status where smaps_rollup is missing, and counts /proc/PID/fd.
+// ReadProcMem reads VmRSS from /proc/PID/status, Pss from /proc/PID/smaps_rollup (left 0
+// where the kernel lacks it), the CPU time from /proc/PID/stat, and counts /proc/PID/fd.
 func ReadProcMem(pid int) (ProcMem, error) {
 	var m ProcMem
 	dir := "/proc/" + strconv.Itoa(pid)
+	status, err := os.ReadFile(dir + "/status")
+	if err != nil {
+		return ProcMem{}, fmt.Errorf("read memory of pid %d: %w", pid, err)
+	}
+	if m.RssKiB, err = kibField(status, "VmRSS:"); err != nil {
+		return ProcMem{}, fmt.Errorf("pid %d: %w", pid, err)
+	}
 	if b, err := os.ReadFile(dir + "/smaps_rollup"); err == nil {
-		m.RssKiB, _ = kibField(b, "Rss:")
 		m.PssKiB, _ = kibField(b, "Pss:")
-	} else {
-		b, err := os.ReadFile(dir + "/status")
-		if err != nil {
-			return ProcMem{}, fmt.Errorf("read memory of pid %d: %w", pid, err)
-		}
-		if m.RssKiB, err = kibField(b, "VmRSS:"); err != nil {
-			return ProcMem{}, fmt.Errorf("pid %d: %w", pid, err)
-		}
 	}
 	fds, err := CountFDs(pid)
 	if err != nil {
@@ -47,38 +45,6 @@ func ReadProcMem(pid int) (ProcMem, error) {
 		return ProcMem{}, err
 	}
 	return m, nil
-}
-
-// clockTicks is USER_HZ, the unit of /proc/PID/stat times: 100 on every Linux ABI Go
-// supports (the kernel fixes it for userspace regardless of CONFIG_HZ).
-const clockTicks = 100
-
-// ReadCPU returns the user plus system CPU seconds pid has used (10 ms resolution).
-func ReadCPU(pid int) (float64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, fmt.Errorf("read cpu of pid %d: %w", pid, err)
-	}
-	return parseStatCPU(b)
-}
-
-// parseStatCPU reads utime and stime (fields 14 and 15) of a /proc/PID/stat line. The
-// command name in parentheses may hold spaces, so fields are counted after the last ')'.
-func parseStatCPU(b []byte) (float64, error) {
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, errors.New("malformed /proc stat line")
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0, errors.New("short /proc stat line")
-	}
-	utime, err1 := strconv.ParseInt(f[11], 10, 64)
-	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, errors.New("malformed utime/stime in /proc stat line")
-	}
-	return float64(utime+stime) / clockTicks, nil
 }
 
 // CountFDs counts the open file descriptors of pid.
