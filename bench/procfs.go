@@ -47,6 +47,38 @@ func ReadProcMem(pid int) (ProcMem, error) {
 	return m, nil
 }
 
+// clockTicks is USER_HZ, the unit of /proc/PID/stat times: 100 on every Linux ABI Go
+// supports (the kernel fixes it for userspace regardless of CONFIG_HZ).
+const clockTicks = 100
+
+// ReadCPU returns the user plus system CPU seconds pid has used (10 ms resolution).
+func ReadCPU(pid int) (float64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, fmt.Errorf("read cpu of pid %d: %w", pid, err)
+	}
+	return parseStatCPU(b)
+}
+
+// parseStatCPU reads utime and stime (fields 14 and 15) of a /proc/PID/stat line. The
+// command name in parentheses may hold spaces, so fields are counted after the last ')'.
+func parseStatCPU(b []byte) (float64, error) {
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, errors.New("malformed /proc stat line")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, errors.New("short /proc stat line")
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, errors.New("malformed utime/stime in /proc stat line")
+	}
+	return float64(utime+stime) / clockTicks, nil
+}
+
 // CountFDs counts the open file descriptors of pid.
 func CountFDs(pid int) (int, error) {
 	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/fd")
