@@ -198,9 +198,9 @@ func Dial(addr, requestURI string, o DialOptions) (*Conn, error) {
 	if timeout == 0 {
 		timeout = 5 * time.Second
 	}
-	d := o.Dialer
-	if d == nil {
-		d = &net.Dialer{}
+	var d net.Dialer
+	if o.Dialer != nil {
+		d = *o.Dialer
 	}
 	d.Timeout = timeout
 	nc, err := d.Dial("tcp", addr)
@@ -342,17 +342,17 @@ func (c *Conn) readLoop() {
 			emit(Event{Kind: EventEOF, Err: err})
 			return
 		}
-		switch f.Op {
+		switch f.op {
 		case OpPing:
-			emit(Event{Kind: EventPing, Data: f.Payload})
+			emit(Event{Kind: EventPing, Data: f.payload})
 		case OpPong:
-			emit(Event{Kind: EventPong, Data: f.Payload})
+			emit(Event{Kind: EventPong, Data: f.payload})
 		case OpClose:
 			e := Event{Kind: EventClose, Code: 1005}
-			if len(f.Payload) >= 2 {
-				e.Code = binary.BigEndian.Uint16(f.Payload)
-				e.Reason = string(f.Payload[2:])
-			} else if len(f.Payload) == 1 {
+			if len(f.payload) >= 2 {
+				e.Code = binary.BigEndian.Uint16(f.payload)
+				e.Reason = string(f.payload[2:])
+			} else if len(f.payload) == 1 {
 				emit(Event{Kind: EventBad, Err: &serverViolation{"close frame with a 1-byte body"}})
 			}
 			emit(e)
@@ -360,24 +360,24 @@ func (c *Conn) readLoop() {
 			if msgOp != 0 {
 				emit(Event{Kind: EventBad, Err: &serverViolation{"new data frame inside a fragmented message"}})
 			}
-			msg, msgOp = f.Payload, f.Op
+			msg, msgOp = f.payload, f.op
 		case OpContinuation:
 			if msgOp == 0 {
 				emit(Event{Kind: EventBad, Err: &serverViolation{"continuation frame with nothing to continue"}})
 				continue
 			}
-			if len(msg)+len(f.Payload) > maxServerMessage {
+			if len(msg)+len(f.payload) > maxServerMessage {
 				emit(Event{Kind: EventBad, Err: &serverViolation{"server message over the reader's limit"}})
 				_ = c.nc.Close()
 				emit(Event{Kind: EventEOF, Err: io.ErrUnexpectedEOF})
 				return
 			}
-			msg = append(msg, f.Payload...)
+			msg = append(msg, f.payload...)
 		default:
-			emit(Event{Kind: EventBad, Err: &serverViolation{fmt.Sprintf("reserved opcode %#x", f.Op)}})
+			emit(Event{Kind: EventBad, Err: &serverViolation{fmt.Sprintf("reserved opcode %#x", f.op)}})
 			continue
 		}
-		if (f.Op == OpText || f.Op == OpBinary || f.Op == OpContinuation) && f.fin {
+		if (f.op == OpText || f.op == OpBinary || f.op == OpContinuation) && f.fin {
 			if msgOp == OpText && !utf8.Valid(msg) {
 				emit(Event{Kind: EventBad, Err: &serverViolation{"text message that is not UTF-8"}})
 			}
@@ -392,10 +392,11 @@ type serverViolation struct{ what string }
 
 func (v *serverViolation) Error() string { return "server sent " + v.what }
 
+// serverFrame is one frame as the server sent it.
 type serverFrame struct {
 	fin     bool
-	Op      byte
-	Payload []byte
+	op      byte
+	payload []byte
 }
 
 func (c *Conn) readFrame() (serverFrame, error) {
@@ -403,7 +404,7 @@ func (c *Conn) readFrame() (serverFrame, error) {
 	if _, err := io.ReadFull(c.br, h[:]); err != nil {
 		return serverFrame{}, err
 	}
-	f := serverFrame{fin: h[0]&0x80 != 0, Op: h[0] & 0x0F}
+	f := serverFrame{fin: h[0]&0x80 != 0, op: h[0] & 0x0F}
 	if h[0]&0x70 != 0 {
 		return f, &serverViolation{"reserved bits set"}
 	}
@@ -425,14 +426,14 @@ func (c *Conn) readFrame() (serverFrame, error) {
 		}
 		n = binary.BigEndian.Uint64(b[:])
 	}
-	if f.Op >= OpClose && (n > 125 || !f.fin) {
+	if f.op >= OpClose && (n > 125 || !f.fin) {
 		return f, &serverViolation{"a fragmented or oversized control frame"}
 	}
 	if n > maxServerMessage {
 		return f, &serverViolation{fmt.Sprintf("a frame of %d bytes", n)}
 	}
-	f.Payload = make([]byte, n)
-	if _, err := io.ReadFull(c.br, f.Payload); err != nil {
+	f.payload = make([]byte, n)
+	if _, err := io.ReadFull(c.br, f.payload); err != nil {
 		return f, err
 	}
 	return f, nil
