@@ -372,3 +372,31 @@ func TestClientCloseCodeIsRecorded(t *testing.T) {
 		n.WaitMetric(t, `websocket_disconnects_total{code="1001"}`, 1, wait)
 	})
 }
+
+// DESIGN "Close paths": after its close frame the server waits briefly for the client's, then
+// ends the TCP connection, so no descriptor is left behind either way.
+func TestServerEndsTCPAfterTheClosingHandshake(t *testing.T) {
+	eachEngine(t, func(t *testing.T, engine string) {
+		n := startNode(t, engine, embedded, nil)
+		for _, answer := range []bool{true, false} {
+			c := rawDial(t, n.Addr, "/ws?token=bad", rawOptions{})
+			frames, err := c.readUntilClose(wait)
+			if lastClose(frames) != 1008 {
+				t.Fatalf("frames %s (%v), want close 1008", opcodes(frames), err)
+			}
+			start := time.Now()
+			if answer {
+				c.writeFrame(t, opClose, []byte{0x03, 0xf0}, true) // echo 1008
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), wait)
+			err = drainUntilEOF(ctx, c)
+			cancel()
+			if err != nil {
+				t.Fatalf("client answered %v: TCP not ended by the server: %v", answer, err)
+			}
+			if d := time.Since(start); answer && d > time.Second {
+				t.Fatalf("TCP ended %v after the client's close frame", d)
+			}
+		}
+	})
+}
