@@ -313,3 +313,14 @@ func TestAllowedOriginsAsAJSONListIsHonoured(t *testing.T) {
 		}
 	}
 }
+
+func TestSIGINTDrainsLikeSIGTERM(t *testing.T) {
+	p, clients := startWithClients(t, servicetest.Engines()[len(servicetest.Engines())-1], 3)
+	p.signal(t, syscall.SIGINT)
+	for _, c := range clients {
+		expectClose(t, c, 1001, 5*time.Second)
+	}
+	if code := p.waitExit(t, 7*time.Second); code != 0 {
+		t.Fatalf("exit code %d after SIGINT", code)
+	}
+}
