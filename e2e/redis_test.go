@@ -154,9 +154,11 @@ func TestThousandUsersUseAtMostFourRedisConnections(t *testing.T) {
 				t.Fatal(err)
 			}
 			lines := strings.Count(strings.TrimSpace(list), "\n") + 1
-			if service := lines - 1; service > 4 || service < 1 {
+			service := lines - 1
+			if service > 4 || service < 1 {
 				t.Fatalf("the service holds %d Redis connections for %d users, want 1 to 4:\n%s", service, users, list)
 			}
+			t.Logf("%d users, %d channels, %d Redis connections", users, users+50+1, service)
 			// And a message to one of them arrives.
 			n.publish(t, user("user-777"), `{"to":"user-777"}`)
 			f, err := conns[777].readFrame(time.Now().Add(wait))
