@@ -263,3 +263,41 @@ func TestBroadcastReachesConnectionsOnEveryShard(t *testing.T) {
 		}
 	})
 }
+
+func TestUnusualUserAndGroupIDsAreDelivered(t *testing.T) {
+	eachEngineAndBackplane(t, func(t *testing.T, engine, bp string) {
+		n := startNode(t, engine, bp, nil)
+		ids := []string{"user:with:colons", "ünïcødé-用户", "a b", "ws-group:x", "42"}
+		clients := make([]*servicetest.Client, len(ids))
+		for i, id := range ids {
+			clients[i] = dial(t, n.Service, id, "grp "+id)
+		}
+		waitActive(t, n.Service, len(ids))
+		for i, id := range ids {
+			n.publish(t, user(id), "u "+id)
+			expectText(t, clients[i], "u "+id)
+			n.publish(t, group("grp "+id), "g "+id)
+			expectText(t, clients[i], "g "+id)
+		}
+		for _, c := range clients {
+			c.Quiet(t, 10*time.Millisecond)
+		}
+	})
+}
+
+func TestTokenWithTheMaximumNumberOfGroupsIsServed(t *testing.T) {
+	eachEngineAndBackplane(t, func(t *testing.T, engine, bp string) {
+		n := startNode(t, engine, bp, nil)
+		groups := make([]string, 256)
+		for i := range groups {
+			groups[i] = fmt.Sprintf("class-%03d", i)
+		}
+		c := dial(t, n.Service, "teacher", groups...)
+		waitActive(t, n.Service, 1)
+		if got := n.Metric(t, "backplane_subscriptions_active"); got != 258 {
+			t.Fatalf("backplane_subscriptions_active = %v, want 258 (user, 256 groups, broadcast)", got)
+		}
+		n.publish(t, group("class-255"), "last class")
+		expectText(t, c, "last class")
+	})
+}
