@@ -400,3 +400,37 @@ func TestServerEndsTCPAfterTheClosingHandshake(t *testing.T) {
 		}
 	})
 }
+
+func TestFragmentedTextWithAnInterleavedPingIsEchoedWhole(t *testing.T) {
+	eachEngine(t, func(t *testing.T, engine string) {
+		n := startNode(t, engine, embedded, nil)
+		c := rawDial(t, n.Addr, "/ws?token="+n.Token(t, "u1"), rawOptions{})
+		ping := bytes.Repeat([]byte{'p'}, 125) // the largest control payload
+		c.writeFragment(t, false, opText, []byte("hello, "))
+		c.writeFrame(t, opPing, ping, true)
+		c.writeFragment(t, true, 0, []byte("world"))
+		var pong, echo bool
+		deadline := time.Now().Add(wait)
+		for !pong || !echo {
+			f, err := c.readFrame(deadline)
+			if err != nil {
+				t.Fatalf("pong %v echo %v: %v", pong, echo, err)
+			}
+			switch f.Op {
+			case opPong:
+				if !bytes.Equal(f.Payload, ping) {
+					t.Fatalf("pong payload %q", f.Payload)
+				}
+				pong = true
+			case opText:
+				if string(f.Payload) != "Echo: hello, world" {
+					t.Fatalf("echo %q", f.Payload)
+				}
+				echo = true
+			case opPing:
+			default:
+				t.Fatalf("unexpected frame %s", opcodes([]frame{f}))
+			}
+		}
+	})
+}
