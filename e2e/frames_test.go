@@ -434,3 +434,22 @@ func TestFragmentedTextWithAnInterleavedPingIsEchoedWhole(t *testing.T) {
 		}
 	})
 }
+
+func TestManySilentClientsAreAllClosedWith1001(t *testing.T) {
+	const conns = 100
+	eachEngine(t, func(t *testing.T, engine string) {
+		n := startNode(t, engine, embedded, heartbeatEnv)
+		clients := make([]*rawConn, conns)
+		for i := range clients {
+			clients[i] = rawDial(t, n.Addr, "/ws?token="+n.Token(t, fmt.Sprintf("u%d", i)), rawOptions{})
+		}
+		n.WaitMetric(t, `websocket_disconnects_total{code="1001"}`, conns, wait)
+		for i, c := range clients {
+			frames, err := c.readUntilClose(wait)
+			if code := lastClose(frames); code != 1001 {
+				t.Fatalf("client %d: frames %s (%v), want close 1001", i, lastOps(frames), err)
+			}
+		}
+		n.WaitMetric(t, "websocket_connections_active", 0, wait)
+	})
+}
