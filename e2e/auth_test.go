@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -369,6 +370,28 @@ func TestRefreshedTokenExpiryReplacesTheOldOne(t *testing.T) {
 		expectRefusal(t, c, "TOKEN_EXPIRED", 1008)
 		if d := time.Since(start); d > 4*time.Second {
 			t.Fatalf("closed %v after refreshing with a 2 s token", d)
+		}
+	})
+}
+
+func TestEveryConnectionIsClosedAtItsOwnTokenExpiry(t *testing.T) {
+	eachEngine(t, func(t *testing.T, engine string) {
+		n := startNode(t, engine, embedded, nil)
+		type live struct {
+			c   *servicetest.Client
+			exp time.Time
+		}
+		var conns []live
+		for i := 0; i < 9; i++ {
+			tok := n.TokenTTL(t, time.Duration(1+i%3)*time.Second+500*time.Millisecond, fmt.Sprintf("u%d", i))
+			conns = append(conns, live{servicetest.Dial(t, n.DialURL(tok)), time.Unix(expOf(t, tok), 0)})
+		}
+		for i, l := range conns {
+			expectRefusal(t, l.c, "TOKEN_EXPIRED", 1008)
+			at := l.c.ClosedAt()
+			if at.Before(l.exp.Add(-200*time.Millisecond)) || at.After(l.exp.Add(1500*time.Millisecond)) {
+				t.Errorf("connection %d closed at %v, its token expires at %v", i, at.Format(time.StampMilli), l.exp.Format(time.StampMilli))
+			}
 		}
 	})
 }
