@@ -196,7 +196,7 @@ func checkErrorMessage(t *testing.T, text, code string) {
 	dec := json.NewDecoder(strings.NewReader(text))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&e); err != nil || e.Type != "error" || e.Code != code || e.Message == "" {
-		t.Fatalf("got %q, want an ErrorMessage {\"type\":\"error\",\"code\":%q,\"message\":...}", text, code)
+		t.Fatalf("got %.200q, want an ErrorMessage {\"type\":\"error\",\"code\":%q,\"message\":...}", text, code)
 	}
 }
 
