@@ -420,9 +420,17 @@ func effectiveVars(m *manifests) map[string]string {
 // checkEffectiveConfig: the values the pod gets pass the service's own validation (which in
 // production also refuses `*` origins and weak keys), so a bad value fails here, not as a
 // crash-looping rollout.
+//
+// A production pod must also cap its connections: the memory limit is sized for a number of
+// them, and without a cap a busy pod is OOM-killed with every client at once instead of
+// answering 503 to the next upgrade.
 func checkEffectiveConfig(m *manifests) error {
-	if _, err := config.FromMap(effectiveVars(m)); err != nil {
+	cfg, err := config.FromMap(effectiveVars(m))
+	if err != nil {
 		return fmt.Errorf("configmap.yaml + deployment.yaml env: the service would refuse this configuration: %w", err)
+	}
+	if cfg.Production() && cfg.MaxConnections == 0 {
+		return fmt.Errorf("configmap.yaml: %sMAX_CONNECTIONS is unlimited; production pods are sized for a connection count", config.Prefix)
 	}
 	return nil
 }
