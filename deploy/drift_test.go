@@ -72,6 +72,7 @@ func TestManifestChecksCatchDrift(t *testing.T) {
 		{"wildcard origin in production", "configmap.yaml", "WEBSOCKET_SERVICE_ALLOWED_ORIGINS: https://app.example.com", `WEBSOCKET_SERVICE_ALLOWED_ORIGINS: "*"`, "ALLOWED_ORIGINS"},
 		{"no connection cap", "configmap.yaml", `WEBSOCKET_SERVICE_MAX_CONNECTIONS: "20000"`, `WEBSOCKET_SERVICE_MAX_CONNECTIONS: "0"`, "MAX_CONNECTIONS is unlimited"},
 		{"drain longer than grace period", "configmap.yaml", `WEBSOCKET_SERVICE_SHUTDOWN_DRAIN_TIMEOUT: "30"`, `WEBSOCKET_SERVICE_SHUTDOWN_DRAIN_TIMEOUT: "40"`, "the drain would be cut by SIGKILL"},
+		{"overlapping rollout drains", "deployment.yaml", "minReadySeconds: 30", "minReadySeconds: 5", "a rollout would drain several pods at once"},
 		{"shell preStop", "deployment.yaml", "sleep:\n                seconds: 5", "exec:\n                command: [\"sleep\", \"5\"]", "has no shell or sleep binary"},
 		{"JWT key in ConfigMap", "configmap.yaml", "WEBSOCKET_SERVICE_JWT_ALGORITHM: HS256", "WEBSOCKET_SERVICE_JWT_ALGORITHM: HS256\n  WEBSOCKET_SERVICE_JWT_SECRET_KEY: not-a-secret-anymore-not-a-secret-anymore", "belongs in the Secret"},
 		{"wrong Secret key", "deployment.yaml", "key: jwt-secret-key", "key: jwt-key", `refers to key "jwt-key"`},

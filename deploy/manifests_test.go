@@ -483,7 +483,8 @@ func checkSecretRefs(m *manifests) error {
 // drains over SHUTDOWN_DRAIN_TIMEOUT and needs shutdownMargin to exit. A shorter grace period
 // means SIGKILL mid-drain: every remaining client drops at once, which is exactly the
 // reconnect storm the drain exists to avoid. The hook must be the kubelet's sleep action:
-// the distroless image has no shell for an exec hook.
+// the distroless image has no shell for an exec hook. minReadySeconds spaces a rollout's
+// pod terminations by at least one drain window.
 func checkTermination(m *manifests) error {
 	var p problems
 	c := m.container()
@@ -507,6 +508,9 @@ func checkTermination(m *manifests) error {
 		return errors.Join(append(p, fmt.Errorf("cannot read SHUTDOWN_DRAIN_TIMEOUT: %w", err))...)
 	}
 	drain := cfg.ShutdownDrainTimeout.D()
+	if ready := time.Duration(m.deployment.Spec.MinReadySeconds) * time.Second; ready < drain {
+		p.addf("deployment.yaml: minReadySeconds %v is shorter than SHUTDOWN_DRAIN_TIMEOUT %v: a rollout would drain several pods at once", ready, drain)
+	}
 	if need := preStop + drain + shutdownMargin; grace < need {
 		p.addf("deployment.yaml: terminationGracePeriodSeconds %v is less than preStop %v + SHUTDOWN_DRAIN_TIMEOUT %v + %v to exit (= %v): the drain would be cut by SIGKILL",
 			grace, preStop, drain, shutdownMargin, need)
