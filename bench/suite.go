@@ -305,12 +305,9 @@ type redisServer struct {
 func (r *redisServer) url() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", r.port) }
 
 func startRedis(ctx context.Context, bin, dir string) (*redisServer, error) {
-	if bin == "" {
-		bin = "redis-server"
-	}
-	path, err := exec.LookPath(bin)
+	path, err := lookRedis(bin)
 	if err != nil {
-		return nil, fmt.Errorf("%s not found: apt-get install redis-server", bin)
+		return nil, err
 	}
 	var lastErr error
 	for range 5 { // a port found free may be taken before redis binds it
@@ -331,6 +328,19 @@ func startRedis(ctx context.Context, bin, dir string) (*redisServer, error) {
 		p.stop()
 	}
 	return nil, fmt.Errorf("start redis-server: %w", lastErr)
+}
+
+// lookRedis finds the redis-server binary (name, or "redis-server" when empty).
+func lookRedis(name ...string) (string, error) {
+	bin := "redis-server"
+	if len(name) > 0 && name[0] != "" {
+		bin = name[0]
+	}
+	path, err := exec.LookPath(bin)
+	if err != nil {
+		return "", fmt.Errorf("%s not found: apt-get install redis-server", bin)
+	}
+	return path, nil
 }
 
 func (r *redisServer) waitReady(ctx context.Context) error {
