@@ -444,6 +444,57 @@ func TestDockerfileBuildsStaticNonRootImageOfTheService(t *testing.T) {
 	}
 }
 
+// buildCommand returns the shell command of the Dockerfile's `go build` RUN.
+func buildCommand(t *testing.T, df *dockerfile) string {
+	t.Helper()
+	for _, st := range df.stages {
+		for _, c := range st.Commands {
+			if r, ok := c.(*instructions.RunCommand); ok && r.PrependShell && strings.Contains(strings.Join(r.CmdLine, " "), "go build") {
+				return strings.Join(r.CmdLine, " ")
+			}
+		}
+	}
+	t.Fatal("Dockerfile: no shell-form RUN with go build")
+	return ""
+}
+
+func TestDockerfileBuildCommandStampsVersionIntoTheBinary(t *testing.T) {
+	// No Docker engine here, so run the builder's command itself, through sh as the image
+	// build would, with the build arguments as environment: it must compile, and the -X
+	// flags must land in package main's variables (a renamed variable makes -X a silent
+	// no-op and every image reports "dev").
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	df, err := parseDockerfile(readFile(t, path("Dockerfile")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "websocket-service")
+	cmdline := buildCommand(t, df)
+	out := regexp.MustCompile(`-o \S+`)
+	if !out.MatchString(cmdline) {
+		t.Fatalf("the build command has no -o: %s", cmdline)
+	}
+	build := exec.Command("sh", "-c", out.ReplaceAllLiteralString(cmdline, "-o "+bin))
+	build.Dir = repoRoot
+	build.Env = append(os.Environ(), "VERSION=v9.8.7-test", "COMMIT=0123abc")
+	if output, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("the Dockerfile's build command fails: %v\n%s\n%s", err, cmdline, output)
+	}
+	version := exec.Command(bin, "version")
+	version.Dir = t.TempDir()
+	output, err := version.Output()
+	if err != nil {
+		t.Fatalf("%s version: %v", bin, err)
+	}
+	for _, want := range []string{"v9.8.7-test", "0123abc"} {
+		if !strings.Contains(string(output), want) {
+			t.Errorf("`websocket-service version` printed %q, want it to contain %q from the build arguments", output, want)
+		}
+	}
+}
+
 func TestDockerignoreKeepsSecretsOutAndSourcesIn(t *testing.T) {
 	if err := checkDockerignore(readFile(t, path(".dockerignore")), buildInputs(t)); err != nil {
 		t.Errorf("%s", describe(err))
