@@ -57,12 +57,15 @@ func (f *fakeServer) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad token", http.StatusUnauthorized)
 		return
 	}
+	// Registration happens under the lock taken before the 101 is written, so a publish that
+	// follows the client's open waits for it (the real service subscribes before the 101).
+	f.mu.Lock()
 	c, err := f.upgrader.Upgrade(w, r)
 	if err != nil {
+		f.mu.Unlock()
 		return
 	}
 	c.Session().Store("claims", claims)
-	f.mu.Lock()
 	f.users[claims.Subject] = append(f.users[claims.Subject], c)
 	for _, g := range claims.Groups {
 		f.groups[g] = append(f.groups[g], c)

@@ -381,9 +381,13 @@ func (f *fleet) sumTallies(of func(*tally) int64) int64 {
 	return n
 }
 
-// awaitDeliveries waits until every expected message has arrived, or nothing has arrived
-// for p.Quiet since the later of the last delivery and publishEnd, or p.Wait has passed
-// since publishEnd.
+// dupGrace is how long the harness keeps listening after the last expected message, so a
+// duplicate that trails its original is still counted.
+const dupGrace = 250 * time.Millisecond
+
+// awaitDeliveries waits until every expected message has arrived (then dupGrace more), or
+// nothing has arrived for p.Quiet since the later of the last delivery and publishEnd, or
+// p.Wait has passed since publishEnd.
 func (f *fleet) awaitDeliveries(ctx context.Context, expected int64, publishEnd time.Time) {
 	hardStop := publishEnd.Add(f.p.Wait)
 	tick := time.NewTicker(50 * time.Millisecond)
@@ -404,4 +408,5 @@ func (f *fleet) awaitDeliveries(ctx context.Context, expected int64, publishEnd 
 		case <-f.progress:
 		}
 	}
+	sleep(ctx, dupGrace)
 }

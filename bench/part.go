@@ -41,6 +41,8 @@ type Part struct {
 	// HarnessCPU is a worker process's own CPU seconds from its connections being open to
 	// its part being ready (0 for the parent's own share, which the parent measures).
 	HarnessCPU float64 `json:"harness_cpu_seconds"`
+	// HarnessConnectCPU is a worker's own CPU seconds spent opening its connections.
+	HarnessConnectCPU float64 `json:"harness_connect_cpu_seconds"`
 }
 
 // partOf reads a fleet's accounting once its connections are closed.
@@ -93,6 +95,7 @@ func (p *Part) add(o Part) error {
 	p.EchoLost += o.EchoLost
 	p.EchoSeconds = max(p.EchoSeconds, o.EchoSeconds)
 	p.HarnessCPU += o.HarnessCPU
+	p.HarnessConnectCPU += o.HarnessConnectCPU
 	return nil
 }
 

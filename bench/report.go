@@ -57,6 +57,11 @@ type Report struct {
 	// connections being open to the end of the run's local phase: on a shared machine,
 	// what it took away from the server.
 	HarnessCPU float64 `json:"harness_cpu_seconds"`
+	// HarnessConnectCPU is wsbench's CPU seconds spent opening the connections (dialing,
+	// minting tokens, the client side of each handshake), and per connection: when it rivals
+	// the server's CPU per handshake, handshakes/s measures the client as much as the server.
+	HarnessConnectCPU        float64 `json:"harness_connect_cpu_seconds"`
+	HarnessCPUPerHandshakeUs float64 `json:"harness_cpu_per_handshake_us,omitempty"`
 
 	// Problems lists what went wrong in words: loss, duplicates, failed dials, connections
 	// the server closed. Empty means a clean run.
@@ -232,6 +237,9 @@ func (r *Report) Write(w io.Writer) {
 		fmt.Fprintf(w, "connections   %d/%d open in %.2fs  (%.0f/s)\n", r.Connected, r.Conns, r.ConnectSeconds, r.ConnectRate)
 	}
 	fmt.Fprintf(w, "handshake     %s\n", r.Handshake)
+	if r.HarnessCPUPerHandshakeUs > 0 {
+		fmt.Fprintf(w, "wsbench cpu   %.2fs connecting = %.0f µs/handshake\n", r.HarnessConnectCPU, r.HarnessCPUPerHandshakeUs)
+	}
 	if s := r.Server; s != nil {
 		fmt.Fprintf(w, "server pid %d Pss %d → %d KiB, Rss %d → %d KiB, fds %d → %d over %d conns\n",
 			s.PID, s.Before.PssKiB, s.After.PssKiB, s.Before.RssKiB, s.After.RssKiB, s.Before.FDs, s.After.FDs, s.Conns)

@@ -57,6 +57,7 @@ func Run(ctx context.Context, p Params) (*Report, error) {
 		}
 		srv = &ServerStats{PID: p.PID, Before: before}
 	}
+	connectCPU, _ := ReadCPU(os.Getpid())
 	members, err := startMembers(ctx, &p)
 	if err != nil {
 		return nil, err
@@ -113,6 +114,10 @@ func Run(ctx context.Context, p Params) (*Report, error) {
 	}
 	if now, err := ReadCPU(os.Getpid()); err == nil {
 		rep.HarnessCPU = now - selfCPU + sum.HarnessCPU
+	}
+	rep.HarnessConnectCPU = selfCPU - connectCPU + sum.HarnessConnectCPU
+	if rep.Connected > 0 && p.Scenario != ScenarioChurn {
+		rep.HarnessCPUPerHandshakeUs = rep.HarnessConnectCPU * 1e6 / float64(rep.Connected)
 	}
 	if p.Scenario != ScenarioChurn {
 		rep.Server = srv
@@ -426,6 +431,7 @@ func Worker(ctx context.Context, in io.Reader, out io.Writer) error {
 	if err != nil {
 		return fail(err)
 	}
+	start, _ := ReadCPU(os.Getpid())
 	n := s.connect(ctx)
 	cpu0, _ := ReadCPU(os.Getpid())
 	if err := enc.Encode(workerLine{Connected: &n}); err != nil {
@@ -441,6 +447,7 @@ func Worker(ctx context.Context, in io.Reader, out io.Writer) error {
 	if cpu1, err := ReadCPU(os.Getpid()); err == nil {
 		part.HarnessCPU = cpu1 - cpu0
 	}
+	part.HarnessConnectCPU = cpu0 - start
 	defer s.close()
 	if err := enc.Encode(workerLine{Part: &part}); err != nil {
 		return fmt.Errorf("report part: %w", err)

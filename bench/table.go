@@ -81,6 +81,7 @@ func rowsFor(step, scenario string) []row {
 			r("server Pss/conn B", "%.0f", true, server(func(s *ServerStats) float64 { return s.PssPerConnBytes })),
 			r("server Rss/conn B", "%.0f", true, server(func(s *ServerStats) float64 { return s.RssPerConnBytes })),
 			r("server CPU µs/handshake", "%.0f", true, server(func(s *ServerStats) float64 { return s.CPUPerHandshakeUs })),
+			r("wsbench CPU µs/handshake", "%.0f", true, always(func(r *Report) float64 { return r.HarnessCPUPerHandshakeUs })),
 		}
 	case ScenarioFanout, ScenarioClassroom, ScenarioBroadcast:
 		return []row{
