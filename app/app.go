@@ -1,0 +1,134 @@
+// Package app is the composition root: it turns a config.Config into a running node by
+// building the metrics, token verifier, backplane, engine and HTTP server and wiring them
+// together. cmd/websocket-service and the end-to-end tests both start the service through it,
+// so what the tests run is what ships.
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/huleedu/websocket-service/auth"
+	"github.com/huleedu/websocket-service/backplane"
+	"github.com/huleedu/websocket-service/config"
+	"github.com/huleedu/websocket-service/gwsengine"
+	"github.com/huleedu/websocket-service/server"
+	"github.com/huleedu/websocket-service/session"
+	"github.com/huleedu/websocket-service/telemetry"
+)
+
+// App is one node of the service.
+type App struct {
+	cfg       config.Config
+	log       *slog.Logger
+	metrics   *telemetry.Metrics
+	server    *server.Server
+	backplane startable
+}
+
+// startable is the part of a backplane that only the composition root uses.
+type startable interface {
+	Start(ctx context.Context) error
+}
+
+// NewVerifier builds the token verifier the configuration describes.
+func NewVerifier(cfg config.Config) (*auth.Verifier, error) {
+	v, err := auth.NewVerifier(auth.Settings{
+		Algorithm:    cfg.JWTAlgorithm,
+		Secret:       []byte(cfg.JWTSecretKey),
+		PublicKeyPEM: cfg.JWTPublicKeyPEM,
+		Issuer:       cfg.JWTIssuer,
+		Audience:     cfg.JWTAudience,
+		GroupsClaim:  cfg.JWTGroupsClaim,
+		Leeway:       5 * time.Second,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%sJWT_PUBLIC_KEY/JWT_ALGORITHM: %w", config.Prefix, err)
+	}
+	return v, nil
+}
+
+// New builds a node from cfg. Nothing listens or connects until Start.
+func New(cfg config.Config, log *slog.Logger) (*App, error) {
+	verifier, err := NewVerifier(cfg)
+	if err != nil {
+		return nil, err
+	}
+	m := telemetry.New()
+	a := &App{cfg: cfg, log: log, metrics: m}
+	policy := session.NewPolicy(verifier)
+	srv, err := server.New(server.Options{
+		Config:   cfg,
+		Verifier: verifier,
+		Metrics:  m,
+		Logger:   log,
+		NewBackplane: func(sink backplane.Sink) (server.Backplane, error) {
+			if cfg.RedisURL == "" {
+				bp := backplane.NewEmbedded(backplane.EmbeddedOptions{Metrics: m, Logger: log}, sink)
+				a.backplane = bp
+				return bp, nil
+			}
+			bp, err := backplane.NewRedis(backplane.RedisOptions{URL: cfg.RedisURL, Cluster: cfg.RedisCluster, Metrics: m, Logger: log}, sink)
+			if err != nil {
+				return nil, err
+			}
+			a.backplane = bp
+			return bp, nil
+		},
+		NewEngine: func(hooks session.Hooks) (server.Engine, error) {
+			opts := session.Options{
+				Shards:            cfg.Shards,
+				HeartbeatInterval: cfg.HeartbeatInterval.D(),
+				ConnectionTimeout: cfg.ConnectionTimeout.D(),
+				MaxMessageSize:    cfg.MaxMessageSize,
+				SendQueueLimit:    cfg.SendQueueLimit,
+				Policy:            policy,
+				Hooks:             hooks,
+				Metrics:           m,
+				Logger:            log,
+			}
+			if cfg.Engine == config.EngineGWS {
+				return gwsengine.New(opts)
+			}
+			return newEpollEngine(opts)
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.server = srv
+	return a, nil
+}
+
+// Server exposes the HTTP layer (for tests).
+func (a *App) Server() *server.Server { return a.server }
+
+// Metrics exposes the metrics (for tests).
+func (a *App) Metrics() *telemetry.Metrics { return a.metrics }
+
+// Start connects the backplane in the background: a Redis that is down at start is retried
+// while readiness reports why, as SPEC §7 asks.
+func (a *App) Start(ctx context.Context) error {
+	if err := a.backplane.Start(ctx); err != nil {
+		return fmt.Errorf("start backplane: %w", err)
+	}
+	return nil
+}
+
+// Serve serves on ln until Shutdown.
+func (a *App) Serve(ln net.Listener) error { return a.server.Serve(ln) }
+
+// Listen opens the configured address.
+func (a *App) Listen() (net.Listener, error) {
+	ln, err := net.Listen("tcp", a.cfg.Addr())
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", a.cfg.Addr(), err)
+	}
+	return ln, nil
+}
+
+// Shutdown drains and stops the node.
+func (a *App) Shutdown(ctx context.Context) error { return a.server.Shutdown(ctx) }

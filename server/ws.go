@@ -1,0 +1,157 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/huleedu/websocket-service/auth"
+	"github.com/huleedu/websocket-service/message"
+	"github.com/huleedu/websocket-service/session"
+	"github.com/huleedu/websocket-service/telemetry"
+)
+
+// serveWS admits or refuses an upgrade. The order matters: cheap refusals that need no
+// upgrade (not a WebSocket request, draining, foreign origin, handshake rate, node full) come
+// first as plain HTTP errors; refusals a browser must be able to read (bad token, per-user
+// limit) complete the upgrade and close with 1008, since a browser cannot see the status of a
+// failed upgrade. Only an admitted connection subscribes and reaches the engine.
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	started := time.Now()
+	if !isUpgrade(r) {
+		http.Error(w, "expected a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)", http.StatusBadRequest)
+		return
+	}
+	if s.draining.Load() {
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "server is draining; reconnect to another node", http.StatusServiceUnavailable)
+		return
+	}
+	if origin := r.Header.Get("Origin"); origin != "" && !s.cfg.AllowedOrigins.Allows(origin) {
+		s.metrics.Connection(telemetry.ResultOriginRejected)
+		s.log.Warn("upgrade refused: origin not allowed", "origin", origin, "remote", r.RemoteAddr)
+		http.Error(w, "origin not allowed", http.StatusForbidden)
+		return
+	}
+	if s.rate != nil && !s.rate.allow(clientIP(r), started) {
+		s.metrics.Connection(telemetry.ResultRateLimited)
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "too many handshakes from this address", http.StatusTooManyRequests)
+		return
+	}
+	if err := s.limits.ReserveNode(); err != nil {
+		s.metrics.Connection(telemetry.ResultLimitReached)
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, "node connection limit reached", http.StatusServiceUnavailable)
+		return
+	}
+	token, subprotocol := credentials(r)
+	claims, err := s.verifier.Verify(token)
+	if err != nil {
+		s.limits.ReleaseNode()
+		s.metrics.Connection(telemetry.ResultAuthFailed)
+		code := message.CodeAuthFailed
+		if errors.Is(err, auth.ErrExpired) {
+			code = message.CodeTokenExpired
+		}
+		s.log.Info("upgrade refused: authentication failed", "reason", err.Error(), "remote", r.RemoteAddr)
+		s.engine.Reject(w, r, subprotocol, code, message.ClosePolicyViolation)
+		return
+	}
+	user := claims.Subject
+	if err := s.limits.ReserveUser(user); err != nil {
+		s.limits.ReleaseNode()
+		s.metrics.Connection(telemetry.ResultLimitReached)
+		s.log.Info("upgrade refused: per-user connection limit", "limit", s.cfg.MaxConnectionsPerUser, "remote", r.RemoteAddr)
+		s.engine.Reject(w, r, subprotocol, message.CodeConnectionLimit, message.ClosePolicyViolation)
+		return
+	}
+	id := session.Identity{User: user, Groups: claims.Groups}
+	channels := s.topics.Channels(id.User, id.Groups)
+	ctx, cancel := context.WithTimeout(r.Context(), subscribeTimeout)
+	err = s.backplane.Subscribe(ctx, channels)
+	cancel()
+	if err != nil {
+		s.backplane.Unsubscribe(channels)
+		s.release(user)
+		s.log.Warn("upgrade refused: subscribe failed", "err", err)
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "backplane unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	err = s.engine.Accept(w, r, session.Admission{Identity: id, Expires: claims.ExpiresAt, Subprotocol: subprotocol, Started: started})
+	if err != nil {
+		s.backplane.Unsubscribe(channels)
+		s.release(user)
+		s.log.Info("upgrade failed", "err", err, "remote", r.RemoteAddr)
+		return
+	}
+	s.metrics.Connection(telemetry.ResultAccepted)
+}
+
+func (s *Server) release(user string) {
+	s.limits.ReleaseUser(user)
+	s.limits.ReleaseNode()
+}
+
+// isUpgrade is the cheap pre-check that this is a WebSocket request at all; the engine
+// validates the rest of the handshake (key, version).
+func isUpgrade(r *http.Request) bool {
+	return headerHasToken(r.Header, "Connection", "upgrade") && headerHasToken(r.Header, "Upgrade", "websocket")
+}
+
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// credentials finds the token (query `token`, or a `bearer.<JWT>` subprotocol entry) and the
+// subprotocol to select: session.Subprotocol when the client offered it, else none. The
+// bearer entry is never selected, so the token is never echoed in the response.
+func credentials(r *http.Request) (token, subprotocol string) {
+	token = r.URL.Query().Get("token")
+	for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for _, p := range strings.Split(v, ",") {
+			p = strings.TrimSpace(p)
+			switch {
+			case p == session.Subprotocol:
+				subprotocol = p
+			case strings.HasPrefix(p, session.BearerPrefix) && token == "":
+				token = strings.TrimPrefix(p, session.BearerPrefix)
+			}
+		}
+	}
+	return token, subprotocol
+}
+
+// clientIP is the peer address. X-Forwarded-For is deliberately ignored: anyone can set it,
+// and the per-IP limit would then be trivially bypassed.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// RedactURL returns the request URI with the token query value replaced, for logs.
+func RedactURL(uri string) string {
+	i := strings.Index(uri, "token=")
+	if i < 0 {
+		return uri
+	}
+	end := strings.IndexByte(uri[i:], '&')
+	if end < 0 {
+		return uri[:i] + "token=REDACTED"
+	}
+	return uri[:i] + "token=REDACTED" + RedactURL(uri[i+end:])
+}
