@@ -84,10 +84,10 @@ func TestOnTextRefreshWithABadTokenCloses1008(t *testing.T) {
 	}
 }
 
-func TestOnTextRefreshWithAnExpiredTokenClosesWithTokenExpired(t *testing.T) {
+func TestOnTextRefreshWithAnExpiredTokenClosesWithAuthFailed(t *testing.T) {
 	p, m := policy(t)
 	a := p.OnText(&Identity{User: "u1"}, []byte(`{"type":"auth","token":"`+mint(t, m, "u1", -time.Minute)+`"}`))
-	if a.Close != message.ClosePolicyViolation || errorCode(t, a.Reply) != message.CodeTokenExpired {
+	if a.Close != message.ClosePolicyViolation || errorCode(t, a.Reply) != message.CodeAuthFailed {
 		t.Fatalf("%+v", a)
 	}
 }

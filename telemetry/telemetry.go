@@ -118,8 +118,11 @@ func (m *Metrics) ShardConnections(shard int, f func() float64) {
 	m.set.GetOrCreateGauge(`eventloop_shard_connections{shard="`+strconv.Itoa(shard)+`"}`, f)
 }
 
-// WritePrometheus writes the service's metrics followed by Go runtime and process metrics.
+// WritePrometheus writes the service's metrics followed by Go runtime, process and file
+// descriptor metrics (process_open_fds against process_max_fds is how an operator sees a pod
+// nearing its connection ceiling).
 func (m *Metrics) WritePrometheus(w io.Writer) {
 	m.set.WritePrometheus(w)
 	metrics.WriteProcessMetrics(w)
+	metrics.WriteFDMetrics(w)
 }

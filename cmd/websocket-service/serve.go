@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/huleedu/websocket-service/app"
 	"github.com/huleedu/websocket-service/config"
 )
@@ -40,6 +42,9 @@ func serve(args []string, stderr io.Writer) int {
 		return 1
 	}
 	log := newLogger(cfg)
+	// go-redis logs pool dial failures through its own process-wide logger in plain text;
+	// route them into the JSON log so an outage reads as one stream.
+	redis.SetLogger(redisLog{log.With("component", "go-redis")})
 	node, err := app.New(cfg, log)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
@@ -81,6 +86,13 @@ func serve(args []string, stderr io.Writer) int {
 	}
 	log.Info("stopped")
 	return 0
+}
+
+// redisLog adapts slog to go-redis's logger interface.
+type redisLog struct{ log *slog.Logger }
+
+func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
+	l.log.WarnContext(ctx, fmt.Sprintf(format, v...))
 }
 
 func backplaneName(cfg config.Config) string {
