@@ -43,6 +43,9 @@ func Run(ctx context.Context, p Params) (*Report, error) {
 			return nil, err
 		}
 	}
+	if hint := MachineCapacity().PortHint(peakOpen(&p), len(p.Src)); hint != "" {
+		logf("%s", hint)
+	}
 	if p.Procs > p.Conns {
 		p.Procs = p.Conns
 	}

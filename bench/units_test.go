@@ -501,3 +501,16 @@ func must[T any](v T, err error) T {
 	}
 	return v
 }
+
+func TestPortHintAtHalfTheRange(t *testing.T) {
+	c := Capacity{FilesPerProc: 20000, PortsPerSrc: 28232}
+	if h := c.PortHint(14000, 1); h != "" {
+		t.Fatalf("14000 from one address: %q", h)
+	}
+	if h := c.PortHint(19000, 1); !strings.Contains(h, "--src") || !strings.Contains(h, "need 2") {
+		t.Fatalf("19000 from one address: %q", h)
+	}
+	if h := c.PortHint(19000, 2); h != "" {
+		t.Fatalf("19000 from two addresses: %q", h)
+	}
+}
