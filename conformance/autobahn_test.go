@@ -105,10 +105,6 @@ func runCase(svc *servicetest.Service, tok string, c autobahnCase) caseResult {
 	return c.play(conn)
 }
 
-// epollDiscardsCloseReply is the reported epoll bug behind the knownFailure marks below.
-const epollDiscardsCloseReply = "eventloop fail() sets flagDiscard, so the client's answering close frame is never " +
-	"read and the fd is closed only when closeWait (1 s) runs out"
-
 // closingHandshakes are the ways a connection ends, each of which must end with the server
 // closing TCP at once (RFC 6455 §5.5.1: after sending and receiving a close, an endpoint MUST
 // close the TCP connection).
@@ -118,12 +114,9 @@ var closingHandshakes = []struct {
 	knownFailure map[string]string
 }{
 	{name: "client closes with 1000", provoke: Close(1000, "bye")},
-	{name: "server fails a frame with RSV bits (1002)", provoke: Frame{Op: OpText, Payload: []byte("x"), RSV: 1},
-		knownFailure: map[string]string{"epoll": epollDiscardsCloseReply}},
-	{name: "server fails invalid UTF-8 (1007)", provoke: Text("\xff"),
-		knownFailure: map[string]string{"epoll": epollDiscardsCloseReply}},
-	{name: "server refuses a message over the limit (1009)", provoke: Frame{Op: OpBinary, Length: 1 << 30},
-		knownFailure: map[string]string{"epoll": epollDiscardsCloseReply}},
+	{name: "server fails a frame with RSV bits (1002)", provoke: Frame{Op: OpText, Payload: []byte("x"), RSV: 1}},
+	{name: "server fails invalid UTF-8 (1007)", provoke: Text("\xff")},
+	{name: "server refuses a message over the limit (1009)", provoke: Frame{Op: OpBinary, Length: 1 << 30}},
 }
 
 func TestServerClosesTCPAtOnceAfterTheClosingHandshake(t *testing.T) {

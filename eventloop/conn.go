@@ -21,14 +21,15 @@ const (
 
 // Connection flags.
 const (
-	flagRegistered    uint8 = 1 << iota // in the shard registry; cleared by release, so Closed runs once
-	flagDirty                           // in the loop's dirty list, flushed at the end of this iteration
-	flagWritable                        // EPOLLOUT interest registered (a write backlog is waiting)
-	flagMidFrame                        // the last write ended inside a frame
-	flagDoomed                          // over the send queue limit during a fan-out; closed right after it
-	flagFinAfterFlush                   // close the fd as soon as the queue is written
-	flagDiscard                         // the parser failed: drop input until the peer goes or the deadline
-	flagBroken                          // a write failed during a fan-out; aborted right after it
+	flagRegistered    uint16 = 1 << iota // in the shard registry; cleared by release, so Closed runs once
+	flagDirty                            // in the loop's dirty list, flushed at the end of this iteration
+	flagWritable                         // EPOLLOUT interest registered (a write backlog is waiting)
+	flagMidFrame                         // the last write ended inside a frame
+	flagDoomed                           // over the send queue limit during a fan-out; closed right after it
+	flagFinAfterFlush                    // close the fd as soon as the queue is written
+	flagDiscard                          // the parser failed: drop input until the peer goes or the deadline
+	flagBroken                           // a write failed during a fan-out; aborted right after it
+	flagHalfClose                        // shut the write side down (FIN) as soon as the queue is written
 )
 
 // conn is one WebSocket connection. It is owned by its shard's loop goroutine: every field is
@@ -40,7 +41,7 @@ type conn struct {
 	fd    int32
 	slot  int32 // index in the loop's connection table; the wheel's id for this connection
 	state connState
-	flags uint8
+	flags uint16
 	timer timerNode
 	// Deadlines, in wheel ticks.
 	seen   uint32 // last inbound bytes
@@ -98,8 +99,17 @@ func (l *loop) awaitPeerClose(c *conn) {
 }
 
 // fail closes c for a protocol violation (1002), bad UTF-8 (1007) or an oversized message
-// (1009, after a MESSAGE_TOO_LARGE ErrorMessage). The parser's state is no longer
-// trustworthy, so further input is discarded.
+// (1009, after a MESSAGE_TOO_LARGE ErrorMessage).
+//
+// The parser's state is no longer trustworthy (after a bad header the frame boundaries are
+// unknown; a refused 1009 frame may announce 2^63 bytes), so the client's answering close
+// frame cannot be recognised in what follows, and further input is discarded. Instead of
+// waiting closeWait for a close frame that would never be seen, the write side is shut down
+// as soon as our close frame is written (flagHalfClose): the client gets our close frame and
+// then FIN, answers, and closes its end; we read and discard until that EOF and only then
+// close the fd, at once. Closing the fd straight away would not do: close(2) with unread input
+// pending sends an RST, which can destroy our close frame before the client reads it. A
+// client that never closes is still cut off at the closing deadline.
 func (l *loop) fail(c *conn, code uint16) {
 	var reply []byte
 	if code == message.CloseMessageTooBig {
@@ -108,8 +118,9 @@ func (l *loop) fail(c *conn, code uint16) {
 		l.e.metrics.Dropped(telemetry.DropTooLarge, 1)
 	}
 	l.startClose(c, code, reply)
-	c.flags |= flagDiscard
+	c.flags |= flagDiscard | flagHalfClose
 	c.parser.reset()
+	l.markDirty(c)
 }
 
 // onPeerClose answers the peer's close frame: echo its code (an empty close for none), or

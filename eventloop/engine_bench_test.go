@@ -16,9 +16,9 @@ import (
 	"github.com/huleedu/websocket-service/telemetry"
 )
 
-// benchLoop is a loop that is never run: benchmarks drive its methods directly, as its
-// goroutine would.
-func benchLoop(b *testing.B) *loop {
+// benchLoop is a loop that is never run: benchmarks (and a few tests) drive its methods
+// directly, as its goroutine would.
+func benchLoop(b testing.TB) *loop {
 	b.Helper()
 	e := &Engine{
 		opts:    session.Options{MaxMessageSize: 65536, SendQueueLimit: 1 << 30, Policy: session.NewPolicy(nil)},

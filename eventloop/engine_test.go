@@ -695,3 +695,50 @@ func TestDrainReturnsWhenContextEnds(t *testing.T) {
 		t.Fatalf("Drain = %v, want deadline exceeded", err)
 	}
 }
+
+// After the server fails a connection (1002, 1007, 1009) its parser cannot recognise the
+// client's answering close frame, yet TCP must end at once after the closing handshake
+// (RFC 6455 §5.5.1, §7.1.1), not when the closing deadline runs out; and input still in
+// flight must not make the server reset the connection before the client has read the close
+// frame.
+func TestFailedConnectionEndsTCPAtOnceAfterTheClosingHandshake(t *testing.T) {
+	const prompt = 500 * time.Millisecond // the closing deadline is 1 s
+	junk := bytes.Repeat([]byte{0xA5}, 256<<10)
+	for _, tc := range []struct {
+		name  string
+		input []byte
+		code  uint16
+	}{
+		{"rsv bit", clientFrame(true, 2, opText, []byte("x"), false), 1002},
+		{"invalid utf-8", cf(opText, "\xff"), 1007},
+		{"header of a 2^40-byte frame", []byte{0x82, 0xFF, 0, 0, 1, 0, 0, 0, 0, 0, 1, 2, 3, 4}, 1009},
+		{"bad frame followed by more input", cat(clientFrame(true, 0, opText, []byte("x"), true), junk), 1002},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, func(o *session.Options) { o.MaxMessageSize = 1024 })
+			rc := h.dialRaw(t, "failed", nil)
+			rc.send(tc.input)
+			code, _ := rc.expectClose(2 * time.Second)
+			if code != tc.code {
+				t.Fatalf("close frame %d, want %d", code, tc.code)
+			}
+			answered := time.Now()
+			rc.send(clientFrame(true, 0, opClose, binary.BigEndian.AppendUint16(nil, code), false))
+			rc.expectEOF(2 * time.Second)
+			if d := time.Since(answered); d > prompt {
+				t.Fatalf("the server ended TCP %v after the client's close frame, want at once (< %v)", d, prompt)
+			}
+			closed := time.Now()
+			rc.conn.Close()
+			for h.liveConns() != 0 {
+				if d := time.Since(closed); d > prompt {
+					t.Fatalf("the server still holds the descriptor %v after the client closed", d)
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+			if codes := h.hooks.codesFor("failed"); len(codes) != 1 || codes[0] != tc.code {
+				t.Fatalf("Closed codes %v, want [%d]", codes, tc.code)
+			}
+		})
+	}
+}

@@ -120,6 +120,14 @@ func (l *loop) flush(c *conn) {
 	}
 	if c.flags&flagFinAfterFlush != 0 {
 		l.finish(c)
+		return
+	}
+	if c.flags&flagHalfClose != 0 {
+		// Our close frame is out: FIN after it (see fail). The fd is closed at the peer's EOF.
+		c.flags &^= flagHalfClose
+		if err := unix.Shutdown(int(c.fd), unix.SHUT_WR); err != nil {
+			l.broken(c)
+		}
 	}
 }
 
@@ -163,8 +171,14 @@ func (l *loop) gather(c *conn) ([]unix.Iovec, int) {
 	return iov, total
 }
 
-// consume drops n written bytes from the front of c's queue.
+// consume drops n written bytes from the front of c's queue and records whether the stream
+// now ends inside a frame. A write that wrote nothing (EAGAIN) changes nothing: in particular
+// it must keep flagMidFrame, or dropQueue would throw away the rest of a frame the peer has
+// already partly received and the close frame would land in the middle of it.
 func (l *loop) consume(c *conn, n int) {
+	if n <= 0 {
+		return
+	}
 	c.queued -= n
 	c.flags &^= flagMidFrame
 	if b := c.backlog; b != nil {
