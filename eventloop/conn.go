@@ -30,6 +30,7 @@ const (
 	flagDiscard                          // the parser failed: drop input until the peer goes or the deadline
 	flagBroken                           // a write failed during a fan-out; aborted right after it
 	flagHalfClose                        // shut the write side down (FIN) as soon as the queue is written
+	flagHeld                             // Accept is still writing the 101: queue, but write nothing yet
 )
 
 // conn is one WebSocket connection. It is owned by its shard's loop goroutine: every field is

@@ -3,11 +3,13 @@
 package eventloop
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/sha1"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"syscall"
@@ -91,13 +93,32 @@ func headerHasToken(h http.Header, name, token string) bool {
 // behind its handshake that net/http had already buffered. The original net.Conn is closed
 // before returning, on every path. See the package doc for why this is safe.
 func hijack(w http.ResponseWriter) (fd int, pending []byte, err error) {
+	nc, fd, pending, err := hijackKeep(w)
+	if nc != nil {
+		nc.Close()
+	}
+	return fd, pending, err
+}
+
+// hijackKeep is hijack that leaves the original net.Conn open for the caller (nil on error),
+// so Accept can still write through it; the duplicate keeps the socket alive after the caller
+// closes it.
+func hijackKeep(w http.ResponseWriter) (nc net.Conn, fd int, pending []byte, err error) {
 	nc, rw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		return -1, nil, fmt.Errorf("hijack: %w", err)
+		return nil, -1, nil, fmt.Errorf("hijack: %w", err)
 	}
-	defer nc.Close()
-	if n := rw.Reader.Buffered(); n > 0 {
-		b, _ := rw.Reader.Peek(n) // never fails for n ≤ Buffered
+	fd, pending, err = dupConn(nc, rw.Reader)
+	if err != nil {
+		nc.Close()
+		return nil, -1, nil, err
+	}
+	return nc, fd, pending, nil
+}
+
+func dupConn(nc net.Conn, br *bufio.Reader) (fd int, pending []byte, err error) {
+	if n := br.Buffered(); n > 0 {
+		b, _ := br.Peek(n) // never fails for n ≤ Buffered
 		pending = bytes.Clone(b)
 	}
 	sc, ok := nc.(syscall.Conn)

@@ -36,6 +36,7 @@ const (
 	taskDeliver                     // fan a batch of backplane messages out
 	taskDrain                       // close everything 1001, spread over a window
 	taskStop                        // close everything and exit
+	taskSent                        // Accept has written an adopted connection's 101
 )
 
 // task is work handed to a shard by another goroutine.
@@ -54,7 +55,12 @@ type handoff struct {
 	response []byte // the 101 response, plus the error and close frames for a rejection
 	adm      session.Admission
 	reject   bool
-	result   chan error // buffered: the loop never blocks on it
+	// held: Accept writes the 101 itself, after queueing the adoption; the loop queues but
+	// writes nothing for the connection until the taskSent that follows.
+	held    bool
+	sendErr error      // the 101 write's error; set before taskSent is submitted
+	c       *conn      // the adopted connection; loop-owned, for taskSent
+	result  chan error // buffered: the loop never blocks on it
 }
 
 // loop is one shard: an event loop goroutine with its own epoll instance, connection table,
@@ -156,20 +162,31 @@ func (l *loop) tickOf(t time.Time) uint32 {
 // submit queues t for the loop, waking it only when the queue was empty: a burst of tasks
 // costs one wake-up. It returns false once the loop has stopped.
 func (l *loop) submit(t task) bool {
-	l.mu.Lock()
-	if l.stopped {
-		l.mu.Unlock()
-		return false
-	}
-	first := len(l.queue) == 0
-	l.queue = append(l.queue, t)
-	l.mu.Unlock()
+	ok, first := l.enqueueTask(t)
 	if first {
-		if err := l.poll.wake(); err != nil {
-			l.e.log.Error("wake event loop", "shard", l.id, "err", err)
-		}
+		l.wake()
 	}
-	return true
+	return ok
+}
+
+// enqueueTask queues t without waking the loop and reports whether the queue was empty, in
+// which case the caller owes the loop a wake-up (see Engine.Accept). Until it comes, later
+// submits see a non-empty queue and do not wake the loop either.
+func (l *loop) enqueueTask(t task) (ok, first bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stopped {
+		return false, false
+	}
+	first = len(l.queue) == 0
+	l.queue = append(l.queue, t)
+	return true, first
+}
+
+func (l *loop) wake() {
+	if err := l.poll.wake(); err != nil {
+		l.e.log.Error("wake event loop", "shard", l.id, "err", err)
+	}
 }
 
 // run is the loop goroutine.
@@ -336,6 +353,8 @@ func (l *loop) runTasks() {
 			l.beginDrain(t.window, t.done)
 		case taskStop:
 			l.stopping = true
+		case taskSent:
+			l.unhold(t.h)
 		}
 		tasks[i] = task{}
 	}
@@ -371,6 +390,10 @@ func (l *loop) adopt(h *handoff) {
 		return
 	}
 	c.flags |= flagRegistered
+	if h.held {
+		c.flags |= flagHeld
+		h.c = c
+	}
 	l.reg.Add(c, c.id.User, c.id.Groups)
 	l.active.Add(1)
 	l.e.metrics.ConnectionsActive.Inc()
@@ -391,6 +414,22 @@ func (l *loop) adopt(h *handoff) {
 	if len(h.pending) > 0 {
 		l.consumeInput(c, h.pending)
 	}
+}
+
+// unhold lets a connection's queue flow once Accept has written its 101: everything queued
+// meanwhile (messages, echoes of bytes that followed the handshake) goes out behind it. A
+// failed 101 write means the peer is gone.
+func (l *loop) unhold(h *handoff) {
+	c := h.c
+	if c == nil || c.state == stateClosed {
+		return
+	}
+	c.flags &^= flagHeld
+	if h.sendErr != nil {
+		l.abort(c)
+		return
+	}
+	l.markDirty(c)
 }
 
 func (l *loop) allocSlot() int32 {

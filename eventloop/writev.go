@@ -87,6 +87,10 @@ func (l *loop) flush(c *conn) {
 	if c.state == stateClosed {
 		return
 	}
+	if c.flags&flagHeld != 0 {
+		l.spill(c) // the arena is emptied after this iteration; unhold flushes the backlog
+		return
+	}
 	for {
 		iov, total := l.gather(c)
 		if len(iov) == 0 {
