@@ -36,11 +36,15 @@
 //     properties of the shared socket and stay (O_NONBLOCK is set again anyway).
 //   - The duplicate is close-on-exec, so a child process cannot keep a client's socket open.
 //
-// The duplicate then goes to the least loaded shard, which registers the connection in its
-// registry.Shard before it queues the 101 response (so a message delivered after the client's
-// open event is never missed), writes the 101, and feeds the buffered early bytes to the parser
-// as if they had just been read. Accept returns once the shard has done so; nothing of the
-// connection stays behind in the request's goroutine. TLS must be terminated in front of this
+// The duplicate then goes to the least loaded shard: Accept queues its adoption (without
+// waking the shard), writes the 101 itself through the still-open original descriptor, then
+// wakes the shard once. Because the shard's queue is FIFO, the registration is applied before
+// any delivery of a message published after the client saw the 101, so such a message is
+// never missed; and the shard writes nothing for the connection until Accept reports the 101
+// written, so nothing can overtake it. Keeping the 101 off the shard's thread removes a
+// cross-thread wake-up from every handshake's critical path. The shard feeds the buffered
+// early bytes to the parser as if they had just been read. Accept returns once the shard has
+// registered the connection; nothing of it stays behind in the request's goroutine. TLS must be terminated in front of this
 // engine (a *tls.Conn has no descriptor to hand over).
 //
 // # Level-triggered
