@@ -82,6 +82,7 @@ type client struct {
 	mu       sync.Mutex
 	tally    tally
 	dropAt   int64 // close after this many fresh deliveries (0: never)
+	dropped  bool  // reached dropAt: gone as far as the application is concerned
 	closing  bool  // we started the close, so the server did not end it
 	gotClose bool
 }
@@ -117,9 +118,16 @@ func (c *client) OnMessage(socket *gws.Conn, m *gws.Message) {
 		return
 	}
 	c.mu.Lock()
+	if c.dropped {
+		// Frames already on the wire when the consumer went away reach nobody: they stay
+		// unaccounted, so they show as lost.
+		c.mu.Unlock()
+		return
+	}
 	before := c.tally.reordered
 	res := c.tally.record(target, seq)
 	drop := res == fresh && c.dropAt > 0 && c.tally.unique == c.dropAt
+	c.dropped = drop
 	reordered := c.tally.reordered != before
 	c.mu.Unlock()
 	switch res {
