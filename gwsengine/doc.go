@@ -5,10 +5,14 @@
 // is not the fast path on Linux (package eventloop is).
 //
 // Where gws forces a compromise:
-//   - gws writes the 101 response inside Upgrader.UpgradeFromConn, so a connection is
-//     registered in its shard a few microseconds after the client could have seen the 101. A
-//     message delivered inside that window does not reach it (DESIGN.md, "Subscribe before
-//     open").
+//   - gws writes the 101 response inside Upgrader.UpgradeFromConn, before the engine can
+//     register the connection. The wire (wire.go) holds that write, and every frame queued
+//     after it, until the connection is in its shard, so a message published after the
+//     client's open reaches it (DESIGN.md, "Subscribe before open").
+//   - gws v1.8.9 converts a frame's 64-bit length to int; a length with the top bit set turns
+//     negative, passes its size check and panics the read loop, taking the process down. The
+//     wire follows the frame headers it reads and refuses any frame announcing more than
+//     MaxMessageSize before gws sees the length: ErrorMessage MESSAGE_TOO_LARGE, close 1009.
 //   - gws fails an oversized inbound message with close 1009 inside its read loop, with no
 //     hook in between; the engine's wire (wire.go) spots that close frame on its way out and
 //     writes the MESSAGE_TOO_LARGE ErrorMessage in front of it.

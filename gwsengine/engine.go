@@ -124,7 +124,7 @@ func (e *Engine) Accept(w http.ResponseWriter, r *http.Request, a session.Admiss
 		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
 		return ErrClosed
 	}
-	socket, wr, err := e.upgrade(w, r, a.Subprotocol)
+	socket, wr, err := e.upgrade(w, r, a.Subprotocol, true)
 	if err != nil {
 		e.wg.Done()
 		return err
@@ -137,9 +137,13 @@ func (e *Engine) Accept(w http.ResponseWriter, r *http.Request, a session.Admiss
 	}
 	c.nextPing = time.Now().Add(e.opts.HeartbeatInterval).UnixNano()
 	socket.Session().(*slot).c = c
-	// gws has already written the 101, so a message delivered from here until add returns
-	// misses this connection: microseconds, see the package comment.
+	// The wire still holds the 101 gws wrote: the client sees it only once c is in its shard,
+	// so a message published after the client's open reaches it. A frame delivered between add
+	// and open is held behind the 101 and written with it, in order.
 	s.add(c)
+	if err := wr.open(); err != nil {
+		e.log.Debug("accept: writing the 101 failed", "error", err) // the read loop ends and releases c
+	}
 	if !a.Started.IsZero() {
 		e.metrics.Handshake(a.Started)
 	}
@@ -159,7 +163,7 @@ func (e *Engine) Accept(w http.ResponseWriter, r *http.Request, a session.Admiss
 // a close frame with closeCode, a short wait for the client's close frame. It returns once
 // the socket is closed.
 func (e *Engine) Reject(w http.ResponseWriter, r *http.Request, subprotocol, code string, closeCode uint16) {
-	socket, wr, err := e.upgrade(w, r, subprotocol)
+	socket, wr, err := e.upgrade(w, r, subprotocol, false)
 	if err != nil {
 		e.log.Debug("reject: upgrade failed", "error", err)
 		return
@@ -173,8 +177,9 @@ func (e *Engine) Reject(w http.ResponseWriter, r *http.Request, subprotocol, cod
 }
 
 // upgrade hijacks the connection itself, rather than through gws's Upgrade, so that gws reads
-// and writes through a wire.
-func (e *Engine) upgrade(w http.ResponseWriter, r *http.Request, subprotocol string) (*gws.Conn, *wire, error) {
+// and writes through a wire. With hold, the wire keeps the 101 (and whatever follows) until
+// its open is called.
+func (e *Engine) upgrade(w http.ResponseWriter, r *http.Request, subprotocol string, hold bool) (*gws.Conn, *wire, error) {
 	up := e.plain
 	if subprotocol == session.Subprotocol {
 		up = e.withProto
@@ -191,12 +196,15 @@ func (e *Engine) upgrade(w http.ResponseWriter, r *http.Request, subprotocol str
 		_ = nc.Close()
 		return nil, nil, errors.New("gwsengine: upgrade: client sent data before the handshake completed")
 	}
-	wr := newWire(nc, e.tooLargeFrame, func() { e.metrics.Dropped(telemetry.DropTooLarge, 1) })
+	wr := newWire(nc, e.opts.MaxMessageSize, hold, e.tooLargeFrame, func() { e.metrics.Dropped(telemetry.DropTooLarge, 1) })
 	socket, err := up.UpgradeFromConn(wr, bufio.NewReaderSize(wr, readBufferSize), r)
 	if err != nil {
-		_ = wr.release() // gws answered 400 and called Close, which only half-closes a wire
+		// gws answered 400 (held, if hold) and called Close, which only half-closes a wire.
+		_ = wr.open()
+		_ = wr.release()
 		return nil, nil, fmt.Errorf("gwsengine: upgrade: %w", err)
 	}
+	wr.socket = socket // before the read loop starts: refuse closes through it
 	return socket, wr, nil
 }
 

@@ -203,8 +203,9 @@ func (r *rig) deliver(kind registry.Kind, id, payload string) {
 	r.eng.Deliver([]registry.Delivery{{Target: registry.Target{Kind: kind, ID: id}, Payload: []byte(payload)}})
 }
 
-// waitConns waits until the engine holds n connections (Accept runs after the client's
-// handshake has returned, so a test that delivers right after dialling waits for this).
+// waitConns waits until the engine holds n connections. (Accept registers a connection before
+// the client sees its 101, so a dial that has returned is already counted; the wait is a
+// check.)
 func (r *rig) waitConns(n int) {
 	r.t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
@@ -373,16 +374,7 @@ func dialRaw(t testing.TB, r *rig, token string, readBuffer int) *rawClient {
 // send writes one masked frame.
 func (c *rawClient) send(t testing.TB, b0 byte, payload []byte) {
 	t.Helper()
-	hdr := []byte{b0}
-	switch n := len(payload); {
-	case n < 126:
-		hdr = append(hdr, 0x80|byte(n))
-	case n <= 0xffff:
-		hdr = append(hdr, 0x80|126, byte(n>>8), byte(n))
-	default:
-		hdr = append(hdr, 0x80|127)
-		hdr = binary.BigEndian.AppendUint64(hdr, uint64(n))
-	}
+	hdr := appendHeader(nil, b0, uint64(len(payload)), 0x80)
 	mask := []byte{1, 2, 3, 4}
 	out := append(hdr, mask...)
 	for i, b := range payload {
@@ -390,6 +382,20 @@ func (c *rawClient) send(t testing.TB, b0 byte, payload []byte) {
 	}
 	if _, err := c.Write(out); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// appendHeader appends the first byte b0 and the length n of a frame header, maskBit (0x80 or
+// 0) set in the length code; the mask key is the caller's.
+func appendHeader(dst []byte, b0 byte, n uint64, maskBit byte) []byte {
+	dst = append(dst, b0)
+	switch {
+	case n < 126:
+		return append(dst, maskBit|byte(n))
+	case n <= 0xffff:
+		return append(dst, maskBit|126, byte(n>>8), byte(n))
+	default:
+		return binary.BigEndian.AppendUint64(append(dst, maskBit|127), n)
 	}
 }
 

@@ -2,22 +2,35 @@ package gwsengine
 
 import (
 	"encoding/binary"
+	"errors"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/lxzan/gws"
 
 	"github.com/huleedu/websocket-service/message"
 )
 
 // wire is the TCP (or TLS) connection under one gws socket. gws reads and writes through it;
-// the engine adds three things gws lacks:
+// the engine adds what gws lacks:
 //   - liveness: every successful read stamps lastRead, so any inbound byte, whether a data
 //     frame, a fragment, a ping or a pong, keeps the connection alive;
 //   - the lingering close: gws calls Close straight after writing a close frame, which would
 //     reset a peer whose close frame is still in flight. Close only half-closes and bounds
 //     further reads by closeGrace, so gws's read loop keeps going until the peer's close frame,
 //     EOF or the deadline; the engine calls release once that loop has ended;
-//   - the MESSAGE_TOO_LARGE ErrorMessage in front of gws's own 1009 close frame.
+//   - the MESSAGE_TOO_LARGE ErrorMessage in front of gws's own 1009 close frame;
+//   - the frame-length guard: gws v1.8.9 turns a 64-bit frame length into an int, so a length
+//     with the top bit set becomes negative, passes its ReadMaxPayloadSize check and panics
+//     its read loop (the whole process). Read follows the frame headers going by (frameScan)
+//     and refuses a frame announcing more than maxPayload bytes before gws sees its length:
+//     close 1009 with the ErrorMessage, as for gws's own 1009;
+//   - the held 101: an accepted wire starts out holding its writes (gws writes the 101 inside
+//     UpgradeFromConn) and the engine opens it once the connection is in its shard, so a
+//     client cannot see the 101 before a delivery can reach it (DESIGN.md, "Subscribe before
+//     open").
 //
 // gws calls Write with one whole frame at a time, under its socket mutex, so Write can look at
 // the first bytes of a frame and no other frame can come between the two writes it makes.
@@ -29,26 +42,98 @@ type wire struct {
 	// wire of an engine; onTooLarge counts the message that was refused.
 	tooLarge   []byte
 	onTooLarge func()
+
+	// Read side, touched only by the goroutine running gws's read loop (socket is set before
+	// that loop starts).
+	socket     *gws.Conn
+	maxPayload uint64
+	frames     frameScan
+	refused    bool // a frame was refused: every further Read fails
+	closeSent  bool // refuse has written its close frame (or found the socket closing)
+
+	// Held writes. state is wireDirect once open has run; until then Write appends to held.
+	// mu orders open's flush against a Write or Close that comes meanwhile.
+	state      atomic.Int32
+	mu         sync.Mutex
+	held       []byte // guarded by mu
+	openErr    error  // guarded by mu; set when state is wireBroken
+	closeAfter bool   // guarded by mu: Close came while holding; open half-closes after the flush
 }
 
-func newWire(c net.Conn, tooLarge []byte, onTooLarge func()) *wire {
-	w := &wire{Conn: c, tooLarge: tooLarge, onTooLarge: onTooLarge}
+// States of a wire's write side.
+const (
+	wireDirect  int32 = iota // writes go to the socket
+	wireHolding              // writes are kept in held until open
+	wireBroken               // the flush failed: writes fail
+)
+
+// errFrameTooLarge ends gws's read loop once a frame was refused; by then the close frame is
+// written and gws's own close state is set (see refuse).
+var errFrameTooLarge = errors.New("gwsengine: frame length over the message size limit")
+
+func newWire(c net.Conn, maxPayload int, hold bool, tooLarge []byte, onTooLarge func()) *wire {
+	w := &wire{Conn: c, maxPayload: uint64(maxPayload), tooLarge: tooLarge, onTooLarge: onTooLarge}
 	w.lastRead.Store(time.Now().UnixNano())
+	if hold {
+		w.state.Store(wireHolding)
+	}
 	return w
 }
 
 func (w *wire) Read(p []byte) (int, error) {
+	if w.refused {
+		w.refuse()
+		return 0, errFrameTooLarge
+	}
 	n, err := w.Conn.Read(p)
 	if n > 0 {
 		w.lastRead.Store(time.Now().UnixNano())
+		if at := w.frames.scan(p[:n], w.maxPayload); at >= 0 {
+			// The refused frame's header never reaches gws; whole frames before it in this
+			// read do, and the next Read refuses.
+			w.refused = true
+			if at > 0 {
+				return at, nil
+			}
+			w.refuse()
+			return 0, errFrameTooLarge
+		}
 	}
 	return n, err
 }
 
+// refuse closes the connection 1009 for a frame too large to read, from the read goroutine,
+// the way gws closes for its own 1009: WriteClose stores the close code as the read loop's
+// end (so OnClose sees 1009 and emitError adds no second close frame), Write puts the
+// ErrorMessage in front of the close frame, and gws calls Close. A socket already closing
+// (WriteClose fails) just ends.
+func (w *wire) refuse() {
+	if w.closeSent || w.socket == nil {
+		return
+	}
+	w.closeSent = true
+	_ = w.SetWriteDeadline(time.Now().Add(closeGrace))
+	_ = w.socket.WriteClose(message.CloseMessageTooBig, nil)
+}
+
 func (w *wire) Write(p []byte) (int, error) {
+	if w.state.Load() != wireDirect {
+		w.mu.Lock()
+		switch w.state.Load() {
+		case wireHolding:
+			w.held = append(w.held, p...)
+			w.mu.Unlock()
+			return len(p), nil
+		case wireBroken:
+			err := w.openErr
+			w.mu.Unlock()
+			return 0, err
+		}
+		w.mu.Unlock() // open ran meanwhile: its flush is written, this write goes after it
+	}
 	if closeCodeOf(p) == message.CloseMessageTooBig && w.tooLarge != nil {
-		// Only gws's read loop sends 1009 (the engine never does, and a peer's 1009 is
-		// answered with 1000), so this is the oversized-message path.
+		// Only gws's read loop and refuse send 1009 (the engine never does otherwise, and a
+		// peer's 1009 is answered with 1000), so this is the oversized-message path.
 		if _, err := w.Conn.Write(w.tooLarge); err == nil && w.onTooLarge != nil {
 			w.onTooLarge()
 		}
@@ -56,15 +141,60 @@ func (w *wire) Write(p []byte) (int, error) {
 	return w.Conn.Write(p)
 }
 
-// Close is what gws calls to drop the connection; see the type comment.
+// open ends the holding: it writes what was held (the 101, then any frame queued since, in
+// order) and switches to direct writes. Writes that come while it flushes wait for it. If the
+// flush fails, writes fail from then on and the read side is woken, so that gws's read loop
+// ends and the connection is released the usual way. Only the first call has an effect.
+func (w *wire) open() error {
+	w.mu.Lock()
+	if w.state.Load() != wireHolding {
+		w.mu.Unlock()
+		return nil
+	}
+	var err error
+	if len(w.held) > 0 {
+		_, err = w.Conn.Write(w.held)
+	}
+	w.held = nil
+	if err != nil {
+		w.openErr = err
+		w.state.Store(wireBroken)
+	} else {
+		w.state.Store(wireDirect)
+	}
+	if err == nil && w.closeAfter {
+		w.closeWrite()
+	}
+	w.mu.Unlock()
+	if err != nil {
+		_ = w.Conn.SetReadDeadline(time.Now())
+	}
+	return err
+}
+
+// Close is what gws calls to drop the connection; see the type comment. While the wire holds
+// its writes, the half-close waits for open, so the FIN follows the held bytes.
 func (w *wire) Close() error {
 	if !w.closed.CompareAndSwap(false, true) {
 		return nil
 	}
+	if w.state.Load() != wireDirect {
+		w.mu.Lock()
+		held := w.state.Load() == wireHolding
+		w.closeAfter = held
+		w.mu.Unlock()
+		if held {
+			return w.Conn.SetReadDeadline(time.Now().Add(closeGrace))
+		}
+	}
+	w.closeWrite()
+	return w.Conn.SetReadDeadline(time.Now().Add(closeGrace))
+}
+
+func (w *wire) closeWrite() {
 	if hc, ok := w.Conn.(interface{ CloseWrite() error }); ok {
 		_ = hc.CloseWrite() // the FIN follows our close frame; the peer may still answer
 	}
-	return w.Conn.SetReadDeadline(time.Now().Add(closeGrace))
 }
 
 // release closes the socket for real. Only the engine calls it, once gws's read loop (or the
@@ -108,4 +238,76 @@ func textFrame(payload []byte) []byte {
 		binary.BigEndian.PutUint64(hdr[2:], uint64(n))
 	}
 	return append(hdr, payload...)
+}
+
+// frameScan follows the frame boundaries of a client's byte stream without buffering it: the
+// two header bytes, the 2 or 8 extended length bytes, then the mask key and payload, skipped.
+// It allocates nothing and costs a few instructions per header; a payload is skipped whole.
+type frameScan struct {
+	state  uint8
+	masked bool
+	ext    uint8  // extended length bytes still to come
+	length uint64 // the extended length read so far
+	skip   uint64 // mask key and payload bytes still to come
+}
+
+const (
+	scanFirst  uint8 = iota // the next byte is FIN/RSV/opcode
+	scanSecond              // the next byte is MASK and the length code
+	scanLength              // extended length bytes
+	scanSkip                // mask key and payload
+)
+
+// scan follows p and stops as soon as a frame announces a payload over max (a length of 2^63
+// or more, which gws would turn into a negative int, included): it returns the offset in p
+// where that frame's header starts, 0 if it started in an earlier p, or -1 if all is well.
+func (f *frameScan) scan(p []byte, max uint64) int {
+	start := 0 // where the header being read starts in p
+	for i := 0; i < len(p); {
+		switch f.state {
+		case scanFirst:
+			start = i
+			f.state = scanSecond
+			i++
+		case scanSecond:
+			b := p[i]
+			i++
+			f.masked = b&0x80 != 0
+			switch code := b & 0x7f; code {
+			case 126:
+				f.state, f.ext, f.length = scanLength, 2, 0
+			case 127:
+				f.state, f.ext, f.length = scanLength, 8, 0
+			default:
+				f.begin(uint64(code))
+			}
+		case scanLength:
+			f.length = f.length<<8 | uint64(p[i])
+			i++
+			if f.ext--; f.ext == 0 {
+				if f.length > max {
+					return start
+				}
+				f.begin(f.length)
+			}
+		case scanSkip:
+			n := min(f.skip, uint64(len(p)-i))
+			i += int(n)
+			if f.skip -= n; f.skip == 0 {
+				f.state = scanFirst
+			}
+		}
+	}
+	return -1
+}
+
+// begin skips the mask key, if any, and a payload of n bytes.
+func (f *frameScan) begin(n uint64) {
+	if f.masked {
+		n += 4
+	}
+	f.skip, f.state = n, scanSkip
+	if n == 0 {
+		f.state = scanFirst
+	}
 }
