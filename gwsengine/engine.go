@@ -141,13 +141,13 @@ func (e *Engine) Accept(w http.ResponseWriter, r *http.Request, a session.Admiss
 	// so a message published after the client's open reaches it. A frame delivered between add
 	// and open is held behind the 101 and written with it, in order.
 	s.add(c)
+	e.metrics.ConnectionsActive.Inc() // counted, like registered, before the client sees the 101
 	if err := wr.open(); err != nil {
 		e.log.Debug("accept: writing the 101 failed", "error", err) // the read loop ends and releases c
 	}
 	if !a.Started.IsZero() {
 		e.metrics.Handshake(a.Started)
 	}
-	e.metrics.ConnectionsActive.Inc()
 	if e.closing.Load() {
 		// Close or Drain took its snapshot before add; close c here so it is not left behind.
 		c.shut(message.CloseGoingAway, nil, false)
