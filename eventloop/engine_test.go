@@ -339,14 +339,17 @@ func TestSlowConsumerClosed1013WhileOthersKeepReceiving(t *testing.T) {
 			}
 		}
 	}()
+	// 10 × 8 KiB every 5 ms (16 MB/s): a reader that keeps up has hundreds of milliseconds of
+	// slack under the limit even when -race and parallel test packages stall it, while the
+	// 12 MB in all are far past what the slow client's socket and the limit can hold.
 	for sent < 1500 {
-		batch := make([]registry.Delivery, 50)
+		batch := make([]registry.Delivery, 10)
 		for i := range batch {
 			batch[i] = registry.Delivery{Target: registry.Target{Kind: registry.Broadcast}, Payload: payload}
 		}
 		h.engine.Deliver(batch)
 		sent += len(batch)
-		time.Sleep(time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
 	}
 	select {
 	case <-done:

@@ -462,7 +462,9 @@ func (l *loop) deliver(batch []registry.Delivery) {
 			}
 			if !l.enqueue(c, frame) {
 				l.flush(c)
-				if c.queued > l.sendLimit {
+				// A held connection (Accept still writing its 101) has written nothing
+				// because it may not yet; that is no sign of a slow reader.
+				if c.queued > l.sendLimit && c.flags&flagHeld == 0 {
 					l.doom(c)
 				}
 			}
