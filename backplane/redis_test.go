@@ -54,9 +54,9 @@ func TestUnsubscribedChannelIsNotDelivered(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	got := sink.waitFor(t, 1, 5*time.Second)
+	sink.waitFor(t, 1, 5*time.Second)
 	time.Sleep(100 * time.Millisecond)
-	got, _ = sink.snapshot()
+	got, _ := sink.snapshot()
 	if len(got) != 1 || got[0].Channel != "ws:a" {
 		t.Fatalf("delivered %v, want only ws:a", got)
 	}

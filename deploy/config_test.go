@@ -50,16 +50,6 @@ func collectEnvTags(t reflect.Type, prefix string, names map[string]bool) {
 	}
 }
 
-// defaults is the configuration the service runs with when no variable is set.
-func defaults(t testing.TB) config.Config {
-	t.Helper()
-	c, err := config.FromMap(map[string]string{})
-	if err != nil {
-		t.Fatalf("the default configuration does not validate: %v", err)
-	}
-	return c
-}
-
 // checkVarName reports a name that is neither a configuration variable nor a Go runtime
 // variable. where says which file and field it came from.
 func checkVarName(known map[string]bool, where, name string) error {

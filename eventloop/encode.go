@@ -14,10 +14,6 @@ const (
 	opPong         byte = 0xA
 )
 
-// maxServerHeader is the longest header of an unmasked server frame: 2 bytes plus an 8-byte
-// extended length.
-const maxServerHeader = 10
-
 // frameSize is the encoded length of an unmasked server frame carrying n payload bytes.
 func frameSize(n int) int {
 	switch {

@@ -584,9 +584,9 @@ func TestClosedHookExactlyOncePerConnection(t *testing.T) {
 	}
 	wg.Wait()
 	total := len(paths) * each
-	calls := h.hooks.waitCalls(t, total, 5*time.Second)
+	h.hooks.waitCalls(t, total, 5*time.Second)
 	time.Sleep(1200 * time.Millisecond) // past every closing deadline
-	calls = h.hooks.snapshot()
+	calls := h.hooks.snapshot()
 	if len(calls) != total {
 		t.Fatalf("%d Closed calls for %d connections", len(calls), total)
 	}

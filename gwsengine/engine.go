@@ -58,13 +58,13 @@ type Engine struct {
 func New(opts session.Options) (*Engine, error) {
 	var errs []error
 	if opts.Policy == nil {
-		errs = append(errs, errors.New("Policy is required"))
+		errs = append(errs, errors.New("session.Options.Policy is required"))
 	}
 	if opts.Hooks == nil {
-		errs = append(errs, errors.New("Hooks is required"))
+		errs = append(errs, errors.New("session.Options.Hooks is required"))
 	}
 	if opts.Metrics == nil {
-		errs = append(errs, errors.New("Metrics is required"))
+		errs = append(errs, errors.New("session.Options.Metrics is required"))
 	}
 	if opts.HeartbeatInterval <= 0 || opts.ConnectionTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("heartbeat interval (%v) and connection timeout (%v) must be positive", opts.HeartbeatInterval, opts.ConnectionTimeout))

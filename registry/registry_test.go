@@ -185,7 +185,7 @@ func TestKindNames(t *testing.T) {
 
 func TestLimitsNodeLimit(t *testing.T) {
 	l := NewLimits(2, 0)
-	if l.ReserveNode() != nil || l.ReserveNode() != nil {
+	if first, second := l.ReserveNode(), l.ReserveNode(); first != nil || second != nil {
 		t.Fatal("reserve within the limit failed")
 	}
 	if err := l.ReserveNode(); !errors.Is(err, ErrNodeFull) {

@@ -105,7 +105,7 @@ func TestIPRateRefillsOverTime(t *testing.T) {
 	}
 	// A long pause refills only up to the burst.
 	later := now.Add(time.Hour)
-	if !l.allow("a", later) || !l.allow("a", later) || l.allow("a", later) {
+	if first, second, third := l.allow("a", later), l.allow("a", later), l.allow("a", later); !first || !second || third {
 		t.Fatal("refill is not capped at the burst")
 	}
 }
