@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"github.com/huleedu/websocket-service/internal/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -82,10 +83,7 @@ func nodeBinary(t *testing.T) string {
 	t.Helper()
 	node, err := exec.LookPath("node")
 	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("node not found: apt-get install nodejs")
-		}
-		t.Skip("node not found: apt-get install nodejs")
+		testenv.Missing(t, "node not found: apt-get install nodejs")
 	}
 	return node
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/huleedu/websocket-service/internal/redistest"
 	"github.com/huleedu/websocket-service/internal/servicetest"
+	"github.com/huleedu/websocket-service/internal/testenv"
 	"github.com/huleedu/websocket-service/registry"
 )
 
@@ -235,13 +236,7 @@ func servePage(t *testing.T) *pageServer {
 // except under CI=true, where .ci/run installs them and their absence is a failure.
 func requireBrowserTools(t *testing.T) string {
 	t.Helper()
-	missing := func(msg string) {
-		t.Helper()
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
+	missing := func(msg string) { t.Helper(); testenv.Missing(t, msg) }
 	node, err := exec.LookPath("node")
 	if err != nil {
 		missing("node not found: apt-get install nodejs npm")

@@ -15,6 +15,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/huleedu/websocket-service/internal/servicetest"
+	"github.com/huleedu/websocket-service/internal/testenv"
 )
 
 // Independent client implementations against both engines: github.com/coder/websocket (Go)
@@ -157,13 +158,7 @@ func TestNodeWsClientExchangesMessages(t *testing.T) {
 // CI=true, where .ci/run installs them and their absence is a failure.
 func nodeWithPackages(t *testing.T, packages ...string) string {
 	t.Helper()
-	missing := func(msg string) {
-		t.Helper()
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
+	missing := func(msg string) { t.Helper(); testenv.Missing(t, msg) }
 	node, err := exec.LookPath("node")
 	if err != nil {
 		missing("node not found: apt-get install nodejs npm, then (cd browser && npm ci)")

@@ -142,16 +142,3 @@ func clientIP(r *http.Request) string {
 	}
 	return host
 }
-
-// RedactURL returns the request URI with the token query value replaced, for logs.
-func RedactURL(uri string) string {
-	i := strings.Index(uri, "token=")
-	if i < 0 {
-		return uri
-	}
-	end := strings.IndexByte(uri[i:], '&')
-	if end < 0 {
-		return uri[:i] + "token=REDACTED"
-	}
-	return uri[:i] + "token=REDACTED" + RedactURL(uri[i+end:])
-}

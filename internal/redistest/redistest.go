@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -17,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/huleedu/websocket-service/internal/testenv"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -42,11 +42,7 @@ func binary(t testing.TB, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
-		msg := fmt.Sprintf("%s not found: apt-get install redis-server", name)
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		testenv.Missing(t, fmt.Sprintf("%s not found: apt-get install redis-server", name))
 	}
 	return p
 }
