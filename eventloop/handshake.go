@@ -44,42 +44,91 @@ func (e *handshakeError) write(w http.ResponseWriter) {
 	http.Error(w, e.reason, e.status)
 }
 
+// Header names as net/http stores them (textproto canonical form), so lookups index the map
+// directly instead of canonicalizing a name per request.
+const (
+	hdrUpgrade    = "Upgrade"
+	hdrConnection = "Connection"
+	hdrVersion    = "Sec-Websocket-Version"
+	hdrKey        = "Sec-Websocket-Key"
+	hdrProtocol   = "Sec-Websocket-Protocol"
+)
+
+const (
+	response101    = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "
+	responseProto  = "\r\nSec-WebSocket-Protocol: " + session.Subprotocol
+	acceptLen      = 28 // base64 of a SHA-1 sum
+	keyLen         = 24 // base64 of the 16-byte nonce
+	keyDecodedSize = 18 // what base64 decoding of keyLen characters may need
+)
+
 // checkHandshake validates an upgrade request (RFC 6455 §4.2.1) and returns the 101 response
 // to send, selecting session.Subprotocol only when the client offered it (the bearer.<JWT>
-// entry is never echoed).
+// entry is never echoed). It runs on every handshake, so it allocates only the response.
 func checkHandshake(r *http.Request) ([]byte, *handshakeError) {
 	switch {
 	case r.Method != http.MethodGet:
 		return nil, &handshakeError{http.StatusBadRequest, "websocket: method must be GET"}
-	case !headerHasToken(r.Header, "Upgrade", "websocket"):
+	case !headerHasToken(r.Header, hdrUpgrade, "websocket"):
 		return nil, &handshakeError{http.StatusBadRequest, "websocket: Upgrade header must be websocket"}
-	case !headerHasToken(r.Header, "Connection", "upgrade"):
+	case !headerHasToken(r.Header, hdrConnection, "upgrade"):
 		return nil, &handshakeError{http.StatusBadRequest, "websocket: Connection header must contain upgrade"}
-	case r.Header.Get("Sec-WebSocket-Version") != "13":
+	case firstValue(r.Header, hdrVersion) != "13":
 		return nil, &handshakeError{http.StatusUpgradeRequired, "websocket: unsupported version (want 13)"}
 	}
-	key := r.Header.Get("Sec-WebSocket-Key")
-	if raw, err := base64.StdEncoding.DecodeString(key); err != nil || len(raw) != 16 {
+	key := firstValue(r.Header, hdrKey)
+	if !validKey(key) {
 		return nil, &handshakeError{http.StatusBadRequest, "websocket: Sec-WebSocket-Key must be 16 bytes, base64"}
 	}
-	sum := sha1.Sum([]byte(key + acceptGUID))
-	var b bytes.Buffer
-	b.Grow(160)
-	b.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ")
-	b.WriteString(base64.StdEncoding.EncodeToString(sum[:]))
-	b.WriteString("\r\n")
-	if headerHasToken(r.Header, "Sec-WebSocket-Protocol", session.Subprotocol) {
-		b.WriteString("Sec-WebSocket-Protocol: " + session.Subprotocol + "\r\n")
+	withProto := headerHasToken(r.Header, hdrProtocol, session.Subprotocol)
+	n := len(response101) + acceptLen + 4
+	if withProto {
+		n += len(responseProto)
 	}
-	b.WriteString("\r\n")
-	return b.Bytes(), nil
+	b := make([]byte, 0, n)
+	b = append(b, response101...)
+	b = appendAccept(b, key)
+	if withProto {
+		b = append(b, responseProto...)
+	}
+	return append(b, "\r\n\r\n"...), nil
 }
 
-// headerHasToken reports whether any comma-separated element of header name equals token,
-// ignoring case and surrounding space.
+// validKey reports whether key is the base64 encoding of exactly 16 bytes.
+func validKey(key string) bool {
+	if len(key) != keyLen {
+		return false
+	}
+	var src [keyLen]byte
+	var dst [keyDecodedSize]byte
+	copy(src[:], key)
+	n, err := base64.StdEncoding.Decode(dst[:], src[:])
+	return err == nil && n == 16
+}
+
+// appendAccept appends Sec-WebSocket-Accept's value for key (RFC 6455 §4.2.2) to b.
+func appendAccept(b []byte, key string) []byte {
+	var in [keyLen + len(acceptGUID)]byte
+	copy(in[copy(in[:], key):], acceptGUID)
+	sum := sha1.Sum(in[:])
+	return base64.StdEncoding.AppendEncode(b, sum[:])
+}
+
+// firstValue is h.Get for a name already in canonical form.
+func firstValue(h http.Header, name string) string {
+	if v := h[name]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// headerHasToken reports whether any comma-separated element of header name (canonical form)
+// equals token, ignoring case and surrounding space.
 func headerHasToken(h http.Header, name, token string) bool {
-	for _, v := range h.Values(name) {
-		for elem := range strings.SplitSeq(v, ",") {
+	for _, v := range h[name] {
+		for v != "" {
+			var elem string
+			elem, v, _ = strings.Cut(v, ",")
 			if strings.EqualFold(strings.TrimSpace(elem), token) {
 				return true
 			}
@@ -139,11 +188,7 @@ func dupConn(nc net.Conn, br *bufio.Reader) (fd int, pending []byte, err error) 
 	if dupErr != nil {
 		return -1, nil, fmt.Errorf("hijack: dup: %w", dupErr)
 	}
-	// O_NONBLOCK lives on the shared open file description, which Go already set; set it
-	// anyway so the loop never depends on that detail.
-	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
-		return -1, nil, fmt.Errorf("hijack: set non-blocking fd %d: %w", fd, err)
-	}
+	// No fcntl for O_NONBLOCK: it is a flag of the open file description, which the duplicate
+	// shares and Go's accept4(SOCK_NONBLOCK) set; TestDuplicateIsNonBlocking checks it.
 	return fd, pending, nil
 }
