@@ -105,19 +105,21 @@ func wheelTick(o session.Options) time.Duration {
 	return min(max(shortest/10, time.Millisecond), 100*time.Millisecond)
 }
 
-// Accept validates the upgrade request, hijacks the connection, moves its descriptor into the
-// least loaded shard and writes the 101 response itself; it returns once the shard has
-// registered the connection (the shard serves it from then on; no goroutine stays behind). On
-// a bad handshake the client gets HTTP 400 (426 for a wrong version) and the error wraps
-// ErrHandshake. On error nothing is registered and Hooks.Closed is not called.
+// Accept validates the upgrade request, hijacks the connection, hands its descriptor to the
+// least loaded shard and writes the 101 response itself. It returns without waiting for the
+// shard: from then on the engine owns the connection and reports its end exactly once through
+// Hooks.Closed, even if the shard never got to register it (stopped meanwhile: 1001; epoll
+// refused the descriptor: 1011). On a bad handshake the client gets HTTP 400 (426 for a wrong
+// version) and the error wraps ErrHandshake; on error nothing is registered and Hooks.Closed
+// is not called.
 //
-// Why the 101 is written here and not by the shard: waking the shard's thread and waiting for
-// it put a cross-thread wake-up on every handshake's critical path (p50 1.28 ms against gws's
-// 0.80 ms at 8 dials in flight, bench/RESULTS.md). Ordering still holds: the adoption is
-// queued before the 101 is written, and the shard's queue is FIFO, so any delivery of a
-// message published after the client saw the 101 is applied after the registration. The
-// shard writes nothing for the connection until taskSent says the 101 is out, and the
-// original descriptor stays open until then, so this write can never land on a reused fd.
+// Why the 101 is written here and the shard is not waited for: each put a cross-thread
+// wake-up on every handshake (bench/RESULTS.md). Ordering still holds: the adoption is queued
+// before the 101 is written, and the shard's queue is FIFO, so any delivery of a message
+// published after the client saw the 101 is applied after the registration. The shard writes
+// nothing for the connection until taskSent says the 101 is out, and the original descriptor
+// stays open until the write returns, so the write can never land on a reused fd. While the
+// shard is polling (loop.polling) neither task wakes it.
 func (e *Engine) Accept(w http.ResponseWriter, r *http.Request, a session.Admission) error {
 	if e.closed.Load() || e.draining.Load() {
 		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
@@ -133,12 +135,12 @@ func (e *Engine) Accept(w http.ResponseWriter, r *http.Request, a session.Admiss
 		return fmt.Errorf("accept: %w", err)
 	}
 	defer nc.Close()
-	h := &handoff{fd: fd, pending: pending, adm: a, held: true, result: make(chan error, 1)}
+	h := &handoff{fd: fd, pending: pending, adm: a, held: true}
 	l := e.leastLoaded()
 	l.load.Add(1)
-	// Queue the adoption without waking the shard: a wake-up here would have the kernel run
-	// the shard's thread ahead of this one on a busy machine, delaying the 101.
-	ok, owed := l.enqueueTask(task{kind: taskAdopt, h: h})
+	// Queue the adoption but wake the shard only after the 101 is out: a wake-up here would
+	// have the kernel run the shard's thread ahead of this one on a busy machine.
+	ok, wake := l.queueTask(task{kind: taskAdopt, h: h}, true)
 	if !ok {
 		l.load.Add(-1)
 		unix.Close(fd)
@@ -146,13 +148,10 @@ func (e *Engine) Accept(w http.ResponseWriter, r *http.Request, a session.Admiss
 	}
 	_ = nc.SetWriteDeadline(time.Now().Add(handshakeWriteTimeout))
 	_, h.sendErr = nc.Write(resp)
-	// A failed write is the shard's to handle: the connection is (about to be) registered,
-	// and unhold ends it through the abort path (Hooks.Closed with 1006).
-	if _, first := l.enqueueTask(task{kind: taskSent, h: h}); owed || first {
+	// A failed write is the shard's to handle: unhold ends the connection through the abort
+	// path (Hooks.Closed with 1006). If the shard stopped meanwhile, it has already ended it.
+	if _, wakeSent := l.queueTask(task{kind: taskSent, h: h}, true); wake || wakeSent {
 		l.wake()
-	}
-	if err := <-h.result; err != nil {
-		return fmt.Errorf("accept fd %d: %w", fd, err)
 	}
 	if !a.Started.IsZero() {
 		e.metrics.Handshake(a.Started)

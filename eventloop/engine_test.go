@@ -669,13 +669,25 @@ func TestShardConnectionsMetric(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var out bytes.Buffer
-	h.metrics.WritePrometheus(&out)
-	text := out.String()
-	for _, want := range []string{`eventloop_shard_connections{shard="0"} 2`, `eventloop_shard_connections{shard="1"} 2`, "websocket_connections_active 4", "websocket_handshake_duration_seconds_count 4"} {
-		if !strings.Contains(text, want) {
-			t.Errorf("metrics lack %q", want)
+	// Accept does not wait for the shard to register the connection; the shard takes it
+	// within adoptPoll (or at once when it is not polling).
+	wants := []string{`eventloop_shard_connections{shard="0"} 2`, `eventloop_shard_connections{shard="1"} 2`, "websocket_connections_active 4", "websocket_handshake_duration_seconds_count 4"}
+	var missing []string
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		var out bytes.Buffer
+		h.metrics.WritePrometheus(&out)
+		missing = missing[:0]
+		for _, want := range wants {
+			if !strings.Contains(out.String(), want) {
+				missing = append(missing, want)
+			}
 		}
+		if len(missing) == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	for _, m := range missing {
+		t.Errorf("metrics lack %q after 5 s", m)
 	}
 }
 

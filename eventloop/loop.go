@@ -60,8 +60,14 @@ type handoff struct {
 	held    bool
 	sendErr error      // the 101 write's error; set before taskSent is submitted
 	c       *conn      // the adopted connection; loop-owned, for taskSent
-	result  chan error // buffered: the loop never blocks on it
+	result  chan error // Reject's only (buffered: the loop never blocks on it); Accept does not wait
 }
+
+// adoptPoll bounds how long a queued adoption waits for its shard while the shard is polling
+// (see loop.polling). It delays only what the shard does for a new connection (reading the
+// client's first frames, timers), never a message: a delivery always wakes the shard, and the
+// queue is applied in order, so the adoption is applied first.
+const adoptPoll = time.Millisecond
 
 // loop is one shard: an event loop goroutine with its own epoll instance, connection table,
 // registry, timing wheel, read buffer and write arena. Only the fields in the "cross-goroutine"
@@ -73,9 +79,17 @@ type loop struct {
 	poll *poller
 
 	// Cross-goroutine.
-	mu      sync.Mutex
-	queue   []task
-	stopped bool         // under mu: no more tasks are accepted
+	mu       sync.Mutex
+	queue    []task
+	stopped  bool // under mu: no more tasks are accepted
+	wakeOwed bool // under mu: the eventfd is written, or about to be, for the queue as it stands
+	// polling: the loop takes its queue at least every adoptPoll without being woken, so an
+	// adoption queued meanwhile needs no wake-up. The loop turns it on after adopting and off
+	// after a poll that found none; during a burst of handshakes a shard then wakes once per
+	// adoptPoll instead of once per handshake (each wake-up readies the loop goroutine and, on
+	// a machine with idle cores, a thread: the context switches that kept the epoll engine's
+	// handshake rate below gws's).
+	polling atomic.Bool
 	load    atomic.Int64 // connections owned or on their way in, for least-loaded placement
 	active  atomic.Int64 // registered connections, for eventloop_shard_connections
 
@@ -95,6 +109,7 @@ type loop struct {
 	cur      *conn // the connection whose bytes are being parsed
 	fanout   bool  // deliver is iterating registry lists: closes must wait for reapDoomed
 	stopping bool
+	pollAt   time.Time // while polling: when the queue must next be looked at
 
 	start     time.Time
 	tick      time.Duration
@@ -159,28 +174,32 @@ func (l *loop) tickOf(t time.Time) uint32 {
 	return ticksFor(d, l.tick) + 1
 }
 
-// submit queues t for the loop, waking it only when the queue was empty: a burst of tasks
-// costs one wake-up. It returns false once the loop has stopped.
+// submit queues t for the loop and wakes it unless a wake-up is already owed: a burst of
+// tasks costs one wake-up. It returns false once the loop has stopped.
 func (l *loop) submit(t task) bool {
-	ok, first := l.enqueueTask(t)
-	if first {
+	ok, wake := l.queueTask(t, false)
+	if wake {
 		l.wake()
 	}
 	return ok
 }
 
-// enqueueTask queues t without waking the loop and reports whether the queue was empty, in
-// which case the caller owes the loop a wake-up (see Engine.Accept). Until it comes, later
-// submits see a non-empty queue and do not wake the loop either.
-func (l *loop) enqueueTask(t task) (ok, first bool) {
+// queueTask queues t without waking the loop and reports whether the caller owes it a wake-up
+// (the first task since the loop last took its queue; later ones ride on that wake-up), which
+// the caller must give promptly (Engine.Accept gives it after writing the 101). A lazy task
+// owes none while the loop is polling.
+func (l *loop) queueTask(t task, lazy bool) (ok, wake bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.stopped {
 		return false, false
 	}
-	first = len(l.queue) == 0
 	l.queue = append(l.queue, t)
-	return true, first
+	if l.wakeOwed || (lazy && l.polling.Load()) {
+		return true, false
+	}
+	l.wakeOwed = true
+	return true, true
 }
 
 func (l *loop) wake() {
@@ -193,25 +212,29 @@ func (l *loop) wake() {
 func (l *loop) run() {
 	defer l.e.wg.Done()
 	for !l.stopping {
-		n, err := l.poll.wait(l.events, l.timeout())
+		deadline := l.deadline()
+		if l.polling.Load() && (deadline.IsZero() || l.pollAt.Before(deadline)) {
+			deadline = l.pollAt
+		}
+		n, err := l.poll.wait(l.events, deadline)
 		if err != nil {
 			l.e.log.Error("epoll_wait failed; stopping shard", "shard", l.id, "err", err)
 			break
 		}
 		l.clock()
-		woken := false
 		for i := range n {
 			ev := &l.events[i]
 			if ev.Fd == wakeSlot {
-				woken = true
+				// Reset before taking the queue, so a wake-up for work queued after the take
+				// is never lost.
+				l.poll.consumeWake()
 				continue
 			}
 			l.onEvent(ev)
 		}
-		if woken {
-			l.poll.consumeWake()
-			l.runTasks()
-		}
+		// The queue is taken on every turn, not only on a wake-up: lazy adoptions arrive
+		// without one.
+		l.pollQueue(l.runTasks())
 		l.runTimers()
 		l.drainStep()
 		l.reapDoomed()
@@ -224,22 +247,17 @@ func (l *loop) run() {
 // clock advances the loop's notion of now.
 func (l *loop) clock() { l.now = uint32(time.Since(l.start)/l.tick) + 1 }
 
-// timeout is how long epoll_wait may sleep: until the wheel's next occupied tick, or the next
-// drain step, or forever on an idle shard with no deadlines.
-func (l *loop) timeout() int {
+// deadline is when the loop must next look at its clock: the wheel's next occupied tick, or
+// the next drain step; zero on an idle shard with no deadlines (it waits for events only).
+func (l *loop) deadline() time.Time {
 	next, ok := l.wheel.next()
 	if l.drainNext < len(l.drainList) && (!ok || next > l.now+1) {
 		next, ok = l.now+1, true
 	}
 	if !ok {
-		return -1
+		return time.Time{}
 	}
-	at := l.start.Add(time.Duration(next-1) * l.tick)
-	d := time.Until(at)
-	if d <= 0 {
-		return 0
-	}
-	return int((d + time.Millisecond - 1) / time.Millisecond)
+	return l.start.Add(time.Duration(next-1) * l.tick)
 }
 
 func (l *loop) onEvent(ev *unix.EpollEvent) {
@@ -337,16 +355,36 @@ func (l *loop) onControl(op byte, payload []byte) bool {
 }
 
 // runTasks takes the whole queue at once and applies it in order.
-func (l *loop) runTasks() {
+// pollQueue keeps the loop polling while adoptions keep coming and stops once a poll found
+// none. Turning it off is ordered against enqueue by the lock: an adoption queued by an Accept
+// that still saw polling on is taken here; any later one sees it off and wakes the loop.
+func (l *loop) pollQueue(adopted bool) {
+	switch {
+	case adopted:
+		l.polling.Store(true)
+		l.pollAt = time.Now().Add(adoptPoll)
+	case l.polling.Load() && !time.Now().Before(l.pollAt):
+		l.polling.Store(false)
+		if l.runTasks() {
+			l.polling.Store(true)
+			l.pollAt = time.Now().Add(adoptPoll)
+		}
+	}
+}
+
+// runTasks applies the queued tasks in order and reports whether it adopted a connection.
+func (l *loop) runTasks() (adopted bool) {
 	l.mu.Lock()
 	tasks := l.queue
 	l.queue = l.spare[:0]
+	l.wakeOwed = false
 	l.mu.Unlock()
 	for i := range tasks {
 		t := &tasks[i]
 		switch t.kind {
 		case taskAdopt:
 			l.adopt(t.h)
+			adopted = adopted || t.h.held
 		case taskDeliver:
 			l.deliver(t.batch)
 		case taskDrain:
@@ -359,6 +397,7 @@ func (l *loop) runTasks() {
 		tasks[i] = task{}
 	}
 	l.spare = tasks[:0]
+	return adopted
 }
 
 // adopt takes a hijacked connection into the shard. An accepted connection is registered
@@ -366,19 +405,15 @@ func (l *loop) runTasks() {
 // it; the response is the first thing in its queue, so it goes out before any message.
 func (l *loop) adopt(h *handoff) {
 	if l.stopping {
-		unix.Close(h.fd)
-		l.load.Add(-1)
-		h.result <- errStopped
+		l.refuse(h, message.CloseGoingAway, errStopped)
 		return
 	}
 	slot := l.allocSlot()
 	c := &conn{fd: int32(h.fd), slot: slot, qhead: -1, qtail: -1, id: h.adm.Identity}
 	c.timer.clear()
 	if err := l.poll.add(h.fd, slot); err != nil {
-		unix.Close(h.fd)
 		l.free = append(l.free, slot)
-		l.load.Add(-1)
-		h.result <- fmt.Errorf("shard %d: register fd %d: %w", l.id, h.fd, err)
+		l.refuse(h, message.CloseInternalError, fmt.Errorf("shard %d: register fd %d: %w", l.id, h.fd, err))
 		return
 	}
 	l.conns[slot] = c
@@ -406,7 +441,9 @@ func (l *loop) adopt(h *handoff) {
 		l.push(c, h.response)
 	}
 	l.schedule(c)
-	h.result <- nil
+	if h.result != nil {
+		h.result <- nil
+	}
 	if l.draining { // handed over while the drain began: it would never be drained otherwise
 		l.startClose(c, message.CloseGoingAway, nil)
 		return
@@ -414,6 +451,21 @@ func (l *loop) adopt(h *handoff) {
 	if len(h.pending) > 0 {
 		l.consumeInput(c, h.pending)
 	}
+}
+
+// refuse ends a handoff the loop cannot take and closes its descriptor. Reject hears why
+// through result; an accepted connection (its client may already have the 101, and Accept
+// has returned) is reported to Hooks.Closed with code, so the service releases what it
+// reserved for it: every accepted connection ends in exactly one Closed.
+func (l *loop) refuse(h *handoff, code uint16, err error) {
+	unix.Close(h.fd)
+	l.load.Add(-1)
+	if h.result != nil {
+		h.result <- err
+		return
+	}
+	l.e.log.Warn("accepted connection dropped before its shard took it", "shard", l.id, "err", err)
+	l.e.hooks.Closed(&h.adm.Identity, code)
 }
 
 // unhold lets a connection's queue flow once Accept has written its 101: everything queued
@@ -600,9 +652,7 @@ func (l *loop) shutdown() {
 	l.mu.Unlock()
 	for _, t := range rest {
 		if t.kind == taskAdopt {
-			unix.Close(t.h.fd)
-			l.load.Add(-1)
-			t.h.result <- errStopped
+			l.refuse(t.h, message.CloseGoingAway, errStopped)
 		}
 		if t.done != nil {
 			close(t.done)

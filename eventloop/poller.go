@@ -6,6 +6,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
+	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -18,9 +21,18 @@ const wakeSlot = -1
 // connection is registered level-triggered (see the package doc); an epoll event carries the
 // connection's shard slot in Fd and its file descriptor in Pad, so the loop finds the
 // connection without a map and can tell a stale event from a reused slot.
+//
+// The epoll descriptor itself sits in Go's netpoller (an epoll set is readable while it has
+// ready events), and the loop parks there rather than in a blocking epoll_wait: a goroutine
+// blocked in a system call keeps its thread, and the runtime hands its P to another thread
+// and must find one again on return, which cost two context switches per handshake on top of
+// gws's (see the package doc, "Waiting").
 type poller struct {
-	epfd int
-	wfd  int // eventfd
+	epfd     int
+	wfd      int             // eventfd
+	file     *os.File        // owns epfd; registered with Go's netpoller
+	raw      syscall.RawConn // file's, for parking until epfd is readable
+	deadline time.Time       // the read deadline set on file (zero: none)
 }
 
 func newPoller() (*poller, error) {
@@ -28,18 +40,32 @@ func newPoller() (*poller, error) {
 	if err != nil {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
 	}
+	// os.NewFile puts a non-blocking descriptor into the netpoller; from here on file owns epfd.
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("epoll fd %d: set non-blocking: %w", epfd, err)
+	}
+	file := os.NewFile(uintptr(epfd), "epoll")
+	raw, err := file.SyscallConn()
+	if err == nil {
+		err = file.SetReadDeadline(time.Time{}) // fails unless the netpoller took the descriptor
+	}
+	if err != nil {
+		file.Close()
+		return nil, fmt.Errorf("epoll fd %d: Go's netpoller: %w", epfd, err)
+	}
 	wfd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
 	if err != nil {
-		unix.Close(epfd)
+		file.Close()
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: wakeSlot, Pad: int32(wfd)}
 	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wfd, &ev); err != nil {
 		unix.Close(wfd)
-		unix.Close(epfd)
+		file.Close()
 		return nil, fmt.Errorf("register eventfd: %w", err)
 	}
-	return &poller{epfd: epfd, wfd: wfd}, nil
+	return &poller{epfd: epfd, wfd: wfd, file: file, raw: raw}, nil
 }
 
 // readEvents is the interest of an idle connection: input, and the peer's half-close.
@@ -62,13 +88,44 @@ func (p *poller) watchWritable(fd int, slot int32, on bool) error {
 	return unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, fd, &ev)
 }
 
-// wait blocks for events, at most msec milliseconds (-1: no limit). EINTR is not an error.
-func (p *poller) wait(events []unix.EpollEvent, msec int) (int, error) {
-	n, err := unix.EpollWait(p.epfd, events, msec)
-	if errors.Is(err, unix.EINTR) {
-		return 0, nil
+// wait returns the ready events, parking the goroutine in Go's netpoller until there are some
+// or until is reached (zero: no limit; a time already past: just look). The set is always read
+// with a zero timeout, so no thread ever blocks in epoll_wait. The netpoller watches epfd
+// edge-triggered, which is sound because the goroutine parks only after a look found nothing:
+// any event after that look makes epfd readable anew and wakes it.
+func (p *poller) wait(events []unix.EpollEvent, until time.Time) (int, error) {
+	if !until.IsZero() && !time.Now().Before(until) {
+		return p.poll(events)
 	}
-	return n, err
+	if !until.Equal(p.deadline) {
+		if err := p.file.SetReadDeadline(until); err != nil {
+			return 0, fmt.Errorf("epoll fd %d: deadline: %w", p.epfd, err)
+		}
+		p.deadline = until
+	}
+	var n int
+	var perr error
+	err := p.raw.Read(func(uintptr) bool {
+		n, perr = p.poll(events)
+		return n > 0 || perr != nil
+	})
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("epoll fd %d: wait: %w", p.epfd, err)
+	}
+	return n, perr
+}
+
+// poll reads the ready events without blocking.
+func (p *poller) poll(events []unix.EpollEvent) (int, error) {
+	for {
+		n, err := unix.EpollWait(p.epfd, events, 0)
+		if !errors.Is(err, unix.EINTR) {
+			return n, err
+		}
+	}
 }
 
 // wake makes the loop's next (or current) wait return. Wakes coalesce in the eventfd counter.
@@ -89,6 +146,7 @@ func (p *poller) consumeWake() {
 	_, _ = unix.Read(p.wfd, buf[:])
 }
 
+// close closes both descriptors; only the loop's goroutine may call it, never during wait.
 func (p *poller) close() error {
-	return errors.Join(unix.Close(p.wfd), unix.Close(p.epfd))
+	return errors.Join(unix.Close(p.wfd), p.file.Close())
 }

@@ -14,8 +14,8 @@ type timerNode struct {
 func (n *timerNode) clear() { *n = timerNode{prev: -1, next: -1, slot: -1} }
 
 // wheel is a hashed timing wheel (after Netty's HashedWheelTimer): one per shard, holding every
-// connection of the shard in the slot of its earliest deadline, so a shard needs one epoll_wait
-// timeout instead of a runtime timer per connection. Entries are identified by int32 ids (the
+// connection of the shard in the slot of its earliest deadline, so a shard needs one wait
+// deadline instead of a runtime timer per connection. Entries are identified by int32 ids (the
 // shard's connection slots); their links live in the entries themselves, so scheduling
 // allocates nothing. Entries due more than one revolution ahead stay in their slot and are
 // skipped until their tick comes round. Not safe for concurrent use: a wheel belongs to one loop.
