@@ -33,6 +33,12 @@ type poller struct {
 	file     *os.File        // owns epfd; registered with Go's netpoller
 	raw      syscall.RawConn // file's, for parking until epfd is readable
 	deadline time.Time       // the read deadline set on file (zero: none)
+
+	// The look raw.Read repeats, made once so that waiting allocates nothing, and what it saw.
+	look   func(uintptr) bool
+	into   []unix.EpollEvent
+	got    int
+	gotErr error
 }
 
 func newPoller() (*poller, error) {
@@ -65,7 +71,9 @@ func newPoller() (*poller, error) {
 		file.Close()
 		return nil, fmt.Errorf("register eventfd: %w", err)
 	}
-	return &poller{epfd: epfd, wfd: wfd, file: file, raw: raw}, nil
+	p := &poller{epfd: epfd, wfd: wfd, file: file, raw: raw}
+	p.look = p.lookOnce
+	return p, nil
 }
 
 // readEvents is the interest of an idle connection: input, and the peer's half-close.
@@ -103,19 +111,22 @@ func (p *poller) wait(events []unix.EpollEvent, until time.Time) (int, error) {
 		}
 		p.deadline = until
 	}
-	var n int
-	var perr error
-	err := p.raw.Read(func(uintptr) bool {
-		n, perr = p.poll(events)
-		return n > 0 || perr != nil
-	})
+	p.into, p.got, p.gotErr = events, 0, nil
+	err := p.raw.Read(p.look)
+	p.into = nil
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return 0, nil
 	case err != nil:
 		return 0, fmt.Errorf("epoll fd %d: wait: %w", p.epfd, err)
 	}
-	return n, perr
+	return p.got, p.gotErr
+}
+
+// lookOnce is raw.Read's callback: true when there is something to return.
+func (p *poller) lookOnce(uintptr) bool {
+	p.got, p.gotErr = p.poll(p.into)
+	return p.got > 0 || p.gotErr != nil
 }
 
 // poll reads the ready events without blocking.
