@@ -8,7 +8,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/lxzan/gws"
+	"golang.org/x/sys/unix"
 
 	"github.com/huleedu/websocket-service/message"
 	"github.com/huleedu/websocket-service/registry"
@@ -759,5 +762,47 @@ func TestFailedConnectionEndsTCPAtOnceAfterTheClosingHandshake(t *testing.T) {
 				t.Fatalf("Closed codes %v, want [%d]", codes, tc.code)
 			}
 		})
+	}
+}
+
+// Accept returns before the shard takes the connection in. If the shard stops first, the
+// connection (whose client may already have its 101) must still end in exactly one Closed, so
+// the service releases its subscriptions and limit slots, and its socket must be closed.
+func TestAdoptionAfterStopIsReportedClosed(t *testing.T) {
+	h := newHarness(t, func(o *session.Options) { o.Shards = 1 })
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := os.NewFile(uintptr(fds[1]), "peer")
+	defer peer.Close()
+	l := h.engine.loops[0]
+	l.load.Add(1)
+	ho := &handoff{fd: fds[0], held: true, adm: session.Admission{Identity: session.Identity{User: "late"}}}
+	// One batch: the stop is applied first, so the adoption that follows finds the shard stopping.
+	l.mu.Lock()
+	l.queue = append(l.queue, task{kind: taskStop}, task{kind: taskAdopt, h: ho})
+	l.wakeOwed = true
+	l.mu.Unlock()
+	l.wake()
+
+	calls := h.hooks.waitCalls(t, 1, 5*time.Second)
+	if len(calls) != 1 || calls[0].user != "late" || calls[0].code != message.CloseGoingAway {
+		t.Fatalf("Closed calls %+v, want one for %q with 1001", calls, "late")
+	}
+	if err := peer.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := peer.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("peer read %d, %v: want EOF (the shard closes the descriptor)", n, err)
+	}
+	if got := l.load.Load(); got != 0 {
+		t.Fatalf("shard load %d after the refused adoption, want 0", got)
+	}
+	if err := h.engine.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if calls := h.hooks.snapshot(); len(calls) != 1 {
+		t.Fatalf("%d Closed calls after Close, want exactly 1", len(calls))
 	}
 }
