@@ -24,10 +24,13 @@ one() { # engine concurrency → "rate cpu"
   env WEBSOCKET_SERVICE_ENGINE="$eng" WEBSOCKET_SERVICE_HOST=127.0.0.1 WEBSOCKET_SERVICE_PORT="$port" \
     WEBSOCKET_SERVICE_REDIS_URL="redis://127.0.0.1:$rp/0" WEBSOCKET_SERVICE_JWT_SECRET_KEY="$SECRET" \
     WEBSOCKET_SERVICE_MAX_CONNECTIONS_PER_USER=0 WEBSOCKET_SERVICE_LOG_LEVEL=WARNING \
+    WEBSOCKET_SERVICE_SHUTDOWN_DRAIN_TIMEOUT=1 \
     bin/websocket-service serve >/dev/null 2>&1 & sp=$!
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.05; done
   out=$(bin/wsbench idle --url "ws://127.0.0.1:$port/ws" --secret "$SECRET" --conns "$CONNS" \
     --concurrency "$c" --hold 100ms --src 127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5 --pid "$sp" 2>&1) || true
+  # Connections wsbench has just closed may still be open in the server at SIGTERM; a short
+  # drain window keeps it from spreading their closes over the default 30 s.
   kill "$sp" "$rpid" 2>/dev/null; wait "$sp" "$rpid" 2>/dev/null || true
   echo "$(grep -oE '\(([0-9]+)/s\)' <<<"$out" | tr -dc 0-9) $(grep '^server cpu' <<<"$out" | grep -oE '= [0-9]+' | tr -dc 0-9)"
 }
