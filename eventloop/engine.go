@@ -135,7 +135,7 @@ func (e *Engine) Accept(w http.ResponseWriter, r *http.Request, a session.Admiss
 		return fmt.Errorf("accept: %w", err)
 	}
 	defer nc.Close()
-	h := &handoff{fd: fd, pending: pending, adm: a, held: true}
+	h := &handoff{fd: fd, pending: pending, adm: a}
 	l := e.leastLoaded()
 	l.load.Add(1)
 	// Queue the adoption but wake the shard only after the 101 is out: a wake-up here would

@@ -778,7 +778,7 @@ func TestAdoptionAfterStopIsReportedClosed(t *testing.T) {
 	defer peer.Close()
 	l := h.engine.loops[0]
 	l.load.Add(1)
-	ho := &handoff{fd: fds[0], held: true, adm: session.Admission{Identity: session.Identity{User: "late"}}}
+	ho := &handoff{fd: fds[0], adm: session.Admission{Identity: session.Identity{User: "late"}}}
 	// One batch: the stop is applied first, so the adoption that follows finds the shard stopping.
 	l.mu.Lock()
 	l.queue = append(l.queue, task{kind: taskStop}, task{kind: taskAdopt, h: ho})

@@ -48,19 +48,20 @@ type task struct {
 	done   chan struct{}
 }
 
-// handoff is a hijacked connection on its way into a shard.
+// handoff is a hijacked connection on its way into a shard: an accepted one (Accept writes
+// its 101 itself after queueing the adoption, and the loop writes nothing for it until the
+// taskSent that follows) or a rejected one (reject: the loop sends response and waits for the
+// peer's close).
 type handoff struct {
-	fd       int
-	pending  []byte // bytes the client sent behind its handshake
-	response []byte // the 101 response, plus the error and close frames for a rejection
-	adm      session.Admission
+	fd      int
+	pending []byte // bytes the client sent behind its handshake
+	adm     session.Admission
+	sendErr error // the 101 write's error; set before taskSent is submitted
+	c       *conn // the adopted connection; loop-owned, for taskSent
+
 	reject   bool
-	// held: Accept writes the 101 itself, after queueing the adoption; the loop queues but
-	// writes nothing for the connection until the taskSent that follows.
-	held    bool
-	sendErr error      // the 101 write's error; set before taskSent is submitted
-	c       *conn      // the adopted connection; loop-owned, for taskSent
-	result  chan error // Reject's only (buffered: the loop never blocks on it); Accept does not wait
+	response []byte     // reject: the 101 response, the error frame and the close frame
+	result   chan error // reject: buffered, the loop never blocks on it; Accept does not wait
 }
 
 // adoptPoll bounds how long a queued adoption waits for its shard while the shard is polling
@@ -212,11 +213,7 @@ func (l *loop) wake() {
 func (l *loop) run() {
 	defer l.e.wg.Done()
 	for !l.stopping {
-		deadline := l.deadline()
-		if l.polling.Load() && (deadline.IsZero() || l.pollAt.Before(deadline)) {
-			deadline = l.pollAt
-		}
-		n, err := l.poll.wait(l.events, deadline)
+		n, err := l.poll.wait(l.events, l.deadline())
 		if err != nil {
 			l.e.log.Error("epoll_wait failed; stopping shard", "shard", l.id, "err", err)
 			break
@@ -247,17 +244,22 @@ func (l *loop) run() {
 // clock advances the loop's notion of now.
 func (l *loop) clock() { l.now = uint32(time.Since(l.start)/l.tick) + 1 }
 
-// deadline is when the loop must next look at its clock: the wheel's next occupied tick, or
-// the next drain step; zero on an idle shard with no deadlines (it waits for events only).
+// deadline is when the loop must next look at its clock or queue: the wheel's next occupied
+// tick, the next drain step, or the next poll of the queue; zero on an idle shard with no
+// deadlines (it waits for events only).
 func (l *loop) deadline() time.Time {
+	var at time.Time
 	next, ok := l.wheel.next()
 	if l.drainNext < len(l.drainList) && (!ok || next > l.now+1) {
 		next, ok = l.now+1, true
 	}
-	if !ok {
-		return time.Time{}
+	if ok {
+		at = l.start.Add(time.Duration(next-1) * l.tick)
 	}
-	return l.start.Add(time.Duration(next-1) * l.tick)
+	if l.polling.Load() && (at.IsZero() || l.pollAt.Before(at)) {
+		at = l.pollAt
+	}
+	return at
 }
 
 func (l *loop) onEvent(ev *unix.EpollEvent) {
@@ -354,21 +356,17 @@ func (l *loop) onControl(op byte, payload []byte) bool {
 	return true
 }
 
-// runTasks takes the whole queue at once and applies it in order.
 // pollQueue keeps the loop polling while adoptions keep coming and stops once a poll found
 // none. Turning it off is ordered against enqueue by the lock: an adoption queued by an Accept
 // that still saw polling on is taken here; any later one sees it off and wakes the loop.
 func (l *loop) pollQueue(adopted bool) {
-	switch {
-	case adopted:
+	if !adopted && l.polling.Load() && !time.Now().Before(l.pollAt) {
+		l.polling.Store(false)
+		adopted = l.runTasks()
+	}
+	if adopted {
 		l.polling.Store(true)
 		l.pollAt = time.Now().Add(adoptPoll)
-	case l.polling.Load() && !time.Now().Before(l.pollAt):
-		l.polling.Store(false)
-		if l.runTasks() {
-			l.polling.Store(true)
-			l.pollAt = time.Now().Add(adoptPoll)
-		}
 	}
 }
 
@@ -384,7 +382,7 @@ func (l *loop) runTasks() (adopted bool) {
 		switch t.kind {
 		case taskAdopt:
 			l.adopt(t.h)
-			adopted = adopted || t.h.held
+			adopted = adopted || !t.h.reject
 		case taskDeliver:
 			l.deliver(t.batch)
 		case taskDrain:
@@ -400,9 +398,10 @@ func (l *loop) runTasks() (adopted bool) {
 	return adopted
 }
 
-// adopt takes a hijacked connection into the shard. An accepted connection is registered
-// before its 101 response is queued, so a delivery that follows the client's open event finds
-// it; the response is the first thing in its queue, so it goes out before any message.
+// adopt takes a hijacked connection into the shard. An accepted connection is registered at
+// once but held: Accept is writing its 101, and whatever is queued for it meanwhile goes out
+// behind that, once taskSent arrives. A rejected one gets its response and waits for the
+// peer's close.
 func (l *loop) adopt(h *handoff) {
 	if l.stopping {
 		l.refuse(h, message.CloseGoingAway, errStopped)
@@ -424,11 +423,8 @@ func (l *loop) adopt(h *handoff) {
 		h.result <- nil
 		return
 	}
-	c.flags |= flagRegistered
-	if h.held {
-		c.flags |= flagHeld
-		h.c = c
-	}
+	c.flags |= flagRegistered | flagHeld
+	h.c = c
 	l.reg.Add(c, c.id.User, c.id.Groups)
 	l.active.Add(1)
 	l.e.metrics.ConnectionsActive.Inc()
@@ -437,13 +433,7 @@ func (l *loop) adopt(h *handoff) {
 	if !h.adm.Expires.IsZero() {
 		c.expiry = l.tickOf(h.adm.Expires)
 	}
-	if len(h.response) > 0 {
-		l.push(c, h.response)
-	}
 	l.schedule(c)
-	if h.result != nil {
-		h.result <- nil
-	}
 	if l.draining { // handed over while the drain began: it would never be drained otherwise
 		l.startClose(c, message.CloseGoingAway, nil)
 		return
@@ -460,7 +450,7 @@ func (l *loop) adopt(h *handoff) {
 func (l *loop) refuse(h *handoff, code uint16, err error) {
 	unix.Close(h.fd)
 	l.load.Add(-1)
-	if h.result != nil {
+	if h.reject {
 		h.result <- err
 		return
 	}
