@@ -6,9 +6,6 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo none)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-# Local-development defaults for `make run`; the real environment (or .env) overrides them.
-export WEBSOCKET_SERVICE_PUBLISH_API_KEY ?= dev-publish-key
-
 .PHONY: run build test test-short lint fuzz clean
 
 run:

@@ -27,6 +27,11 @@ const Prefix = "WEBSOCKET_SERVICE_"
 // DefaultJWTSecret is the plan's placeholder secret; production refuses it.
 const DefaultJWTSecret = "your-secret-key-here"
 
+// DevPublishAPIKey is the publish API key of ENVIRONMENT=development when PUBLISH_API_KEY is
+// unset, for the server and the publish command alike, so the README's tour works from any
+// terminal. Staging and production refuse it: it is in the README.
+const DevPublishAPIKey = "dev-publish-key"
+
 // minProductionSecret is the shortest HMAC secret production accepts (RFC 7518 §3.2 asks for
 // a key at least as long as the hash output; 32 bytes covers HS256).
 const minProductionSecret = 32
@@ -77,6 +82,8 @@ type Config struct {
 	HandshakeRatePerIP    float64 `env:"HANDSHAKE_RATE_PER_IP" envDefault:"0"`
 	ShutdownDrainTimeout  Seconds `env:"SHUTDOWN_DRAIN_TIMEOUT" envDefault:"30"`
 
+	// PublishAPIKey enables POST /api/publish. Unset in development: DevPublishAPIKey (see
+	// FromMap); set empty there to turn the API off.
 	PublishAPIKey string `env:"PUBLISH_API_KEY"`
 
 	// JWTPublicKeyPEM is JWTPublicKey resolved: the PEM itself, read from the file when the
@@ -208,6 +215,9 @@ func FromMap(vars map[string]string) (Config, error) {
 	if c.Shards == 0 {
 		c.Shards = runtime.GOMAXPROCS(0)
 	}
+	if _, set := vars[Prefix+"PUBLISH_API_KEY"]; !set && c.Environment == "development" {
+		c.PublishAPIKey = DevPublishAPIKey
+	}
 	errs = append(errs, c.validate()...)
 	if len(errs) > 0 {
 		return c, fmt.Errorf("invalid configuration:\n%w", errors.Join(errs...))
@@ -321,6 +331,9 @@ func (c *Config) validate() []error {
 	}
 	if c.HandshakeRatePerIP < 0 {
 		errs = append(errs, bad("HANDSHAKE_RATE_PER_IP", "must be 0 (off) or positive"))
+	}
+	if c.PublishAPIKey == DevPublishAPIKey && (c.Environment == "staging" || c.Production()) {
+		errs = append(errs, bad("PUBLISH_API_KEY", "is the development key %q, which %s refuses; set a secret key or leave it unset (no publish API)", DevPublishAPIKey, c.Environment))
 	}
 	return errs
 }

@@ -65,7 +65,7 @@ func TestEveryVariableHasItsSpecDefault(t *testing.T) {
 		{"SEND_QUEUE_LIMIT", c.SendQueueLimit, 1048576},
 		{"HANDSHAKE_RATE_PER_IP", c.HandshakeRatePerIP, 0.0},
 		{"SHUTDOWN_DRAIN_TIMEOUT", c.ShutdownDrainTimeout.D(), 30 * time.Second},
-		{"PUBLISH_API_KEY", c.PublishAPIKey, ""},
+		{"PUBLISH_API_KEY", c.PublishAPIKey, DevPublishAPIKey},
 	}
 	for _, ch := range checks {
 		if !reflect.DeepEqual(ch.got, ch.want) {
@@ -316,6 +316,33 @@ func TestDevelopmentAcceptsTheDefaultSecretAndAnyOrigin(t *testing.T) {
 	c := mustLoad(t, vars("ALLOWED_ORIGINS", "*"))
 	if !c.AllowedOrigins.Any() || c.JWTSecretKey != DefaultJWTSecret {
 		t.Fatalf("origins %v secret %q", c.AllowedOrigins, c.JWTSecretKey)
+	}
+}
+
+func TestUnsetPublishAPIKeyIsTheDevelopmentKeyOnlyInDevelopment(t *testing.T) {
+	strong := strings.Repeat("k", 32)
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{vars(), DevPublishAPIKey},
+		{vars("ENVIRONMENT", "development"), DevPublishAPIKey},
+		{vars("PUBLISH_API_KEY", ""), ""}, // set empty: the API is off
+		{vars("PUBLISH_API_KEY", "mine"), "mine"},
+		{vars("ENVIRONMENT", "staging"), ""},
+		{vars("ENVIRONMENT", "production", "JWT_SECRET_KEY", strong, "ALLOWED_ORIGINS", "https://app.example"), ""},
+	} {
+		if c := mustLoad(t, tc.env); c.PublishAPIKey != tc.want {
+			t.Errorf("%v: PUBLISH_API_KEY = %q, want %q", tc.env, c.PublishAPIKey, tc.want)
+		}
+	}
+}
+
+func TestStagingAndProductionRefuseTheDevelopmentPublishKey(t *testing.T) {
+	for _, env := range []string{"staging", "production"} {
+		_, err := FromMap(vars("ENVIRONMENT", env, "PUBLISH_API_KEY", DevPublishAPIKey,
+			"JWT_SECRET_KEY", strings.Repeat("k", 32), "ALLOWED_ORIGINS", "https://app.example"))
+		wantNamed(t, err, "PUBLISH_API_KEY")
 	}
 }
 

@@ -167,7 +167,7 @@ func publishRedis(ctx context.Context, cfg config.Config, t registry.Target, pay
 
 func publishHTTP(ctx context.Context, base, key string, t registry.Target, payload string) error {
 	if key == "" {
-		return errors.New("the HTTP API needs WEBSOCKET_SERVICE_PUBLISH_API_KEY (the same key the server runs with), or set WEBSOCKET_SERVICE_REDIS_URL to publish through Redis")
+		return errors.New("the HTTP API needs WEBSOCKET_SERVICE_PUBLISH_API_KEY (the same key the server runs with; only development has a default), or set WEBSOCKET_SERVICE_REDIS_URL to publish through Redis")
 	}
 	msg := json.RawMessage(payload)
 	if !json.Valid(msg) {
