@@ -30,7 +30,7 @@ import (
 
 var (
 	fence        = regexp.MustCompile("(?s)```([a-z]*)\n(.*?)```")
-	assignment   = regexp.MustCompile(`^([A-Z_][A-Z0-9_]*)=`)
+	assignment   = regexp.MustCompile(`^([A-Z_][A-Z0-9_]*)=\$\(`) // VAR=$(command): the shell keeps VAR
 	singleQuoted = regexp.MustCompile(`'([^']*)'`)
 	// The first `new WebSocket(...)` URL of the tour's client code, a JS template literal.
 	jsSocketURL = regexp.MustCompile("new WebSocket\\(`([^`]+)`")
