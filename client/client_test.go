@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -13,9 +14,10 @@ import (
 	"github.com/huleedu/websocket-service/internal/testenv"
 )
 
-// minNodeMajor is the oldest Node whose test runner (`node --test` discovering tests/*.test.js)
-// and globals (atob, TextDecoder, queueMicrotask) the client and its tests rely on.
-const minNodeMajor = 20
+// minNode is the oldest Node whose test runner (`node --test` discovering tests/*.test.js,
+// --test-reporter) and globals (atob, TextDecoder, queueMicrotask) the client and its tests
+// rely on; Debian 12's nodejs (18.19) is newer.
+var minNode = [2]int{18, 15}
 
 // TestJavaScriptClient runs the client's unit tests with `node --test` in this directory: a
 // fake clock and an in-process fake server drive the client through backoff, close codes,
@@ -79,16 +81,20 @@ func requireNode(t *testing.T) string {
 	t.Helper()
 	node, err := exec.LookPath("node")
 	if err != nil {
-		testenv.Missing(t, "node not found: apt-get install nodejs (>= 20)")
+		testenv.Missing(t, "node not found: apt-get install nodejs")
 		return ""
 	}
-	version, err := exec.Command(node, "--version").Output()
+	out, err := exec.Command(node, "--version").Output()
 	if err != nil {
 		t.Fatalf("node --version: %v", err)
 	}
-	major, _ := strconv.Atoi(strings.SplitN(strings.TrimPrefix(strings.TrimSpace(string(version)), "v"), ".", 2)[0])
-	if major < minNodeMajor {
-		testenv.Missing(t, "node "+strings.TrimSpace(string(version))+" is too old: the client's tests need node >= "+strconv.Itoa(minNodeMajor))
+	version := strings.TrimSpace(string(out))
+	var major, minor int
+	if _, err := fmt.Sscanf(version, "v%d.%d", &major, &minor); err != nil {
+		t.Fatalf("node --version: unexpected %q", version)
+	}
+	if major < minNode[0] || major == minNode[0] && minor < minNode[1] {
+		testenv.Missing(t, fmt.Sprintf("node %s is too old: the client's tests need node >= %d.%d", version, minNode[0], minNode[1]))
 	}
 	return node
 }
