@@ -69,9 +69,12 @@ function backoffDelay(attempt, opts, throttled, random) {
  * When to refresh a token that expires in remainingMs: after refreshRatio of it, unless that
  * leaves less than refreshMarginMs, then at the margin — but never before half the lifetime,
  * so a token shorter than the margin does not make the client refresh in a tight loop.
+ * A token already expired by the local clock while the server still accepts it means the
+ * local clock runs ahead of the server's: refreshing at once would repeat at the speed of the
+ * round trip, so the client waits refreshRetryMs between such refreshes.
  */
 function refreshDelay(remainingMs, opts) {
-  if (remainingMs <= 0) return 0;
+  if (remainingMs <= 0) return opts.refreshRetryMs;
   const atRatio = remainingMs * opts.refreshRatio;
   if (remainingMs - atRatio >= opts.refreshMarginMs) return Math.floor(atRatio);
   return Math.floor(Math.max(remainingMs - opts.refreshMarginMs, remainingMs / 2));

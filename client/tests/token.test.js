@@ -91,6 +91,28 @@ test("auth_ok's exp, not the token's, times the next refresh", async () => {
   env.client.close();
 });
 
+test('a local clock ahead of the server does not make the client refresh in a loop', async () => {
+  // By the local clock every token expired a minute ago (each a second later than the last).
+  let n = 0;
+  const env = setup({ getToken: (_, clock) => makeToken({ sub: 'u1', exp: Math.floor(clock.now() / 1000) - 60 + n++ }) });
+  env.server.manual = true;
+  env.client.connect();
+  await settle();
+  const sock = env.server.last();
+  sock.accept(); // the server, whose clock is right, accepts it and every refresh
+  const send = sock.send.bind(sock);
+  sock.send = (data) => {
+    send(data);
+    const f = JSON.parse(data);
+    if (f.type === 'auth' && authFrames(sock).length < 100) {
+      sock.push({ type: 'auth_ok', exp: JSON.parse(Buffer.from(f.token.split('.')[1], 'base64url')).exp });
+    }
+  };
+  await env.clock.advance(60_000);
+  assert.equal(authFrames(sock).length, 12, 'one refresh per refreshRetryMs over 60 s');
+  env.client.close();
+});
+
 test('a failing refresh is reported and retried while the token lives; then TOKEN_EXPIRED reconnects asking for a new one', async () => {
   let fail = true;
   const reasons = [];
