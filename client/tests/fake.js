@@ -41,7 +41,9 @@ export class FakeClock {
   /** Moves time forward by ms, firing due timers in order and settling after each. */
   async advance(ms) {
     const end = this.#now + ms;
-    for (;;) {
+    for (let fired = 0; ; fired++) {
+      // A client rescheduling itself at zero delay would otherwise hang the test run.
+      if (fired === 100_000) throw new Error(`FakeClock.advance(${ms}): 100000 timers fired; a timer loop?`);
       const due = [...this.#timers.entries()].filter(([, t]) => t.at <= end).sort(([, a], [, b]) => a.at - b.at || a.seq - b.seq)[0];
       if (!due) break;
       const [id, t] = due;
