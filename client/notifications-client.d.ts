@@ -16,15 +16,19 @@ export type TokenReason =
 
 export type TokenProvider = (context: { reason: TokenReason }) => string | Promise<string>;
 
-/** The part of the browser WebSocket interface the client uses. */
+/**
+ * The part of the browser WebSocket interface the client uses. Handlers take `any` so that the
+ * DOM WebSocket, Node's and npm ws's (each with its own event classes) all fit; the client
+ * reads `data` of a message event and `code`/`reason` of a close event.
+ */
 export interface WebSocketLike {
   readonly readyState: number;
   readonly protocol: string;
   binaryType: string;
-  onopen: ((ev: unknown) => void) | null;
-  onmessage: ((ev: { data: unknown }) => void) | null;
-  onclose: ((ev: { code: number; reason: string }) => void) | null;
-  onerror: ((ev: unknown) => void) | null;
+  onopen: ((ev: any) => void) | null;
+  onmessage: ((ev: any) => void) | null;
+  onclose: ((ev: any) => void) | null;
+  onerror: ((ev: any) => void) | null;
   send(data: string): void;
   close(code?: number, reason?: string): void;
 }
