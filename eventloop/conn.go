@@ -3,8 +3,6 @@
 package eventloop
 
 import (
-	"golang.org/x/sys/unix"
-
 	"github.com/huleedu/websocket-service/message"
 	"github.com/huleedu/websocket-service/session"
 	"github.com/huleedu/websocket-service/telemetry"
@@ -160,7 +158,7 @@ func (l *loop) finish(c *conn) {
 	l.release(c, message.CloseAbnormal) // a no-op unless nothing released it yet
 	c.state = stateClosed
 	l.wheel.cancel(c.slot)
-	if err := unix.Close(int(c.fd)); err != nil {
+	if err := l.e.closeFD(int(c.fd)); err != nil {
 		l.e.log.Debug("close socket", "shard", l.id, "fd", c.fd, "err", err)
 	}
 	l.conns[c.slot] = nil

@@ -43,6 +43,8 @@ type Engine struct {
 	draining  atomic.Bool
 	closed    atomic.Bool
 	closeOnce sync.Once
+
+	faults *faults // tests only; every hook nil otherwise
 }
 
 // noHooks is used when Options.Hooks is nil.
@@ -51,7 +53,10 @@ type noHooks struct{}
 func (noHooks) Closed(*session.Identity, uint16) {}
 
 // New starts the engine's event loops.
-func New(opts session.Options) (*Engine, error) {
+func New(opts session.Options) (*Engine, error) { return newEngine(opts, &faults{}) }
+
+// newEngine is New with fault injection (tests pass hooks; New passes none).
+func newEngine(opts session.Options, f *faults) (*Engine, error) {
 	if opts.Policy == nil {
 		return nil, errors.New("eventloop: Options.Policy is required")
 	}
@@ -64,7 +69,7 @@ func New(opts session.Options) (*Engine, error) {
 	if opts.SendQueueLimit <= 0 {
 		opts.SendQueueLimit = defaultSendQueueLimit
 	}
-	e := &Engine{opts: opts, hooks: opts.Hooks, metrics: opts.Metrics, log: opts.Logger}
+	e := &Engine{opts: opts, hooks: opts.Hooks, metrics: opts.Metrics, log: opts.Logger, faults: f}
 	if e.hooks == nil {
 		e.hooks = noHooks{}
 	}
@@ -143,7 +148,7 @@ func (e *Engine) Accept(w http.ResponseWriter, r *http.Request, a session.Admiss
 	ok, wake := l.queueTask(task{kind: taskAdopt, h: h}, true)
 	if !ok {
 		l.load.Add(-1)
-		unix.Close(fd)
+		_ = e.closeFD(fd) // not queued: still this goroutine's
 		return fmt.Errorf("accept fd %d: %w", fd, ErrClosed)
 	}
 	_ = nc.SetWriteDeadline(time.Now().Add(handshakeWriteTimeout))
@@ -164,7 +169,9 @@ const handshakeWriteTimeout = 5 * time.Second
 
 // Reject completes the upgrade, sends the ErrorMessage for code and a close frame with
 // closeCode, and leaves a shard to wait (at most a second) for the client's close before
-// closing the socket. Nothing is registered and Hooks.Closed is never called.
+// closing the socket. Nothing is registered and Hooks.Closed is never called. It does not
+// wait for the shard: once the handoff is queued the descriptor is the shard's (see the
+// package doc, "Descriptor ownership").
 func (e *Engine) Reject(w http.ResponseWriter, r *http.Request, subprotocol, code string, closeCode uint16) {
 	_ = subprotocol // the 101 selects session.Subprotocol only when the request offered it
 	resp, herr := checkHandshake(r)
@@ -179,25 +186,31 @@ func (e *Engine) Reject(w http.ResponseWriter, r *http.Request, subprotocol, cod
 		e.log.Warn("reject: hijack failed", "err", err)
 		return
 	}
-	h := &handoff{fd: fd, response: resp, reject: true, result: make(chan error, 1)}
-	if err := e.handOff(h); err != nil {
-		// No shard to wait in: send what fits without blocking and close.
-		_, _ = unix.Write(fd, resp)
-		unix.Close(fd)
+	h := &handoff{fd: fd, response: resp, reject: true}
+	if e.handOff(h) == nil {
+		// No shard took it, so the descriptor is still this goroutine's.
+		e.rejectNow(h)
 	}
 }
 
-// handOff gives a hijacked descriptor to the least loaded shard and waits for it to be taken.
-// On error the descriptor is closed.
-func (e *Engine) handOff(h *handoff) error {
+// rejectNow is a rejection with no shard to wait in: it sends what of the response fits
+// without blocking and closes the descriptor. Only the handoff's owner may call it.
+func (e *Engine) rejectNow(h *handoff) {
+	_, _ = unix.Write(h.fd, h.response)
+	_ = e.closeFD(h.fd)
+}
+
+// handOff queues a hijacked descriptor's adoption on the least loaded shard and returns that
+// shard. From then on the descriptor is the shard's and the caller must not touch it again,
+// not even on an error path. On nil no shard took it and it is still the caller's.
+func (e *Engine) handOff(h *handoff) *loop {
 	l := e.leastLoaded()
 	l.load.Add(1)
 	if !l.submit(task{kind: taskAdopt, h: h}) {
 		l.load.Add(-1)
-		unix.Close(h.fd)
-		return ErrClosed
+		return nil
 	}
-	return <-h.result
+	return l
 }
 
 func (e *Engine) leastLoaded() *loop {

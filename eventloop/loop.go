@@ -60,8 +60,7 @@ type handoff struct {
 	c       *conn // the adopted connection; loop-owned, for taskSent
 
 	reject   bool
-	response []byte     // reject: the 101 response, the error frame and the close frame
-	result   chan error // reject: buffered, the loop never blocks on it; Accept does not wait
+	response []byte // reject: the 101 response, the error frame and the close frame
 }
 
 // adoptPoll bounds how long a queued adoption waits for its shard while the shard is polling
@@ -213,7 +212,7 @@ func (l *loop) wake() {
 func (l *loop) run() {
 	defer l.e.wg.Done()
 	for !l.stopping {
-		n, err := l.poll.wait(l.events, l.deadline())
+		n, err := l.wait()
 		if err != nil {
 			l.e.log.Error("epoll_wait failed; stopping shard", "shard", l.id, "err", err)
 			break
@@ -239,6 +238,16 @@ func (l *loop) run() {
 		l.notifyDrained()
 	}
 	l.shutdown()
+}
+
+// wait waits for events until the loop's next deadline.
+func (l *loop) wait() (int, error) {
+	if f := l.e.faults.wait; f != nil {
+		if err := f(l.id); err != nil {
+			return 0, err
+		}
+	}
+	return l.poll.wait(l.events, l.deadline())
 }
 
 // clock advances the loop's notion of now.
@@ -384,6 +393,9 @@ func (l *loop) runTasks() (adopted bool) {
 			l.adopt(t.h)
 			adopted = adopted || !t.h.reject
 		case taskDeliver:
+			if f := l.e.faults.deliver; f != nil {
+				f(l.id)
+			}
 			l.deliver(t.batch)
 		case taskDrain:
 			l.beginDrain(t.window, t.done)
@@ -410,7 +422,7 @@ func (l *loop) adopt(h *handoff) {
 	slot := l.allocSlot()
 	c := &conn{fd: int32(h.fd), slot: slot, qhead: -1, qtail: -1, id: h.adm.Identity}
 	c.timer.clear()
-	if err := l.poll.add(h.fd, slot); err != nil {
+	if err := l.register(h.fd, slot); err != nil {
 		l.free = append(l.free, slot)
 		l.refuse(h, message.CloseInternalError, fmt.Errorf("shard %d: register fd %d: %w", l.id, h.fd, err))
 		return
@@ -420,7 +432,6 @@ func (l *loop) adopt(h *handoff) {
 	if h.reject {
 		l.push(c, h.response)
 		l.awaitPeerClose(c)
-		h.result <- nil
 		return
 	}
 	c.flags |= flagRegistered | flagHeld
@@ -443,17 +454,29 @@ func (l *loop) adopt(h *handoff) {
 	}
 }
 
-// refuse ends a handoff the loop cannot take and closes its descriptor. Reject hears why
-// through result; an accepted connection (its client may already have the 101, and Accept
-// has returned) is reported to Hooks.Closed with code, so the service releases what it
-// reserved for it: every accepted connection ends in exactly one Closed.
+// register adds a connection's descriptor to the shard's epoll set.
+func (l *loop) register(fd int, slot int32) error {
+	if f := l.e.faults.addConn; f != nil {
+		if err := f(fd); err != nil {
+			return err
+		}
+	}
+	return l.poll.add(fd, slot)
+}
+
+// refuse ends a handoff the loop cannot take and closes its descriptor, which the loop owns
+// from the moment the handoff was queued: nobody else closes or writes it. A rejected
+// connection still gets what of its response fits without blocking. An accepted connection
+// (its client may already have the 101, and Accept has returned) is reported to Hooks.Closed
+// with code, so the service releases what it reserved for it: every accepted connection ends
+// in exactly one Closed.
 func (l *loop) refuse(h *handoff, code uint16, err error) {
-	unix.Close(h.fd)
 	l.load.Add(-1)
 	if h.reject {
-		h.result <- err
+		l.e.rejectNow(h)
 		return
 	}
+	_ = l.e.closeFD(h.fd)
 	l.e.log.Warn("accepted connection dropped before its shard took it", "shard", l.id, "err", err)
 	l.e.hooks.Closed(&h.adm.Identity, code)
 }

@@ -1,0 +1,261 @@
+//go:build linux
+
+package eventloop
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/huleedu/websocket-service/message"
+	"github.com/huleedu/websocket-service/registry"
+	"github.com/huleedu/websocket-service/session"
+)
+
+// nobody is a delivery no connection receives: it only makes a shard run a delivery task.
+var nobody = []registry.Delivery{{Target: registry.Target{Kind: registry.User, ID: "nobody"}, Payload: []byte("x")}}
+
+// victim stands for whatever a concurrent goroutine (an Accept's F_DUPFD_CLOEXEC, a Redis
+// dial) gets when it takes a descriptor number the moment the engine freed it: a pipe whose
+// write end is duplicated onto that number. Anything the engine still writes to the number
+// lands in the pipe; a second close of the number closes the pipe's end.
+type victim struct {
+	r, w int // the pipe
+	at   int // the freed number, now the pipe's write end too; -1 until taken
+}
+
+func newVictim(t *testing.T) *victim {
+	t.Helper()
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		t.Fatal(err)
+	}
+	v := &victim{r: p[0], w: p[1], at: -1}
+	t.Cleanup(func() {
+		unix.Close(v.r)
+		unix.Close(v.w)
+		if v.at >= 0 && v.stillOurs() {
+			unix.Close(v.at)
+		}
+	})
+	return v
+}
+
+// take puts the pipe at the lowest free number from fd up (fd itself when it was just freed).
+func (v *victim) take(fd int) {
+	n, err := unix.FcntlInt(uintptr(v.w), unix.F_DUPFD_CLOEXEC, fd)
+	if err == nil {
+		v.at = n
+	}
+}
+
+// stillOurs reports whether v.at still refers to the pipe (nobody closed it behind our back).
+func (v *victim) stillOurs() bool {
+	var a, b unix.Stat_t
+	return unix.Fstat(v.at, &a) == nil && unix.Fstat(v.w, &b) == nil && a.Ino == b.Ino && a.Dev == b.Dev
+}
+
+// check fails the test if anything was written into the pipe or its borrowed number closed.
+func (v *victim) check(t *testing.T, what string) {
+	t.Helper()
+	buf := make([]byte, 256)
+	if n, _ := unix.Read(v.r, buf); n > 0 {
+		t.Errorf("%s wrote %d bytes into a descriptor it no longer owned: %q", what, n, buf[:n])
+	}
+	if v.at >= 0 && !v.stillOurs() {
+		t.Errorf("%s closed descriptor %d a second time, after it had been reused", what, v.at)
+	}
+}
+
+// upgradeRequest is a valid WebSocket upgrade request for path.
+func upgradeRequest(addr, path string) []byte {
+	key := make([]byte, 16)
+	_, _ = rand.Read(key)
+	return fmt.Appendf(nil, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: %s\r\n\r\n", path, addr, base64.StdEncoding.EncodeToString(key))
+}
+
+// readAll sends an upgrade request for path and returns everything the server sends until it
+// closes the connection.
+func readAll(t *testing.T, addr, path string) []byte {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write(upgradeRequest(addr, path)); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(conn)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("the server did not close the connection within 10 s (got %q)", got)
+	}
+	return got
+}
+
+// stalledShard makes shard's next delivery task block until release is called.
+type stalledShard struct {
+	armed   atomic.Bool
+	entered chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func newStall() *stalledShard {
+	return &stalledShard{entered: make(chan struct{}, 1), release: make(chan struct{})}
+}
+
+func (s *stalledShard) hook(int) {
+	if s.armed.CompareAndSwap(true, false) {
+		s.entered <- struct{}{}
+		<-s.release
+	}
+}
+
+func (s *stalledShard) unstall() { s.once.Do(func() { close(s.release) }) }
+
+// waitFor polls cond until it holds, failing the test after 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// killShard makes l's next wait fail (the shard dies) and waits until it has stopped.
+func killShard(t *testing.T, h *harness, l *loop, dead *atomic.Bool) {
+	t.Helper()
+	dead.Store(true)
+	h.engine.Deliver(nobody) // wakes it, so it waits again
+	waitFor(t, fmt.Sprintf("shard %d to stop", l.id), func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.stopped
+	})
+}
+
+// A rejected connection's descriptor has one owner at a time and is closed exactly once,
+// however its handoff ends: if the number were closed twice, or written after its close,
+// whichever connection got the number in between (a concurrent Accept's dup) would receive
+// this client's 101, error frame and close 1008, and lose its socket. Each case frees the
+// number, has a victim take it at once, and checks the victim is left alone, while the
+// rejected client still gets its ErrorMessage and close frame.
+func TestRejectClosesItsDescriptorOnce(t *testing.T) {
+	cases := []struct {
+		name  string
+		stage func(t *testing.T, h *harness, s *rejectStage)
+	}{
+		{"epoll refuses the descriptor", func(t *testing.T, h *harness, s *rejectStage) {
+			s.failAdd.Store(true)
+		}},
+		{"the only shard died", func(t *testing.T, h *harness, s *rejectStage) {
+			killShard(t, h, h.engine.loops[0], &s.dead)
+		}},
+		{"the adoption lands behind the shard's stop", func(t *testing.T, h *harness, s *rejectStage) {
+			// The shard stalls in a delivery; Close queues its stop, the rejection queues its
+			// adoption behind it; then the shard runs both.
+			l := h.engine.loops[0]
+			s.stall.armed.Store(true)
+			h.engine.Deliver(nobody)
+			<-s.stall.entered
+			go func() { _ = h.engine.Close() }()
+			s.afterDial = func() {
+				waitFor(t, "the stop and the adoption to be queued", func() bool {
+					l.mu.Lock()
+					defer l.mu.Unlock()
+					return len(l.queue) == 2
+				})
+				s.stall.unstall()
+			}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &rejectStage{stall: newStall(), v: newVictim(t)}
+			h := newFaultyHarness(t, func(o *session.Options) { o.Shards = 1 }, s.faults())
+			t.Cleanup(s.stall.unstall)
+			returned := make(chan struct{})
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				h.engine.Reject(w, r, "", message.CodeAuthFailed, message.ClosePolicyViolation)
+				close(returned)
+			}))
+			t.Cleanup(srv.Close)
+			tc.stage(t, h, s)
+			s.armed.Store(true)
+			got := make(chan []byte, 1)
+			go func() { got <- readAll(t, srv.Listener.Addr().String(), "/reject") }()
+			if s.afterDial != nil {
+				s.afterDial()
+			}
+			resp := <-got
+			select {
+			case <-returned:
+			case <-time.After(10 * time.Second):
+				t.Fatal("Reject did not return")
+			}
+			waitFor(t, "the descriptor to be closed", func() bool { return s.closed.Load() })
+			if s.v.at < 0 {
+				t.Fatal("could not stage the reuse: no descriptor number was free for the victim")
+			}
+			s.v.check(t, "Reject")
+			if !bytes.HasPrefix(resp, []byte("HTTP/1.1 101")) || !bytes.Contains(resp, []byte(message.CodeAuthFailed)) ||
+				!bytes.HasSuffix(resp, encodeClose(message.ClosePolicyViolation)) {
+				t.Errorf("the rejected client got %q, want the 101, the %s ErrorMessage and close 1008", resp, message.CodeAuthFailed)
+			}
+		})
+	}
+}
+
+// rejectStage is the fault injection TestRejectClosesItsDescriptorOnce stages with.
+type rejectStage struct {
+	failAdd   atomic.Bool // the next EPOLL_CTL_ADD fails with ENOSPC
+	dead      atomic.Bool // the next wait fails
+	armed     atomic.Bool // the next close of a connection descriptor lets the victim take it
+	closed    atomic.Bool // that close happened
+	stall     *stalledShard
+	v         *victim
+	afterDial func()
+}
+
+func (s *rejectStage) faults() *faults {
+	return &faults{
+		addConn: func(int) error {
+			if s.failAdd.CompareAndSwap(true, false) {
+				return unix.ENOSPC
+			}
+			return nil
+		},
+		wait: func(int) error {
+			if s.dead.Load() {
+				return errors.New("injected epoll_wait failure")
+			}
+			return nil
+		},
+		closedFD: func(fd int) {
+			if s.armed.CompareAndSwap(true, false) {
+				s.v.take(fd)
+				s.closed.Store(true)
+			}
+		},
+		deliver: s.stall.hook,
+	}
+}
