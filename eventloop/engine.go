@@ -155,7 +155,10 @@ func (e *Engine) Accept(w http.ResponseWriter, r *http.Request, a session.Admiss
 	_, h.sendErr = nc.Write(resp)
 	// A failed write is the shard's to handle: unhold ends the connection through the abort
 	// path (Hooks.Closed with 1006). If the shard stopped meanwhile, it has already ended it.
-	if _, wakeSent := l.queueTask(task{kind: taskSent, h: h}, true); wake || wakeSent {
+	if wake {
+		l.wake()
+	}
+	if _, wakeSent := l.queueTask(task{kind: taskSent, h: h}, true); wakeSent {
 		l.wake()
 	}
 	if !a.Started.IsZero() {

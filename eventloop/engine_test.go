@@ -783,6 +783,7 @@ func TestAdoptionAfterStopIsReportedClosed(t *testing.T) {
 	l.mu.Lock()
 	l.queue = append(l.queue, task{kind: taskStop}, task{kind: taskAdopt, h: ho})
 	l.wakeOwed = true
+	l.wakers++ // the claim wake gives up
 	l.mu.Unlock()
 	l.wake()
 

@@ -259,3 +259,66 @@ func (s *rejectStage) faults() *faults {
 		deliver: s.stall.hook,
 	}
 }
+
+// A goroutine that decided to wake a shard writes its eventfd after letting go of the shard's
+// lock. If the shard died (and closed the eventfd) in between and the number went to another
+// descriptor (a Redis dial), the wake-up's 8 bytes would land in that socket. The waker here
+// is held between its decision and its write until the shard has died and its goroutine
+// exited, and a victim takes the lowest free number from the eventfd's up: nothing may reach
+// it, and the eventfd must still be closed in the end.
+func TestWakeNeverWritesAClosedEventfd(t *testing.T) {
+	var dead, holdWake atomic.Bool
+	reached, release := make(chan struct{}), make(chan struct{})
+	f := &faults{
+		wait: func(int) error {
+			if dead.Load() {
+				return errors.New("injected epoll_wait failure")
+			}
+			return nil
+		},
+		wake: func(int) {
+			if holdWake.CompareAndSwap(true, false) {
+				close(reached)
+				<-release
+			}
+		},
+	}
+	h := newFaultyHarness(t, func(o *session.Options) { o.Shards = 1 }, f)
+	l := h.engine.loops[0]
+	wfd := l.poll.wfd
+	rc := h.dialRaw(t, "u", nil)
+	waitFor(t, "the connection's adoption", func() bool { return l.active.Load() == 1 })
+
+	holdWake.Store(true)
+	delivered := make(chan struct{})
+	go func() { h.engine.Deliver(nobody); close(delivered) }()
+	<-reached
+	// The shard dies on its next wait; a ping from the client makes it wait again.
+	dead.Store(true)
+	rc.send([]byte{0x89, 0x80, 0, 0, 0, 0})
+	closed := make(chan struct{})
+	go func() { _ = h.engine.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the shard did not stop")
+	}
+	v := newVictim(t)
+	v.take(wfd)
+	close(release)
+	<-delivered
+	v.check(t, "a shard's wake-up")
+	if link, err := readlink(wfd); err == nil && link == "anon_inode:[eventfd]" && v.at != wfd {
+		t.Errorf("the eventfd (%d) is still open after the shard stopped and its last waker was done", wfd)
+	}
+}
+
+// readlink is where /proc/self/fd/fd points.
+func readlink(fd int) (string, error) {
+	buf := make([]byte, 256)
+	n, err := unix.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd), buf)
+	if err != nil {
+		return "", err
+	}
+	return string(buf[:n]), nil
+}

@@ -83,6 +83,10 @@ type loop struct {
 	queue    []task
 	stopped  bool // under mu: no more tasks are accepted
 	wakeOwed bool // under mu: the eventfd is written, or about to be, for the queue as it stands
+	// wakers (under mu) counts the goroutines that claimed an eventfd write and have not yet
+	// made it. The eventfd is closed by whichever comes last of the loop's shutdown and those
+	// writes, so nobody ever writes a number that may already be someone else's descriptor.
+	wakers int
 	// polling: the loop takes its queue at least every adoptPoll without being woken, so an
 	// adoption queued meanwhile needs no wake-up. The loop turns it on after adopting and off
 	// after a poll that found none; during a burst of handshakes a shard then wakes once per
@@ -186,8 +190,8 @@ func (l *loop) submit(t task) bool {
 
 // queueTask queues t without waking the loop and reports whether the caller owes it a wake-up
 // (the first task since the loop last took its queue; later ones ride on that wake-up), which
-// the caller must give promptly (Engine.Accept gives it after writing the 101). A lazy task
-// owes none while the loop is polling.
+// the caller must give promptly, with one call of wake (Engine.Accept gives it after writing
+// the 101). A lazy task owes none while the loop is polling.
 func (l *loop) queueTask(t task, lazy bool) (ok, wake bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -199,12 +203,33 @@ func (l *loop) queueTask(t task, lazy bool) (ok, wake bool) {
 		return true, false
 	}
 	l.wakeOwed = true
+	l.wakers++
 	return true, true
 }
 
+// wake writes the eventfd for a wake-up queueTask said was owed, then gives up the claim that
+// kept the eventfd open; if the loop has stopped meanwhile and this was the last claim, it
+// closes the eventfd.
 func (l *loop) wake() {
+	if f := l.e.faults.wake; f != nil {
+		f(l.id)
+	}
 	if err := l.poll.wake(); err != nil {
 		l.e.log.Error("wake event loop", "shard", l.id, "err", err)
+	}
+	l.mu.Lock()
+	l.wakers--
+	last := l.stopped && l.wakers == 0
+	l.mu.Unlock()
+	if last {
+		l.closeWake()
+	}
+}
+
+// closeWake closes the eventfd; called exactly once, by the last of shutdown and the wakers.
+func (l *loop) closeWake() {
+	if err := l.poll.closeWake(); err != nil {
+		l.e.log.Error("close eventfd", "shard", l.id, "err", err)
 	}
 }
 
@@ -662,6 +687,7 @@ func (l *loop) shutdown() {
 	l.stopped = true
 	rest := l.queue
 	l.queue = nil
+	wakeIdle := l.wakers == 0 // else the last waker closes the eventfd
 	l.mu.Unlock()
 	for _, t := range rest {
 		if t.kind == taskAdopt {
@@ -675,7 +701,10 @@ func (l *loop) shutdown() {
 		close(ch)
 	}
 	l.drainWaiters = nil
-	if err := l.poll.close(); err != nil {
-		l.e.log.Error("close poller", "shard", l.id, "err", err)
+	if err := l.poll.closeEpoll(); err != nil {
+		l.e.log.Error("close epoll", "shard", l.id, "err", err)
+	}
+	if wakeIdle {
+		l.closeWake()
 	}
 }

@@ -157,7 +157,15 @@ func (p *poller) consumeWake() {
 	_, _ = unix.Read(p.wfd, buf[:])
 }
 
-// close closes both descriptors; only the loop's goroutine may call it, never during wait.
+// close closes both descriptors; only the loop's goroutine may call it, never during wait,
+// and only when no other goroutine can still write the eventfd (else closeEpoll and closeWake).
 func (p *poller) close() error {
-	return errors.Join(unix.Close(p.wfd), p.file.Close())
+	return errors.Join(p.closeWake(), p.closeEpoll())
 }
+
+// closeEpoll closes the epoll instance; only the loop's goroutine may call it, never during
+// wait.
+func (p *poller) closeEpoll() error { return p.file.Close() }
+
+// closeWake closes the eventfd, once no goroutine can write it any more (see loop.wakers).
+func (p *poller) closeWake() error { return unix.Close(p.wfd) }
