@@ -24,6 +24,9 @@ import (
 // ErrClosed is returned by Accept once the engine is draining or closed.
 var ErrClosed = errors.New("eventloop: engine is draining or closed")
 
+// errNoShard is returned by Accept when every shard has stopped (see Engine.Ready).
+var errNoShard = errors.New("eventloop: no event loop is running")
+
 // defaultMaxMessageSize applies when Options.MaxMessageSize is not positive (SPEC §5).
 const defaultMaxMessageSize = 65536
 
@@ -90,6 +93,7 @@ func newEngine(opts session.Options, f *faults) (*Engine, error) {
 		}
 		e.loops = append(e.loops, l)
 	}
+	e.metrics.ShardsFailed(func() float64 { return float64(e.failedShards()) })
 	for _, l := range e.loops {
 		e.metrics.ShardConnections(l.id, func() float64 { return float64(l.active.Load()) })
 		e.wg.Add(1)
@@ -135,21 +139,22 @@ func (e *Engine) Accept(w http.ResponseWriter, r *http.Request, a session.Admiss
 		herr.write(w)
 		return fmt.Errorf("accept: %w", herr)
 	}
+	if e.leastLoaded() == nil {
+		http.Error(w, "no event loop is running", http.StatusServiceUnavailable)
+		return fmt.Errorf("accept: %w", errNoShard)
+	}
 	nc, fd, pending, err := hijackKeep(w)
 	if err != nil {
 		return fmt.Errorf("accept: %w", err)
 	}
 	defer nc.Close()
 	h := &handoff{fd: fd, pending: pending, adm: a}
-	l := e.leastLoaded()
-	l.load.Add(1)
 	// Queue the adoption but wake the shard only after the 101 is out: a wake-up here would
 	// have the kernel run the shard's thread ahead of this one on a busy machine.
-	ok, wake := l.queueTask(task{kind: taskAdopt, h: h}, true)
-	if !ok {
-		l.load.Add(-1)
+	l, wake := e.place(h, true)
+	if l == nil {
 		_ = e.closeFD(fd) // not queued: still this goroutine's
-		return fmt.Errorf("accept fd %d: %w", fd, ErrClosed)
+		return fmt.Errorf("accept fd %d: %w", fd, errNoShard)
 	}
 	_ = nc.SetWriteDeadline(time.Now().Add(handshakeWriteTimeout))
 	_, h.sendErr = nc.Write(resp)
@@ -207,24 +212,67 @@ func (e *Engine) rejectNow(h *handoff) {
 // shard. From then on the descriptor is the shard's and the caller must not touch it again,
 // not even on an error path. On nil no shard took it and it is still the caller's.
 func (e *Engine) handOff(h *handoff) *loop {
-	l := e.leastLoaded()
-	l.load.Add(1)
-	if !l.submit(task{kind: taskAdopt, h: h}) {
-		l.load.Add(-1)
-		return nil
+	l, wake := e.place(h, false)
+	if wake {
+		l.wake()
 	}
 	return l
 }
 
+// place queues h's adoption on the least loaded running shard, trying the next one if that
+// one stopped meanwhile, and returns it with whether the caller owes it a wake-up (as
+// queueTask). nil: every shard has stopped, and the descriptor is still the caller's.
+func (e *Engine) place(h *handoff, lazy bool) (*loop, bool) {
+	for range e.loops {
+		l := e.leastLoaded()
+		if l == nil {
+			break
+		}
+		l.load.Add(1)
+		if ok, wake := l.queueTask(task{kind: taskAdopt, h: h}, lazy); ok {
+			return l, wake
+		}
+		l.load.Add(-1) // it stopped after leastLoaded looked: it is down now, so skipped next
+	}
+	return nil, false
+}
+
+// leastLoaded is the running shard with the fewest connections; nil when none runs. A shard
+// that stopped (its wait failed) has no connections, so without the check it would look the
+// least loaded and get every new one.
 func (e *Engine) leastLoaded() *loop {
-	best := e.loops[0]
-	bestLoad := best.load.Load()
-	for _, l := range e.loops[1:] {
-		if n := l.load.Load(); n < bestLoad {
-			best, bestLoad = l, n
+	var best *loop
+	for _, l := range e.loops {
+		if !l.down.Load() && (best == nil || l.load.Load() < best.load.Load()) {
+			best = l
 		}
 	}
 	return best
+}
+
+// Ready returns nil while every shard runs, else which shards failed and why. A failed shard
+// (its epoll wait returned an error) has closed its connections and takes no new ones: the
+// node carries on with fewer shards, but should be replaced, so the HTTP layer reports it
+// not ready (/readyz).
+func (e *Engine) Ready() error {
+	var errs []error
+	for _, l := range e.loops {
+		if err := l.failure(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// failedShards counts the shards that failed, for eventloop_shards_failed.
+func (e *Engine) failedShards() int {
+	n := 0
+	for _, l := range e.loops {
+		if l.failure() != nil {
+			n++
+		}
+	}
+	return n
 }
 
 // Deliver hands the batch to every shard (one queue entry and at most one wake-up each). It

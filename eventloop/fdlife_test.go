@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -321,4 +322,67 @@ func readlink(fd int) (string, error) {
 		return "", err
 	}
 	return string(buf[:n]), nil
+}
+
+// shardKiller makes the chosen shards' waits fail on demand.
+type shardKiller struct{ dead [4]atomic.Bool }
+
+func (k *shardKiller) wait(shard int) error {
+	if k.dead[shard].Load() {
+		return fmt.Errorf("injected epoll_wait failure on shard %d", shard)
+	}
+	return nil
+}
+
+// A shard whose epoll wait fails closes its connections and stops. Placement must skip it
+// (it has no connections, so it would look the least loaded and swallow every upgrade), and
+// the node must say it is degraded: Ready (so /readyz) and eventloop_shards_failed.
+func TestFailedShardIsSkippedAndReported(t *testing.T) {
+	k := &shardKiller{}
+	h := newFaultyHarness(t, func(o *session.Options) { o.Shards = 2 }, &faults{wait: k.wait})
+	first := h.dialRaw(t, "first", nil) // ties go to shard 0
+	l0 := h.engine.loops[0]
+	waitFor(t, "the first connection on shard 0", func() bool { return l0.active.Load() == 1 })
+	k.dead[0].Store(true)
+	first.send([]byte{0x89, 0x80, 0, 0, 0, 0}) // wakes shard 0, whose next wait fails
+	if code, _ := first.expectClose(10 * time.Second); code != message.CloseGoingAway {
+		t.Fatalf("the failed shard's connection got close %d, want 1001", code)
+	}
+	waitFor(t, "shard 0 to stop", func() bool {
+		l0.mu.Lock()
+		defer l0.mu.Unlock()
+		return l0.stopped
+	})
+
+	for i := range 4 {
+		user := fmt.Sprintf("later%d", i)
+		rc := h.dialRaw(t, user, nil) // fails the test unless the upgrade gets its 101
+		h.engine.Deliver([]registry.Delivery{{Target: registry.Target{Kind: registry.User, ID: user}, Payload: []byte("hi " + user)}})
+		if op, payload := rc.expectFrame(10 * time.Second); op != opText || string(payload) != "hi "+user {
+			t.Fatalf("%s got op %d %q, want its message", user, op, payload)
+		}
+	}
+	if err := h.engine.Ready(); err == nil || !strings.Contains(err.Error(), "shard 0 failed") {
+		t.Errorf("Ready() = %v, want the failure of shard 0", err)
+	}
+	var metrics strings.Builder
+	h.metrics.WritePrometheus(&metrics)
+	if !strings.Contains(metrics.String(), "\neventloop_shards_failed 1\n") {
+		t.Errorf("eventloop_shards_failed is not 1:\n%s", metrics.String())
+	}
+}
+
+// With every shard failed an upgrade is refused with a plain 503 before anything is hijacked,
+// not a bare TCP close.
+func TestNoRunningShardRefusesUpgradeWith503(t *testing.T) {
+	k := &shardKiller{}
+	h := newFaultyHarness(t, func(o *session.Options) { o.Shards = 1 }, &faults{wait: k.wait})
+	killShard(t, h, h.engine.loops[0], &k.dead[0])
+	rc := dialRaw(t, h.addr, "/ws?token="+h.token(t, "u", nil, time.Hour), nil, nil)
+	if rc.resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("status %d, want 503", rc.resp.StatusCode)
+	}
+	if err := <-h.accepts; !errors.Is(err, errNoShard) {
+		t.Fatalf("Accept returned %v, want errNoShard", err)
+	}
 }

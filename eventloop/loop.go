@@ -81,8 +81,9 @@ type loop struct {
 	// Cross-goroutine.
 	mu       sync.Mutex
 	queue    []task
-	stopped  bool // under mu: no more tasks are accepted
-	wakeOwed bool // under mu: the eventfd is written, or about to be, for the queue as it stands
+	stopped  bool  // under mu: no more tasks are accepted
+	wakeOwed bool  // under mu: the eventfd is written, or about to be, for the queue as it stands
+	failErr  error // under mu: why the loop stopped on its own (nil: it did not)
 	// wakers (under mu) counts the goroutines that claimed an eventfd write and have not yet
 	// made it. The eventfd is closed by whichever comes last of the loop's shutdown and those
 	// writes, so nobody ever writes a number that may already be someone else's descriptor.
@@ -94,6 +95,7 @@ type loop struct {
 	// a machine with idle cores, a thread: the context switches that kept the epoll engine's
 	// handshake rate below gws's).
 	polling atomic.Bool
+	down    atomic.Bool  // the loop is stopping or stopped: placement skips it
 	load    atomic.Int64 // connections owned or on their way in, for least-loaded placement
 	active  atomic.Int64 // registered connections, for eventloop_shard_connections
 
@@ -239,7 +241,7 @@ func (l *loop) run() {
 	for !l.stopping {
 		n, err := l.wait()
 		if err != nil {
-			l.e.log.Error("epoll_wait failed; stopping shard", "shard", l.id, "err", err)
+			l.die(err)
 			break
 		}
 		l.clock()
@@ -263,6 +265,26 @@ func (l *loop) run() {
 		l.notifyDrained()
 	}
 	l.shutdown()
+}
+
+// die records why the loop stops on its own. From here on placement skips the shard, and it is
+// reported through Engine.Ready (so /readyz), eventloop_shards_failed and this log line; its
+// connections are closed 1001 by shutdown.
+func (l *loop) die(err error) {
+	err = fmt.Errorf("shard %d failed: %w", l.id, err)
+	l.down.Store(true)
+	l.mu.Lock()
+	l.failErr = err
+	l.mu.Unlock()
+	l.e.log.Error("event loop failed: its connections are closed and it takes no new ones; the node is not ready",
+		"shard", l.id, "err", err)
+}
+
+// failure is why the loop stopped on its own; nil while it runs or after an orderly stop.
+func (l *loop) failure() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.failErr
 }
 
 // wait waits for events until the loop's next deadline.
@@ -672,6 +694,7 @@ func (l *loop) notifyDrained() {
 // shutdown closes every connection (1001, close frame best-effort), refuses further tasks,
 // fails the handoffs still queued, and closes the poller.
 func (l *loop) shutdown() {
+	l.down.Store(true)
 	for _, c := range l.conns {
 		if c != nil {
 			l.startClose(c, message.CloseGoingAway, nil)

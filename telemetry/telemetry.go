@@ -118,6 +118,12 @@ func (m *Metrics) ShardConnections(shard int, f func() float64) {
 	m.set.GetOrCreateGauge(`eventloop_shard_connections{shard="`+strconv.Itoa(shard)+`"}`, f)
 }
 
+// ShardsFailed registers eventloop_shards_failed, read from f at scrape time: the epoll
+// engine's shards that stopped on an error (the node is not ready while it is above 0).
+func (m *Metrics) ShardsFailed(f func() float64) {
+	m.set.GetOrCreateGauge("eventloop_shards_failed", f)
+}
+
 // WritePrometheus writes the service's metrics followed by Go runtime, process and file
 // descriptor metrics (process_open_fds against process_max_fds is how an operator sees a pod
 // nearing its connection ceiling).
