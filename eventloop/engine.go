@@ -149,21 +149,22 @@ func (e *Engine) Accept(w http.ResponseWriter, r *http.Request, a session.Admiss
 	}
 	defer nc.Close()
 	h := &handoff{fd: fd, pending: pending, adm: a}
-	// Queue the adoption but wake the shard only after the 101 is out: a wake-up here would
-	// have the kernel run the shard's thread ahead of this one on a busy machine.
-	l, wake := e.place(h, true)
+	// Queue the adoption but wake the shard only after the 101 is out (wakeLater): a wake-up
+	// here would have the kernel run the shard's thread ahead of this one on a busy machine.
+	l, _ := e.place(h, wakeLater)
 	if l == nil {
 		_ = e.closeFD(fd) // not queued: still this goroutine's
 		return fmt.Errorf("accept fd %d: %w", fd, errNoShard)
+	}
+	// From here on the descriptor is the shard's: this goroutine writes only through nc.
+	if f := e.faults.adoptQueued; f != nil {
+		f()
 	}
 	_ = nc.SetWriteDeadline(time.Now().Add(handshakeWriteTimeout))
 	_, h.sendErr = nc.Write(resp)
 	// A failed write is the shard's to handle: unhold ends the connection through the abort
 	// path (Hooks.Closed with 1006). If the shard stopped meanwhile, it has already ended it.
-	if wake {
-		l.wake()
-	}
-	if _, wakeSent := l.queueTask(task{kind: taskSent, h: h}, true); wakeSent {
+	if _, wake := l.queueTask(task{kind: taskSent, h: h}, wakeIfIdle); wake {
 		l.wake()
 	}
 	if !a.Started.IsZero() {
@@ -212,7 +213,7 @@ func (e *Engine) rejectNow(h *handoff) {
 // shard. From then on the descriptor is the shard's and the caller must not touch it again,
 // not even on an error path. On nil no shard took it and it is still the caller's.
 func (e *Engine) handOff(h *handoff) *loop {
-	l, wake := e.place(h, false)
+	l, wake := e.place(h, wakeAlways)
 	if wake {
 		l.wake()
 	}
@@ -222,14 +223,14 @@ func (e *Engine) handOff(h *handoff) *loop {
 // place queues h's adoption on the least loaded running shard, trying the next one if that
 // one stopped meanwhile, and returns it with whether the caller owes it a wake-up (as
 // queueTask). nil: every shard has stopped, and the descriptor is still the caller's.
-func (e *Engine) place(h *handoff, lazy bool) (*loop, bool) {
+func (e *Engine) place(h *handoff, p wakePolicy) (*loop, bool) {
 	for range e.loops {
 		l := e.leastLoaded()
 		if l == nil {
 			break
 		}
 		l.load.Add(1)
-		if ok, wake := l.queueTask(task{kind: taskAdopt, h: h}, lazy); ok {
+		if ok, wake := l.queueTask(task{kind: taskAdopt, h: h}, p); ok {
 			return l, wake
 		}
 		l.load.Add(-1) // it stopped after leastLoaded looked: it is down now, so skipped next

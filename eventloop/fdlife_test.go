@@ -386,3 +386,38 @@ func TestNoRunningShardRefusesUpgradeWith503(t *testing.T) {
 		t.Fatalf("Accept returned %v, want errNoShard", err)
 	}
 }
+
+// An Accept queues its adoption and wakes the shard only after writing the 101. A delivery
+// queued meanwhile for another connection of the shard must wake the shard itself, not wait
+// until the HTTP goroutine is scheduled again (here: held before its 101 write).
+func TestDeliveryDoesNotWaitForAnAcceptInProgress(t *testing.T) {
+	var hold atomic.Bool
+	reached, release := make(chan struct{}), make(chan struct{})
+	h := newFaultyHarness(t, func(o *session.Options) { o.Shards = 1 }, &faults{adoptQueued: func() {
+		if hold.CompareAndSwap(true, false) {
+			close(reached)
+			<-release
+		}
+	}})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	defer unblock()
+	l := h.engine.loops[0]
+	a := h.dialRaw(t, "a", nil)
+	waitFor(t, "the shard to stop polling after the adoption", func() bool { return !l.polling.Load() })
+
+	hold.Store(true)
+	b, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if _, err := b.Write(upgradeRequest(h.addr, "/ws?token="+h.token(t, "b", nil, time.Hour))); err != nil {
+		t.Fatal(err)
+	}
+	<-reached
+	h.engine.Deliver([]registry.Delivery{{Target: registry.Target{Kind: registry.User, ID: "a"}, Payload: []byte("now")}})
+	if op, payload := a.expectFrame(10 * time.Second); op != opText || string(payload) != "now" {
+		t.Fatalf("a got op %d %q, want the delivery", op, payload)
+	}
+}

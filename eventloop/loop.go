@@ -183,25 +183,40 @@ func (l *loop) tickOf(t time.Time) uint32 {
 // submit queues t for the loop and wakes it unless a wake-up is already owed: a burst of
 // tasks costs one wake-up. It returns false once the loop has stopped.
 func (l *loop) submit(t task) bool {
-	ok, wake := l.queueTask(t, false)
+	ok, wake := l.queueTask(t, wakeAlways)
 	if wake {
 		l.wake()
 	}
 	return ok
 }
 
+// wakePolicy says when a queued task needs the loop woken.
+type wakePolicy uint8
+
+const (
+	// wakeAlways: unless a wake-up is already owed for the queue as it stands.
+	wakeAlways wakePolicy = iota
+	// wakeIfIdle: as wakeAlways, but not while the loop is polling (it takes its queue within
+	// adoptPoll anyway).
+	wakeIfIdle
+	// wakeLater: never now; the caller queues a later task that wakes the loop (Accept's
+	// adoption, followed by its taskSent). It does not count as an owed wake-up, so a task
+	// queued meanwhile by another goroutine (a delivery) wakes the loop itself instead of
+	// waiting for the caller to be scheduled again.
+	wakeLater
+)
+
 // queueTask queues t without waking the loop and reports whether the caller owes it a wake-up
 // (the first task since the loop last took its queue; later ones ride on that wake-up), which
-// the caller must give promptly, with one call of wake (Engine.Accept gives it after writing
-// the 101). A lazy task owes none while the loop is polling.
-func (l *loop) queueTask(t task, lazy bool) (ok, wake bool) {
+// the caller must give promptly, with one call of wake.
+func (l *loop) queueTask(t task, p wakePolicy) (ok, wake bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.stopped {
 		return false, false
 	}
 	l.queue = append(l.queue, t)
-	if l.wakeOwed || (lazy && l.polling.Load()) {
+	if l.wakeOwed || p == wakeLater || (p == wakeIfIdle && l.polling.Load()) {
 		return true, false
 	}
 	l.wakeOwed = true
