@@ -12,6 +12,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -419,5 +421,58 @@ func TestDeliveryDoesNotWaitForAnAcceptInProgress(t *testing.T) {
 	h.engine.Deliver([]registry.Delivery{{Target: registry.Target{Kind: registry.User, ID: "a"}, Payload: []byte("now")}})
 	if op, payload := a.expectFrame(10 * time.Second); op != opText || string(payload) != "now" {
 		t.Fatalf("a got op %d %q, want the delivery", op, payload)
+	}
+}
+
+// epollRegistrations lists the descriptor numbers registered in the epoll set epfd.
+func epollRegistrations(t *testing.T, epfd int) []string {
+	t.Helper()
+	info, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", epfd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fds []string
+	for line := range strings.Lines(string(info)) {
+		if rest, ok := strings.CutPrefix(line, "tfd:"); ok {
+			fds = append(fds, strings.Fields(rest)[0])
+		}
+	}
+	return fds
+}
+
+// A client that vanishes right after its handshake can be read to EOF and closed by its shard
+// while Accept still holds the socket's original descriptor. The shard's epoll registration
+// must not outlive its close: the kernel would keep reporting the dead socket under its slot
+// and descriptor number, which the next connection may be given both of, and the shard would
+// spin reading that connection.
+func TestAbortedConnectionLeavesNoEpollRegistration(t *testing.T) {
+	var hold atomic.Bool
+	reached, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	defer unblock()
+	h := newFaultyHarness(t, func(o *session.Options) { o.Shards = 1 }, &faults{adoptQueued: func() {
+		if hold.CompareAndSwap(true, false) {
+			close(reached)
+			<-release
+		}
+	}})
+	l := h.engine.loops[0]
+	hold.Store(true)
+	c, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write(upgradeRequest(h.addr, "/ws?token="+h.token(t, "gone", nil, time.Hour))); err != nil {
+		t.Fatal(err)
+	}
+	<-reached // Accept holds the original descriptor; the adoption is queued
+	c.Close()
+	h.engine.Deliver(nobody) // the shard takes the adoption, reads EOF and closes its descriptor
+	if calls := h.hooks.waitCalls(t, 1, 10*time.Second); calls[0].code != message.CloseAbnormal {
+		t.Fatalf("Closed with %d, want 1006", calls[0].code)
+	}
+	if regs := epollRegistrations(t, l.poll.epfd); len(regs) != 1 || regs[0] != strconv.Itoa(l.poll.wfd) {
+		t.Fatalf("epoll set holds descriptors %v after the connection ended, want only the eventfd (%d)", regs, l.poll.wfd)
 	}
 }

@@ -85,6 +85,13 @@ func (p *poller) add(fd int, slot int32) error {
 	return unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev)
 }
 
+// del removes fd from the set. Closing fd alone would not do it while another descriptor of
+// the same socket is open (the kernel drops an epoll registration when the open file
+// description is released, not when one of its descriptors is closed).
+func (p *poller) del(fd int) error {
+	return unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+}
+
 // watchWritable adds (or drops) EPOLLOUT interest: only a connection with a write backlog
 // waits for it, because a level-triggered EPOLLOUT on an idle socket would fire on every wait.
 func (p *poller) watchWritable(fd int, slot int32, on bool) error {
