@@ -96,6 +96,7 @@ func newEngine(opts session.Options, f *faults) (*Engine, error) {
 	e.metrics.ShardsFailed(func() float64 { return float64(e.failedShards()) })
 	for _, l := range e.loops {
 		e.metrics.ShardConnections(l.id, func() float64 { return float64(l.active.Load()) })
+		e.metrics.ShardQueueBytes(l.id, func() float64 { return float64(l.queued.Load()) })
 		e.wg.Add(1)
 		go l.run()
 	}
@@ -277,13 +278,17 @@ func (e *Engine) failedShards() int {
 }
 
 // Deliver hands the batch to every shard (one queue entry and at most one wake-up each). It
-// never blocks on a socket. The batch and its payloads must not be modified afterwards.
+// never blocks on a socket, but waits while a shard's queue holds shardQueueBytes of
+// deliveries not yet applied, so back-pressure reaches the backplane's reader (see
+// shardQueueBytes). A stopped or failed shard never makes it wait: the batch is dropped for
+// that shard and counted. The batch and its payloads must not be modified afterwards.
 func (e *Engine) Deliver(batch []registry.Delivery) {
 	if len(batch) == 0 {
 		return
 	}
+	size := batchBytes(batch)
 	for _, l := range e.loops {
-		l.submit(task{kind: taskDeliver, batch: batch})
+		l.submitDelivery(batch, size)
 	}
 }
 

@@ -46,6 +46,7 @@ type task struct {
 	h      *handoff
 	window time.Duration
 	done   chan struct{}
+	size   int64 // taskDeliver: batchBytes(batch), counted in loop.queued until applied
 }
 
 // handoff is a hijacked connection on its way into a shard: an accepted one (Accept writes
@@ -95,9 +96,14 @@ type loop struct {
 	// a machine with idle cores, a thread: the context switches that kept the epoll engine's
 	// handshake rate below gws's).
 	polling atomic.Bool
-	down    atomic.Bool  // the loop is stopping or stopped: placement skips it
-	load    atomic.Int64 // connections owned or on their way in, for least-loaded placement
-	active  atomic.Int64 // registered connections, for eventloop_shard_connections
+	// queued: delivery bytes queued and not yet applied (changed under mu, read by the
+	// eventloop_shard_queue_bytes gauge); Deliver waits on room while it is at queueLimit.
+	queued     atomic.Int64
+	queueLimit int64 // under mu; shardQueueBytes (tests lower it)
+	room       sync.Cond
+	down       atomic.Bool  // the loop is stopping or stopped: placement skips it
+	load       atomic.Int64 // connections owned or on their way in, for least-loaded placement
+	active     atomic.Int64 // registered connections, for eventloop_shard_connections
 
 	// Owned by the loop goroutine.
 	conns    []*conn // by slot
@@ -159,6 +165,8 @@ func newLoop(id int, e *Engine, tick time.Duration) (*loop, error) {
 		maxMsg:    o.MaxMessageSize,
 		ping:      encodeFrame(opPing, nil),
 	}
+	l.room.L = &l.mu
+	l.queueLimit = shardQueueBytes
 	l.wheel = newWheel(wheelSlots, l.now, func(id int32) *timerNode { return &l.conns[id].timer })
 	return l, nil
 }
@@ -208,14 +216,19 @@ const (
 
 // queueTask queues t without waking the loop and reports whether the caller owes it a wake-up
 // (the first task since the loop last took its queue; later ones ride on that wake-up), which
-// the caller must give promptly, with one call of wake.
+// the caller must give promptly, with one call of wake. A delivery first waits for room in the
+// queue (see submitDelivery).
 func (l *loop) queueTask(t task, p wakePolicy) (ok, wake bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if t.size > 0 {
+		l.awaitRoom()
+	}
 	if l.stopped {
 		return false, false
 	}
 	l.queue = append(l.queue, t)
+	l.queued.Add(t.size)
 	if l.wakeOwed || p == wakeLater || (p == wakeIfIdle && l.polling.Load()) {
 		return true, false
 	}
@@ -448,6 +461,7 @@ func (l *loop) runTasks() (adopted bool) {
 	l.queue = l.spare[:0]
 	l.wakeOwed = false
 	l.mu.Unlock()
+	var size int64
 	for i := range tasks {
 		t := &tasks[i]
 		switch t.kind {
@@ -459,6 +473,7 @@ func (l *loop) runTasks() (adopted bool) {
 				f(l.id)
 			}
 			l.deliver(t.batch)
+			size += t.size
 		case taskDrain:
 			l.beginDrain(t.window, t.done)
 		case taskStop:
@@ -469,6 +484,7 @@ func (l *loop) runTasks() (adopted bool) {
 		tasks[i] = task{}
 	}
 	l.spare = tasks[:0]
+	l.applied(size)
 	return adopted
 }
 
@@ -725,6 +741,7 @@ func (l *loop) shutdown() {
 	l.stopped = true
 	rest := l.queue
 	l.queue = nil
+	l.dropQueued(rest)
 	wakeIdle := l.wakers == 0 // else the last waker closes the eventfd
 	l.mu.Unlock()
 	for _, t := range rest {
