@@ -159,6 +159,7 @@ func (l *loop) finish(c *conn) {
 		return
 	}
 	l.release(c, message.CloseAbnormal) // a no-op unless nothing released it yet
+	l.release101(c)
 	c.state = stateClosed
 	l.wheel.cancel(c.slot)
 	if err := l.poll.del(int(c.fd)); err != nil {

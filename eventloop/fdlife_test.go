@@ -476,3 +476,37 @@ func TestAbortedConnectionLeavesNoEpollRegistration(t *testing.T) {
 		t.Fatalf("epoll set holds descriptors %v after the connection ended, want only the eventfd (%d)", regs, l.poll.wfd)
 	}
 }
+
+// Close may reach a shard between an Accept's adoption and its 101: the shard holds the
+// connection (it may write nothing before the 101), so it must wait for the 101 before it
+// writes the close frame, and the client sees 101, then close 1001, then EOF.
+func TestCloseDuringAnAcceptStillSendsTheCloseFrame(t *testing.T) {
+	var hold atomic.Bool
+	reached, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	defer unblock()
+	h := newFaultyHarness(t, func(o *session.Options) { o.Shards = 1 }, &faults{adoptQueued: func() {
+		if hold.CompareAndSwap(true, false) {
+			close(reached)
+			<-release
+		}
+	}})
+	l := h.engine.loops[0]
+	hold.Store(true)
+	rcs := make(chan *rawClient, 1)
+	go func() { rcs <- h.dialRaw(t, "late", nil) }()
+	<-reached
+	h.engine.Deliver(nobody) // the shard takes the adoption: the connection is held
+	waitFor(t, "the adoption", func() bool { return l.active.Load() == 1 })
+	closed := make(chan struct{})
+	go func() { _ = h.engine.Close(); close(closed) }()
+	waitFor(t, "the shard to take its stop", func() bool { return l.down.Load() })
+	unblock()
+	rc := <-rcs
+	if code, _ := rc.expectClose(10 * time.Second); code != message.CloseGoingAway {
+		t.Fatalf("close %d, want 1001", code)
+	}
+	rc.expectEOF(10 * time.Second)
+	<-closed
+}

@@ -15,6 +15,7 @@ import (
 	"github.com/huleedu/websocket-service/message"
 	"github.com/huleedu/websocket-service/registry"
 	"github.com/huleedu/websocket-service/session"
+	"github.com/huleedu/websocket-service/telemetry"
 )
 
 // readBufferSize is the one read buffer a shard has; every connection reads into it.
@@ -119,6 +120,7 @@ type loop struct {
 	doomed   []*conn
 	iov      []unix.Iovec
 	cur      *conn // the connection whose bytes are being parsed
+	held     int   // connections with flagHeld (Accept still writing their 101)
 	fanout   bool  // deliver is iterating registry lists: closes must wait for reapDoomed
 	stopping bool
 	pollAt   time.Time // while polling: when the queue must next be looked at
@@ -263,10 +265,12 @@ func (l *loop) closeWake() {
 	}
 }
 
-// run is the loop goroutine.
+// run is the loop goroutine. Once asked to stop it goes on until no connection is held: each
+// held connection's Accept is writing its 101 and will queue taskSent within
+// handshakeWriteTimeout, and only then may shutdown write the connection's close frame.
 func (l *loop) run() {
 	defer l.e.wg.Done()
-	for !l.stopping {
+	for !l.stopping || l.held > 0 {
 		n, err := l.wait()
 		if err != nil {
 			l.die(err)
@@ -469,15 +473,20 @@ func (l *loop) runTasks() (adopted bool) {
 			l.adopt(t.h)
 			adopted = adopted || !t.h.reject
 		case taskDeliver:
+			size += t.size
+			if l.stopping { // queued behind the stop: it goes nowhere
+				l.e.metrics.Dropped(telemetry.DropShardStopped, len(t.batch))
+				break
+			}
 			if f := l.e.faults.deliver; f != nil {
 				f(l.id)
 			}
 			l.deliver(t.batch)
-			size += t.size
 		case taskDrain:
 			l.beginDrain(t.window, t.done)
 		case taskStop:
 			l.stopping = true
+			l.down.Store(true)
 		case taskSent:
 			l.unhold(t.h)
 		}
@@ -513,6 +522,7 @@ func (l *loop) adopt(h *handoff) {
 		return
 	}
 	c.flags |= flagRegistered | flagHeld
+	l.held++
 	h.c = c
 	l.reg.Add(c, c.id.User, c.id.Groups)
 	l.active.Add(1)
@@ -567,12 +577,20 @@ func (l *loop) unhold(h *handoff) {
 	if c == nil || c.state == stateClosed {
 		return
 	}
-	c.flags &^= flagHeld
+	l.release101(c)
 	if h.sendErr != nil {
 		l.abort(c)
 		return
 	}
 	l.markDirty(c)
+}
+
+// release101 ends c's hold: Accept is done with the 101 (or c is closing without it).
+func (l *loop) release101(c *conn) {
+	if c.flags&flagHeld != 0 {
+		c.flags &^= flagHeld
+		l.held--
+	}
 }
 
 func (l *loop) allocSlot() int32 {

@@ -107,7 +107,8 @@ func mustAtoi(t *testing.T, s string) int64 {
 }
 
 // A Deliver waiting for room in a shard that stops must not wait forever: what the shard will
-// never apply is dropped and counted (reason shard_stopped), and Deliver returns.
+// never apply (queued behind its stop, or offered after it) is dropped and counted (reason
+// shard_stopped), and Deliver returns.
 func TestStoppingShardReleasesAWaitingDeliver(t *testing.T) {
 	stall := newStall()
 	h := newFaultyHarness(t, func(o *session.Options) { o.Shards = 1 }, &faults{deliver: stall.hook})
@@ -115,23 +116,27 @@ func TestStoppingShardReleasesAWaitingDeliver(t *testing.T) {
 	l := h.engine.loops[0]
 	lowerQueueLimit(l, queueTestLimit)
 	stall.armed.Store(true)
+	h.engine.Deliver(userBatch("nobody", 0))
+	<-stall.entered // the shard is stuck in the first batch
+	closed := make(chan struct{})
+	go func() { _ = h.engine.Close(); close(closed) }()
+	waitFor(t, "the stop to be queued", func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return len(l.queue) == 1
+	})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for i := range int(queueTestLimit/batchBytes(userBatch("nobody", 0))) + 3 {
-			h.engine.Deliver(userBatch("nobody", i))
+			h.engine.Deliver(userBatch("nobody", i+1))
 		}
-		h.engine.Deliver(userBatch("nobody", -1)) // after the stop: refused at once
 	}()
-	<-stall.entered
-	waitFor(t, "Deliver to fill the queue", func() bool {
+	waitFor(t, "Deliver to fill the queue behind the stop", func() bool {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		return l.queued.Load() >= l.queueLimit
 	})
-	// The shard stops (its stop queued behind the deliveries) while Deliver waits.
-	closed := make(chan struct{})
-	go func() { _ = h.engine.Close(); close(closed) }()
 	stall.unstall()
 	for _, ch := range []chan struct{}{done, closed} {
 		select {
@@ -140,8 +145,9 @@ func TestStoppingShardReleasesAWaitingDeliver(t *testing.T) {
 			t.Fatal("Deliver or Close is stuck behind a stopped shard")
 		}
 	}
-	if v := metricValue(h.metrics, `websocket_messages_dropped_total{reason="shard_stopped"}`); v == "" || v == "0" {
-		t.Fatalf(`websocket_messages_dropped_total{reason="shard_stopped"} = %q, want the refused batches counted`, v)
+	h.engine.Deliver(userBatch("nobody", -1)) // refused at once
+	if v := metricValue(h.metrics, `websocket_messages_dropped_total{reason="shard_stopped"}`); v == "" || mustAtoi(t, v) < 2 {
+		t.Fatalf(`websocket_messages_dropped_total{reason="shard_stopped"} = %q, want the batches behind the stop counted`, v)
 	}
 	if q := l.queued.Load(); q != 0 {
 		t.Fatalf("%d bytes still counted queued on a stopped shard", q)
