@@ -128,8 +128,10 @@ func wheelTick(o session.Options) time.Duration {
 // before the 101 is written, and the shard's queue is FIFO, so any delivery of a message
 // published after the client saw the 101 is applied after the registration. The shard writes
 // nothing for the connection until taskSent says the 101 is out, and the original descriptor
-// stays open until the write returns, so the write can never land on a reused fd. While the
-// shard is polling (loop.polling) neither task wakes it.
+// stays open until the write returns, so the write can never land on a reused fd. The
+// adoption never wakes the shard (wakeLater); taskSent does, unless the shard is polling
+// (loop.polling). Placement skips a shard that has stopped or failed; with none running the
+// client gets a plain 503 and nothing is hijacked.
 func (e *Engine) Accept(w http.ResponseWriter, r *http.Request, a session.Admission) error {
 	if e.closed.Load() || e.draining.Load() {
 		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)

@@ -111,26 +111,33 @@ func readAll(t *testing.T, addr, path string) []byte {
 	return got
 }
 
-// stalledShard makes shard's next delivery task block until release is called.
-type stalledShard struct {
+// gate holds the first goroutine that reaches its hook once armed (a shard in a delivery, an
+// Accept before its 101, a waker before its write) until unstall; entered says it is held.
+type gate struct {
 	armed   atomic.Bool
 	entered chan struct{}
 	release chan struct{}
 	once    sync.Once
 }
 
-func newStall() *stalledShard {
-	return &stalledShard{entered: make(chan struct{}, 1), release: make(chan struct{})}
-}
-
-func (s *stalledShard) hook(int) {
+func (s *gate) hook(int) {
 	if s.armed.CompareAndSwap(true, false) {
 		s.entered <- struct{}{}
 		<-s.release
 	}
 }
 
-func (s *stalledShard) unstall() { s.once.Do(func() { close(s.release) }) }
+func (s *gate) unstall() { s.once.Do(func() { close(s.release) }) }
+
+// at is hook for hooks without a shard argument.
+func (s *gate) at() { s.hook(0) }
+
+// newGate is a gate released at the end of the test at the latest.
+func newGate(t *testing.T) *gate {
+	g := &gate{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	t.Cleanup(g.unstall)
+	return g
+}
 
 // waitFor polls cond until it holds, failing the test after 10 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -193,9 +200,8 @@ func TestRejectClosesItsDescriptorOnce(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			s := &rejectStage{stall: newStall(), v: newVictim(t)}
+			s := &rejectStage{stall: newGate(t), v: newVictim(t)}
 			h := newFaultyHarness(t, func(o *session.Options) { o.Shards = 1 }, s.faults())
-			t.Cleanup(s.stall.unstall)
 			returned := make(chan struct{})
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				h.engine.Reject(w, r, "", message.CodeAuthFailed, message.ClosePolicyViolation)
@@ -234,7 +240,7 @@ type rejectStage struct {
 	dead      atomic.Bool // the next wait fails
 	armed     atomic.Bool // the next close of a connection descriptor lets the victim take it
 	closed    atomic.Bool // that close happened
-	stall     *stalledShard
+	stall     *gate
 	v         *victim
 	afterDial func()
 }
@@ -270,34 +276,20 @@ func (s *rejectStage) faults() *faults {
 // exited, and a victim takes the lowest free number from the eventfd's up: nothing may reach
 // it, and the eventfd must still be closed in the end.
 func TestWakeNeverWritesAClosedEventfd(t *testing.T) {
-	var dead, holdWake atomic.Bool
-	reached, release := make(chan struct{}), make(chan struct{})
-	f := &faults{
-		wait: func(int) error {
-			if dead.Load() {
-				return errors.New("injected epoll_wait failure")
-			}
-			return nil
-		},
-		wake: func(int) {
-			if holdWake.CompareAndSwap(true, false) {
-				close(reached)
-				<-release
-			}
-		},
-	}
+	k, hold := &shardKiller{}, newGate(t)
+	f := &faults{wait: k.wait, wake: hold.hook}
 	h := newFaultyHarness(t, func(o *session.Options) { o.Shards = 1 }, f)
 	l := h.engine.loops[0]
 	wfd := l.poll.wfd
 	rc := h.dialRaw(t, "u", nil)
 	waitFor(t, "the connection's adoption", func() bool { return l.active.Load() == 1 })
 
-	holdWake.Store(true)
+	hold.armed.Store(true)
 	delivered := make(chan struct{})
 	go func() { h.engine.Deliver(nobody); close(delivered) }()
-	<-reached
+	<-hold.entered
 	// The shard dies on its next wait; a ping from the client makes it wait again.
-	dead.Store(true)
+	k.dead[0].Store(true)
 	rc.send([]byte{0x89, 0x80, 0, 0, 0, 0})
 	closed := make(chan struct{})
 	go func() { _ = h.engine.Close(); close(closed) }()
@@ -308,7 +300,7 @@ func TestWakeNeverWritesAClosedEventfd(t *testing.T) {
 	}
 	v := newVictim(t)
 	v.take(wfd)
-	close(release)
+	hold.unstall()
 	<-delivered
 	v.check(t, "a shard's wake-up")
 	if link, err := readlink(wfd); err == nil && link == "anon_inode:[eventfd]" && v.at != wfd {
@@ -393,22 +385,13 @@ func TestNoRunningShardRefusesUpgradeWith503(t *testing.T) {
 // queued meanwhile for another connection of the shard must wake the shard itself, not wait
 // until the HTTP goroutine is scheduled again (here: held before its 101 write).
 func TestDeliveryDoesNotWaitForAnAcceptInProgress(t *testing.T) {
-	var hold atomic.Bool
-	reached, release := make(chan struct{}), make(chan struct{})
-	h := newFaultyHarness(t, func(o *session.Options) { o.Shards = 1 }, &faults{adoptQueued: func() {
-		if hold.CompareAndSwap(true, false) {
-			close(reached)
-			<-release
-		}
-	}})
-	var once sync.Once
-	unblock := func() { once.Do(func() { close(release) }) }
-	defer unblock()
+	hold := newGate(t)
+	h := newFaultyHarness(t, func(o *session.Options) { o.Shards = 1 }, &faults{adoptQueued: hold.at})
 	l := h.engine.loops[0]
 	a := h.dialRaw(t, "a", nil)
 	waitFor(t, "the shard to stop polling after the adoption", func() bool { return !l.polling.Load() })
 
-	hold.Store(true)
+	hold.armed.Store(true)
 	b, err := net.Dial("tcp", h.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -417,7 +400,7 @@ func TestDeliveryDoesNotWaitForAnAcceptInProgress(t *testing.T) {
 	if _, err := b.Write(upgradeRequest(h.addr, "/ws?token="+h.token(t, "b", nil, time.Hour))); err != nil {
 		t.Fatal(err)
 	}
-	<-reached
+	<-hold.entered
 	h.engine.Deliver([]registry.Delivery{{Target: registry.Target{Kind: registry.User, ID: "a"}, Payload: []byte("now")}})
 	if op, payload := a.expectFrame(10 * time.Second); op != opText || string(payload) != "now" {
 		t.Fatalf("a got op %d %q, want the delivery", op, payload)
@@ -446,19 +429,10 @@ func epollRegistrations(t *testing.T, epfd int) []string {
 // and descriptor number, which the next connection may be given both of, and the shard would
 // spin reading that connection.
 func TestAbortedConnectionLeavesNoEpollRegistration(t *testing.T) {
-	var hold atomic.Bool
-	reached, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	unblock := func() { once.Do(func() { close(release) }) }
-	defer unblock()
-	h := newFaultyHarness(t, func(o *session.Options) { o.Shards = 1 }, &faults{adoptQueued: func() {
-		if hold.CompareAndSwap(true, false) {
-			close(reached)
-			<-release
-		}
-	}})
+	hold := newGate(t)
+	h := newFaultyHarness(t, func(o *session.Options) { o.Shards = 1 }, &faults{adoptQueued: hold.at})
 	l := h.engine.loops[0]
-	hold.Store(true)
+	hold.armed.Store(true)
 	c, err := net.Dial("tcp", h.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -466,7 +440,7 @@ func TestAbortedConnectionLeavesNoEpollRegistration(t *testing.T) {
 	if _, err := c.Write(upgradeRequest(h.addr, "/ws?token="+h.token(t, "gone", nil, time.Hour))); err != nil {
 		t.Fatal(err)
 	}
-	<-reached // Accept holds the original descriptor; the adoption is queued
+	<-hold.entered // Accept holds the original descriptor; the adoption is queued
 	c.Close()
 	h.engine.Deliver(nobody) // the shard takes the adoption, reads EOF and closes its descriptor
 	if calls := h.hooks.waitCalls(t, 1, 10*time.Second); calls[0].code != message.CloseAbnormal {
@@ -481,28 +455,19 @@ func TestAbortedConnectionLeavesNoEpollRegistration(t *testing.T) {
 // connection (it may write nothing before the 101), so it must wait for the 101 before it
 // writes the close frame, and the client sees 101, then close 1001, then EOF.
 func TestCloseDuringAnAcceptStillSendsTheCloseFrame(t *testing.T) {
-	var hold atomic.Bool
-	reached, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	unblock := func() { once.Do(func() { close(release) }) }
-	defer unblock()
-	h := newFaultyHarness(t, func(o *session.Options) { o.Shards = 1 }, &faults{adoptQueued: func() {
-		if hold.CompareAndSwap(true, false) {
-			close(reached)
-			<-release
-		}
-	}})
+	hold := newGate(t)
+	h := newFaultyHarness(t, func(o *session.Options) { o.Shards = 1 }, &faults{adoptQueued: hold.at})
 	l := h.engine.loops[0]
-	hold.Store(true)
+	hold.armed.Store(true)
 	rcs := make(chan *rawClient, 1)
 	go func() { rcs <- h.dialRaw(t, "late", nil) }()
-	<-reached
+	<-hold.entered
 	h.engine.Deliver(nobody) // the shard takes the adoption: the connection is held
 	waitFor(t, "the adoption", func() bool { return l.active.Load() == 1 })
 	closed := make(chan struct{})
 	go func() { _ = h.engine.Close(); close(closed) }()
 	waitFor(t, "the shard to take its stop", func() bool { return l.down.Load() })
-	unblock()
+	hold.unstall()
 	rc := <-rcs
 	if code, _ := rc.expectClose(10 * time.Second); code != message.CloseGoingAway {
 		t.Fatalf("close %d, want 1001", code)

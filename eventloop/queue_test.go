@@ -48,12 +48,11 @@ func metricValue(m *telemetry.Metrics, name string) string {
 // limit, so the backplane's reader stops reading Redis; and once the shard goes on, every
 // message still arrives, in order.
 func TestDeliverWaitsWhileAShardsQueueIsFull(t *testing.T) {
-	stall := newStall()
+	stall := newGate(t)
 	h := newFaultyHarness(t, func(o *session.Options) {
 		o.Shards = 1
 		o.SendQueueLimit = 64 << 20 // the client reads while the shard writes everything at once
 	}, &faults{deliver: stall.hook})
-	t.Cleanup(stall.unstall)
 	l := h.engine.loops[0]
 	lowerQueueLimit(l, queueTestLimit)
 	rc := h.dialRaw(t, "u", nil)
@@ -110,9 +109,8 @@ func mustAtoi(t *testing.T, s string) int64 {
 // never apply (queued behind its stop, or offered after it) is dropped and counted (reason
 // shard_stopped), and Deliver returns.
 func TestStoppingShardReleasesAWaitingDeliver(t *testing.T) {
-	stall := newStall()
+	stall := newGate(t)
 	h := newFaultyHarness(t, func(o *session.Options) { o.Shards = 1 }, &faults{deliver: stall.hook})
-	t.Cleanup(stall.unstall)
 	l := h.engine.loops[0]
 	lowerQueueLimit(l, queueTestLimit)
 	stall.armed.Store(true)
