@@ -39,15 +39,16 @@
 //
 // The duplicate then goes to the least loaded running shard: Accept queues its adoption
 // (without waking the shard), writes the 101 itself through the still-open original
-// descriptor, then queues taskSent and wakes the shard once. Because the shard's queue is FIFO, the registration is applied before
-// any delivery of a message published after the client saw the 101, so such a message is
-// never missed; and the shard writes nothing for the connection until Accept reports the 101
-// written, so nothing can overtake it. Keeping the 101 off the shard's thread removes a
-// cross-thread wake-up from every handshake's critical path. The shard feeds the buffered
-// early bytes to the parser as if they had just been read. Accept returns without waiting for
-// the shard (waiting was one more cross-thread hand-off per handshake); from then on the
-// engine owns the connection and reports its end through Hooks.Closed exactly once, even if
-// the shard stopped before taking it. Nothing of it stays behind in the request's goroutine.
+// descriptor, then queues taskSent and wakes the shard once. Because the shard's queue is
+// FIFO, the registration is applied before any delivery of a message published after the
+// client saw the 101, so such a message is never missed; and the shard writes nothing for the
+// connection until Accept reports the 101 written, so nothing can overtake it. Keeping the
+// 101 off the shard's thread removes a cross-thread wake-up from every handshake's critical
+// path. The shard feeds the buffered early bytes to the parser as if they had just been read.
+// Accept returns without waiting for the shard (waiting was one more cross-thread hand-off
+// per handshake); from then on the engine owns the connection and reports its end through
+// Hooks.Closed exactly once, even if the shard stopped before taking it. Nothing of it stays
+// behind in the request's goroutine.
 // TLS must be terminated in front of this engine (a *tls.Conn has no descriptor to hand over).
 //
 // # Waiting
@@ -69,9 +70,8 @@
 // adoption queued before its 101 is written is not an owed wake-up, so a delivery queued
 // meanwhile by another goroutine wakes the shard itself rather than waiting for the HTTP
 // goroutine to be scheduled again. A delivery always wakes it, and the queue is applied in
-// order, so a message for a connection accepted a moment
-// earlier is never delayed or missed; what may wait up to the millisecond is the reading of
-// the new connection's first frames.
+// order, so a message for a connection accepted a moment earlier is never delayed or missed;
+// what may wait up to the millisecond is the reading of the new connection's first frames.
 //
 // # Descriptor ownership
 //
