@@ -3,6 +3,7 @@
 package eventloop
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"net"
@@ -103,8 +104,14 @@ func TestCloseDuringAnAcceptStillSendsTheCloseFrame(t *testing.T) {
 	h := newFaultyHarness(t, func(o *session.Options) { o.Shards = 1 }, &faults{adoptQueued: hold.at})
 	l := h.engine.loops[0]
 	hold.armed.Store(true)
-	rcs := make(chan *rawClient, 1)
-	go func() { rcs <- h.dialRaw(t, "late", nil) }()
+	conn, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write(upgradeRequest(h.addr, "/ws?token="+h.token(t, "late", nil, time.Hour))); err != nil {
+		t.Fatal(err)
+	}
 	<-hold.entered
 	h.engine.Deliver(nobody) // the shard takes the adoption: the connection is held
 	waitFor(t, "the adoption", func() bool { return l.active.Load() == 1 })
@@ -112,7 +119,11 @@ func TestCloseDuringAnAcceptStillSendsTheCloseFrame(t *testing.T) {
 	go func() { _ = h.engine.Close(); close(closed) }()
 	waitFor(t, "the shard to take its stop", func() bool { return l.down.Load() })
 	hold.unstall()
-	rc := <-rcs
+	rc := &rawClient{t: t, conn: conn, br: bufio.NewReader(conn)}
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if rc.resp, err = http.ReadResponse(rc.br, nil); err != nil || rc.resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade response %v, %v: want 101", rc.resp, err)
+	}
 	if code, _ := rc.expectClose(10 * time.Second); code != message.CloseGoingAway {
 		t.Fatalf("close %d, want 1001", code)
 	}
