@@ -84,6 +84,21 @@ func upgradeRequest(addr, path string) []byte {
 		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: %s\r\n\r\n", path, addr, base64.StdEncoding.EncodeToString(key))
 }
 
+// sendUpgrade sends user's upgrade request on a new connection without waiting for the
+// answer (the test holds Accept meanwhile); the connection is closed at the end of the test.
+func (h *harness) sendUpgrade(t *testing.T, user string) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if _, err := conn.Write(upgradeRequest(h.addr, "/ws?token="+h.token(t, user, nil, time.Hour))); err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
 // readAll sends an upgrade request for path and returns everything the server sends until it
 // closes the connection.
 func readAll(t *testing.T, addr, path string) []byte {

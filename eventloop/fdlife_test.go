@@ -4,7 +4,6 @@ package eventloop
 
 import (
 	"bytes"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -168,13 +167,7 @@ func TestAbortedConnectionLeavesNoEpollRegistration(t *testing.T) {
 	h := newFaultyHarness(t, func(o *session.Options) { o.Shards = 1 }, &faults{adoptQueued: hold.at})
 	l := h.engine.loops[0]
 	hold.armed.Store(true)
-	c, err := net.Dial("tcp", h.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Write(upgradeRequest(h.addr, "/ws?token="+h.token(t, "gone", nil, time.Hour))); err != nil {
-		t.Fatal(err)
-	}
+	c := h.sendUpgrade(t, "gone")
 	<-hold.entered // Accept holds the original descriptor; the adoption is queued
 	c.Close()
 	h.engine.Deliver(nobody) // the shard takes the adoption, reads EOF and closes its descriptor

@@ -6,7 +6,6 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -81,14 +80,7 @@ func TestDeliveryDoesNotWaitForAnAcceptInProgress(t *testing.T) {
 	waitFor(t, "the shard to stop polling after the adoption", func() bool { return !l.polling.Load() })
 
 	hold.armed.Store(true)
-	b, err := net.Dial("tcp", h.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	if _, err := b.Write(upgradeRequest(h.addr, "/ws?token="+h.token(t, "b", nil, time.Hour))); err != nil {
-		t.Fatal(err)
-	}
+	h.sendUpgrade(t, "b")
 	<-hold.entered
 	h.engine.Deliver([]registry.Delivery{{Target: registry.Target{Kind: registry.User, ID: "a"}, Payload: []byte("now")}})
 	if op, payload := a.expectFrame(10 * time.Second); op != opText || string(payload) != "now" {
@@ -104,14 +96,7 @@ func TestCloseDuringAnAcceptStillSendsTheCloseFrame(t *testing.T) {
 	h := newFaultyHarness(t, func(o *session.Options) { o.Shards = 1 }, &faults{adoptQueued: hold.at})
 	l := h.engine.loops[0]
 	hold.armed.Store(true)
-	conn, err := net.Dial("tcp", h.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := conn.Write(upgradeRequest(h.addr, "/ws?token="+h.token(t, "late", nil, time.Hour))); err != nil {
-		t.Fatal(err)
-	}
+	conn := h.sendUpgrade(t, "late")
 	<-hold.entered
 	h.engine.Deliver(nobody) // the shard takes the adoption: the connection is held
 	waitFor(t, "the adoption", func() bool { return l.active.Load() == 1 })
@@ -121,6 +106,7 @@ func TestCloseDuringAnAcceptStillSendsTheCloseFrame(t *testing.T) {
 	hold.unstall()
 	rc := &rawClient{t: t, conn: conn, br: bufio.NewReader(conn)}
 	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var err error
 	if rc.resp, err = http.ReadResponse(rc.br, nil); err != nil || rc.resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("upgrade response %v, %v: want 101", rc.resp, err)
 	}
