@@ -49,8 +49,10 @@ const minQuotedFigures = 20
 // exports, by metric name, with each line's label pairs.
 func exportedSeries() map[string][]string {
 	m := telemetry.New()
-	// Series that appear only once used: a shard gauge and a histogram observation.
+	// Series that appear only once used: the epoll shard gauges and a histogram observation.
 	m.ShardConnections(0, func() float64 { return 0 })
+	m.ShardQueueBytes(0, func() float64 { return 0 })
+	m.ShardsFailed(func() float64 { return 0 })
 	m.Handshake(time.Now())
 	var b bytes.Buffer
 	m.WritePrometheus(&b)
