@@ -31,6 +31,10 @@ const DefaultJWTSecret = "your-secret-key-here"
 // a key at least as long as the hash output; 32 bytes covers HS256).
 const minProductionSecret = 32
 
+// maxInboundRate bounds INBOUND_RATE_PER_CONNECTION: above a million frames a second per
+// connection the limit would no longer limit anything a socket can carry (use 0 for none).
+const maxInboundRate = 1_000_000
+
 // Engines that can serve connections.
 const (
 	EngineEpoll = "epoll"
@@ -78,6 +82,10 @@ type Config struct {
 	ShutdownDrainTimeout  Seconds `env:"SHUTDOWN_DRAIN_TIMEOUT" envDefault:"30"`
 
 	PublishAPIKey string `env:"PUBLISH_API_KEY"`
+
+	// InboundRatePerConnection is the inbound frames a connection may send per second (bursts
+	// of twice that), control frames included; 0 is no limit.
+	InboundRatePerConnection int `env:"INBOUND_RATE_PER_CONNECTION" envDefault:"100"`
 
 	// JWTPublicKeyPEM is JWTPublicKey resolved: the PEM itself, read from the file when the
 	// variable was "@/path". Filled by Load.
@@ -321,6 +329,9 @@ func (c *Config) validate() []error {
 	}
 	if c.HandshakeRatePerIP < 0 {
 		errs = append(errs, bad("HANDSHAKE_RATE_PER_IP", "must be 0 (off) or positive"))
+	}
+	if c.InboundRatePerConnection < 0 || c.InboundRatePerConnection > maxInboundRate {
+		errs = append(errs, bad("INBOUND_RATE_PER_CONNECTION", "%d is not 0 (off) or a rate up to %d frames per second", c.InboundRatePerConnection, maxInboundRate))
 	}
 	return errs
 }

@@ -115,6 +115,8 @@ type loop struct {
 	start     time.Time
 	tick      time.Duration
 	now       uint32 // current tick, from 1
+	nanos     int64  // time since start at this loop turn: the inbound limits' clock
+	frameRate session.Rate
 	pingEvery uint32 // ticks; 0: no heartbeat
 	silence   uint32 // ticks; 0: no silence timeout
 	closeWait uint32 // ticks
@@ -152,6 +154,7 @@ func newLoop(id int, e *Engine, tick time.Duration) (*loop, error) {
 		closeWait: ticksFor(closeWait, tick),
 		sendLimit: o.SendQueueLimit,
 		maxMsg:    o.MaxMessageSize,
+		frameRate: session.FrameRate(o.InboundRate),
 		ping:      encodeFrame(opPing, nil),
 	}
 	l.wheel = newWheel(wheelSlots, l.now, func(id int32) *timerNode { return &l.conns[id].timer })
@@ -242,7 +245,11 @@ func (l *loop) run() {
 }
 
 // clock advances the loop's notion of now.
-func (l *loop) clock() { l.now = uint32(time.Since(l.start)/l.tick) + 1 }
+func (l *loop) clock() {
+	d := time.Since(l.start)
+	l.nanos = int64(d)
+	l.now = uint32(d/l.tick) + 1
+}
 
 // deadline is when the loop must next look at its clock or queue: the wheel's next occupied
 // tick, the next drain step, or the next poll of the queue; zero on an idle shard with no
@@ -318,7 +325,7 @@ func (l *loop) onMessage(op byte, payload []byte) bool {
 		l.reply(c, encodeFrame(opBinary, payload))
 		return c.state == stateOpen
 	}
-	act := l.e.opts.Policy.OnText(&c.id, payload)
+	act := l.e.opts.Policy.OnText(&c.id, &c.in, l.nanos, payload)
 	if !act.Expires.IsZero() {
 		c.expiry = l.tickOf(act.Expires)
 		l.schedule(c)

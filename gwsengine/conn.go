@@ -23,7 +23,8 @@ const closeGrace = time.Second
 // (gws ReadLoop, which calls the engine's events) and gws's per-socket write queue. What the
 // engine adds lives here and is safe to touch from the read goroutine, the shard's ticker and
 // any Deliver caller: id, shard, socket and wire are immutable after Accept; ended is guarded
-// by mu; nextPing belongs to the shard's ticker; the rest is atomic.
+// by mu; nextPing belongs to the shard's ticker; in belongs to the read goroutine; the rest is
+// atomic.
 type conn struct {
 	e      *Engine
 	shard  *shard
@@ -42,6 +43,8 @@ type conn struct {
 	ended bool
 
 	nextPing int64 // unix nanoseconds; owned by the shard's ticker
+
+	in session.Inbound // owned by the read goroutine (inbound.go)
 }
 
 // closing reports whether the server has begun closing c.

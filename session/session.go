@@ -54,6 +54,7 @@ type Options struct {
 	ConnectionTimeout time.Duration // silence before close 1001
 	MaxMessageSize    int           // inbound message limit; 1009 above it
 	SendQueueLimit    int           // outbound bytes queued per connection; 1013 above it
+	InboundRate       int           // inbound frames per second per connection (FrameRate); 0: no limit
 	Policy            *Policy
 	Hooks             Hooks
 	Metrics           *telemetry.Metrics
@@ -78,12 +79,16 @@ type Action struct {
 }
 
 // OnText decides the answer to a client text message: an auth refresh for the same subject
-// extends the connection's life and is acknowledged; a bad refresh closes it with 1008; any
-// other text is echoed.
-func (p *Policy) OnText(id *Identity, text []byte) Action {
+// extends the connection's life and is acknowledged; a bad refresh closes
+// it with 1008, and so does a refresh over the refresh rate (RATE_LIMITED); any other text is
+// echoed. in and now (the engine's monotonic clock, nanoseconds) account the refresh rate.
+func (p *Policy) OnText(id *Identity, in *Inbound, now int64, text []byte) Action {
 	token, isAuth := message.ParseAuth(text)
 	if !isAuth {
 		return Action{Reply: message.Echo(text)}
+	}
+	if !in.refreshes.Take(refreshRate, now, 1) {
+		return RateLimited()
 	}
 	// SPEC §2: any failed refresh, an already-expired token included, is AUTH_FAILED; the
 	// connection's own expiry is the only thing reported as TOKEN_EXPIRED.
