@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -10,7 +11,8 @@ import (
 	"github.com/huleedu/websocket-service/internal/servicetest"
 )
 
-// What a client may send: the inbound frame rate and the token refresh rate.
+// What a client may send: the inbound frame rate, the token refresh rate, and what a refresh
+// does to the connection's groups.
 
 // floodNode starts a node with INBOUND_RATE_PER_CONNECTION=rate and a raw connection for u1.
 func floodNode(t *testing.T, engine string, rate int) (*node, *rawConn) {
@@ -161,4 +163,38 @@ func expectAuthOK(t *testing.T, c *servicetest.Client) {
 	if err := json.Unmarshal([]byte(text), &ok); err != nil || ok.Type != "auth_ok" || ok.Exp == 0 {
 		t.Fatalf("got %q, want an auth_ok", text)
 	}
+}
+
+func TestRefreshWithOtherGroupsChangesWhatTheConnectionReceives(t *testing.T) {
+	eachEngineAndBackplane(t, func(t *testing.T, engine, backplane string) {
+		n := startNode(t, engine, backplane, nil)
+		c := dial(t, n.Service, "u1", "classA", "classX")
+		waitActive(t, n.Service, 1)
+		n.WaitMetric(t, "backplane_subscriptions_active", 4, wait) // ws:u1, two groups, broadcast
+
+		c.Send(t, refreshFrame(n.Token(t, "u1", "classB")))
+		expectAuthOK(t, c)
+
+		// Removed: a message to classA published after the auth_ok never arrives; the marker
+		// to the user's own channel, published after it, does.
+		n.publish(t, group("classA"), `{"n":"A"}`)
+		n.publish(t, user("u1"), `{"n":"marker"}`)
+		expectText(t, c, `{"n":"marker"}`)
+		// Added: a message to classB published after the auth_ok arrives.
+		n.publish(t, group("classB"), `{"n":"B"}`)
+		expectText(t, c, `{"n":"B"}`)
+
+		// The channels of removed groups are released (after the linger).
+		n.WaitMetric(t, "backplane_subscriptions_active", 3, 2*wait)
+		if n.rdb != nil {
+			eventually(t, 2*wait, "PUBSUB CHANNELS without the removed groups", func() bool {
+				chans := n.subscriptions(t)
+				return slices.Contains(chans, "ws-group:classB") &&
+					!slices.Contains(chans, "ws-group:classA") && !slices.Contains(chans, "ws-group:classX")
+			})
+		}
+		// And whatever the connection holds goes back when it closes.
+		_ = c.Conn.WriteClose(1000, nil)
+		n.WaitMetric(t, "backplane_subscriptions_active", 0, 2*wait)
+	})
 }

@@ -37,6 +37,7 @@ const (
 	taskDrain                       // close everything 1001, spread over a window
 	taskStop                        // close everything and exit
 	taskSent                        // Accept has written an adopted connection's 101
+	taskRegroup                     // the backplane has the groups a refresh added (refresh.go)
 )
 
 // task is work handed to a shard by another goroutine.
@@ -46,6 +47,7 @@ type task struct {
 	h      *handoff
 	window time.Duration
 	done   chan struct{}
+	join   *joined
 }
 
 // handoff is a hijacked connection on its way into a shard: an accepted one (Accept writes
@@ -111,6 +113,9 @@ type loop struct {
 	fanout   bool  // deliver is iterating registry lists: closes must wait for reapDoomed
 	stopping bool
 	pollAt   time.Time // while polling: when the queue must next be looked at
+	// joining holds each connection's latest refresh that waits for Hooks.Join (refresh.go):
+	// only it may apply. An entry lives from the refresh to its taskRegroup.
+	joining map[*conn]*joined
 
 	start     time.Time
 	tick      time.Duration
@@ -155,6 +160,7 @@ func newLoop(id int, e *Engine, tick time.Duration) (*loop, error) {
 		sendLimit: o.SendQueueLimit,
 		maxMsg:    o.MaxMessageSize,
 		frameRate: session.FrameRate(o.InboundRate),
+		joining:   map[*conn]*joined{},
 		ping:      encodeFrame(opPing, nil),
 	}
 	l.wheel = newWheel(wheelSlots, l.now, func(id int32) *timerNode { return &l.conns[id].timer })
@@ -334,6 +340,10 @@ func (l *loop) onMessage(op byte, payload []byte) bool {
 		l.startClose(c, act.Close, act.Reply)
 		return false
 	}
+	if act.Refresh {
+		l.refresh(c, act)
+		return c.state == stateOpen
+	}
 	if act.Reply != nil {
 		l.reply(c, encodeFrame(opText, act.Reply))
 	}
@@ -398,6 +408,8 @@ func (l *loop) runTasks() (adopted bool) {
 			l.stopping = true
 		case taskSent:
 			l.unhold(t.h)
+		case taskRegroup:
+			l.regroupJoined(t.join)
 		}
 		tasks[i] = task{}
 	}
@@ -650,6 +662,9 @@ func (l *loop) shutdown() {
 	for _, t := range rest {
 		if t.kind == taskAdopt {
 			l.refuse(t.h, message.CloseGoingAway, errStopped)
+		}
+		if t.kind == taskRegroup {
+			l.regroupJoined(t.join) // every connection is closed: it gives the references back
 		}
 		if t.done != nil {
 			close(t.done)

@@ -38,6 +38,10 @@ func (ev events) OnMessage(socket *gws.Conn, msg *gws.Message) {
 			c.shut(act.Close, act.Reply, false)
 			return
 		}
+		if act.Refresh {
+			c.refresh(act)
+			return
+		}
 		if act.Reply != nil {
 			c.write(gws.OpcodeText, act.Reply)
 		}

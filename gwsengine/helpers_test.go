@@ -63,6 +63,11 @@ func (h *hooks) Closed(id *session.Identity, code uint16) {
 	h.ch <- c
 }
 
+// Join and Leave stand for a backplane that has every channel at once.
+func (h *hooks) Join(_ []string, done func()) { go done() }
+
+func (h *hooks) Leave([]string) {}
+
 // wait returns the next Closed call, failing after timeout.
 func (h *hooks) wait(t testing.TB, timeout time.Duration) closure {
 	t.Helper()

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"reflect"
 	"testing"
 	"time"
 
@@ -64,7 +65,7 @@ func TestRefreshesAreLimitedToAboutOneASecond(t *testing.T) {
 	auth := []byte(`{"type":"auth","token":"` + mint(t, m, "u1", time.Hour) + `"}`)
 	now := int64(time.Minute)
 	for i := range 2 {
-		if a := p.OnText(&Identity{User: "u1"}, &in, now, auth); a.Close != 0 {
+		if a := p.OnText(&Identity{User: "u1"}, &in, now, auth); !a.Refresh {
 			t.Fatalf("refresh %d of a burst of 2: %+v", i+1, a)
 		}
 	}
@@ -72,10 +73,30 @@ func TestRefreshesAreLimitedToAboutOneASecond(t *testing.T) {
 	if a.Close != message.ClosePolicyViolation || errorCode(t, a.Reply) != message.CodeRateLimited {
 		t.Fatalf("third refresh at once: %+v, want RATE_LIMITED + 1008", a)
 	}
-	if a := p.OnText(&Identity{User: "u1"}, &in, now+int64(time.Second), auth); a.Close != 0 {
+	if a := p.OnText(&Identity{User: "u1"}, &in, now+int64(time.Second), auth); !a.Refresh {
 		t.Fatalf("refresh a second later: %+v", a)
 	}
 	if a := p.OnText(&Identity{User: "u1"}, &in, now+int64(time.Second), []byte("hi")); string(a.Reply) != "Echo: hi" {
 		t.Fatalf("ordinary text is not a refresh: %+v", a)
+	}
+}
+
+func TestRefreshCarriesTheNewTokensGroups(t *testing.T) {
+	p, m := policy(t)
+	tok, err := m.Mint("u1", []string{"b", "c"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := p.OnText(&Identity{User: "u1", Groups: []string{"a", "b"}}, &Inbound{}, 0, []byte(`{"type":"auth","token":"`+tok+`"}`))
+	if !a.Refresh || !reflect.DeepEqual(a.Groups, []string{"b", "c"}) {
+		t.Fatalf("%+v", a)
+	}
+	rg := NewRegroup([]string{"a", "b"}, a)
+	if !reflect.DeepEqual(rg.Added, []string{"c"}) || !reflect.DeepEqual(rg.Removed, []string{"a"}) ||
+		!reflect.DeepEqual(rg.Groups, []string{"b", "c"}) || string(rg.Reply) != string(a.Reply) || !rg.Changes() {
+		t.Fatalf("%+v", rg)
+	}
+	if same := NewRegroup([]string{"c", "b"}, a); same.Changes() {
+		t.Fatalf("the same groups in another order change something: %+v", same)
 	}
 }

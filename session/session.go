@@ -38,8 +38,16 @@ type Admission struct {
 // Hooks is what an engine reports back to the service. Closed is called exactly once for each
 // connection that Accept registered, after it is out of the engine's registry, with the close
 // code it ended with (1006 when the peer vanished without a close frame).
+//
+// Join and Leave carry a token refresh's change of groups to the backplane: Join takes a
+// reference on the channel of each group and calls done, on another goroutine, once they are
+// live or the wait for them has given up (the references are kept either way: the backplane
+// subscribes them when it can); Leave drops references. A reference that Join took is given
+// back by a Leave of the same groups, or, once the groups are the connection's, by Closed.
 type Hooks interface {
 	Closed(id *Identity, code uint16)
+	Join(groups []string, done func())
+	Leave(groups []string)
 }
 
 // Verifier checks a refreshed token.
@@ -71,15 +79,18 @@ func NewPolicy(v Verifier) *Policy { return &Policy{verifier: v} }
 
 // Action is what an engine must do after a client text message: send Reply (if any) as a text
 // frame, then close with Close (if non-zero); a non-zero Expires replaces the connection's
-// token expiry.
+// token expiry at once. Refresh marks a verified token refresh: the connection's groups become
+// Groups (see Regroup), and Reply goes out only once they have.
 type Action struct {
 	Reply   []byte
 	Close   uint16
 	Expires time.Time
+	Refresh bool
+	Groups  []string
 }
 
 // OnText decides the answer to a client text message: an auth refresh for the same subject
-// extends the connection's life and is acknowledged; a bad refresh closes
+// extends the connection's life, changes its groups and is acknowledged; a bad refresh closes
 // it with 1008, and so does a refresh over the refresh rate (RATE_LIMITED); any other text is
 // echoed. in and now (the engine's monotonic clock, nanoseconds) account the refresh rate.
 func (p *Policy) OnText(id *Identity, in *Inbound, now int64, text []byte) Action {
@@ -96,7 +107,7 @@ func (p *Policy) OnText(id *Identity, in *Inbound, now int64, text []byte) Actio
 	if err != nil || claims.Subject != id.User {
 		return Action{Reply: message.ErrorJSON(message.CodeAuthFailed), Close: message.ClosePolicyViolation}
 	}
-	return Action{Reply: message.AuthOKJSON(claims.ExpiresAt.Unix()), Expires: claims.ExpiresAt}
+	return Action{Reply: message.AuthOKJSON(claims.ExpiresAt.Unix()), Expires: claims.ExpiresAt, Refresh: true, Groups: claims.Groups}
 }
 
 // Expired is the action for a connection whose token expiry has passed.
