@@ -221,7 +221,7 @@ func (f *fleet) dial(ctx context.Context, i int) (*client, error) {
 		dialer.LocalAddr = &net.TCPAddr{IP: f.srcs[i%len(f.srcs)]}
 	}
 	opt := &gws.ClientOption{
-		Addr:             f.p.URL + "?token=" + url.QueryEscape(tok),
+		Addr:             f.p.endpoint(i) + "?token=" + url.QueryEscape(tok),
 		ReadBufferSize:   f.p.ReadBuffer,
 		WriteBufferSize:  f.p.ReadBuffer,
 		HandshakeTimeout: dialTimeout,

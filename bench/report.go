@@ -73,7 +73,9 @@ type Report struct {
 // fast the harness (which shares the machine) could go, so they compare engines fairly even
 // when the harness is the bottleneck of a rate.
 type ServerStats struct {
-	PID             int     `json:"pid"`
+	PID int `json:"pid"`
+	// PIDs lists every server of a fleet run; memory and CPU figures are their sums.
+	PIDs            []int   `json:"pids,omitempty"`
 	Before          ProcMem `json:"before"`
 	After           ProcMem `json:"after"` // with every connection open
 	Conns           int     `json:"conns"` // connections open when After was read
@@ -91,6 +93,9 @@ type ServerStats struct {
 	// --redis-pid), to show when Redis rather than the service bounds a rate.
 	RedisCPU float64 `json:"redis_cpu_seconds,omitempty"`
 }
+
+// pids lists the servers the figures sum over.
+func (s *ServerStats) pids() []int { return pidList(s.PIDs, s.PID) }
 
 // ChurnReport is what the churn scenario did.
 type ChurnReport struct {
@@ -241,6 +246,9 @@ func (r *Report) Write(w io.Writer) {
 		fmt.Fprintf(w, "wsbench cpu   %.2fs connecting = %.0f µs/handshake\n", r.HarnessConnectCPU, r.HarnessCPUPerHandshakeUs)
 	}
 	if s := r.Server; s != nil {
+		if len(s.PIDs) > 1 {
+			fmt.Fprintf(w, "servers       %d (pids %v): the figures below are their sums\n", len(s.PIDs), s.PIDs)
+		}
 		fmt.Fprintf(w, "server pid %d Pss %d → %d KiB, Rss %d → %d KiB, fds %d → %d over %d conns\n",
 			s.PID, s.Before.PssKiB, s.After.PssKiB, s.Before.RssKiB, s.After.RssKiB, s.Before.FDs, s.After.FDs, s.Conns)
 		fmt.Fprintf(w, "server memory %.0f B/conn Pss  (%.0f B/conn Rss)\n", s.PssPerConnBytes, s.RssPerConnBytes)
