@@ -104,7 +104,7 @@ func checkDocMetrics(doc string) error {
 			continue // websocket_service: the default SERVICE_NAME and the Compose service
 		}
 		seen[m[0]] = true
-		lines, ok := series[name]
+		lines, ok := exportedMetric(series, name)
 		if !ok {
 			p.addf("OPERATIONS.md: metric %s is not exported by the service", name)
 			continue
