@@ -3,7 +3,9 @@ package bench
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -193,4 +195,30 @@ func (set nodeSet) logTails(all bool) string {
 		}
 	}
 	return b.String()
+}
+
+// workspace is a temporary directory for a run's servers and Redis, and the service binary:
+// serverBin, or one built into the directory. cleanup removes the directory.
+func workspace(ctx context.Context, name, serverBin string) (dir, bin string, cleanup func(), err error) {
+	dir, err = os.MkdirTemp("", "wsbench-"+name+"-")
+	if err != nil {
+		return "", "", nil, fmt.Errorf("%s work dir: %w", name, err)
+	}
+	cleanup = func() { _ = os.RemoveAll(dir) }
+	bin = serverBin
+	if bin == "" {
+		if bin, err = buildServer(ctx, dir); err != nil {
+			cleanup()
+			return "", "", nil, err
+		}
+	}
+	return dir, bin, cleanup, nil
+}
+
+// harnessFlags are the flags every multi-process command (fleet, storm) shares.
+func harnessFlags(fs *flag.FlagSet, procs *int, serverBin, redisServer, jsonOut *string) {
+	fs.IntVar(procs, "procs", 0, "client processes per run (default: enough for the open-files limit, at least 2)")
+	fs.StringVar(serverBin, "server-bin", "", "prebuilt websocket-service binary (default: go build ./cmd/websocket-service)")
+	fs.StringVar(redisServer, "redis-server", "redis-server", "redis-server binary (redis-cli must be on PATH for the cluster)")
+	fs.StringVar(jsonOut, "json-out", "", "also write every report as JSON to this file")
 }

@@ -3,14 +3,17 @@
 # bench-full` is the sizing run. Both print the side-by-side table and exit non-zero when a
 # run lost or duplicated messages. `make bench-fleet` runs 1, 2 and 4 service processes on one
 # Redis and on a 3-master Redis Cluster (both engines, classroom/burst/broadcast; under 10
-# minutes on two cores, scaled down to FLEET_CONNS_PER_NODE connections per node).
+# minutes on two cores, scaled down to FLEET_CONNS_PER_NODE connections per node). `make
+# bench-storm` kills one of four nodes under a steady publisher and times its clients'
+# reconnects (both engines, STORM_CONNS_PER_NODE connections per node before the kill).
 
 WSBENCH ?= bin/wsbench
 BENCH_GO_PKGS ?= ./bench ./eventloop ./backplane ./gwsengine
 
 FLEET_CONNS_PER_NODE ?= 2000
+STORM_CONNS_PER_NODE ?= 2500
 
-.PHONY: bench bench-full bench-fleet bench-go bench-k6-check wsbench
+.PHONY: bench bench-full bench-fleet bench-storm bench-go bench-k6-check wsbench
 
 wsbench:
 	go build -o $(WSBENCH) ./cmd/wsbench
@@ -23,6 +26,9 @@ bench-full: wsbench
 
 bench-fleet: wsbench
 	$(WSBENCH) fleet --conns-per-node $(FLEET_CONNS_PER_NODE) --json-out bin/bench-fleet.json
+
+bench-storm: wsbench
+	$(WSBENCH) storm --conns-per-node $(STORM_CONNS_PER_NODE) --json-out bin/bench-storm.json
 
 # Go benchmarks of the hot path (JWT, registry, topics here; frames, fan-out, dispatch
 # beside their code).

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strconv"
 	"time"
@@ -94,17 +93,11 @@ func RunFleet(ctx context.Context, o FleetOptions, progress io.Writer) (*FleetRe
 			return nil, err
 		}
 	}
-	work, err := os.MkdirTemp("", "wsbench-fleet-")
+	work, bin, cleanup, err := workspace(ctx, "fleet", o.ServerBin)
 	if err != nil {
-		return nil, fmt.Errorf("fleet work dir: %w", err)
+		return nil, err
 	}
-	defer os.RemoveAll(work)
-	bin := o.ServerBin
-	if bin == "" {
-		if bin, err = buildServer(ctx, work); err != nil {
-			return nil, err
-		}
-	}
+	defer cleanup()
 	res := &FleetResult{Date: time.Now().UTC().Format(time.RFC3339), ConnsPerNode: o.ConnsPerNode, Note: scaleNote(o.ConnsPerNode)}
 	if res.Note != "" {
 		fmt.Fprintf(progress, "-- %s\n", res.Note)

@@ -98,10 +98,7 @@ func runFleetCommand(ctx context.Context, args []string, stdout, stderr io.Write
 	fs.StringVar(&scenarios, "scenarios", FleetClassroom+","+FleetBurst+","+FleetBroadcast, "scenarios")
 	fs.IntVar(&o.ConnsPerNode, "conns-per-node", 2000, "connections per service process (a sizing run: 19000)")
 	fs.IntVar(&o.Repeat, "repeat", 20, "messages each connection receives per scenario")
-	fs.IntVar(&o.Procs, "procs", 0, "client processes per run (default: enough for the open-files limit, at least 2)")
-	fs.StringVar(&o.ServerBin, "server-bin", "", "prebuilt websocket-service binary (default: go build ./cmd/websocket-service)")
-	fs.StringVar(&o.RedisServer, "redis-server", "redis-server", "redis-server binary (redis-cli must be on PATH for the cluster)")
-	fs.StringVar(&o.JSONOut, "json-out", "", "also write every report as JSON to this file")
+	harnessFlags(fs, &o.Procs, &o.ServerBin, &o.RedisServer, &o.JSONOut)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

@@ -50,10 +50,13 @@ type Params struct {
 	Pipeline     int     `json:"pipeline"`          // messages per Redis pipeline
 	Publishers   int     `json:"publishers"`        // Redis connections publishing in parallel
 	// LibraryPublisher publishes with go-redis pipelines instead of the streaming RESP writer.
-	LibraryPublisher bool         `json:"library_publisher,omitempty"`
-	Drop             int          `json:"drop_consumers"` // consumers closed after half their messages
-	Channels         Names        `json:"channels"`       // channel naming
-	Tokens           TokenOptions `json:"tokens"`
+	LibraryPublisher bool `json:"library_publisher,omitempty"`
+	Drop             int  `json:"drop_consumers"` // consumers closed after half their messages
+	// Reconnect, when set, makes a connection the server drops reconnect to another of URLs
+	// (the reconnect storm) instead of counting as closed by the server.
+	Reconnect *ReconnectPolicy `json:"reconnect,omitempty"`
+	Channels  Names            `json:"channels"` // channel naming
+	Tokens    TokenOptions     `json:"tokens"`
 
 	Hold        time.Duration `json:"hold"`          // idle: how long to hold before measuring
 	Duration    time.Duration `json:"duration"`      // churn, echo

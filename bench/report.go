@@ -50,8 +50,9 @@ type Report struct {
 	ErrorFrames    map[string]int `json:"error_frames,omitempty"`
 	Dropped        int            `json:"dropped_consumers"`
 
-	Churn *ChurnReport `json:"churn,omitempty"`
-	Echo  *EchoReport  `json:"echo,omitempty"`
+	Churn     *ChurnReport     `json:"churn,omitempty"`
+	Reconnect *ReconnectReport `json:"reconnect,omitempty"`
+	Echo      *EchoReport      `json:"echo,omitempty"`
 
 	// HarnessCPU is the CPU seconds wsbench itself (every process) used from the
 	// connections being open to the end of the run's local phase: on a shared machine,
@@ -108,6 +109,19 @@ type ChurnReport struct {
 	FDsAfter  int     `json:"fds_after,omitempty"`
 }
 
+// ReconnectReport is what the clients did after the server dropped them (with
+// Params.Reconnect), summed over every harness process.
+type ReconnectReport struct {
+	Reconnected     int     `json:"reconnected"`       // connections that came back at least once
+	Reconnects      int64   `json:"reconnects"`        // successful reconnect handshakes
+	RedialFailures  int64   `json:"redial_failures"`   // reconnect handshakes that failed (then backed off)
+	LastReconnectNs int64   `json:"last_reconnect_ns"` // when the last one succeeded
+	Handshake       Summary `json:"handshake"`
+	// Lost is what the reconnected connections missed while away (v1: everything published
+	// to them meanwhile); Report.Lost includes it.
+	Lost int64 `json:"lost"`
+}
+
 // EchoReport is what the echo scenario did.
 type EchoReport struct {
 	Trips  int64   `json:"round_trips"`
@@ -160,6 +174,15 @@ func newReport(p *Params, sum Part, pub *PublishStats) (*Report, error) {
 		r.Churn = &ChurnReport{Cycles: sum.ChurnCycles, Errors: sum.ChurnErrors, Behind: sum.ChurnBehind,
 			Rate: ratio(float64(sum.ChurnCycles), p.Duration.Seconds())}
 	}
+	if p.Reconnect != nil {
+		hs, err := sum.Redial.histogram()
+		if err != nil {
+			return nil, err
+		}
+		r.Reconnect = &ReconnectReport{Reconnected: sum.Reconnected, Reconnects: sum.Reconnects,
+			RedialFailures: sum.RedialFailures, LastReconnectNs: sum.LastReconnectNs, Handshake: hs.Summary(),
+			Lost: sum.LostReconnected}
+	}
 	if p.Scenario == ScenarioEcho {
 		rtt, err := sum.EchoRTT.histogram()
 		if err != nil {
@@ -184,8 +207,13 @@ func (r *Report) problems(p *Params) []string {
 	if failed := r.Conns - r.Connected; p.Scenario != ScenarioChurn && failed > 0 {
 		out = append(out, fmt.Sprintf("%d of %d connections failed to open (%s)", failed, r.Conns, countsText(r.DialErrors)))
 	}
-	if r.Lost > 0 {
-		out = append(out, fmt.Sprintf("%d messages lost of %d expected", r.Lost, r.Expected))
+	lost := r.Lost
+	if r.Reconnect != nil {
+		// What a connection missed while it was away is the storm's measurement, not a fault.
+		lost -= r.Reconnect.Lost
+	}
+	if lost > 0 {
+		out = append(out, fmt.Sprintf("%d messages lost of %d expected", lost, r.Expected))
 	}
 	if r.Duplicated > 0 {
 		out = append(out, fmt.Sprintf("%d messages duplicated", r.Duplicated))

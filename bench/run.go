@@ -32,6 +32,14 @@ type member interface {
 // when 1), does the parent's part (publishing, reading the server's memory, CPU and fds)
 // between the connect phase and the local phase, and sums what every process reports.
 func Run(ctx context.Context, p Params) (*Report, error) {
+	return runWith(ctx, p, nil)
+}
+
+// during is work the parent does while the publisher runs (the reconnect storm kills a node
+// then); it gets the time publishing started.
+type during func(ctx context.Context, publishStart time.Time) error
+
+func runWith(ctx context.Context, p Params, alongside during) (*Report, error) {
 	if err := p.Normalize(); err != nil {
 		return nil, err
 	}
@@ -99,7 +107,7 @@ func Run(ctx context.Context, p Params) (*Report, error) {
 		}
 	}
 	if p.usesPublisher() {
-		st, err := Publish(ctx, &p)
+		st, err := publishAlongside(ctx, &p, alongside)
 		if err != nil {
 			return nil, err
 		}
@@ -138,6 +146,18 @@ func Run(ctx context.Context, p Params) (*Report, error) {
 		rep.Churn.FDsBefore, rep.Churn.FDsPeak, rep.Churn.FDsAfter = before, peak, after
 	}
 	return rep, nil
+}
+
+// publishAlongside publishes the plan while alongside (when set) runs, and waits for both.
+func publishAlongside(ctx context.Context, p *Params, alongside during) (PublishStats, error) {
+	if alongside == nil {
+		return Publish(ctx, p)
+	}
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- alongside(ctx, start) }()
+	st, err := Publish(ctx, p)
+	return st, errors.Join(err, <-done)
 }
 
 // connected reads the server (and Redis) once every connection is open.

@@ -103,17 +103,11 @@ type SuiteResult struct {
 // (alternating which engine goes first), and returns the reports. progress gets each
 // report as it completes.
 func RunSuite(ctx context.Context, o SuiteOptions, progress io.Writer) (*SuiteResult, error) {
-	work, err := os.MkdirTemp("", "wsbench-suite-")
+	work, bin, cleanup, err := workspace(ctx, "suite", o.ServerBin)
 	if err != nil {
-		return nil, fmt.Errorf("suite work dir: %w", err)
+		return nil, err
 	}
-	defer os.RemoveAll(work)
-	bin := o.ServerBin
-	if bin == "" {
-		if bin, err = buildServer(ctx, work); err != nil {
-			return nil, err
-		}
-	}
+	defer cleanup()
 	rs, err := startRedis(ctx, o.RedisServer, work)
 	if err != nil {
 		return nil, err
