@@ -121,7 +121,8 @@ func (p *Params) Node(i int) int {
 	if len(p.URLs) == 0 {
 		return 0
 	}
-	return (i + i/p.users()) % len(p.URLs)
+	u := p.users()
+	return (i%u + i/u) % len(p.URLs)
 }
 
 // endpoint is the WebSocket URL connection i dials.

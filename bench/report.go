@@ -303,6 +303,11 @@ func (r *Report) Write(w io.Writer) {
 				s.DeliverCPU, s.RedisCPU, r.HarnessCPU, r.DeliverSeconds)
 		}
 	}
+	if rc := r.Reconnect; rc != nil {
+		fmt.Fprintf(w, "reconnected   %d connections (%d reconnects, %d failed redials), lost %d while away\n",
+			rc.Reconnected, rc.Reconnects, rc.RedialFailures, rc.Lost)
+		fmt.Fprintf(w, "redial        %s\n", rc.Handshake)
+	}
 	if c := r.Churn; c != nil {
 		fmt.Fprintf(w, "churn         %d cycles (%.0f/s), %d errors, %d ticks behind\n", c.Cycles, c.Rate, c.Errors, c.Behind)
 		if c.FDsBefore > 0 {

@@ -69,7 +69,8 @@ type Survivor struct {
 	ConnsAfter    int64   `json:"conns_after"`
 	Handshakes    int64   `json:"handshakes"` // accepted upgrades between the kill and AllBack
 	HandshakesSec float64 `json:"handshakes_per_sec"`
-	// CPUPerHandshakeUs is the node's CPU time over the same span per handshake.
+	// CPUPerHandshakeUs is the node's CPU time over the same span per handshake; it includes
+	// the node's share of the steady delivery meanwhile, so it is an upper bound.
 	CPUPerHandshakeUs float64 `json:"cpu_per_handshake_us"`
 }
 

@@ -27,7 +27,7 @@ func WriteStormTable(w io.Writer, res *StormResult) {
 			r.Engine, r.Backend, r.KilledConns, r.AllBackSeconds, r.LastReconnectSeconds, rc.Handshake.P99, rc.RedialFailures,
 			r.PublishedDuring, rc.Lost, ratio(float64(rc.Lost), float64(rc.Reconnected)), rep.Lost-rc.Lost, rep.Duplicated)
 	}
-	fmt.Fprintln(w, "\n| engine | survivor | conns before | conns after | handshakes | handshakes/s | server µs/handshake |")
+	fmt.Fprintln(w, "\n| engine | survivor | conns before | conns after | handshakes | handshakes/s | server µs/handshake (with delivery) |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|")
 	for _, r := range res.Runs {
 		for _, s := range r.Survivors {
