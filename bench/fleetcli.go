@@ -97,7 +97,7 @@ func runFleetCommand(ctx context.Context, args []string, stdout, stderr io.Write
 	fs.StringVar(&engines, "engines", "gws,epoll", "engines; the first is the baseline of the ratio column")
 	fs.StringVar(&scenarios, "scenarios", FleetClassroom+","+FleetBurst+","+FleetBroadcast, "scenarios")
 	fs.IntVar(&o.ConnsPerNode, "conns-per-node", 2000, "connections per service process (a sizing run: 19000)")
-	fs.IntVar(&o.Repeat, "repeat", 20, "messages each connection receives per scenario")
+	fs.IntVar(&o.Repeat, "repeat", 50, "messages each connection receives per scenario (enough for the 10 ms CPU clock to resolve µs per delivery)")
 	harnessFlags(fs, &o.Procs, &o.ServerBin, &o.RedisServer, &o.JSONOut)
 	if err := fs.Parse(args); err != nil {
 		return 2
