@@ -17,7 +17,7 @@ import (
 // backplane, node count and engine, with the first engine's server CPU per delivery as the
 // baseline of the ratio column.
 func WriteFleetTable(w io.Writer, res *FleetResult, baseline string) {
-	fmt.Fprintf(w, "fleet bench %s, %d connections per node\n", res.Date, res.ConnsPerNode)
+	fmt.Fprintf(w, "fleet bench %s, %d connections per node, %.0f s in all\n", res.Date, res.ConnsPerNode, res.Seconds)
 	if res.Note != "" {
 		fmt.Fprintf(w, "(%s)\n", res.Note)
 	}

@@ -80,7 +80,7 @@ func stormParams(o *StormOptions) Params {
 	size := min(o.GroupSize, total)
 	p := Params{Scenario: ScenarioClassroom, Size: size, Groups: total / size,
 		Concurrency: 64, Wait: 30 * time.Second, Quiet: 3 * time.Second,
-		Src: []string{"127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"}}
+		Src: fleetSources}
 	p.Repeat = max(1, int(o.GroupRate*o.Duration.Seconds()))
 	p.PublishRate = float64(p.Groups*p.Repeat) / o.Duration.Seconds()
 	pol := o.Reconnect
