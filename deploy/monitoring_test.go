@@ -170,6 +170,26 @@ func checkPrometheusRule(ruleYAML []byte, doc string, maxConnections string) err
 	return p.err()
 }
 
+// checkAlertsExplained: the guide's alert table has a row for every rule of its block, so
+// whoever is paged finds what the alert means and what to do.
+func checkAlertsExplained(doc string) error {
+	m := yamlBlock.FindStringSubmatch(doc)
+	if m == nil {
+		return errors.New(`OPERATIONS.md: no yaml block under "## Alert rules"`)
+	}
+	var rules alertRules
+	if err := yaml.UnmarshalStrict([]byte(m[1]), &rules); err != nil {
+		return fmt.Errorf("OPERATIONS.md: alert rules: %w", err)
+	}
+	var p problems
+	for _, name := range ruleNames(rules) {
+		if !strings.Contains(doc, "\n| `"+name+"` | ") {
+			p.addf("OPERATIONS.md: the alert table has no row for %s", name)
+		}
+	}
+	return p.err()
+}
+
 func ruleNames(r alertRules) []string {
 	var out []string
 	for _, g := range r.Groups {
@@ -317,6 +337,12 @@ func TestPrometheusRuleIsTheGuidesAlertRulesOnExportedMetrics(t *testing.T) {
 	}
 }
 
+func TestOperationsGuideExplainsEveryAlert(t *testing.T) {
+	if err := checkAlertsExplained(string(readFile(t, operationsDoc))); err != nil {
+		t.Errorf("%s", describe(err))
+	}
+}
+
 func TestGrafanaDashboardQueriesOnlyExportedMetrics(t *testing.T) {
 	if err := checkDashboard(readFile(t, filepath.Join(monitoringDir, dashboardFile))); err != nil {
 		t.Errorf("%s", describe(err))
@@ -346,6 +372,7 @@ func TestMonitoringChecksCatchDrift(t *testing.T) {
 		{"alert label value never exported", drift{file: ruleFile, old: `{reason="slow_consumer"}`, new: `{reason="slow"}`, want: `no series with reason="slow"`}, rule, checkRule},
 		{"rule missing from the guide", drift{file: ruleFile, old: "- alert: WebsocketPodNotReady", new: "- alert: WebsocketPodUnready", want: "differ from the alert rules block"}, rule, checkRule},
 		{"limit not the ConfigMap's", drift{file: ruleFile, old: "> 0.9 * " + maxConns, new: "> 0.9 * 30000", want: "does not compare with MAX_CONNECTIONS"}, rule, checkRule},
+		{"alert not explained", drift{file: "OPERATIONS.md", old: "| `WebsocketPodNotReady` |", new: "| PodNotReady |", want: "no row for WebsocketPodNotReady"}, []byte(doc), checkAlertsExplained},
 		{"panel on a metric the service does not export", drift{file: dashboardFile, old: "websocket_messages_sent_total{", new: "websocket_messages_written_total{", want: "metric websocket_messages_written_total is not exported"}, dash, checkDash},
 		{"histogram suffix on a counter", drift{file: dashboardFile, old: "go_goroutines{", new: "go_goroutines_bucket{", want: "metric go_goroutines_bucket is not exported"}, dash, checkDash},
 		{"panel label the metric lacks", drift{file: dashboardFile, old: "sum by (code) (rate(websocket_disconnects_total{", new: "sum by (code) (rate(websocket_disconnects_total{reason=\\\"x\\\", ", want: "has no label reason"}, dash, checkDash},
