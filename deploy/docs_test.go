@@ -183,16 +183,25 @@ func slug(h string) string {
 	return b.String()
 }
 
-// checkDocAlertRules: the alert rules block parses as a rule file, every rule has an
-// expression, a severity and a runbook link to a section that exists.
-func checkDocAlertRules(doc string) error {
+// docAlertRules decodes, strictly, the rule file in the guide's "Alert rules" yaml block.
+func docAlertRules(doc string) (alertRules, error) {
 	m := yamlBlock.FindStringSubmatch(doc)
 	if m == nil {
-		return fmt.Errorf("OPERATIONS.md: no yaml block under \"## Alert rules\"")
+		return alertRules{}, errors.New(`OPERATIONS.md: no yaml block under "## Alert rules"`)
 	}
 	var rules alertRules
 	if err := yaml.UnmarshalStrict([]byte(m[1]), &rules); err != nil {
-		return fmt.Errorf("OPERATIONS.md: alert rules: %w", err)
+		return alertRules{}, fmt.Errorf("OPERATIONS.md: alert rules: %w", err)
+	}
+	return rules, nil
+}
+
+// checkDocAlertRules: the alert rules block parses as a rule file, every rule has an
+// expression, a severity and a runbook link to a section that exists.
+func checkDocAlertRules(doc string) error {
+	rules, err := docAlertRules(doc)
+	if err != nil {
+		return err
 	}
 	anchors := map[string]bool{}
 	for _, h := range heading.FindAllStringSubmatch(doc, -1) {

@@ -2,7 +2,6 @@ package deploy
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -135,13 +134,9 @@ func checkPrometheusRule(ruleYAML []byte, doc string, maxConnections string) err
 	if r.APIVersion != "monitoring.coreos.com/v1" || r.Kind != "PrometheusRule" {
 		p.addf("%s: apiVersion %q kind %q, want monitoring.coreos.com/v1 PrometheusRule", ruleFile, r.APIVersion, r.Kind)
 	}
-	m := yamlBlock.FindStringSubmatch(doc)
-	if m == nil {
-		return errors.New(`OPERATIONS.md: no yaml block under "## Alert rules"`)
-	}
-	var documented alertRules
-	if err := yaml.UnmarshalStrict([]byte(m[1]), &documented); err != nil {
-		return fmt.Errorf("OPERATIONS.md: alert rules: %w", err)
+	documented, err := docAlertRules(doc)
+	if err != nil {
+		return err
 	}
 	if !reflect.DeepEqual(r.Spec, documented) {
 		p.addf("%s: spec.groups differ from the alert rules block of OPERATIONS.md (rules %v there, %v here)",
@@ -173,13 +168,9 @@ func checkPrometheusRule(ruleYAML []byte, doc string, maxConnections string) err
 // checkAlertsExplained: the guide's alert table has a row for every rule of its block, so
 // whoever is paged finds what the alert means and what to do.
 func checkAlertsExplained(doc string) error {
-	m := yamlBlock.FindStringSubmatch(doc)
-	if m == nil {
-		return errors.New(`OPERATIONS.md: no yaml block under "## Alert rules"`)
-	}
-	var rules alertRules
-	if err := yaml.UnmarshalStrict([]byte(m[1]), &rules); err != nil {
-		return fmt.Errorf("OPERATIONS.md: alert rules: %w", err)
+	rules, err := docAlertRules(doc)
+	if err != nil {
+		return err
 	}
 	var p problems
 	for _, name := range ruleNames(rules) {
