@@ -48,6 +48,7 @@ type Part struct {
 	Redial          wireHistogram `json:"redial"`
 	Reconnected     int           `json:"reconnected,omitempty"`
 	LostReconnected int64         `json:"lost_reconnected,omitempty"`
+	MaxLostOne      int64         `json:"max_lost_one,omitempty"` // the most one reconnected connection lost
 	// HarnessCPU is a worker process's own CPU seconds from its connections being open to
 	// its part being ready (0 for the parent's own share, which the parent measures).
 	HarnessCPU float64 `json:"harness_cpu_seconds"`
@@ -59,7 +60,7 @@ type Part struct {
 func partOf(f *fleet, connected int, start, end time.Time) Part {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return Part{
+	p := Part{
 		Conns: f.p.Hi - f.p.Lo, Connected: connected, DialErrors: maps.Clone(f.dialErrors),
 		ConnectStartNs: start.UnixNano(), ConnectEndNs: end.UnixNano(),
 		Handshake: f.handshake.wire(),
@@ -71,8 +72,10 @@ func partOf(f *fleet, connected int, start, end time.Time) Part {
 		EchoTrips: f.echoes.Load(), EchoLost: f.echoLost, EchoRTT: f.echoRTT.wire(),
 		Reconnects: f.reconnects.Load(), RedialFailures: f.redialFailures.Load(),
 		LastReconnectNs: f.lastReconnect.Load(), Redial: f.redial.wire(),
-		Reconnected: f.reconnected(), LostReconnected: f.lostReconnected(),
+		Reconnected: f.reconnected(),
 	}
+	p.LostReconnected, p.MaxLostOne = f.lostReconnected()
+	return p
 }
 
 // add sums o into p. Times are combined as the earliest start and the latest end.
@@ -112,6 +115,7 @@ func (p *Part) add(o Part) error {
 	p.LastReconnectNs = max(p.LastReconnectNs, o.LastReconnectNs)
 	p.Reconnected += o.Reconnected
 	p.LostReconnected += o.LostReconnected
+	p.MaxLostOne = max(p.MaxLostOne, o.MaxLostOne)
 	p.HarnessCPU += o.HarnessCPU
 	p.HarnessConnectCPU += o.HarnessConnectCPU
 	return nil

@@ -124,17 +124,19 @@ func (f *fleet) reconnected() int {
 	return n
 }
 
-// lostReconnected is what the connections that reconnected did not receive.
-func (f *fleet) lostReconnected() int64 {
-	var n int64
+// lostReconnected is what the connections that reconnected did not receive, in all and the
+// most one of them lost.
+func (f *fleet) lostReconnected() (sum, most int64) {
 	for _, c := range f.conns {
 		if c != nil {
 			c.mu.Lock()
 			if c.reconnects > 0 {
-				n += c.tally.lost()
+				lost := c.tally.lost()
+				sum += lost
+				most = max(most, lost)
 			}
 			c.mu.Unlock()
 		}
 	}
-	return n
+	return sum, most
 }

@@ -120,6 +120,8 @@ type ReconnectReport struct {
 	// Lost is what the reconnected connections missed while away (v1: everything published
 	// to them meanwhile); Report.Lost includes it.
 	Lost int64 `json:"lost"`
+	// MaxLost is the most one reconnected connection lost.
+	MaxLost int64 `json:"max_lost"`
 }
 
 // EchoReport is what the echo scenario did.
@@ -181,7 +183,7 @@ func newReport(p *Params, sum Part, pub *PublishStats) (*Report, error) {
 		}
 		r.Reconnect = &ReconnectReport{Reconnected: sum.Reconnected, Reconnects: sum.Reconnects,
 			RedialFailures: sum.RedialFailures, LastReconnectNs: sum.LastReconnectNs, Handshake: hs.Summary(),
-			Lost: sum.LostReconnected}
+			Lost: sum.LostReconnected, MaxLost: sum.MaxLostOne}
 	}
 	if p.Scenario == ScenarioEcho {
 		rtt, err := sum.EchoRTT.histogram()
@@ -304,8 +306,8 @@ func (r *Report) Write(w io.Writer) {
 		}
 	}
 	if rc := r.Reconnect; rc != nil {
-		fmt.Fprintf(w, "reconnected   %d connections (%d reconnects, %d failed redials), lost %d while away\n",
-			rc.Reconnected, rc.Reconnects, rc.RedialFailures, rc.Lost)
+		fmt.Fprintf(w, "reconnected   %d connections (%d reconnects, %d failed redials), lost %d while away (at most %d by one)\n",
+			rc.Reconnected, rc.Reconnects, rc.RedialFailures, rc.Lost, rc.MaxLost)
 		fmt.Fprintf(w, "redial        %s\n", rc.Handshake)
 	}
 	if c := r.Churn; c != nil {

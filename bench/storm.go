@@ -56,8 +56,10 @@ type StormRun struct {
 	// LastReconnectSeconds is from the kill until the last client reconnect succeeded.
 	LastReconnectSeconds float64    `json:"last_reconnect_seconds"`
 	Survivors            []Survivor `json:"survivors"`
-	// PublishedDuring is what the paced publisher sent between the kill and AllBack.
+	// PublishedDuring is what the paced publisher sent between the kill and AllBack, in all
+	// and to each group (every reconnecting client is in one group).
 	PublishedDuring int64    `json:"published_during"`
+	PerGroupDuring  float64  `json:"per_group_during"`
 	Report          *Report  `json:"report"`
 	Problems        []string `json:"problems"`
 }
@@ -165,6 +167,7 @@ func stormOnce(ctx context.Context, o *StormOptions, b *backend, eng, bin, secre
 		return nil, fmt.Errorf("%w\n%s", err, set.logTails(true))
 	}
 	sr.Report = rep
+	sr.PerGroupDuring = ratio(float64(sr.PublishedDuring), float64(p.Groups))
 	if rc := rep.Reconnect; rc != nil && rc.LastReconnectNs > 0 && !killedAt.IsZero() {
 		sr.LastReconnectSeconds = float64(rc.LastReconnectNs-killedAt.UnixNano()) / 1e9
 	}

@@ -15,17 +15,18 @@ func WriteStormTable(w io.Writer, res *StormResult) {
 	if res.Note != "" {
 		fmt.Fprintf(w, "(%s)\n", res.Note)
 	}
-	fmt.Fprintln(w, "\n| engine | backplane | killed node held | all back after s | last reconnect after s | reconnect p99 ms | failed redials | published meanwhile | lost by reconnected | lost per reconnected | lost by others | dup |")
-	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "\n| engine | backplane | killed node held | all back after s | last reconnect after s | reconnect p99 ms | failed redials | published meanwhile | to each group | lost by reconnected | lost per reconnected (max) | lost by others | dup |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range res.Runs {
 		rep := r.Report
 		rc := rep.Reconnect
 		if rc == nil {
 			rc = &ReconnectReport{}
 		}
-		fmt.Fprintf(w, "| %s | %s | %d | %.2f | %.2f | %.1f | %d | %d | %d | %.1f | %d | %d |\n",
+		fmt.Fprintf(w, "| %s | %s | %d | %.2f | %.2f | %.1f | %d | %d | %.1f | %d | %.1f (%d) | %d | %d |\n",
 			r.Engine, r.Backend, r.KilledConns, r.AllBackSeconds, r.LastReconnectSeconds, rc.Handshake.P99, rc.RedialFailures,
-			r.PublishedDuring, rc.Lost, ratio(float64(rc.Lost), float64(rc.Reconnected)), rep.Lost-rc.Lost, rep.Duplicated)
+			r.PublishedDuring, r.PerGroupDuring, rc.Lost, ratio(float64(rc.Lost), float64(rc.Reconnected)), rc.MaxLost,
+			rep.Lost-rc.Lost, rep.Duplicated)
 	}
 	fmt.Fprintln(w, "\n| engine | survivor | conns before | conns after | handshakes | handshakes/s | server µs/handshake (with delivery) |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|")
