@@ -10,22 +10,6 @@ import (
 	"github.com/huleedu/websocket-service/internal/redistest"
 )
 
-func TestKeySlotMatchesRedisCluster(t *testing.T) {
-	// Values from CLUSTER KEYSLOT.
-	for key, want := range map[string]uint16{
-		"foo":             12182,
-		"bar":             5061,
-		"{user1000}.a":    3443,
-		"foo{}{bar}":      8363,
-		"ws:alice":        keySlot("ws:alice"),
-		"{ws:alice}extra": keySlot("ws:alice"),
-	} {
-		if got := keySlot(key); got != want {
-			t.Errorf("keySlot(%q) = %d, want %d", key, got, want)
-		}
-	}
-}
-
 func TestClusterUsesShardedPubSubEndToEnd(t *testing.T) {
 	cl := redistest.StartCluster(t, 3)
 	sink := newCollector()

@@ -1,0 +1,188 @@
+package history
+
+import (
+	"context"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/huleedu/websocket-service/internal/redistest"
+	"github.com/redis/go-redis/v9"
+)
+
+func newRedisStore(t *testing.T, c redis.UniversalClient, l Limits) *Redis {
+	t.Helper()
+	r, err := NewRedis(c, false, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// A restore from an older snapshot keeps the epoch but rewinds the positions, and the
+// positions are then reused by other messages. Neither a cursor beyond the rewound top nor a
+// cursor naming a message that is no longer there may be taken as continuous.
+func TestRedisRewoundHistoryIsAnotherEpoch(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	ctx := context.Background()
+	r := newRedisStore(t, c, roomy)
+	h, m := Keys("ws:u1")
+	var before []Position
+	var snapshot map[string]string // DUMP of both keys after the second publish
+	for i := 0; i < 5; i++ {
+		p, err := r.Append(ctx, "ws:u1", []byte("old"), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		before = append(before, p)
+		if i == 1 {
+			snapshot = map[string]string{h: c.Dump(ctx, h).Val(), m: c.Dump(ctx, m).Val()}
+		}
+	}
+	// The restore: both keys as they were after the second publish, same epoch.
+	for k, v := range snapshot {
+		if err := c.RestoreReplace(ctx, k, 0, v).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	r5 := mustRead(t, &fixture{read: r.Read}, "ws:u1", before[4], 100)
+	expect(t, r5, false, ReasonEpoch, -1, 0)
+	expect(t, mustRead(t, &fixture{read: r.Read}, "ws:u1", before[1], 100), true, "", 0, 0)
+
+	var after []Position
+	for i := 0; i < 3; i++ {
+		p, err := r.Append(ctx, "ws:u1", []byte("new"), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		after = append(after, p)
+	}
+	if after[2].Seq != before[4].Seq || after[2].Epoch != before[4].Epoch {
+		t.Fatalf("rewound history did not reuse position %d: %+v", before[4].Seq, after[2])
+	}
+	expect(t, mustRead(t, &fixture{read: r.Read}, "ws:u1", before[4], 100), false, ReasonEpoch, -1, 0) // the top, another message
+	expect(t, mustRead(t, &fixture{read: r.Read}, "ws:u1", before[2], 100), false, ReasonEpoch, -1, 0) // held, another message
+	got := mustRead(t, &fixture{read: r.Read}, "ws:u1", before[1], 100)                                // before the rewind point: continuous
+	expect(t, got, true, "", 0, 3)
+	if string(got.Entries[0].Payload) != "new" {
+		t.Fatalf("replay after the rewind point = %q", got.Entries[0].Payload)
+	}
+}
+
+// Redis restarted without persistence has lost the library too: the first publish loads it
+// and runs once, so exactly one entry is appended.
+func TestRedisPublishReloadsAMissingLibraryOnce(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	ctx := context.Background()
+	r := newRedisStore(t, c, roomy)
+	for _, lose := range []func(){
+		func() { c.FunctionFlush(ctx) },
+		srv.Restart,
+	} {
+		lose()
+		h, _ := Keys("ws:reload")
+		before := c.XLen(ctx, h).Val()
+		if _, err := r.Append(ctx, "ws:reload", []byte("x"), ""); err != nil {
+			t.Fatalf("publish with the library missing: %v", err)
+		}
+		if n := c.XLen(ctx, h).Val(); n != before+1 {
+			t.Fatalf("history grew from %d to %d entries, want exactly one more", before, n)
+		}
+	}
+}
+
+func TestRedisPublishesTheEnvelopeAndStoresTheTraceparent(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	ctx := context.Background()
+	r := newRedisStore(t, c, roomy)
+	sub := c.Subscribe(ctx, "ws:env")
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	p, err := r.Append(ctx, "ws:env", []byte(`{"a":1}`), tp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := sub.ReceiveMessage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "\xff1 " + strconv.FormatUint(p.Epoch, 10) + " 1 " + strconv.FormatUint(uint64(p.Tag), 10) + " 0 " + tp + "\n" + `{"a":1}`
+	if msg.Payload != want {
+		t.Fatalf("published %q, want %q", msg.Payload, want)
+	}
+	res := mustRead(t, &fixture{read: r.Read}, "ws:env", Position{Epoch: p.Epoch}, 100)
+	if len(res.Entries) != 1 || res.Entries[0].Traceparent != tp {
+		t.Fatalf("stored entry %+v, want traceparent %s", res.Entries, tp)
+	}
+	if _, err := r.Append(ctx, "ws:env", []byte("x"), "bad traceparent\n"); err == nil {
+		t.Fatal("a traceparent with a newline was accepted")
+	}
+}
+
+// 200 readers of one stream arriving together cost a handful of Redis reads, whatever their
+// cursors.
+func TestRedisReadsOfOneStreamAreCoalesced(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	ctx := context.Background()
+	r := newRedisStore(t, c, roomy)
+	var ps []Position
+	for i := 0; i < 5; i++ {
+		p, err := r.Append(ctx, "ws-group:class7", []byte("m"+strconv.Itoa(i)), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps = append(ps, p)
+	}
+	c.ConfigResetStat(ctx)
+	const readers = 200
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := 0; i < readers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			after := ps[i%len(ps)]
+			res, err := r.Read(ctx, "ws-group:class7", after, 100)
+			if err != nil || !res.Recovered || len(res.Entries) != len(ps)-1-i%len(ps) {
+				t.Errorf("reader at %d: %+v, %v", after.Seq, res, err)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	calls := fcallCalls(t, c)
+	t.Logf("%d readers, %d FCALLs", readers, calls)
+	if calls < 1 || calls > 5 {
+		t.Fatalf("%d readers cost %d FCALLs, want at most 5", readers, calls)
+	}
+}
+
+var fcallStat = regexp.MustCompile(`cmdstat_fcall:calls=(\d+)`)
+
+func fcallCalls(t *testing.T, c *redis.Client) int {
+	t.Helper()
+	info := c.Info(context.Background(), "commandstats").Val()
+	m := fcallStat.FindStringSubmatch(info)
+	if m == nil {
+		if strings.Contains(info, "cmdstat_") {
+			return 0
+		}
+		t.Fatalf("no commandstats: %s", info)
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
+}
