@@ -19,6 +19,8 @@ import (
 
 	"github.com/caarlos0/env/v11"
 	"github.com/joho/godotenv"
+
+	"github.com/huleedu/websocket-service/history"
 )
 
 // Prefix is prepended to every variable name.
@@ -79,6 +81,11 @@ type Config struct {
 
 	PublishAPIKey string `env:"PUBLISH_API_KEY"`
 
+	// History kept per stream for resume (docs/PROTOCOL.md).
+	HistorySize         int     `env:"HISTORY_SIZE" envDefault:"256"`
+	HistoryTTL          Seconds `env:"HISTORY_TTL" envDefault:"600"`
+	RecoveryMaxMessages int     `env:"RECOVERY_MAX_MESSAGES" envDefault:"1000"`
+
 	// JWTPublicKeyPEM is JWTPublicKey resolved: the PEM itself, read from the file when the
 	// variable was "@/path". Filled by Load.
 	JWTPublicKeyPEM []byte `env:"-"`
@@ -86,6 +93,11 @@ type Config struct {
 
 // Addr is the listen address.
 func (c Config) Addr() string { return net.JoinHostPort(c.Host, strconv.Itoa(c.Port)) }
+
+// History is the history kept per stream, as the history stores take it.
+func (c Config) History() history.Limits {
+	return history.Limits{Size: c.HistorySize, TTL: c.HistoryTTL.D()}
+}
 
 // Production reports whether the stricter production rules apply.
 func (c Config) Production() bool { return c.Environment == "production" }
@@ -321,6 +333,25 @@ func (c *Config) validate() []error {
 	}
 	if c.HandshakeRatePerIP < 0 {
 		errs = append(errs, bad("HANDSHAKE_RATE_PER_IP", "must be 0 (off) or positive"))
+	}
+	errs = append(errs, c.validateHistory()...)
+	return errs
+}
+
+// maxHistorySize bounds HISTORY_SIZE: a replay is read from Redis in one reply and the
+// embedded backplane keeps a ring of this many entries per stream.
+const maxHistorySize = 100_000
+
+func (c *Config) validateHistory() []error {
+	var errs []error
+	if c.HistorySize < 0 || c.HistorySize > maxHistorySize {
+		errs = append(errs, bad("HISTORY_SIZE", "%d is not between 0 (no history) and %d", c.HistorySize, maxHistorySize))
+	}
+	if c.HistorySize > 0 && c.HistoryTTL.D() < time.Second {
+		errs = append(errs, bad("HISTORY_TTL", "%v is below 1 second; history would expire before a client could resume", c.HistoryTTL.D()))
+	}
+	if c.RecoveryMaxMessages < 0 {
+		errs = append(errs, bad("RECOVERY_MAX_MESSAGES", "must be 0 (replay nothing) or positive"))
 	}
 	return errs
 }
