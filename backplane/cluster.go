@@ -163,6 +163,7 @@ func (r *Redis) rebuildLocked(t *topology) {
 		r.log.Info("backplane: redis cluster topology changed, resubscribing", "masters", len(t.addrs))
 	}
 	r.topo, r.topoErr = t, nil
+	r.requestInstall() // a new primary has no functions
 	r.relays = r.relays[:0:0]
 	for i, addr := range t.addrs {
 		r.relays = append(r.relays, newRelay(i, addr, true, r.ep.dial, r.sink, r, r.log))

@@ -7,6 +7,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/huleedu/websocket-service/history"
 	"github.com/huleedu/websocket-service/internal/redistest"
 )
 
@@ -39,7 +40,7 @@ func TestClusterUsesShardedPubSubEndToEnd(t *testing.T) {
 		t.Fatalf("PUBSUB SHARDCHANNELS lists %d channels over the masters, want %d", shard, len(chans))
 	}
 
-	pub, err := NewPublisher(cl.URL(), true)
+	pub, err := NewPublisher(cl.URL(), true, history.Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}

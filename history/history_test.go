@@ -194,10 +194,7 @@ func TestMemoryHistory(t *testing.T) {
 				return m.Read(ctx, ch, after, limit)
 			},
 			append: func(t *testing.T, ch, payload string) Position {
-				e, err := m.Append(ch, []byte(payload), "", func(Entry) error { return nil })
-				if err != nil {
-					t.Fatal(err)
-				}
+				e := m.Append(ch, []byte(payload), "")
 				advance(time.Millisecond)
 				return e.Position
 			},

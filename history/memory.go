@@ -58,9 +58,10 @@ func (m *Memory) stream(channel string, now time.Time) *ring {
 	return r
 }
 
-// Append stores payload as channel's next entry and returns it. publish runs under the
-// store's lock with the entry, so that messages leave in the order of their positions.
-func (m *Memory) Append(channel string, payload []byte, traceparent string, publish func(Entry) error) (Entry, error) {
+// Append stores payload as channel's next entry and returns it. A caller that publishes the
+// entry keeps its own lock across Append and the publish, so that messages leave in the
+// order of their positions.
+func (m *Memory) Append(channel string, payload []byte, traceparent string) Entry {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.now()
@@ -70,9 +71,6 @@ func (m *Memory) Append(channel string, payload []byte, traceparent string, publ
 		Prev:        r.top.Tag,
 		Payload:     payload,
 		Traceparent: traceparent,
-	}
-	if err := publish(e); err != nil {
-		return Entry{}, err
 	}
 	r.top, r.last = e.Position, now
 	if size := m.limits.Size; size > 0 {
@@ -87,7 +85,7 @@ func (m *Memory) Append(channel string, payload []byte, traceparent string, publ
 			r.start = (r.start + 1) % size
 		}
 	}
-	return e, nil
+	return e
 }
 
 // Read answers a reader of channel at after; it never fails.
