@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/huleedu/websocket-service/internal/redistest"
 	"github.com/redis/go-redis/v9"
@@ -185,4 +186,25 @@ func fcallCalls(t *testing.T, c *redis.Client) int {
 	}
 	n, _ := strconv.Atoi(m[1])
 	return n
+}
+
+// A publish that times out may have run: here Redis runs it but its reply is lost on the way
+// back. It must not be sent again, as go-redis would by default after its read timeout.
+func TestRedisPublishIsNeverRetriedAfterATimeout(t *testing.T) {
+	srv := redistest.Start(t)
+	px := newMutingProxy(t, srv.Addr())
+	c := redis.NewClient(&redis.Options{Addr: px.addr(), ReadTimeout: 200 * time.Millisecond, MaxRetries: 3})
+	t.Cleanup(func() { _ = c.Close() })
+	ctx := context.Background()
+	r := newRedisStore(t, c, roomy)
+
+	px.muteOpenConnections()
+	_, err := r.Append(ctx, "ws:slow", []byte("once"), "")
+	h, _ := Keys("ws:slow")
+	if n := srv.Client(t).XLen(ctx, h).Val(); n != 1 {
+		t.Fatalf("the timed-out publish ran %d times, want once", n)
+	}
+	if err == nil {
+		t.Fatal("publish answered although its reply was lost")
+	}
 }
