@@ -35,7 +35,7 @@ func (r *Redis) installLibrary(ctx context.Context) {
 	failing := false
 	for {
 		lctx, cancel := context.WithTimeout(ctx, loadTimeout)
-		err := r.pub.History().Load(lctx)
+		replaced, err := r.pub.History().Load(lctx)
 		cancel()
 		if ctx.Err() != nil {
 			return
@@ -49,6 +49,10 @@ func (r *Redis) installLibrary(ctx context.Context) {
 				return
 			}
 			continue
+		}
+		if len(replaced) > 0 {
+			r.log.Warn("backplane: replaced history functions loaded with other settings; every node must run with the same HISTORY_SIZE and HISTORY_TTL",
+				"redis", replaced)
 		}
 		if failing {
 			r.log.Info("backplane: history functions installed in redis")

@@ -235,7 +235,7 @@ func redisFixture(c redis.UniversalClient, cluster bool, flush func(context.Cont
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := r.Load(ctx); err != nil {
+		if _, err := r.Load(ctx); err != nil {
 			t.Fatal(err)
 		}
 		return &fixture{

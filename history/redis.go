@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"text/template"
 	"time"
 
@@ -67,24 +68,36 @@ func NewRedis(client redis.UniversalClient, cluster bool, limits Limits) (*Redis
 }
 
 // Load installs the library (FUNCTION LOAD REPLACE) on the server, or on every primary of a
-// cluster: Redis Cluster does not propagate functions between primaries.
-func (r *Redis) Load(ctx context.Context) error {
+// cluster: Redis Cluster does not propagate functions between primaries. It returns the
+// addresses where it replaced a different version of the library: another node of the
+// deployment runs with other limits, or another version of the service.
+func (r *Redis) Load(ctx context.Context) (replaced []string, err error) {
+	var mu sync.Mutex // ForEachMaster loads every primary at once
 	load := func(ctx context.Context, c *redis.Client) error {
+		addr := c.Options().Addr
+		libs, err := c.FunctionList(ctx, redis.FunctionListQuery{LibraryNamePattern: LibraryName, WithCode: true}).Result()
+		if err != nil {
+			return fmt.Errorf("list functions on %s: %w", addr, err)
+		}
+		if len(libs) > 0 && libs[0].Code != r.source {
+			mu.Lock()
+			replaced = append(replaced, addr)
+			mu.Unlock()
+		}
 		if err := c.FunctionLoadReplace(ctx, r.source).Err(); err != nil {
-			return fmt.Errorf("load function library on %s: %w", c.Options().Addr, err)
+			return fmt.Errorf("load function library on %s: %w", addr, err)
 		}
 		return nil
 	}
-	if cc, ok := r.client.(*redis.ClusterClient); ok {
-		return cc.ForEachMaster(ctx, load)
+	switch c := r.client.(type) {
+	case *redis.ClusterClient:
+		err = c.ForEachMaster(ctx, load)
+	case *redis.Client:
+		err = load(ctx, c)
+	default:
+		return nil, fmt.Errorf("load function library: unsupported client %T", r.client)
 	}
-	if c, ok := r.client.(*redis.Client); ok {
-		return load(ctx, c)
-	}
-	if err := r.client.FunctionLoadReplace(ctx, r.source).Err(); err != nil {
-		return fmt.Errorf("load function library: %w", err)
-	}
-	return nil
+	return replaced, err
 }
 
 // Append appends payload to channel's history and publishes it on channel, in one atomic
@@ -140,7 +153,7 @@ func (r *Redis) call(ctx context.Context, fn string, keys []string, args ...any)
 	if err == nil || !missingFunction(err) {
 		return v, err
 	}
-	if lerr := r.Load(ctx); lerr != nil {
+	if _, lerr := r.Load(ctx); lerr != nil {
 		return nil, fmt.Errorf("%w (and reloading the library failed: %w)", err, lerr)
 	}
 	return r.fcall(ctx, fn, keys, args)

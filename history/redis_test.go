@@ -19,7 +19,7 @@ func newRedisStore(t *testing.T, c redis.UniversalClient, l Limits) *Redis {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Load(context.Background()); err != nil {
+	if _, err := r.Load(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	return r
@@ -206,5 +206,28 @@ func TestRedisPublishIsNeverRetriedAfterATimeout(t *testing.T) {
 	}
 	if err == nil {
 		t.Fatal("publish answered although its reply was lost")
+	}
+}
+
+// Loading reports where it replaced a library loaded with other settings, so that an operator
+// hears of nodes that disagree on HISTORY_SIZE or HISTORY_TTL.
+func TestRedisLoadReportsALibraryWithOtherSettings(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	ctx := context.Background()
+	newRedisStore(t, c, roomy)
+	same, err := NewRedis(c, false, roomy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if replaced, err := same.Load(ctx); err != nil || len(replaced) != 0 {
+		t.Fatalf("reloading the same library: replaced %v, %v", replaced, err)
+	}
+	other, err := NewRedis(c, false, Limits{Size: roomy.Size + 1, TTL: roomy.TTL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if replaced, err := other.Load(ctx); err != nil || len(replaced) != 1 || replaced[0] != srv.Addr() {
+		t.Fatalf("loading other limits: replaced %v, %v; want [%s]", replaced, err, srv.Addr())
 	}
 }
