@@ -231,3 +231,25 @@ func TestRedisLoadReportsALibraryWithOtherSettings(t *testing.T) {
 		t.Fatalf("loading other limits: replaced %v, %v; want [%s]", replaced, err, srv.Addr())
 	}
 }
+
+// Redis restarted without persistence has lost every stream: an old cursor is another
+// epoch, never continuous, and the stream goes on in a new one.
+func TestRedisRestartWithoutPersistenceIsAnotherEpoch(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	ctx := context.Background()
+	r := newRedisStore(t, c, roomy)
+	f := &fixture{read: r.Read}
+	start := mustRead(t, f, "ws:u1", Position{}, 100).Cursor
+	p, err := r.Append(ctx, "ws:u1", []byte("before"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Restart()
+	expect(t, mustRead(t, f, "ws:u1", start, 100), false, ReasonEpoch, -1, 0)
+	expect(t, mustRead(t, f, "ws:u1", p, 100), false, ReasonEpoch, -1, 0)
+	q, err := r.Append(ctx, "ws:u1", []byte("after"), "")
+	if err != nil || q.Epoch == p.Epoch || q.Seq != 1 {
+		t.Fatalf("after the restart: %+v, %v; want seq 1 of a new epoch", q, err)
+	}
+}
