@@ -132,8 +132,10 @@ func TestRedisPublishesTheEnvelopeAndStoresTheTraceparent(t *testing.T) {
 	}
 }
 
-// 200 readers of one stream arriving together cost a handful of Redis reads, whatever their
-// cursors.
+// 10,000 readers of one stream arriving together (a node died; its clients resume elsewhere)
+// cost a handful of Redis reads, whatever their cursors: one read, then one for everyone who
+// arrived during it, and so on. How many depends on how long the 10,000 take to arrive on
+// this machine (12 with -race on two cores), not on how many they are.
 func TestRedisReadsOfOneStreamAreCoalesced(t *testing.T) {
 	srv := redistest.Start(t)
 	c := srv.Client(t)
@@ -148,7 +150,7 @@ func TestRedisReadsOfOneStreamAreCoalesced(t *testing.T) {
 		ps = append(ps, p)
 	}
 	c.ConfigResetStat(ctx)
-	const readers = 200
+	const readers = 10_000
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	for i := 0; i < readers; i++ {
@@ -167,8 +169,8 @@ func TestRedisReadsOfOneStreamAreCoalesced(t *testing.T) {
 	wg.Wait()
 	calls := fcallCalls(t, c)
 	t.Logf("%d readers, %d FCALLs", readers, calls)
-	if calls < 1 || calls > 5 {
-		t.Fatalf("%d readers cost %d FCALLs, want at most 5", readers, calls)
+	if calls < 1 || calls > 50 {
+		t.Fatalf("%d readers cost %d FCALLs, want a handful (at most 50)", readers, calls)
 	}
 }
 
