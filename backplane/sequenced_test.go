@@ -46,11 +46,12 @@ func TestSequencedPublishIsDeliveredWithItsPosition(t *testing.T) {
 		t.Run(bp.name, func(t *testing.T) {
 			sink := newCollector()
 			b := bp.start(t, sink)
-			chans := []string{"ws:u1", "ws-group:class7", "ws-broadcast", "ws:{odd}}name"}
+			// The last two: a channel with its own hash tag, and one with a "}" but no tag.
+			chans := []string{"ws:u1", "ws-group:class7", "ws-broadcast", "ws:{odd}}name", "ws:a}b"}
 			if err := b.Subscribe(ctx, chans); err != nil {
 				t.Fatal(err)
 			}
-			payloads := [][]byte{[]byte(`{"type":"notification","n":1}`), []byte("plain text\n"), []byte(`"quoted"`), []byte("last")}
+			payloads := [][]byte{[]byte(`{"type":"notification","n":1}`), []byte("plain text\n"), []byte(`"quoted"`), []byte("tagged"), []byte("last")}
 			var want []history.Position
 			for i, ch := range chans {
 				p, err := b.PublishSequenced(ctx, ch, payloads[i], "")
