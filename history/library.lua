@@ -29,6 +29,18 @@ local function meta(hkey, mkey)
   return e, '0', '0'
 end
 
+-- keys_fit reports whether the keys are the ones the service reads for channel (the rule is in
+-- docs/PROTOCOL.md): 'wsh:h:' then the channel, '{' channel '}', or '{' n '}' channel; and the
+-- meta key the same with 'wsh:m:'. A caller that got them wrong would publish into a history
+-- nobody reads.
+local function keys_fit(hkey, mkey, channel)
+  if string.sub(hkey, 1, 6) ~= 'wsh:h:' or mkey ~= 'wsh:m:' .. string.sub(hkey, 7) then
+    return false
+  end
+  local rest = string.sub(hkey, 7)
+  return string.sub(rest, -#channel) == channel or rest == '{' .. channel .. '}'
+end
+
 -- FCALL ws_publish 2 <history key> <meta key> <channel> <payload> [traceparent]
 -- Appends payload to the stream's history and publishes it on channel, in one step. Returns
 -- the message's position: {epoch, seq, tag}.
@@ -37,6 +49,9 @@ local function ws_publish(keys, args)
   local channel, payload, tp = args[1], args[2], args[3] or ''
   if not hkey or not mkey or not channel or not payload then
     return redis.error_reply('ERR usage: FCALL ws_publish 2 <history key> <meta key> <channel> <payload> [traceparent]')
+  end
+  if not keys_fit(hkey, mkey, channel) then
+    return redis.error_reply('ERR ws_publish: the keys of channel ' .. channel .. ' are not ' .. hkey .. ' and ' .. mkey .. ' (see docs/PROTOCOL.md, "Publishing")')
   end
   if #tp > 0 and (#tp > 128 or not string.find(tp, '^[%w%-]+$')) then
     return redis.error_reply('ERR ws_publish: traceparent must be a W3C traceparent')

@@ -130,6 +130,12 @@ func TestRedisPublishesTheEnvelopeAndStoresTheTraceparent(t *testing.T) {
 	if _, err := r.Append(ctx, "ws:env", []byte("x"), "bad traceparent\n"); err == nil {
 		t.Fatal("a traceparent with a newline was accepted")
 	}
+	h, m := Keys("ws:env")
+	for _, keys := range [][]string{{m, h}, {h, h}, {"wsh:h:{ws:other}", "wsh:m:{ws:other}"}, {"x", "y"}} {
+		if err := c.FCall(ctx, PublishFunction, keys, "ws:env", "x").Err(); err == nil || !strings.Contains(err.Error(), "PROTOCOL.md") {
+			t.Errorf("FCALL with keys %q for ws:env: %v, want refused", keys, err)
+		}
+	}
 }
 
 // 10,000 readers of one stream arriving together (a node died; its clients resume elsewhere)
