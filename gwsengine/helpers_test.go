@@ -81,6 +81,17 @@ func (h *hooks) count() int {
 	return len(h.closed)
 }
 
+// codes lists the close codes of the Closed calls so far, in order.
+func (h *hooks) codes() []uint16 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]uint16, len(h.closed))
+	for i, c := range h.closed {
+		out[i] = c.code
+	}
+	return out
+}
+
 // rig is an engine behind a real loopback HTTP server whose /ws handler authenticates the
 // way the service does: token from ?token= or the bearer.<JWT> subprotocol.
 type rig struct {

@@ -21,7 +21,8 @@ type Engine interface {
 	// Reject completes the upgrade, sends the ErrorMessage for code (message.Code*) and
 	// closes with closeCode. Nothing is registered.
 	Reject(w http.ResponseWriter, r *http.Request, subprotocol, code string, closeCode uint16)
-	// Deliver hands a batch of backplane messages to every shard. It never blocks on a
+	// Deliver hands a batch of backplane messages to every shard. It may wait while a
+	// shard's queue is full (so back-pressure reaches the backplane's reader), never on a
 	// socket; it takes ownership of batch (the slice and its payloads must not be reused).
 	Deliver(batch []registry.Delivery)
 	// Drain closes every connection with 1001, the closes spread evenly over window, and

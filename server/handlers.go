@@ -22,8 +22,14 @@ func (s *Server) serveHealthz(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
-// serveReadyz is 200 only while the node can do its job: the backplane is connected and the
-// node is not draining.
+// readiness is what an engine that can fail while the process lives on (the epoll engine's
+// shards) implements to say so; an engine without it is always ready.
+type readiness interface {
+	Ready() error
+}
+
+// serveReadyz is 200 only while the node can do its job: the backplane is connected, the
+// engine has not failed, and the node is not draining.
 func (s *Server) serveReadyz(w http.ResponseWriter, _ *http.Request) {
 	if s.draining.Load() {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not_ready", "reason": "draining"})
@@ -32,6 +38,12 @@ func (s *Server) serveReadyz(w http.ResponseWriter, _ *http.Request) {
 	if err := s.backplane.Ready(); err != nil {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not_ready", "reason": "backplane: " + err.Error()})
 		return
+	}
+	if r, ok := s.engine.(readiness); ok {
+		if err := r.Ready(); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not_ready", "reason": "engine: " + err.Error()})
+			return
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }

@@ -155,9 +155,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// Draining reports whether Shutdown has begun.
-func (s *Server) Draining() bool { return s.draining.Load() }
-
 // Closed is the engines' hook for a connection that ended: it gives back what the upgrade
 // took (subscriptions, limit slots) and counts the disconnect.
 func (s *Server) Closed(id *session.Identity, code uint16) {

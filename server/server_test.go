@@ -31,7 +31,10 @@ type fakeEngine struct {
 	rejected  []string // ErrorMessage codes
 	acceptErr error
 	drained   bool
+	readyErr  error
 }
+
+func (e *fakeEngine) Ready() error { return e.readyErr }
 
 func (e *fakeEngine) Accept(_ http.ResponseWriter, _ *http.Request, a session.Admission) error {
 	e.mu.Lock()
@@ -280,7 +283,7 @@ func get(f *fixture, path string) *httptest.ResponseRecorder {
 	return w
 }
 
-func TestReadyzReportsBackplaneAndDraining(t *testing.T) {
+func TestReadyzReportsBackplaneEngineAndDraining(t *testing.T) {
 	f := newFixture(t)
 	if w := get(f, "/readyz"); w.Code != 200 {
 		t.Fatalf("ready: %d %s", w.Code, w.Body)
@@ -290,6 +293,11 @@ func TestReadyzReportsBackplaneAndDraining(t *testing.T) {
 		t.Fatalf("backplane down: %d %s", w.Code, w.Body)
 	}
 	f.bp.readyErr = nil
+	f.engine.readyErr = errors.New("shard 1 failed: wait")
+	if w := get(f, "/readyz"); w.Code != 503 || !strings.Contains(w.Body.String(), `"reason":"engine: shard 1 failed: wait"`) {
+		t.Fatalf("engine failed: %d %s", w.Code, w.Body)
+	}
+	f.engine.readyErr = nil
 	if err := f.srv.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -184,7 +184,7 @@ func TestPublishNeedsExactlyOneTargetAndAPayload(t *testing.T) {
 }
 
 func TestPublishWithoutRedisOrAPIKeyExplainsWhatToSet(t *testing.T) {
-	isolate(t)
+	isolate(t, "ENVIRONMENT", "staging") // development has a default key
 	code, _, stderr := runCmd("publish", "--url", "http://127.0.0.1:1", "--broadcast", "x")
 	if code == 0 || !strings.Contains(stderr, "PUBLISH_API_KEY") || !strings.Contains(stderr, "REDIS_URL") {
 		t.Fatalf("exit %d, stderr %q", code, stderr)

@@ -176,7 +176,7 @@ func publishRedis(ctx context.Context, cfg config.Config, t registry.Target, pay
 // publishHTTP posts to the server's publish API and returns its reply body.
 func publishHTTP(ctx context.Context, base, key string, t registry.Target, payload string) ([]byte, error) {
 	if key == "" {
-		return nil, errors.New("the HTTP API needs WEBSOCKET_SERVICE_PUBLISH_API_KEY (the same key the server runs with), or set WEBSOCKET_SERVICE_REDIS_URL to publish through Redis")
+		return nil, errors.New("the HTTP API needs WEBSOCKET_SERVICE_PUBLISH_API_KEY (the same key the server runs with; only development has a default), or set WEBSOCKET_SERVICE_REDIS_URL to publish through Redis")
 	}
 	msg := json.RawMessage(payload)
 	if !json.Valid(msg) {
