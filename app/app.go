@@ -88,6 +88,7 @@ func New(cfg config.Config, log *slog.Logger) (*App, error) {
 				ConnectionTimeout: cfg.ConnectionTimeout.D(),
 				MaxMessageSize:    cfg.MaxMessageSize,
 				SendQueueLimit:    cfg.SendQueueLimit,
+				InboundRate:       cfg.InboundRatePerConnection,
 				Policy:            policy,
 				Hooks:             hooks,
 				Metrics:           m,

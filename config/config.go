@@ -39,6 +39,10 @@ const DevPublishAPIKey = "dev-publish-key"
 // a key at least as long as the hash output; 32 bytes covers HS256).
 const minProductionSecret = 32
 
+// maxInboundRate bounds INBOUND_RATE_PER_CONNECTION: above a million frames a second per
+// connection the limit would no longer limit anything a socket can carry (use 0 for none).
+const maxInboundRate = 1_000_000
+
 // Engines that can serve connections.
 const (
 	EngineEpoll = "epoll"
@@ -92,6 +96,10 @@ type Config struct {
 	// PublishAPIKey enables POST /api/publish. Unset in development: DevPublishAPIKey (see
 	// FromMap); set empty there to turn the API off.
 	PublishAPIKey string `env:"PUBLISH_API_KEY"`
+
+	// InboundRatePerConnection is the inbound frames a connection may send per second (bursts
+	// of twice that), control frames included; 0 is no limit.
+	InboundRatePerConnection int `env:"INBOUND_RATE_PER_CONNECTION" envDefault:"100"`
 
 	// History kept per stream for resume (docs/PROTOCOL.md).
 	HistorySize         int     `env:"HISTORY_SIZE" envDefault:"256"`
@@ -406,6 +414,9 @@ func (c *Config) validate() []error {
 	}
 	if c.PublishAPIKey == DevPublishAPIKey && (c.Environment == "staging" || c.Production()) {
 		errs = append(errs, bad("PUBLISH_API_KEY", "is the development key %q, which %s refuses; set a secret key or leave it unset (no publish API)", DevPublishAPIKey, c.Environment))
+	}
+	if c.InboundRatePerConnection < 0 || c.InboundRatePerConnection > maxInboundRate {
+		errs = append(errs, bad("INBOUND_RATE_PER_CONNECTION", "%d is not 0 (off) or a rate up to %d frames per second", c.InboundRatePerConnection, maxInboundRate))
 	}
 	errs = append(errs, c.validateHistory()...)
 	return errs

@@ -69,6 +69,7 @@ func TestEveryVariableHasItsSpecDefault(t *testing.T) {
 		{"HANDSHAKE_RATE_PER_IP", c.HandshakeRatePerIP, 0.0},
 		{"SHUTDOWN_DRAIN_TIMEOUT", c.ShutdownDrainTimeout.D(), 30 * time.Second},
 		{"PUBLISH_API_KEY", c.PublishAPIKey, DevPublishAPIKey},
+		{"INBOUND_RATE_PER_CONNECTION", c.InboundRatePerConnection, 100},
 	}
 	for _, ch := range checks {
 		if !reflect.DeepEqual(ch.got, ch.want) {
@@ -94,6 +95,7 @@ func TestEveryVariableIsReadWithThePrefix(t *testing.T) {
 		"ENGINE", "gws", "SHARDS", "3", "MAX_CONNECTIONS", "100", "MAX_CONNECTIONS_PER_USER", "2",
 		"MAX_MESSAGE_SIZE", "4096", "SEND_QUEUE_LIMIT", "2048", "HANDSHAKE_RATE_PER_IP", "2.5",
 		"SHUTDOWN_DRAIN_TIMEOUT", "0.25", "PUBLISH_API_KEY", "k",
+		"INBOUND_RATE_PER_CONNECTION", "7",
 		"HISTORY_SIZE", "64", "HISTORY_TTL", "1.5", "RECOVERY_MAX_MESSAGES", "10",
 	))
 	want := Config{
@@ -104,8 +106,8 @@ func TestEveryVariableIsReadWithThePrefix(t *testing.T) {
 		HeartbeatInterval: Seconds(5 * time.Second), ConnectionTimeout: Seconds(12500 * time.Millisecond),
 		Engine: "gws", Shards: 3, MaxConnections: 100, MaxConnectionsPerUser: 2, MaxMessageSize: 4096,
 		SendQueueLimit: 2048, HandshakeRatePerIP: 2.5, ShutdownDrainTimeout: Seconds(250 * time.Millisecond),
-		PublishAPIKey: "k",
-		HistorySize:   64, HistoryTTL: Seconds(1500 * time.Millisecond), RecoveryMaxMessages: 10,
+		PublishAPIKey: "k", InboundRatePerConnection: 7,
+		HistorySize: 64, HistoryTTL: Seconds(1500 * time.Millisecond), RecoveryMaxMessages: 10,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("got  %+v\nwant %+v", c, want)
@@ -279,6 +281,9 @@ func TestInvalidValueNamesItsVariable(t *testing.T) {
 		{"HANDSHAKE_RATE_PER_IP", "-1"},
 		{"HANDSHAKE_RATE_PER_IP", "fast"},
 		{"SHUTDOWN_DRAIN_TIMEOUT", "-5"},
+		{"INBOUND_RATE_PER_CONNECTION", "-1"},
+		{"INBOUND_RATE_PER_CONNECTION", "2000000"},
+		{"INBOUND_RATE_PER_CONNECTION", "fast"},
 	} {
 		t.Run(tc.name+"="+tc.value, func(t *testing.T) {
 			_, err := FromMap(vars(tc.name, tc.value))

@@ -53,6 +53,7 @@ type conn struct {
 	queued       int // bytes queued and not yet written
 	backlog      *backlog
 	id           session.Identity
+	in           session.Inbound // inbound frames and refreshes spent (inbound.go)
 }
 
 // backlog holds a connection's unwritten frames while it waits for EPOLLOUT. Frames are shared

@@ -55,6 +55,10 @@ type noHooks struct{}
 
 func (noHooks) Closed(*session.Identity, uint16) {}
 
+func (noHooks) Join(_ []string, done func()) { go done() }
+
+func (noHooks) Leave([]string) {}
+
 // New starts the engine's event loops.
 func New(opts session.Options) (*Engine, error) { return newEngine(opts, &faults{}) }
 

@@ -38,6 +38,7 @@ const (
 	taskDrain                       // close everything 1001, spread over a window
 	taskStop                        // close everything and exit
 	taskSent                        // Accept has written an adopted connection's 101
+	taskRegroup                     // the backplane has the groups a refresh added (refresh.go)
 )
 
 // task is work handed to a shard by another goroutine.
@@ -48,6 +49,7 @@ type task struct {
 	window time.Duration
 	done   chan struct{}
 	size   int64 // taskDeliver: batchBytes(batch), counted in loop.queued until applied
+	join   *joined
 }
 
 // handoff is a hijacked connection on its way into a shard: an accepted one (Accept writes
@@ -124,10 +126,15 @@ type loop struct {
 	fanout   bool  // deliver is iterating registry lists: closes must wait for reapDoomed
 	stopping bool
 	pollAt   time.Time // while polling: when the queue must next be looked at
+	// joining holds each connection's latest refresh that waits for Hooks.Join (refresh.go):
+	// only it may apply. An entry lives from the refresh to its taskRegroup.
+	joining map[*conn]*joined
 
 	start     time.Time
 	tick      time.Duration
 	now       uint32 // current tick, from 1
+	nanos     int64  // time since start at this loop turn: the inbound limits' clock
+	frameRate session.Rate
 	pingEvery uint32 // ticks; 0: no heartbeat
 	silence   uint32 // ticks; 0: no silence timeout
 	closeWait uint32 // ticks
@@ -165,6 +172,8 @@ func newLoop(id int, e *Engine, tick time.Duration) (*loop, error) {
 		closeWait: ticksFor(closeWait, tick),
 		sendLimit: o.SendQueueLimit,
 		maxMsg:    o.MaxMessageSize,
+		frameRate: session.FrameRate(o.InboundRate),
+		joining:   map[*conn]*joined{},
 		ping:      encodeFrame(opPing, nil),
 	}
 	l.room.L = &l.mu
@@ -330,7 +339,11 @@ func (l *loop) wait() (int, error) {
 }
 
 // clock advances the loop's notion of now.
-func (l *loop) clock() { l.now = uint32(time.Since(l.start)/l.tick) + 1 }
+func (l *loop) clock() {
+	d := time.Since(l.start)
+	l.nanos = int64(d)
+	l.now = uint32(d/l.tick) + 1
+}
 
 // deadline is when the loop must next look at its clock or queue: the wheel's next occupied
 // tick, the next drain step, or the next poll of the queue; zero on an idle shard with no
@@ -406,7 +419,7 @@ func (l *loop) onMessage(op byte, payload []byte) bool {
 		l.reply(c, encodeFrame(opBinary, payload))
 		return c.state == stateOpen
 	}
-	act := l.e.opts.Policy.OnText(&c.id, payload)
+	act := l.e.opts.Policy.OnText(&c.id, &c.in, l.nanos, payload)
 	if !act.Expires.IsZero() {
 		c.expiry = l.tickOf(act.Expires)
 		l.schedule(c)
@@ -414,6 +427,10 @@ func (l *loop) onMessage(op byte, payload []byte) bool {
 	if act.Close != 0 {
 		l.startClose(c, act.Close, act.Reply)
 		return false
+	}
+	if act.Refresh {
+		l.refresh(c, act)
+		return c.state == stateOpen
 	}
 	if act.Reply != nil {
 		l.reply(c, encodeFrame(opText, act.Reply))
@@ -489,6 +506,8 @@ func (l *loop) runTasks() (adopted bool) {
 			l.down.Store(true)
 		case taskSent:
 			l.unhold(t.h)
+		case taskRegroup:
+			l.regroupJoined(t.join)
 		}
 		tasks[i] = task{}
 	}
@@ -765,6 +784,9 @@ func (l *loop) shutdown() {
 	for _, t := range rest {
 		if t.kind == taskAdopt {
 			l.refuse(t.h, message.CloseGoingAway, errStopped)
+		}
+		if t.kind == taskRegroup {
+			l.regroupJoined(t.join) // every connection is closed: it gives the references back
 		}
 		if t.done != nil {
 			close(t.done)

@@ -164,6 +164,37 @@ func (s *Server) Closed(id *session.Identity, code uint16) {
 	s.metrics.Disconnect(code)
 }
 
+// Join is the engines' hook for a token refresh that added groups: it subscribes their
+// channels without holding up the engine (a shard goroutine must never wait for the
+// backplane) and calls done once they are live, or once subscribeTimeout has passed; the
+// references are kept either way, as the backplane subscribes them when it can.
+func (s *Server) Join(groups []string, done func()) {
+	channels := s.groupChannels(groups)
+	go func() {
+		defer done()
+		ctx, cancel := context.WithTimeout(context.Background(), subscribeTimeout)
+		defer cancel()
+		if err := s.backplane.Subscribe(ctx, channels); err != nil {
+			s.log.Warn("token refresh: subscribing added groups not confirmed", "groups", len(groups), "err", err)
+		}
+	}()
+}
+
+// Leave is the engines' hook for groups a connection no longer has.
+func (s *Server) Leave(groups []string) {
+	if len(groups) > 0 {
+		s.backplane.Unsubscribe(s.groupChannels(groups))
+	}
+}
+
+func (s *Server) groupChannels(groups []string) []string {
+	out := make([]string, len(groups))
+	for i, g := range groups {
+		out[i] = s.topics.GroupChannel(g)
+	}
+	return out
+}
+
 // Topics returns the node's channel naming.
 func (s *Server) Topics() registry.Topics { return s.topics }
 
