@@ -20,6 +20,8 @@ import (
 
 	"github.com/caarlos0/env/v11"
 	"github.com/joho/godotenv"
+
+	"github.com/huleedu/websocket-service/history"
 )
 
 // Prefix is prepended to every variable name.
@@ -99,6 +101,11 @@ type Config struct {
 	// of twice that), control frames included; 0 is no limit.
 	InboundRatePerConnection int `env:"INBOUND_RATE_PER_CONNECTION" envDefault:"100"`
 
+	// History kept per stream for resume (docs/PROTOCOL.md).
+	HistorySize         int     `env:"HISTORY_SIZE" envDefault:"256"`
+	HistoryTTL          Seconds `env:"HISTORY_TTL" envDefault:"600"`
+	RecoveryMaxMessages int     `env:"RECOVERY_MAX_MESSAGES" envDefault:"1000"`
+
 	// JWTPublicKeyPEM is JWTPublicKey resolved: the PEM itself, read from the file when the
 	// variable was "@/path". Filled by Load.
 	JWTPublicKeyPEM []byte `env:"-"`
@@ -106,6 +113,11 @@ type Config struct {
 
 // Addr is the listen address.
 func (c Config) Addr() string { return net.JoinHostPort(c.Host, strconv.Itoa(c.Port)) }
+
+// History is the history kept per stream, as the history stores take it.
+func (c Config) History() history.Limits {
+	return history.Limits{Size: c.HistorySize, TTL: c.HistoryTTL.D()}
+}
 
 // Production reports whether the stricter production rules apply.
 func (c Config) Production() bool { return c.Environment == "production" }
@@ -405,6 +417,25 @@ func (c *Config) validate() []error {
 	}
 	if c.InboundRatePerConnection < 0 || c.InboundRatePerConnection > maxInboundRate {
 		errs = append(errs, bad("INBOUND_RATE_PER_CONNECTION", "%d is not 0 (off) or a rate up to %d frames per second", c.InboundRatePerConnection, maxInboundRate))
+	}
+	errs = append(errs, c.validateHistory()...)
+	return errs
+}
+
+// maxHistorySize bounds HISTORY_SIZE: a replay is read from Redis in one reply and the
+// embedded backplane keeps a ring of this many entries per stream.
+const maxHistorySize = 100_000
+
+func (c *Config) validateHistory() []error {
+	var errs []error
+	if c.HistorySize < 0 || c.HistorySize > maxHistorySize {
+		errs = append(errs, bad("HISTORY_SIZE", "%d is not between 0 (no history) and %d", c.HistorySize, maxHistorySize))
+	}
+	if c.HistorySize > 0 && c.HistoryTTL.D() < time.Second {
+		errs = append(errs, bad("HISTORY_TTL", "%v is below 1 second; history would expire before a client could resume", c.HistoryTTL.D()))
+	}
+	if c.RecoveryMaxMessages < 0 {
+		errs = append(errs, bad("RECOVERY_MAX_MESSAGES", "must be 0 (replay nothing) or positive"))
 	}
 	return errs
 }

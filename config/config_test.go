@@ -96,6 +96,7 @@ func TestEveryVariableIsReadWithThePrefix(t *testing.T) {
 		"MAX_MESSAGE_SIZE", "4096", "SEND_QUEUE_LIMIT", "2048", "HANDSHAKE_RATE_PER_IP", "2.5",
 		"SHUTDOWN_DRAIN_TIMEOUT", "0.25", "PUBLISH_API_KEY", "k",
 		"INBOUND_RATE_PER_CONNECTION", "7",
+		"HISTORY_SIZE", "64", "HISTORY_TTL", "1.5", "RECOVERY_MAX_MESSAGES", "10",
 	))
 	want := Config{
 		ServiceName: "svc", Environment: "staging", Host: "127.0.0.1", Port: 9000, LogLevel: "DEBUG",
@@ -106,6 +107,7 @@ func TestEveryVariableIsReadWithThePrefix(t *testing.T) {
 		Engine: "gws", Shards: 3, MaxConnections: 100, MaxConnectionsPerUser: 2, MaxMessageSize: 4096,
 		SendQueueLimit: 2048, HandshakeRatePerIP: 2.5, ShutdownDrainTimeout: Seconds(250 * time.Millisecond),
 		PublishAPIKey: "k", InboundRatePerConnection: 7,
+		HistorySize: 64, HistoryTTL: Seconds(1500 * time.Millisecond), RecoveryMaxMessages: 10,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("got  %+v\nwant %+v", c, want)
@@ -288,6 +290,27 @@ func TestInvalidValueNamesItsVariable(t *testing.T) {
 			wantNamed(t, err, tc.name)
 		})
 	}
+}
+
+func TestHistoryVariables(t *testing.T) {
+	c := mustLoad(t, map[string]string{})
+	if c.HistorySize != 256 || c.HistoryTTL.D() != 600*time.Second || c.RecoveryMaxMessages != 1000 {
+		t.Errorf("history defaults %d, %v, %d; want 256, 10m, 1000", c.HistorySize, c.HistoryTTL.D(), c.RecoveryMaxMessages)
+	}
+	for _, tc := range []struct{ name, value string }{
+		{"HISTORY_SIZE", "-1"},
+		{"HISTORY_SIZE", "100001"},
+		{"HISTORY_SIZE", "many"},
+		{"HISTORY_TTL", "0"},
+		{"HISTORY_TTL", "0.5"},
+		{"HISTORY_TTL", "-1"},
+		{"RECOVERY_MAX_MESSAGES", "-1"},
+	} {
+		_, err := FromMap(vars(tc.name, tc.value))
+		wantNamed(t, err, tc.name)
+	}
+	// No history needs no TTL; no replay at all is allowed.
+	mustLoad(t, vars("HISTORY_SIZE", "0", "HISTORY_TTL", "0", "RECOVERY_MAX_MESSAGES", "0"))
 }
 
 func TestTimeoutMustExceedHeartbeat(t *testing.T) {

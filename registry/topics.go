@@ -30,6 +30,18 @@ type Target struct {
 	ID   string
 }
 
+// Stream is the name clients know the target's stream by (they never see channel names): "user"
+// for a connection's own user, "group:<id>", "broadcast".
+func (t Target) Stream() string {
+	switch t.Kind {
+	case User:
+		return "user"
+	case Group:
+		return "group:" + t.ID
+	}
+	return "broadcast"
+}
+
 // Delivery is one backplane payload for one audience. Payload is shared by every shard and
 // every connection it reaches: nobody may modify it.
 type Delivery struct {

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/huleedu/websocket-service/history"
 	"github.com/huleedu/websocket-service/registry"
 	"github.com/huleedu/websocket-service/session"
 )
@@ -40,8 +41,11 @@ type Backplane interface {
 	// Unsubscribe drops a reference on each channel; a channel left with none is
 	// unsubscribed after a short linger.
 	Unsubscribe(channels []string)
-	// Publish sends payload to every node's subscribers of channel.
+	// Publish sends payload to every node's subscribers of channel, live only.
 	Publish(ctx context.Context, channel string, payload []byte) error
+	// PublishSequenced appends payload to channel's history and sends it to every node's
+	// subscribers in one step, and returns its position. A timeout is not retried.
+	PublishSequenced(ctx context.Context, channel string, payload []byte, traceparent string) (history.Position, error)
 	// Ready returns nil while connected, else why not.
 	Ready() error
 	// Close unsubscribes everything and closes the backplane's connections.

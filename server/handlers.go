@@ -95,6 +95,14 @@ func (p publishRequest) payload() ([]byte, error) {
 	return m, nil
 }
 
+// PublishResponse is the body of a 202 from POST /api/publish: the message is stored in its
+// stream's history and published.
+type PublishResponse struct {
+	Channel string `json:"channel"` // the Redis channel it was published on
+	Stream  string `json:"stream"`  // the stream clients know it by: user, group:<id>, broadcast
+	Cursor  string `json:"cursor"`  // its position, as clients see it
+}
+
 func (s *Server) servePublish(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.PublishAPIKey == "" {
 		http.NotFound(w, r)
@@ -133,10 +141,11 @@ func (s *Server) servePublish(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 		return
 	}
-	if err := s.Publish(r.Context(), target, payload); err != nil {
+	pos, err := s.Publish(r.Context(), target, payload)
+	if err != nil {
 		s.log.Warn("publish failed", "kind", target.Kind.String(), "err", err)
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "backplane unavailable"})
 		return
 	}
-	writeJSON(w, http.StatusAccepted, map[string]string{"status": "published", "channel": s.topics.Channel(target)})
+	writeJSON(w, http.StatusAccepted, PublishResponse{Channel: s.topics.Channel(target), Stream: target.Stream(), Cursor: pos.Cursor()})
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/huleedu/websocket-service/auth"
 	"github.com/huleedu/websocket-service/backplane"
 	"github.com/huleedu/websocket-service/config"
+	"github.com/huleedu/websocket-service/history"
 	"github.com/huleedu/websocket-service/registry"
 	"github.com/huleedu/websocket-service/session"
 	"github.com/huleedu/websocket-service/telemetry"
@@ -197,13 +198,15 @@ func (s *Server) groupChannels(groups []string) []string {
 // Topics returns the node's channel naming.
 func (s *Server) Topics() registry.Topics { return s.topics }
 
-// Publish publishes payload to target through the backplane, so every node delivers it.
-func (s *Server) Publish(ctx context.Context, target registry.Target, payload []byte) error {
+// Publish appends payload to target's history and publishes it through the backplane, so
+// every node delivers it, and returns its position.
+func (s *Server) Publish(ctx context.Context, target registry.Target, payload []byte) (history.Position, error) {
 	ch := s.topics.Channel(target)
-	if err := s.backplane.Publish(ctx, ch, payload); err != nil {
-		return fmt.Errorf("publish to %s channel: %w", target.Kind, err)
+	p, err := s.backplane.PublishSequenced(ctx, ch, payload, "")
+	if err != nil {
+		return history.Position{}, fmt.Errorf("publish to %s channel: %w", target.Kind, err)
 	}
-	return nil
+	return p, nil
 }
 
 // router turns backplane messages into deliveries for the engine.
