@@ -6,6 +6,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -18,6 +19,7 @@ import (
 	"github.com/huleedu/websocket-service/server"
 	"github.com/huleedu/websocket-service/session"
 	"github.com/huleedu/websocket-service/telemetry"
+	"github.com/huleedu/websocket-service/tracing"
 )
 
 // App is one node of the service.
@@ -25,6 +27,7 @@ type App struct {
 	cfg       config.Config
 	log       *slog.Logger
 	metrics   *telemetry.Metrics
+	tracing   *tracing.Tracing
 	server    *server.Server
 	backplane startable
 }
@@ -58,13 +61,18 @@ func New(cfg config.Config, log *slog.Logger) (*App, error) {
 		return nil, err
 	}
 	m := telemetry.New()
-	a := &App{cfg: cfg, log: log, metrics: m}
+	tr, err := tracing.New(context.Background(), tracing.Options{ServiceName: cfg.ServiceName, Engine: cfg.Engine})
+	if err != nil {
+		return nil, fmt.Errorf("tracing: %w", err)
+	}
+	a := &App{cfg: cfg, log: log, metrics: m, tracing: tr}
 	policy := session.NewPolicy(verifier)
 	srv, err := server.New(server.Options{
 		Config:   cfg,
 		Verifier: verifier,
 		Metrics:  m,
 		Logger:   log,
+		Tracing:  tr,
 		NewBackplane: func(sink backplane.Sink) (server.Backplane, error) {
 			if cfg.RedisURL == "" {
 				bp, err := backplane.NewEmbedded(backplane.EmbeddedOptions{History: cfg.History(), Metrics: m, Logger: log}, sink)
@@ -101,6 +109,7 @@ func New(cfg config.Config, log *slog.Logger) (*App, error) {
 		},
 	})
 	if err != nil {
+		_ = tr.Shutdown(context.Background())
 		return nil, err
 	}
 	a.server = srv
@@ -134,5 +143,15 @@ func (a *App) Listen() (net.Listener, error) {
 	return ln, nil
 }
 
-// Shutdown drains and stops the node.
-func (a *App) Shutdown(ctx context.Context) error { return a.server.Shutdown(ctx) }
+// Shutdown drains and stops the node, then exports the spans still buffered (the drain's
+// last deliveries among them).
+func (a *App) Shutdown(ctx context.Context) error {
+	err := a.server.Shutdown(ctx)
+	flushCtx, cancel := context.WithTimeout(ctx, tracingFlushTimeout)
+	defer cancel()
+	return errors.Join(err, a.tracing.Shutdown(flushCtx))
+}
+
+// tracingFlushTimeout bounds the export of the last spans at shutdown: an unreachable
+// collector must not hold up the exit.
+const tracingFlushTimeout = 5 * time.Second

@@ -19,6 +19,7 @@ import (
 	"github.com/huleedu/websocket-service/registry"
 	"github.com/huleedu/websocket-service/session"
 	"github.com/huleedu/websocket-service/telemetry"
+	"github.com/huleedu/websocket-service/tracing"
 )
 
 // ErrClosed is returned by Accept once the engine is draining or closed.
@@ -163,6 +164,7 @@ func (e *Engine) Accept(w http.ResponseWriter, r *http.Request, a session.Admiss
 		_ = e.closeFD(fd) // not queued: still this goroutine's
 		return fmt.Errorf("accept fd %d: %w", fd, errNoShard)
 	}
+	tracing.Shard(r.Context(), l.id)
 	// From here on the descriptor is the shard's: this goroutine writes only through nc.
 	if f := e.faults.adoptQueued; f != nil {
 		f()
@@ -293,6 +295,7 @@ func (e *Engine) Deliver(batch []registry.Delivery) {
 		return
 	}
 	size := batchBytes(batch)
+	holdTraces(batch, len(e.loops))
 	for _, l := range e.loops {
 		l.submitDelivery(batch, size)
 	}

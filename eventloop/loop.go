@@ -16,6 +16,7 @@ import (
 	"github.com/huleedu/websocket-service/registry"
 	"github.com/huleedu/websocket-service/session"
 	"github.com/huleedu/websocket-service/telemetry"
+	"github.com/huleedu/websocket-service/tracing"
 )
 
 // readBufferSize is the one read buffer a shard has; every connection reads into it.
@@ -120,6 +121,7 @@ type loop struct {
 	refs     []outRef
 	dirty    []*conn
 	doomed   []*conn
+	traced   []*tracing.Delivery // applied since the last write pass (trace.go)
 	iov      []unix.Iovec
 	cur      *conn // the connection whose bytes are being parsed
 	held     int   // connections with flagHeld (Accept still writing their 101)
@@ -493,6 +495,7 @@ func (l *loop) runTasks() (adopted bool) {
 			size += t.size
 			if l.stopping { // queued behind the stop: it goes nowhere
 				l.e.metrics.Dropped(telemetry.DropShardStopped, len(t.batch))
+				abandonTraces(t.batch)
 				break
 			}
 			if f := l.e.faults.deliver; f != nil {
@@ -633,11 +636,16 @@ func (l *loop) deliver(batch []registry.Delivery) {
 		d := &batch[i]
 		targets := l.reg.Lookup(d.Target)
 		if len(targets) == 0 {
+			if d.Trace != nil {
+				l.traceApplied(d.Trace, 0, 0, 0)
+			}
 			continue
 		}
 		frame := encodeFrame(opText, d.Payload)
+		closed, doomed := 0, 0 // for the trace
 		for _, c := range targets {
 			if c.flags&flagDoomed != 0 {
+				closed++
 				continue
 			}
 			if !l.enqueue(c, frame) {
@@ -646,10 +654,14 @@ func (l *loop) deliver(batch []registry.Delivery) {
 				// because it may not yet; that is no sign of a slow reader.
 				if c.queued > l.sendLimit && c.flags&flagHeld == 0 {
 					l.doom(c)
+					doomed++
 				}
 			}
 		}
 		l.e.metrics.MessagesSent.Add(len(targets))
+		if d.Trace != nil {
+			l.traceApplied(d.Trace, len(targets), closed, doomed)
+		}
 	}
 	l.fanout = false
 	l.reapDoomed()

@@ -40,6 +40,7 @@ func (l *loop) submitDelivery(batch []registry.Delivery, size int64) bool {
 		return true
 	}
 	l.e.metrics.Dropped(telemetry.DropShardStopped, len(batch))
+	abandonTraces(batch)
 	return false
 }
 
@@ -69,6 +70,7 @@ func (l *loop) dropQueued(tasks []task) {
 	for i := range tasks {
 		if tasks[i].kind == taskDeliver {
 			l.e.metrics.Dropped(telemetry.DropShardStopped, len(tasks[i].batch))
+			abandonTraces(tasks[i].batch)
 			l.queued.Add(-tasks[i].size)
 		}
 	}

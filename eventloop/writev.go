@@ -72,6 +72,9 @@ func (l *loop) flushDirty() {
 		l.dirty[i] = nil
 	}
 	l.dirty = l.dirty[:0]
+	if len(l.traced) > 0 {
+		l.releaseTraced()
+	}
 	if used := len(l.refs); cap(l.refs) > arenaKeep && used < cap(l.refs)/4 {
 		l.refs = nil
 		return

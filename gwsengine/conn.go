@@ -13,6 +13,7 @@ import (
 	"github.com/huleedu/websocket-service/message"
 	"github.com/huleedu/websocket-service/session"
 	"github.com/huleedu/websocket-service/telemetry"
+	"github.com/huleedu/websocket-service/tracing"
 )
 
 // closeGrace bounds how long a closing connection may take: the writes still queued when the
@@ -101,18 +102,19 @@ func (c *conn) end() {
 }
 
 // enqueue queues one broadcast frame of n payload bytes without blocking. A connection whose
-// queue would go over the limit is closed 1013 instead, its queue dropped.
-func (c *conn) enqueue(bc *gws.Broadcaster, n int64) error {
+// queue would go over the limit is closed 1013 instead, its queue dropped. A traced message
+// (tr not nil) is held until the frame has been written to this socket.
+func (c *conn) enqueue(bc *gws.Broadcaster, n int64, tr *tracing.Delivery) error {
 	if c.closing() || c.wire.closed.Load() {
-		c.e.metrics.Dropped(telemetry.DropClosed, 1)
+		c.dropped(telemetry.DropClosed, tracing.DropClosed, tr)
 		return nil
 	}
 	if c.queued.Add(n) > c.e.sendQueueLimit {
 		c.queued.Add(-n)
 		if c.shut(message.CloseTryAgainLater, c.e.slowConsumer, true) {
-			c.e.metrics.Dropped(telemetry.DropSlowConsumer, 1)
+			c.dropped(telemetry.DropSlowConsumer, tracing.DropSlowConsumer, tr)
 		} else {
-			c.e.metrics.Dropped(telemetry.DropClosed, 1)
+			c.dropped(telemetry.DropClosed, tracing.DropClosed, tr)
 		}
 		return nil
 	}
@@ -120,15 +122,36 @@ func (c *conn) enqueue(bc *gws.Broadcaster, n int64) error {
 		c.queued.Add(-n)
 		return err
 	}
-	// gws's write queue runs one job at a time, in order, so this runs once the frame above
-	// has been written (or has failed, which closes the socket).
+	// gws's write queue runs one job at a time, in order, so a job queued now runs once the
+	// frame above has been written (or has failed, which closes the socket). An untraced
+	// message's job captures no more than it did before tracing existed.
+	if tr == nil {
+		c.socket.Async(func() { c.written(n) })
+		return nil
+	}
+	tr.Queued(1)
+	tr.Hold(1)
 	c.socket.Async(func() {
-		c.queued.Add(-n)
-		if !c.wire.closed.Load() {
-			c.e.metrics.MessagesSent.Inc()
-		}
+		c.written(n)
+		tr.Release()
 	})
 	return nil
+}
+
+// written accounts for a frame of n payload bytes that left c's write queue.
+func (c *conn) written(n int64) {
+	c.queued.Add(-n)
+	if !c.wire.closed.Load() {
+		c.e.metrics.MessagesSent.Inc()
+	}
+}
+
+// dropped counts a message not queued to c, in the metrics and in its trace if it has one.
+func (c *conn) dropped(reason string, why tracing.Drop, tr *tracing.Delivery) {
+	c.e.metrics.Dropped(reason, 1)
+	if tr != nil {
+		tr.Dropped(why, 1)
+	}
 }
 
 // endCode is the close code c ended with, given the error gws's read loop ended on, and

@@ -4,6 +4,7 @@ import (
 	"github.com/lxzan/gws"
 
 	"github.com/huleedu/websocket-service/registry"
+	"github.com/huleedu/websocket-service/tracing"
 )
 
 // Deliver fans each payload out to its audience on every shard. A payload is framed once, by
@@ -19,12 +20,18 @@ func (e *Engine) Deliver(batch []registry.Delivery) {
 		for _, s := range e.shards {
 			s.fanout.RLock()
 			targets = s.lookup(d.Target, targets[:0])
+			if d.Trace != nil {
+				d.Trace.Recipients(len(targets))
+			}
 			for _, c := range targets {
-				if err := c.enqueue(bc, n); err != nil {
+				if err := c.enqueue(bc, n, d.Trace); err != nil {
 					s.fanout.RUnlock()
 					// The frame could not be built (not UTF-8, or over gws's write limit): the
 					// same failure awaits every target.
-					e.log.Warn("deliver: payload refused", "target", d.Target.Kind.String(), "bytes", n, "error", err)
+					if d.Trace != nil {
+						d.Trace.Dropped(tracing.DropRefused, 1)
+					}
+					e.log.WarnContext(d.Trace.Context(), "deliver: payload refused", "target", d.Target.Kind.String(), "bytes", n, "error", err)
 					break shards
 				}
 			}

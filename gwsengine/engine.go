@@ -18,6 +18,7 @@ import (
 	"github.com/huleedu/websocket-service/message"
 	"github.com/huleedu/websocket-service/session"
 	"github.com/huleedu/websocket-service/telemetry"
+	"github.com/huleedu/websocket-service/tracing"
 )
 
 // ErrClosed is returned by Accept once Drain or Close has begun.
@@ -132,6 +133,7 @@ func (e *Engine) Accept(w http.ResponseWriter, r *http.Request, a session.Admiss
 		return err
 	}
 	s := e.leastLoaded()
+	tracing.Shard(r.Context(), s.index)
 	c := &conn{e: e, shard: s, id: a.Identity, socket: socket, wire: wr, done: make(chan struct{})}
 	c.expires.Store(math.MaxInt64) // a token without exp (auth refuses those) never expires
 	if !a.Expires.IsZero() {

@@ -4,6 +4,7 @@ import (
 	"strings"
 
 	"github.com/huleedu/websocket-service/history"
+	"github.com/huleedu/websocket-service/tracing"
 )
 
 // Kind is the audience a backplane channel addresses.
@@ -58,6 +59,9 @@ type Delivery struct {
 	// node could not deliver every position of the stream up to Position. v2 connections get a
 	// sync frame with recovered:false at this point of the stream; v1 connections nothing.
 	Gap *Gap
+	// Trace, when set, is the delivery report of a message the tracer sampled: the engines'
+	// shards add their counts and release their hold on it. Nil for every other message.
+	Trace *tracing.Delivery
 }
 
 // Gap says why positions of a stream were not delivered and how many (Missed < 0: unknown).

@@ -104,6 +104,13 @@ type PublishResponse struct {
 }
 
 func (s *Server) servePublish(w http.ResponseWriter, r *http.Request) {
+	ctx, span := s.tracePublish(r)
+	defer span.End()
+	if span.IsRecording() {
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		w = sw
+		defer func() { httpStatus(span, sw.status) }()
+	}
 	if s.cfg.PublishAPIKey == "" {
 		http.NotFound(w, r)
 		return
@@ -141,9 +148,10 @@ func (s *Server) servePublish(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 		return
 	}
-	pos, err := s.Publish(r.Context(), target, payload)
+	pos, err := s.Publish(ctx, target, payload)
+	publishTraced(span, target, payload, pos, err)
 	if err != nil {
-		s.log.Warn("publish failed", "kind", target.Kind.String(), "err", err)
+		s.log.WarnContext(ctx, "publish failed", "kind", target.Kind.String(), "err", err)
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "backplane unavailable"})
 		return
 	}

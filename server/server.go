@@ -17,6 +17,7 @@ import (
 	"github.com/huleedu/websocket-service/registry"
 	"github.com/huleedu/websocket-service/session"
 	"github.com/huleedu/websocket-service/telemetry"
+	"github.com/huleedu/websocket-service/tracing"
 )
 
 // Routes.
@@ -52,6 +53,7 @@ type Options struct {
 	Verifier     TokenVerifier
 	Metrics      *telemetry.Metrics
 	Logger       *slog.Logger
+	Tracing      *tracing.Tracing // nil: off
 	NewBackplane func(sink backplane.Sink) (Backplane, error)
 	NewEngine    func(hooks session.Hooks) (Engine, error)
 }
@@ -62,6 +64,7 @@ type Server struct {
 	verifier  TokenVerifier
 	metrics   *telemetry.Metrics
 	log       *slog.Logger
+	tracing   *tracing.Tracing
 	topics    registry.Topics
 	limits    *registry.Limits
 	rate      *ipRate // nil when HANDSHAKE_RATE_PER_IP is 0
@@ -80,13 +83,17 @@ func New(o Options) (*Server, error) {
 		verifier: o.Verifier,
 		metrics:  o.Metrics,
 		log:      o.Logger,
+		tracing:  o.Tracing,
 		topics:   registry.Topics{UserPrefix: c.UserChannelPrefix, GroupPrefix: c.GroupChannelPrefix, Broadcast: c.BroadcastChannel},
 		limits:   registry.NewLimits(c.MaxConnections, c.MaxConnectionsPerUser),
+	}
+	if s.tracing == nil {
+		s.tracing = tracing.Off()
 	}
 	if c.HandshakeRatePerIP > 0 {
 		s.rate = newIPRate(c.HandshakeRatePerIP)
 	}
-	s.router = &router{topics: s.topics, metrics: o.Metrics}
+	s.router = &router{topics: s.topics, metrics: o.Metrics, tracing: s.tracing}
 	bp, err := o.NewBackplane(s.router)
 	if err != nil {
 		return nil, fmt.Errorf("backplane: %w", err)
@@ -199,10 +206,11 @@ func (s *Server) groupChannels(groups []string) []string {
 func (s *Server) Topics() registry.Topics { return s.topics }
 
 // Publish appends payload to target's history and publishes it through the backplane, so
-// every node delivers it, and returns its position.
+// every node delivers it, and returns its position. The span in ctx, if any, travels with the
+// message as its traceparent, so every node's delivery span joins its trace.
 func (s *Server) Publish(ctx context.Context, target registry.Target, payload []byte) (history.Position, error) {
 	ch := s.topics.Channel(target)
-	p, err := s.backplane.PublishSequenced(ctx, ch, payload, "")
+	p, err := s.backplane.PublishSequenced(ctx, ch, payload, tracing.Traceparent(ctx))
 	if err != nil {
 		return history.Position{}, fmt.Errorf("publish to %s channel: %w", target.Kind, err)
 	}
@@ -213,6 +221,7 @@ func (s *Server) Publish(ctx context.Context, target registry.Target, payload []
 type router struct {
 	topics  registry.Topics
 	metrics *telemetry.Metrics
+	tracing *tracing.Tracing
 	engine  Engine
 }
 
@@ -220,15 +229,23 @@ type router struct {
 // name none, and hands the batch to the engine.
 func (r *router) Deliver(batch []backplane.Message) {
 	out := make([]registry.Delivery, 0, len(batch))
+	rx := r.tracing.Receive(len(batch)) // nil when tracing is off
 	for _, m := range batch {
 		t, ok := r.topics.Parse(m.Channel)
 		if !ok {
 			r.metrics.Dropped(telemetry.DropUnknown, 1)
 			continue
 		}
-		out = append(out, registry.Delivery{Target: t, Payload: m.Payload})
+		d := registry.Delivery{Target: t, Payload: m.Payload}
+		if rx != nil {
+			d.Trace = rx.Delivery(m.Traceparent, m.Channel, t.Kind.String(), m.Position)
+		}
+		out = append(out, d)
 	}
 	if len(out) > 0 {
 		r.engine.Deliver(out)
+	}
+	if rx != nil {
+		rx.End()
 	}
 }

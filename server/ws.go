@@ -24,26 +24,29 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "expected a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)", http.StatusBadRequest)
 		return
 	}
+	r, span := s.traceUpgrade(r)
+	defer span.End()
 	if s.draining.Load() {
+		httpStatus(span, http.StatusServiceUnavailable)
 		w.Header().Set("Retry-After", "1")
 		http.Error(w, "server is draining; reconnect to another node", http.StatusServiceUnavailable)
 		return
 	}
 	ip := clientIP(r, s.cfg.TrustedProxies)
 	if origin := r.Header.Get("Origin"); origin != "" && !s.cfg.AllowedOrigins.Allows(origin) {
-		s.metrics.Connection(telemetry.ResultOriginRejected)
-		s.log.Warn("upgrade refused: origin not allowed", "origin", origin, "client", ip)
+		s.connection(span, telemetry.ResultOriginRejected, "")
+		s.log.WarnContext(r.Context(), "upgrade refused: origin not allowed", "origin", origin, "client", ip)
 		http.Error(w, "origin not allowed", http.StatusForbidden)
 		return
 	}
 	if s.rate != nil && !s.rate.allow(ip, started) {
-		s.metrics.Connection(telemetry.ResultRateLimited)
+		s.connection(span, telemetry.ResultRateLimited, "")
 		w.Header().Set("Retry-After", "1")
 		http.Error(w, "too many handshakes from this address", http.StatusTooManyRequests)
 		return
 	}
 	if err := s.limits.ReserveNode(); err != nil {
-		s.metrics.Connection(telemetry.ResultLimitReached)
+		s.connection(span, telemetry.ResultLimitReached, "")
 		w.Header().Set("Retry-After", "5")
 		http.Error(w, "node connection limit reached", http.StatusServiceUnavailable)
 		return
@@ -52,20 +55,20 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	claims, err := s.verifier.Verify(token)
 	if err != nil {
 		s.limits.ReleaseNode()
-		s.metrics.Connection(telemetry.ResultAuthFailed)
 		code := message.CodeAuthFailed
 		if errors.Is(err, auth.ErrExpired) {
 			code = message.CodeTokenExpired
 		}
-		s.log.Info("upgrade refused: authentication failed", "reason", err.Error(), "client", ip)
+		s.connection(span, telemetry.ResultAuthFailed, code)
+		s.log.InfoContext(r.Context(), "upgrade refused: authentication failed", "reason", err.Error(), "client", ip)
 		s.engine.Reject(w, r, subprotocol, code, message.ClosePolicyViolation)
 		return
 	}
 	user := claims.Subject
 	if err := s.limits.ReserveUser(user); err != nil {
 		s.limits.ReleaseNode()
-		s.metrics.Connection(telemetry.ResultLimitReached)
-		s.log.Info("upgrade refused: per-user connection limit", "limit", s.cfg.MaxConnectionsPerUser, "client", ip)
+		s.connection(span, telemetry.ResultLimitReached, message.CodeConnectionLimit)
+		s.log.InfoContext(r.Context(), "upgrade refused: per-user connection limit", "limit", s.cfg.MaxConnectionsPerUser, "client", ip)
 		s.engine.Reject(w, r, subprotocol, message.CodeConnectionLimit, message.ClosePolicyViolation)
 		return
 	}
@@ -77,7 +80,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.backplane.Unsubscribe(channels)
 		s.release(user)
-		s.log.Warn("upgrade refused: subscribe failed", "err", err)
+		httpStatus(span, http.StatusServiceUnavailable)
+		s.log.WarnContext(r.Context(), "upgrade refused: subscribe failed", "err", err)
 		w.Header().Set("Retry-After", "1")
 		http.Error(w, "backplane unavailable", http.StatusServiceUnavailable)
 		return
@@ -86,10 +90,11 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.backplane.Unsubscribe(channels)
 		s.release(user)
-		s.log.Info("upgrade failed", "err", err, "client", ip)
+		span.RecordError(err)
+		s.log.InfoContext(r.Context(), "upgrade failed", "err", err, "client", ip)
 		return
 	}
-	s.metrics.Connection(telemetry.ResultAccepted)
+	s.connection(span, telemetry.ResultAccepted, "")
 }
 
 func (s *Server) release(user string) {

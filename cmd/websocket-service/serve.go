@@ -14,6 +14,7 @@ import (
 
 	"github.com/huleedu/websocket-service/app"
 	"github.com/huleedu/websocket-service/config"
+	"github.com/huleedu/websocket-service/tracing"
 )
 
 func newLogger(cfg config.Config) *slog.Logger {
@@ -27,7 +28,7 @@ func newLogger(cfg config.Config) *slog.Logger {
 		level = slog.LevelError
 	}
 	h := slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: level})
-	return slog.New(h).With("service", cfg.ServiceName, "environment", cfg.Environment)
+	return slog.New(tracing.LogHandler(h)).With("service", cfg.ServiceName, "environment", cfg.Environment)
 }
 
 // serve runs the node until SIGTERM or SIGINT, then drains it (SPEC §7) and exits 0.
