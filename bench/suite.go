@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/huleedu/websocket-service/internal/otlpsink"
 )
 
 // SuiteOptions configure `wsbench suite`.
@@ -493,8 +495,21 @@ func runSuiteCommand(ctx context.Context, args []string, stdout, stderr io.Write
 	fs.StringVar(&o.JSONOut, "json-out", "", "also write every report as JSON to this file")
 	fs.StringVar(&only, "only", "", "run only these steps (comma-separated: idle,fanout,…)")
 	fs.IntVar(&o.Rounds, "rounds", 0, "times each step runs on each engine (default: 3 quick, 1 full)")
+	otlpSink := fs.Bool("otlp-sink", false, "trace the servers: start an in-process OTLP/HTTP receiver and point their "+
+		"OTEL_EXPORTER_OTLP_ENDPOINT at it (choose sampling with OTEL_TRACES_SAMPLER[_ARG] in the environment)")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *otlpSink {
+		sink, err := startOTLPSink()
+		if err != nil {
+			fmt.Fprintf(stderr, "wsbench suite: %v\n", err)
+			return 2
+		}
+		defer func() {
+			fmt.Fprintf(stderr, "wsbench suite: the OTLP sink received %d spans\n", sink.Count())
+			_ = sink.Close()
+		}()
 	}
 	if quick && o.Full {
 		fmt.Fprintln(stderr, "wsbench suite: --quick or --full, not both")
@@ -529,4 +544,21 @@ func runSuiteCommand(ctx context.Context, args []string, stdout, stderr io.Write
 		}
 	}
 	return 0
+}
+
+// startOTLPSink starts a span receiver that counts and discards, and sets
+// OTEL_EXPORTER_OTLP_ENDPOINT (and the http/protobuf protocol) in this process's environment,
+// which every server the suite starts inherits (serverEnv).
+func startOTLPSink() (*otlpsink.Sink, error) {
+	sink, err := otlpsink.Start(false)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": sink.Endpoint(), "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"} {
+		if err := os.Setenv(k, v); err != nil {
+			_ = sink.Close()
+			return nil, fmt.Errorf("set %s: %w", k, err)
+		}
+	}
+	return sink, nil
 }
