@@ -187,10 +187,16 @@ func (r *Redis) rebuildLocked(t *topology) {
 		r.stopRelays()
 		r.log.Info("backplane: redis cluster topology changed, resubscribing", "masters", len(t.addrs))
 	}
+	// Callers of Subscribe waiting on the old relays follow their channels to the new ones:
+	// a channel is live only once the relay now serving it has confirmed it.
+	for _, rl := range r.relays {
+		rl.retire()
+	}
 	r.topo, r.topoErr = t, nil
 	r.relays = r.relays[:0:0]
 	for i, addr := range t.addrs {
 		r.relays = append(r.relays, newRelay(i, addr, true, r.ep.dial, r.sink, r, r.log))
 	}
 	r.startRelaysLocked()
+	r.replacedLocked()
 }

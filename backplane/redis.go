@@ -46,10 +46,12 @@ type Redis struct {
 	pub  *Publisher
 
 	refresh chan struct{} // cluster: asks the topology loop to reload; capacity 1
+	clock   outageClock
 
 	mu         sync.Mutex
 	refs       *refcount
 	relays     []*relay
+	rebuilt    chan struct{}      // closed and replaced when the relays are replaced or closed
 	topo       *topology          // cluster only; nil until loaded
 	stopRelays context.CancelFunc // stops the current set of relays (cluster: rebuilt on change)
 	topoErr    error
@@ -88,6 +90,7 @@ func NewRedis(opts RedisOptions, sink Sink) (*Redis, error) {
 		pub:     newPublisher(ep, publishPoolSize),
 		refresh: make(chan struct{}, 1),
 		refs:    newRefcount(opts.Linger),
+		rebuilt: make(chan struct{}),
 		topoErr: errors.New("cluster topology not loaded yet"),
 		pingErr: errors.New("not pinged yet"),
 	}
@@ -177,10 +180,13 @@ func (r *Redis) groupLocked(chans []string) [][]string {
 	return groups
 }
 
-// Subscribe takes a reference on each channel and returns once all are live on Redis, or at
-// once while the backplane is disconnected (they are subscribed on reconnect). The references
-// are taken even when it fails (ctx ended first): the caller drops them with Unsubscribe in
-// either case.
+// Subscribe takes a reference on each channel and returns nil once all are live on Redis:
+// subscribed and confirmed, so that a message published afterwards is delivered. It never
+// reports success before that: while Redis is unreachable it waits for the reconnection to
+// confirm them, and when a cluster topology rebuild moves channels to new connections it
+// follows them there. It fails when ctx ends first. The references are taken even when it
+// fails: the caller drops them with Unsubscribe in either case (until then the channels are
+// subscribed as soon as Redis allows).
 func (r *Redis) Subscribe(ctx context.Context, chans []string) error {
 	r.mu.Lock()
 	if r.closed {
@@ -194,21 +200,52 @@ func (r *Redis) Subscribe(ctx context.Context, chans []string) error {
 		}
 	}
 	r.m.BackplaneSubscriptions.Set(float64(r.refs.active))
-	relays := r.relays
 	for i, g := range r.groupLocked(fresh) {
 		if len(g) > 0 {
-			relays[i].want(g)
+			r.relays[i].want(g)
 		}
 	}
-	waits := r.groupLocked(chans)
 	r.mu.Unlock()
+	for {
+		err := r.awaitLive(ctx, chans)
+		if !errors.Is(err, errRetired) {
+			if err != nil {
+				return fmt.Errorf("subscribe %d channels: %w", len(chans), err)
+			}
+			return nil
+		}
+		// The relays were replaced (a cluster topology rebuild): the channels are now
+		// wanted by their successors, which must confirm them in turn.
+	}
+}
 
+// awaitLive waits until every channel is live on the relays that serve it now, or returns
+// errRetired when one of those relays is replaced first.
+func (r *Redis) awaitLive(ctx context.Context, chans []string) error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return ErrClosed
+	}
+	if len(r.relays) == 0 {
+		// A cluster whose topology is not loaded yet: nothing can be confirmed before it is.
+		rebuilt := r.rebuilt
+		r.mu.Unlock()
+		select {
+		case <-rebuilt:
+			return errRetired
+		case <-ctx.Done():
+			return fmt.Errorf("wait for the cluster topology: %w", ctx.Err())
+		}
+	}
+	relays, waits := r.relays, r.groupLocked(chans)
+	r.mu.Unlock()
 	for i, g := range waits {
 		if len(g) == 0 {
 			continue
 		}
 		if err := relays[i].awaitLive(ctx, g); err != nil {
-			return fmt.Errorf("subscribe %d channels: %w", len(chans), err)
+			return err
 		}
 	}
 	return nil
@@ -292,10 +329,11 @@ func (r *Redis) Close() error {
 	if r.cancel != nil {
 		r.cancel()
 	}
+	r.replacedLocked()
 	r.mu.Unlock()
 	r.wg.Wait()
 	r.m.BackplaneSubscriptions.Set(0)
-	r.m.BackplaneConnected.Set(0)
+	r.clock.stop(r.m)
 	return r.pub.Close()
 }
 
@@ -342,12 +380,22 @@ func (r *Redis) ping(ctx context.Context) {
 	r.updateConnected()
 }
 
+// updateConnected brings backplane_connected and the outage metrics up to date. Ready is read
+// under the clock's lock so that concurrent reports apply in the order they observed.
 func (r *Redis) updateConnected() {
-	if r.Ready() == nil {
-		r.m.BackplaneConnected.Set(1)
-	} else {
-		r.m.BackplaneConnected.Set(0)
+	r.clock.mu.Lock()
+	defer r.clock.mu.Unlock()
+	err := r.Ready()
+	if errors.Is(err, ErrClosed) {
+		return // Close settles the metrics itself
 	}
+	r.clock.updateLocked(r.m, err == nil, time.Now())
+}
+
+// replacedLocked wakes the Subscribe callers waiting for relays to exist or to be replaced.
+func (r *Redis) replacedLocked() {
+	close(r.rebuilt)
+	r.rebuilt = make(chan struct{})
 }
 
 // connected, disconnected and received are the relays' reports (relayEvents).

@@ -18,10 +18,26 @@ const (
 	maxBatch              = 512 // messages handed to the sink at once
 	readBufferSize        = 64 << 10
 	pingInterval          = time.Second
-	readTimeout           = 3 * pingInterval // silence after which the connection is presumed dead
-	writeTimeout          = 5 * time.Second
 	healthyAfter          = 5 * time.Second // a connection up this long restarts the backoff
 )
+
+// stallTolerance is how long a Pub/Sub connection may stay silent, although it is pinged every
+// pingInterval, before it is presumed dead and replaced; writes to it are bounded alike.
+//
+// Silence alone proves little: an idle Pub/Sub connection is normal, and a Redis that is
+// merely stalled still holds our subscriptions and will deliver everything published
+// meanwhile (a publisher's command waits in its socket until Redis resumes). Replacing the
+// connection is what loses messages: those Redis executes between noticing our close and
+// our resubscription are dropped. So the tolerance is set well above the stalls a healthy
+// Redis has: fork of a large dataset for BGSAVE/AOF rewrite copies page tables at up to
+// ~0.25 s per GB on some virtualised hosts (seconds for a large instance), an fsync on a
+// saturated disk, a CPU-throttled container. It matches Redis Cluster's default
+// cluster-node-timeout (15 s), after which the cluster itself fails the node over, and stays
+// below Sentinel's default down-after-milliseconds (30 s); a dead host is noticed in this time
+// (or at once, when the peer resets the connection). The deadline is armed right before each
+// read of the socket, after the batch read so far has been handed to the sink, so a reader
+// held up by its own sink (back-pressure from the engine) is never taken for a silent Redis.
+const stallTolerance = 15 * time.Second
 
 // chanState is the relay's view of one channel on its connection.
 //
@@ -54,12 +70,13 @@ type relay struct {
 	kick chan struct{} // wakes the writer; capacity 1
 	done chan struct{} // closed when the relay stops
 
-	mu    sync.Mutex
-	conn  net.Conn // nil while disconnected
-	err   error    // why the relay is disconnected
-	quiet bool     // the current outage has been reported
-	chans map[string]*chanState
-	dirty []*chanState
+	mu      sync.Mutex
+	conn    net.Conn // nil while disconnected
+	err     error    // why the relay is disconnected
+	quiet   bool     // the current outage has been reported
+	retired bool     // replaced by another relay (cluster topology rebuild): waiters move on
+	chans   map[string]*chanState
+	dirty   []*chanState
 	// inflight counts confirmations outstanding on the connection. While any are, the writer
 	// holds new changes back: they pile up during the round trip and leave as one command,
 	// so a burst of subscriptions costs a few commands without any fixed delay.
@@ -124,23 +141,30 @@ func (r *relay) wake() {
 	}
 }
 
-// awaitLive returns once every channel of chans is live, or at once when the relay is
-// disconnected (the channels will be subscribed on reconnect) or stopped.
+// errRetired: the relay was replaced or stopped; the channels it served, if still held, are
+// now another relay's (or the backplane is closed).
+var errRetired = errors.New("pubsub connection replaced")
+
+// awaitLive returns nil once every channel of chans is live: subscribed on the current
+// connection and confirmed by Redis, so a message published from now on is delivered. It
+// never reports success otherwise: while the relay is disconnected it waits for the
+// reconnection to confirm them, until ctx ends (an error naming why the relay is down). It
+// returns errRetired when the relay is retired or stopped first.
 func (r *relay) awaitLive(ctx context.Context, chans []string) error {
 	for {
 		r.mu.Lock()
-		if r.conn == nil {
+		if r.retired {
 			r.mu.Unlock()
-			return nil
+			return errRetired
 		}
 		pending := false
 		for _, ch := range chans {
-			if st := r.chans[ch]; st != nil && st.want && !st.live() {
+			if st := r.chans[ch]; st == nil || !st.want || !st.live() {
 				pending = true
 				break
 			}
 		}
-		changed := r.changed
+		changed, down := r.changed, r.err
 		r.mu.Unlock()
 		if !pending {
 			return nil
@@ -148,11 +172,22 @@ func (r *relay) awaitLive(ctx context.Context, chans []string) error {
 		select {
 		case <-changed:
 		case <-r.done:
-			return nil
+			return errRetired
 		case <-ctx.Done():
+			if down != nil {
+				return fmt.Errorf("wait for subscription on %s (down: %v): %w", r.addr, down, ctx.Err())
+			}
 			return fmt.Errorf("wait for subscription on %s: %w", r.addr, ctx.Err())
 		}
 	}
+}
+
+// retire marks the relay replaced: awaitLive callers stop waiting on it.
+func (r *relay) retire() {
+	r.mu.Lock()
+	r.retired = true
+	r.notifyLocked()
+	r.mu.Unlock()
 }
 
 // notifyLocked wakes every awaitLive.
@@ -324,7 +359,7 @@ func (r *relay) write(conn net.Conn, buf []byte) {
 	if len(buf) == 0 {
 		return
 	}
-	_ = conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+	_ = conn.SetWriteDeadline(time.Now().Add(stallTolerance))
 	if _, err := conn.Write(buf); err != nil {
 		// The reader sees the broken connection too, reports it and reconnects.
 		r.log.Debug("backplane: write to pubsub connection failed", "err", err)
@@ -353,9 +388,10 @@ func (r *relay) appendBatches(buf []byte, cmd string, chans []string) []byte {
 	return buf
 }
 
-// readLoop reads replies until the connection fails.
+// readLoop reads replies until the connection fails or stays silent for stallTolerance
+// (see there why so long, and why the deadline is armed only right before each read).
 func (r *relay) readLoop(conn net.Conn) error {
-	return r.receive(conn, func() { _ = conn.SetReadDeadline(time.Now().Add(readTimeout)) })
+	return r.receive(conn, func() { _ = conn.SetReadDeadline(time.Now().Add(stallTolerance)) })
 }
 
 // receive reads replies from src until it fails. Messages are gathered into a batch that is

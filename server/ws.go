@@ -75,10 +75,19 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	err = s.backplane.Subscribe(ctx, channels)
 	cancel()
 	if err != nil {
+		// Subscribe reports success only once Redis has confirmed every channel; a 101 now
+		// would open a connection that silently misses what is published to it.
 		s.backplane.Unsubscribe(channels)
 		s.release(user)
-		s.log.Warn("upgrade refused: subscribe failed", "err", err)
-		w.Header().Set("Retry-After", "1")
+		if r.Context().Err() != nil {
+			s.log.Info("upgrade abandoned by the client while subscribing", "remote", r.RemoteAddr)
+			return
+		}
+		s.metrics.Connection(telemetry.ResultBackplaneUnavailable)
+		s.log.Warn("upgrade refused: subscriptions not confirmed by the backplane", "err", err, "remote", r.RemoteAddr)
+		// An outage that outlasted the subscribe timeout rarely ends within a second; a
+		// longer pause keeps retrying clients from tying up a handshake each, back to back.
+		w.Header().Set("Retry-After", retryAfterBackplane)
 		http.Error(w, "backplane unavailable", http.StatusServiceUnavailable)
 		return
 	}

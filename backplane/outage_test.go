@@ -1,0 +1,124 @@
+package backplane
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/huleedu/websocket-service/internal/redistest"
+)
+
+// A Redis stall (a fork of a large dataset, an fsync, a CPU-starved host; here SIGSTOP) of
+// 4 s is not an outage: the Pub/Sub connections stay, and every message published meanwhile
+// (Redis executes it when it resumes) reaches the sink.
+func TestRedisStallOfFourSecondsLosesNothing(t *testing.T) {
+	srv := redistest.Start(t)
+	sink := newCollector()
+	r := startRedis(t, RedisOptions{URL: srv.URL()}, sink)
+	chans := []string{"ws:s1", "ws:s2", "ws:s3", "ws-broadcast"}
+	if err := r.Subscribe(ctx, chans); err != nil {
+		t.Fatal(err)
+	}
+	pub := srv.PublishSteadily(t, 5*time.Millisecond, chans...)
+	sink.waitFor(t, 20, 10*time.Second)
+	thaw := srv.Freeze()
+	time.Sleep(4 * time.Second) // the stall itself: nothing to wait for, Redis is stopped
+	thaw()
+	// Publishing goes on after the stall until well past any reconnect backoff.
+	after := pub.Published() + 200
+	eventually(t, 20*time.Second, "200 more messages published after the stall", func() bool {
+		return pub.Published() >= after
+	})
+	n := pub.Stop()
+	if missing := missingSequence(sink, n, 10*time.Second); len(missing) > 0 {
+		t.Fatalf("%d of %d messages lost across a 4 s stall: %v", len(missing), n, missing)
+	}
+	if c := r.m.BackplaneReconnects.Get(); c != 0 {
+		t.Fatalf("backplane_reconnects_total = %d: a 4 s stall was taken for a dead connection", c)
+	}
+}
+
+// missingSequence waits up to within for the payloads "0" … "n-1" and returns those that
+// did not arrive.
+func missingSequence(c *collector, n int, within time.Duration) []int {
+	deadline := time.After(within)
+	for {
+		seen := make([]bool, n)
+		for _, m := range mustSnapshot(c) {
+			if i, err := strconv.Atoi(string(m.Payload)); err == nil && i >= 0 && i < n {
+				seen[i] = true
+			}
+		}
+		var missing []int
+		for i, ok := range seen {
+			if !ok {
+				missing = append(missing, i)
+			}
+		}
+		if len(missing) == 0 {
+			return nil
+		}
+		select {
+		case <-c.arrived:
+		case <-deadline:
+			return missing
+		}
+	}
+}
+
+func mustSnapshot(c *collector) []Message {
+	msgs, _ := c.snapshot()
+	return msgs
+}
+
+// While the Pub/Sub connection is down, Subscribe does not report success: it fails when its
+// context ends, or succeeds once the channel is confirmed on the reconnected connection.
+func TestSubscribeDuringAnOutageSucceedsOnlyOnceConfirmed(t *testing.T) {
+	srv := redistest.Start(t)
+	sink := newCollector()
+	r := startRedis(t, RedisOptions{URL: srv.URL(), Linger: -1}, sink)
+	srv.Stop()
+	eventually(t, 10*time.Second, "not ready during the outage", func() bool { return r.Ready() != nil })
+
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	err := r.Subscribe(short, []string{"ws:refused"})
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Subscribe during the outage = %v, want the context's deadline", err)
+	}
+	r.Unsubscribe([]string{"ws:refused"})
+
+	// A caller that can wait: it returns once Redis is back and has confirmed the channel.
+	long, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	var subErr error
+	returned := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		subErr = r.Subscribe(long, []string{"ws:patient"})
+		close(returned)
+	}()
+	select {
+	case <-returned:
+		t.Fatalf("Subscribe returned (%v) while Redis is down", subErr)
+	case <-time.After(time.Second):
+	}
+	srv.Restart()
+	wg.Wait()
+	if subErr != nil {
+		t.Fatalf("Subscribe across the restart: %v", subErr)
+	}
+	// Returned, so live: a message published now is delivered.
+	if err := r.Publish(ctx, "ws:patient", []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	got := sink.waitFor(t, 1, 10*time.Second)
+	if string(got[0].Payload) != "after" {
+		t.Fatalf("got %q", got[0].Payload)
+	}
+}
