@@ -1,6 +1,7 @@
 package backplane
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -140,4 +141,80 @@ func TestClusterSlotMigrationResubscribesOnTheNewMaster(t *testing.T) {
 		t.Fatalf("got %q", got[len(got)-1].Payload)
 	}
 	eventually(t, 5*time.Second, "ready after the migration", func() bool { return r.Ready() == nil })
+}
+
+// docs/DESIGN.md "Subscribe before open" on a cluster: a topology rebuild in the middle of a
+// Subscribe replaces the relay it waits on. The caller follows the channel to the new relay
+// and returns only once that relay has it confirmed, not when the old one goes away.
+func TestSubscribeAcrossAClusterRebuildWaitsForTheNewRelay(t *testing.T) {
+	cl := redistest.StartCluster(t, 3)
+	sink := newCollector()
+	r := startRedis(t, RedisOptions{URL: cl.URL(), Cluster: true}, sink)
+	const ch = "ws:rebuilt"
+	r.mu.Lock()
+	owner := r.topo.addrs[r.topo.route(ch)]
+	r.mu.Unlock()
+	var master *redistest.Server
+	for _, n := range cl.Nodes {
+		if n.Addr() == owner {
+			master = n
+		}
+	}
+	if master == nil {
+		t.Fatalf("no node at %s", owner)
+	}
+
+	// The master stalls, so the SSUBSCRIBE is sent but not confirmed.
+	thaw := master.Freeze()
+	type result struct {
+		err error
+		at  time.Time
+	}
+	done := make(chan result, 1)
+	go func() {
+		long, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		err := r.Subscribe(long, []string{ch})
+		done <- result{err, time.Now()}
+	}()
+	eventually(t, 10*time.Second, "SSUBSCRIBE sent, unconfirmed", func() bool {
+		r.mu.Lock()
+		rl := r.relays[r.topo.route(ch)]
+		r.mu.Unlock()
+		rl.mu.Lock()
+		defer rl.mu.Unlock()
+		st := rl.chans[ch]
+		return st != nil && st.onWire && st.acks > 0
+	})
+	// Rebuild the relays, as a topology change does.
+	r.mu.Lock()
+	r.rebuildLocked(r.topo)
+	r.mu.Unlock()
+	select {
+	case res := <-done:
+		t.Fatalf("Subscribe returned (%v) after the rebuild, before the new relay could confirm the channel", res.err)
+	case <-time.After(time.Second):
+	}
+	thawed := time.Now()
+	thaw()
+	res := <-done
+	if res.err != nil {
+		t.Fatalf("Subscribe across the rebuild: %v", res.err)
+	}
+	if res.at.Before(thawed) {
+		t.Fatal("Subscribe returned while the master was stalled")
+	}
+	// Returned, so live: a message published now is delivered.
+	pub, err := NewPublisher(cl.URL(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	if err := pub.Publish(ctx, ch, []byte("after the rebuild")); err != nil {
+		t.Fatal(err)
+	}
+	got := sink.waitFor(t, 1, 10*time.Second)
+	if string(got[0].Payload) != "after the rebuild" {
+		t.Fatalf("got %q", got[0].Payload)
+	}
 }
