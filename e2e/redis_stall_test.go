@@ -1,10 +1,13 @@
 package e2e_test
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/huleedu/websocket-service/internal/servicetest"
 )
@@ -93,5 +96,38 @@ func TestUpgradeWhileRedisIsDownGets503WithRetryAfter(t *testing.T) {
 		client := dial(t, n.Service, "u1")
 		n.publish(t, user("u1"), `{"late":true}`)
 		expectText(t, client, `{"late":true}`)
+	})
+}
+
+// The shape of TestMessagePublishedRightAfterOpenIsDelivered, with Redis silent for 3.5 s
+// meanwhile, as a starved redis-server (or relay) is on an overloaded machine: the upgrade
+// waits for its subscription to be confirmed, and the message published right after the
+// open is delivered. Before, the relay took 3 s of silence for death and reconnected, the
+// upgrade was let through during the reconnect, and the message was lost ("no message
+// within 5s", the CI failure of this test's model).
+func TestMessagePublishedRightAfterOpenIsDeliveredAcrossARedisStall(t *testing.T) {
+	eachEngine(t, func(t *testing.T, engine string) {
+		n := startNode(t, engine, redisBP, nil)
+		backend := redis.NewClient(&redis.Options{Addr: n.redis.Addr(), ReadTimeout: 3 * wait, WriteTimeout: 3 * wait})
+		defer backend.Close()
+		topics := n.App.Server().Topics()
+		for i := 0; i < 2; i++ {
+			u := "u" + strconv.Itoa(i)
+			thaw := n.redis.Freeze()
+			stall := time.AfterFunc(3500*time.Millisecond, thaw) // the stall's length, not a wait
+			// The upgrade starts 2 s into the stall: before, it was let through when the relay
+			// gave Redis up at 3 s; now it waits for the thaw, well within the client's 5 s.
+			time.Sleep(2 * time.Second)
+			c := dial(t, n.Service, u)
+			ctx, cancel := context.WithTimeout(context.Background(), 3*wait)
+			err := backend.Publish(ctx, topics.Channel(user(u)), "first "+u).Err()
+			cancel()
+			if err != nil {
+				t.Fatalf("PUBLISH: %v", err)
+			}
+			expectText(t, c, "first "+u)
+			stall.Stop()
+			thaw()
+		}
 	})
 }
