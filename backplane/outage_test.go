@@ -34,7 +34,7 @@ func TestRedisStallOfFourSecondsLosesNothing(t *testing.T) {
 	})
 	n := pub.Stop()
 	if missing := missingSequence(sink, n, 10*time.Second); len(missing) > 0 {
-		t.Fatalf("%d of %d messages lost across a 4 s stall: %v", len(missing), n, missing)
+		t.Fatalf("%d of %d messages lost across a 4 s stall, from %d", len(missing), n, missing[0])
 	}
 	if c := r.m.BackplaneReconnects.Get(); c != 0 {
 		t.Fatalf("backplane_reconnects_total = %d: a 4 s stall was taken for a dead connection", c)
@@ -120,5 +120,78 @@ func TestSubscribeDuringAnOutageSucceedsOnlyOnceConfirmed(t *testing.T) {
 	got := sink.waitFor(t, 1, 10*time.Second)
 	if string(got[0].Payload) != "after" {
 		t.Fatalf("got %q", got[0].Payload)
+	}
+}
+
+// startShortTolerance starts a Redis backplane whose Pub/Sub connections are presumed dead
+// after tolerance of silence instead of stallTolerance, so a test can cross it quickly.
+func startShortTolerance(t *testing.T, url string, tolerance time.Duration, sink Sink) *Redis {
+	t.Helper()
+	r, err := NewRedis(RedisOptions{URL: url}, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rl := range r.relays {
+		rl.tolerance = tolerance
+	}
+	if err := r.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	eventually(t, 10*time.Second, "backplane ready", func() bool { return r.Ready() == nil })
+	return r
+}
+
+// heldSink holds up its first delivery for hold, as an engine applying back-pressure holds
+// the relay's reader.
+type heldSink struct {
+	*collector
+	once sync.Once
+	hold time.Duration
+}
+
+func (s *heldSink) Deliver(batch []Message) {
+	s.once.Do(func() { time.Sleep(s.hold) }) // the back-pressure itself, not a wait
+	s.collector.Deliver(batch)
+}
+
+// The reader's silence deadline runs only while it waits for Redis: a reader held up by its
+// own sink for several times the tolerance, while Redis keeps sending, keeps its connection
+// and loses nothing.
+func TestReaderHeldUpByItsSinkIsNotTakenForASilentRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	sink := &heldSink{collector: newCollector(), hold: 2 * time.Second}
+	r := startShortTolerance(t, srv.URL(), 300*time.Millisecond, sink)
+	chans := []string{"ws:h1", "ws:h2", "ws-broadcast"}
+	if err := r.Subscribe(ctx, chans); err != nil {
+		t.Fatal(err)
+	}
+	pub := srv.PublishSteadily(t, 5*time.Millisecond, chans...)
+	sink.waitFor(t, 1, 10*time.Second) // the first delivery was held up and has ended
+	after := pub.Published() + 200
+	eventually(t, 20*time.Second, "200 more messages published", func() bool {
+		return pub.Published() >= after
+	})
+	n := pub.Stop()
+	if missing := missingSequence(sink.collector, n, 10*time.Second); len(missing) > 0 {
+		t.Fatalf("%d of %d messages lost while the sink held the reader, from %d", len(missing), n, missing[0])
+	}
+	if c := r.m.BackplaneReconnects.Get(); c != 0 {
+		t.Fatalf("backplane_reconnects_total = %d: a reader held up by its sink was taken for a silent Redis", c)
+	}
+}
+
+// A connection silent for longer than the tolerance is still given up and replaced.
+func TestConnectionSilentBeyondTheToleranceIsReplaced(t *testing.T) {
+	srv := redistest.Start(t)
+	r := startShortTolerance(t, srv.URL(), 300*time.Millisecond, newCollector())
+	thaw := srv.Freeze()
+	eventually(t, 10*time.Second, "pubsub connection replaced", func() bool {
+		return r.m.BackplaneReconnects.Get() > 0
+	})
+	thaw()
+	eventually(t, 10*time.Second, "ready after the stall", func() bool { return r.Ready() == nil })
+	if err := r.Subscribe(ctx, []string{"ws:back"}); err != nil {
+		t.Fatal(err)
 	}
 }

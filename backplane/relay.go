@@ -67,6 +67,8 @@ type relay struct {
 	events  relayEvents
 	log     *slog.Logger
 
+	tolerance time.Duration // stallTolerance (tests shorten it)
+
 	kick chan struct{} // wakes the writer; capacity 1
 	done chan struct{} // closed when the relay stops
 
@@ -94,12 +96,13 @@ type relayEvents interface {
 func newRelay(id int, addr string, sharded bool, dial func(context.Context, string) (net.Conn, error), sink Sink, ev relayEvents, log *slog.Logger) *relay {
 	return &relay{
 		id: id, addr: addr, sharded: sharded, dial: dial, sink: sink, events: ev,
-		log:     log.With("pubsub_conn", id, "addr", addr),
-		kick:    make(chan struct{}, 1),
-		done:    make(chan struct{}),
-		err:     errors.New("not connected yet"),
-		chans:   map[string]*chanState{},
-		changed: make(chan struct{}),
+		log:       log.With("pubsub_conn", id, "addr", addr),
+		tolerance: stallTolerance,
+		kick:      make(chan struct{}, 1),
+		done:      make(chan struct{}),
+		err:       errors.New("not connected yet"),
+		chans:     map[string]*chanState{},
+		changed:   make(chan struct{}),
 	}
 }
 
@@ -359,7 +362,7 @@ func (r *relay) write(conn net.Conn, buf []byte) {
 	if len(buf) == 0 {
 		return
 	}
-	_ = conn.SetWriteDeadline(time.Now().Add(stallTolerance))
+	_ = conn.SetWriteDeadline(time.Now().Add(r.tolerance))
 	if _, err := conn.Write(buf); err != nil {
 		// The reader sees the broken connection too, reports it and reconnects.
 		r.log.Debug("backplane: write to pubsub connection failed", "err", err)
@@ -391,7 +394,7 @@ func (r *relay) appendBatches(buf []byte, cmd string, chans []string) []byte {
 // readLoop reads replies until the connection fails or stays silent for stallTolerance
 // (see there why so long, and why the deadline is armed only right before each read).
 func (r *relay) readLoop(conn net.Conn) error {
-	return r.receive(conn, func() { _ = conn.SetReadDeadline(time.Now().Add(stallTolerance)) })
+	return r.receive(conn, func() { _ = conn.SetReadDeadline(time.Now().Add(r.tolerance)) })
 }
 
 // receive reads replies from src until it fails. Messages are gathered into a batch that is
