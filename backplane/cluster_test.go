@@ -3,6 +3,8 @@ package backplane
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -92,48 +94,13 @@ func TestClusterSlotMigrationResubscribesOnTheNewMaster(t *testing.T) {
 	if err := r.Subscribe(ctx, []string{ch}); err != nil {
 		t.Fatal(err)
 	}
-
-	nodes := map[string]*redis.Client{}
-	ids := map[string]string{}
-	for _, addr := range cl.Addrs() {
-		c := redis.NewClient(&redis.Options{Addr: addr})
-		defer c.Close()
-		nodes[addr] = c
-		ids[addr] = c.Do(ctx, "CLUSTER", "MYID").Val().(string)
-	}
-	slot := int(keySlot(ch))
-	var src, dst string
-	for addr, c := range nodes {
-		if c.PubSubShardNumSub(ctx, ch).Val()[ch] == 1 {
-			src = addr
-		} else if dst == "" {
-			dst = addr
-		}
-	}
-	if src == "" {
-		t.Fatal("no master holds the sharded subscription")
-	}
-	must := func(c *redis.Client, args ...any) {
-		t.Helper()
-		if err := c.Do(ctx, args...).Err(); err != nil {
-			t.Fatalf("%v: %v", args, err)
-		}
-	}
-	must(nodes[dst], "CLUSTER", "SETSLOT", slot, "IMPORTING", ids[src])
-	must(nodes[src], "CLUSTER", "SETSLOT", slot, "MIGRATING", ids[dst])
-	for _, addr := range []string{dst, src} {
-		must(nodes[addr], "CLUSTER", "SETSLOT", slot, "NODE", ids[dst])
-	}
-	for addr, c := range nodes {
-		if addr != src && addr != dst {
-			must(c, "CLUSTER", "SETSLOT", slot, "NODE", ids[dst])
-		}
-	}
+	m := openMasters(t, cl)
+	_, dst := m.migrate(t, ch)
 
 	eventually(t, 10*time.Second, "subscription moved to the new master", func() bool {
-		return nodes[dst].PubSubShardNumSub(ctx, ch).Val()[ch] == 1
+		return m.nodes[dst].PubSubShardNumSub(ctx, ch).Val()[ch] == 1
 	})
-	if err := nodes[dst].SPublish(ctx, ch, "after migration").Err(); err != nil {
+	if err := m.nodes[dst].SPublish(ctx, ch, "after migration").Err(); err != nil {
 		t.Fatal(err)
 	}
 	got := sink.waitFor(t, 1, 5*time.Second)
@@ -143,29 +110,141 @@ func TestClusterSlotMigrationResubscribesOnTheNewMaster(t *testing.T) {
 	eventually(t, 5*time.Second, "ready after the migration", func() bool { return r.Ready() == nil })
 }
 
-// docs/DESIGN.md "Subscribe before open" on a cluster: a topology rebuild in the middle of a
-// Subscribe replaces the relay it waits on. The caller follows the channel to the new relay
-// and returns only once that relay has it confirmed, not when the old one goes away.
-func TestSubscribeAcrossAClusterRebuildWaitsForTheNewRelay(t *testing.T) {
+// A topology change moves only the channels whose master changed: every other subscription
+// stays on its connection, untouched, and so loses nothing while the moved ones resubscribe.
+func TestClusterSlotMigrationLeavesEveryOtherSubscriptionInPlace(t *testing.T) {
+	cl := redistest.StartCluster(t, 3)
+	sink := newCollector()
+	r := startRedis(t, RedisOptions{URL: cl.URL(), Cluster: true}, sink)
+	const ch = "ws:migrating"
+	chans := []string{ch}
+	for i := 0; i < 30; i++ {
+		chans = append(chans, fmt.Sprintf("ws:user-%d", i))
+	}
+	if err := r.Subscribe(ctx, chans); err != nil {
+		t.Fatal(err)
+	}
+	m := openMasters(t, cl)
+	before := m.pubsubClients(t)
+	_, dst := m.migrate(t, ch)
+	eventually(t, 10*time.Second, "subscription moved to the new master", func() bool {
+		return m.nodes[dst].PubSubShardNumSub(ctx, ch).Val()[ch] == 1
+	})
+	eventually(t, 10*time.Second, "ready after the migration", func() bool { return r.Ready() == nil })
+	after := m.pubsubClients(t)
+	for addr, id := range before {
+		if after[addr] != id {
+			t.Errorf("master %s: Pub/Sub connection %q replaced by %q: its channels were resubscribed", addr, id, after[addr])
+		}
+	}
+	if n := r.m.BackplaneReconnects.Get(); n != 0 {
+		t.Errorf("backplane_reconnects_total = %d after a slot migration", n)
+	}
+	// Every channel is still delivered, the moved one on its new master.
+	pub, err := NewPublisher(cl.URL(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	for _, c := range chans {
+		if err := pub.Publish(ctx, c, []byte(c)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sink.waitFor(t, len(chans), 10*time.Second)
+}
+
+// masters holds a client per master of a test cluster, and each master's node id.
+type masters struct {
+	nodes map[string]*redis.Client
+	ids   map[string]string
+}
+
+func openMasters(t *testing.T, cl *redistest.Cluster) *masters {
+	t.Helper()
+	m := &masters{nodes: map[string]*redis.Client{}, ids: map[string]string{}}
+	for _, addr := range cl.Addrs() {
+		c := redis.NewClient(&redis.Options{Addr: addr})
+		t.Cleanup(func() { _ = c.Close() })
+		m.nodes[addr] = c
+		m.ids[addr] = c.Do(ctx, "CLUSTER", "MYID").Val().(string)
+	}
+	return m
+}
+
+// migrate moves the slot of ch from the master holding its sharded subscription to another,
+// as a resharding does (without keys to move), and returns both addresses.
+func (m *masters) migrate(t *testing.T, ch string) (src, dst string) {
+	t.Helper()
+	for addr, c := range m.nodes {
+		if c.PubSubShardNumSub(ctx, ch).Val()[ch] == 1 {
+			src = addr
+		} else if dst == "" {
+			dst = addr
+		}
+	}
+	if src == "" {
+		t.Fatal("no master holds the sharded subscription")
+	}
+	slot := int(keySlot(ch))
+	must := func(c *redis.Client, args ...any) {
+		t.Helper()
+		if err := c.Do(ctx, args...).Err(); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+	}
+	must(m.nodes[dst], "CLUSTER", "SETSLOT", slot, "IMPORTING", m.ids[src])
+	must(m.nodes[src], "CLUSTER", "SETSLOT", slot, "MIGRATING", m.ids[dst])
+	for _, addr := range []string{dst, src} {
+		must(m.nodes[addr], "CLUSTER", "SETSLOT", slot, "NODE", m.ids[dst])
+	}
+	for addr, c := range m.nodes {
+		if addr != src && addr != dst {
+			must(c, "CLUSTER", "SETSLOT", slot, "NODE", m.ids[dst])
+		}
+	}
+	return src, dst
+}
+
+// pubsubClients returns, per master, the id of the one Pub/Sub client connected to it.
+func (m *masters) pubsubClients(t *testing.T) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for addr, c := range m.nodes {
+		list := c.Do(ctx, "CLIENT", "LIST", "TYPE", "pubsub").Val().(string)
+		lines := strings.Split(strings.TrimSpace(list), "\n")
+		if len(lines) != 1 || lines[0] == "" {
+			t.Fatalf("master %s has %d Pub/Sub clients, want 1:\n%s", addr, len(lines), list)
+		}
+		id, _, _ := strings.Cut(lines[0], " ")
+		out[addr] = id
+	}
+	return out
+}
+
+// docs/DESIGN.md "Subscribe before open" on a cluster: when a topology rebuild reroutes a
+// channel in the middle of a Subscribe, the caller follows the channel to the relay now
+// serving it and returns only once that relay has it confirmed.
+func TestSubscribeFollowsItsChannelAcrossAClusterRebuild(t *testing.T) {
 	cl := redistest.StartCluster(t, 3)
 	sink := newCollector()
 	r := startRedis(t, RedisOptions{URL: cl.URL(), Cluster: true}, sink)
 	const ch = "ws:rebuilt"
 	r.mu.Lock()
-	owner := r.topo.addrs[r.topo.route(ch)]
+	src := r.topo.addrs[r.topo.route(ch)]
 	r.mu.Unlock()
-	var master *redistest.Server
+	var srcNode, dstNode *redistest.Server
 	for _, n := range cl.Nodes {
-		if n.Addr() == owner {
-			master = n
+		switch {
+		case n.Addr() == src:
+			srcNode = n
+		case dstNode == nil:
+			dstNode = n
 		}
 	}
-	if master == nil {
-		t.Fatalf("no node at %s", owner)
-	}
 
-	// The master stalls, so the SSUBSCRIBE is sent but not confirmed.
-	thaw := master.Freeze()
+	// The master serving the channel stalls, so its SSUBSCRIBE is sent but not confirmed.
+	thawSrc := srcNode.Freeze()
 	type result struct {
 		err error
 		at  time.Time
@@ -186,23 +265,31 @@ func TestSubscribeAcrossAClusterRebuildWaitsForTheNewRelay(t *testing.T) {
 		st := rl.chans[ch]
 		return st != nil && st.onWire && st.acks > 0
 	})
-	// Rebuild the relays, as a topology change does.
+	// A rebuild routes the channel to another master (stalled too), as a topology loaded
+	// in the middle of a migration does.
+	thawDst := dstNode.Freeze()
 	r.mu.Lock()
-	r.rebuildLocked(r.topo)
+	moved := *r.topo
+	moved.slot[keySlot(ch)] = uint8(slices.Index(moved.addrs, dstNode.Addr()))
+	r.rebuildLocked(&moved)
 	r.mu.Unlock()
+	// The old master confirms; the channel is no longer its to confirm.
+	thawSrc()
 	select {
 	case res := <-done:
-		t.Fatalf("Subscribe returned (%v) after the rebuild, before the new relay could confirm the channel", res.err)
+		t.Fatalf("Subscribe returned (%v) before the relay now serving the channel confirmed it", res.err)
 	case <-time.After(time.Second):
 	}
+	// The new master answers MOVED (the slot never left the old one); the relay reloads the
+	// real topology and the channel moves back, where it is confirmed.
 	thawed := time.Now()
-	thaw()
+	thawDst()
 	res := <-done
 	if res.err != nil {
-		t.Fatalf("Subscribe across the rebuild: %v", res.err)
+		t.Fatalf("Subscribe across the rebuilds: %v", res.err)
 	}
 	if res.at.Before(thawed) {
-		t.Fatal("Subscribe returned while the master was stalled")
+		t.Fatal("Subscribe returned before the channel's relay could confirm it")
 	}
 	// Returned, so live: a message published now is delivered.
 	pub, err := NewPublisher(cl.URL(), true)

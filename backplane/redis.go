@@ -51,9 +51,9 @@ type Redis struct {
 	mu         sync.Mutex
 	refs       *refcount
 	relays     []*relay
-	rebuilt    chan struct{}      // closed and replaced when the relays are replaced or closed
-	topo       *topology          // cluster only; nil until loaded
-	stopRelays context.CancelFunc // stops the current set of relays (cluster: rebuilt on change)
+	rebuilt    chan struct{} // closed and replaced when channels are rerouted, and at Close
+	topo       *topology     // cluster only; nil until loaded
+	relayCount int           // relays ever made, for their log ids
 	topoErr    error
 	pingErr    error
 	started    bool
@@ -96,7 +96,7 @@ func NewRedis(opts RedisOptions, sink Sink) (*Redis, error) {
 	}
 	if !opts.Cluster {
 		for i := 0; i < opts.PubSubConns; i++ {
-			r.relays = append(r.relays, newRelay(i, ep.addrs[0], false, ep.dial, sink, r, r.log))
+			r.relays = append(r.relays, r.newRelayLocked(ep.addrs[0]))
 		}
 	}
 	return r, nil
@@ -134,23 +134,30 @@ func (r *Redis) goLocked(f func(ctx context.Context)) {
 	}()
 }
 
-// startRelaysLocked runs the current relays and subscribes every channel held.
+// startRelaysLocked runs the relays of a single Redis and subscribes every channel held.
 func (r *Redis) startRelaysLocked() {
-	ctx, cancel := context.WithCancel(r.ctx)
-	r.stopRelays = cancel
-	groups := make([][]string, len(r.relays))
-	r.refs.each(func(ch string) {
-		i := r.routeLocked(ch)
-		groups[i] = append(groups[i], ch)
-	})
-	for i, rl := range r.relays {
-		rl.want(groups[i])
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			rl.run(ctx)
-		}()
+	for i, g := range r.groupLocked(r.refs.list()) {
+		r.relays[i].want(g)
+		r.startRelayLocked(r.relays[i])
 	}
+}
+
+// startRelayLocked runs rl until Close, or until rl.stop (its master left the cluster).
+func (r *Redis) startRelayLocked(rl *relay) {
+	ctx, cancel := context.WithCancel(r.ctx)
+	rl.stop = cancel
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		rl.run(ctx)
+	}()
+}
+
+// newRelayLocked makes a relay to addr, numbered for the logs.
+func (r *Redis) newRelayLocked(addr string) *relay {
+	rl := newRelay(r.relayCount, addr, r.opts.Cluster, r.ep.dial, r.sink, r, r.log)
+	r.relayCount++
+	return rl
 }
 
 // routeLocked picks the relay of a channel; there is at least one relay.
@@ -214,13 +221,13 @@ func (r *Redis) Subscribe(ctx context.Context, chans []string) error {
 			}
 			return nil
 		}
-		// The relays were replaced (a cluster topology rebuild): the channels are now
-		// wanted by their successors, which must confirm them in turn.
+		// A cluster topology rebuild rerouted channels: each is now wanted by the relay of
+		// the master serving it, which must confirm it in turn.
 	}
 }
 
-// awaitLive waits until every channel is live on the relays that serve it now, or returns
-// errRetired when one of those relays is replaced first.
+// awaitLive waits until every channel is live on the relay that serves it now, or returns
+// errRetired when channels are rerouted first.
 func (r *Redis) awaitLive(ctx context.Context, chans []string) error {
 	r.mu.Lock()
 	if r.closed {
@@ -238,13 +245,13 @@ func (r *Redis) awaitLive(ctx context.Context, chans []string) error {
 			return fmt.Errorf("wait for the cluster topology: %w", ctx.Err())
 		}
 	}
-	relays, waits := r.relays, r.groupLocked(chans)
+	relays, waits, moved := r.relays, r.groupLocked(chans), r.rebuilt
 	r.mu.Unlock()
 	for i, g := range waits {
 		if len(g) == 0 {
 			continue
 		}
-		if err := relays[i].awaitLive(ctx, g); err != nil {
+		if err := relays[i].awaitLive(ctx, g, moved); err != nil {
 			return err
 		}
 	}
@@ -329,7 +336,7 @@ func (r *Redis) Close() error {
 	if r.cancel != nil {
 		r.cancel()
 	}
-	r.replacedLocked()
+	r.reroutedLocked()
 	r.mu.Unlock()
 	r.wg.Wait()
 	r.m.BackplaneSubscriptions.Set(0)
@@ -380,53 +387,12 @@ func (r *Redis) ping(ctx context.Context) {
 	r.updateConnected()
 }
 
-// updateConnected brings backplane_connected and the outage metrics up to date. Ready is read
-// under the clock's lock so that concurrent reports apply in the order they observed.
-func (r *Redis) updateConnected() {
-	r.clock.mu.Lock()
-	defer r.clock.mu.Unlock()
-	err := r.Ready()
-	if errors.Is(err, ErrClosed) {
-		return // Close settles the metrics itself
-	}
-	r.clock.updateLocked(r.m, err == nil, time.Now())
-}
-
-// replacedLocked wakes the Subscribe callers waiting for relays to exist or to be replaced.
-func (r *Redis) replacedLocked() {
+// reroutedLocked wakes the Subscribe callers waiting, so they route their channels again:
+// the relays changed (a cluster topology rebuild) or the backplane closed.
+func (r *Redis) reroutedLocked() {
 	close(r.rebuilt)
 	r.rebuilt = make(chan struct{})
 }
-
-// connected, disconnected and received are the relays' reports (relayEvents).
-
-func (r *Redis) connected(rl *relay, reconnect bool) {
-	if reconnect {
-		r.m.BackplaneReconnects.Inc()
-		rl.log.Info("backplane: pubsub connection restored")
-	} else {
-		rl.log.Debug("backplane: pubsub connection up")
-	}
-	r.updateConnected()
-}
-
-func (r *Redis) disconnected(rl *relay, err error) {
-	r.mu.Lock()
-	closing := r.closed
-	r.mu.Unlock()
-	if !closing {
-		rl.log.Warn("backplane: pubsub connection down, reconnecting with backoff", "err", err)
-	}
-	r.updateConnected()
-	if r.opts.Cluster {
-		select {
-		case r.refresh <- struct{}{}:
-		default:
-		}
-	}
-}
-
-func (r *Redis) received(n int) { r.m.BackplaneReceived.Add(n) }
 
 // sweepInterval is how often lingering channels are checked: a quarter of the linger,
 // between 10ms and 500ms.

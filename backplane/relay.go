@@ -72,13 +72,14 @@ type relay struct {
 	kick chan struct{} // wakes the writer; capacity 1
 	done chan struct{} // closed when the relay stops
 
-	mu      sync.Mutex
-	conn    net.Conn // nil while disconnected
-	err     error    // why the relay is disconnected
-	quiet   bool     // the current outage has been reported
-	retired bool     // replaced by another relay (cluster topology rebuild): waiters move on
-	chans   map[string]*chanState
-	dirty   []*chanState
+	stop context.CancelFunc // stops this relay alone (its master left the cluster); set by its owner
+
+	mu    sync.Mutex
+	conn  net.Conn // nil while disconnected
+	err   error    // why the relay is disconnected
+	quiet bool     // the current outage has been reported
+	chans map[string]*chanState
+	dirty []*chanState
 	// inflight counts confirmations outstanding on the connection. While any are, the writer
 	// holds new changes back: they pile up during the round trip and leave as one command,
 	// so a burst of subscriptions costs a few commands without any fixed delay.
@@ -90,6 +91,7 @@ type relay struct {
 type relayEvents interface {
 	connected(r *relay, reconnect bool)
 	disconnected(r *relay, err error)
+	slotMoved(r *relay) // the server dropped a sharded subscription: the topology changed
 	received(n int)
 }
 
@@ -124,6 +126,10 @@ func (r *relay) mark(chans []string, want bool) {
 			r.chans[ch] = st
 		}
 		st.want = want
+		if !want && !st.onWire && st.acks == 0 && !st.queued {
+			delete(r.chans, ch) // not on the wire (the server dropped it): nothing to send
+			continue
+		}
 		r.enqueueLocked(st)
 	}
 	r.mu.Unlock()
@@ -144,22 +150,23 @@ func (r *relay) wake() {
 	}
 }
 
-// errRetired: the relay was replaced or stopped; the channels it served, if still held, are
-// now another relay's (or the backplane is closed).
-var errRetired = errors.New("pubsub connection replaced")
+// errRetired: the channels may have moved to other relays (a cluster topology rebuild), or
+// the relay stopped: the caller routes them again.
+var errRetired = errors.New("channels moved to other pubsub connections")
 
 // awaitLive returns nil once every channel of chans is live: subscribed on the current
 // connection and confirmed by Redis, so a message published from now on is delivered. It
 // never reports success otherwise: while the relay is disconnected it waits for the
 // reconnection to confirm them, until ctx ends (an error naming why the relay is down). It
-// returns errRetired when the relay is retired or stopped first.
-func (r *relay) awaitLive(ctx context.Context, chans []string) error {
+// returns errRetired when moved is closed (the owner rerouted channels) or the relay stops.
+func (r *relay) awaitLive(ctx context.Context, chans []string, moved <-chan struct{}) error {
 	for {
-		r.mu.Lock()
-		if r.retired {
-			r.mu.Unlock()
+		select {
+		case <-moved:
 			return errRetired
+		default:
 		}
+		r.mu.Lock()
 		pending := false
 		for _, ch := range chans {
 			if st := r.chans[ch]; st == nil || !st.want || !st.live() {
@@ -174,6 +181,8 @@ func (r *relay) awaitLive(ctx context.Context, chans []string) error {
 		}
 		select {
 		case <-changed:
+		case <-moved:
+			return errRetired
 		case <-r.done:
 			return errRetired
 		case <-ctx.Done():
@@ -185,12 +194,15 @@ func (r *relay) awaitLive(ctx context.Context, chans []string) error {
 	}
 }
 
-// retire marks the relay replaced: awaitLive callers stop waiting on it.
-func (r *relay) retire() {
+// resync queues every channel whose subscription differs from what is wanted, such as one
+// the server dropped when its slot moved (re-sent when the topology says it stays here).
+func (r *relay) resync() {
 	r.mu.Lock()
-	r.retired = true
-	r.notifyLocked()
+	for _, st := range r.chans {
+		r.enqueueLocked(st)
+	}
 	r.mu.Unlock()
+	r.wake()
 }
 
 // notifyLocked wakes every awaitLive.
@@ -208,6 +220,9 @@ func (r *relay) status() error {
 	}
 	return nil
 }
+
+// errStopped: the relay's context ended (Close, or its master left the cluster).
+var errStopped = errors.New("pubsub connection closed")
 
 // run connects, reads and reconnects with backoff until ctx ends. The writer runs beside it.
 func (r *relay) run(ctx context.Context) {
@@ -248,7 +263,7 @@ func (r *relay) run(ctx context.Context) {
 		stop()
 		_ = conn.Close()
 		if ctx.Err() != nil {
-			err = errors.New("closed")
+			err = errStopped
 		} else {
 			err = fmt.Errorf("connection lost: %w", err)
 		}
@@ -291,104 +306,6 @@ func (r *relay) setDown(err error) {
 	if report {
 		r.events.disconnected(r, err)
 	}
-}
-
-// writeLoop sends pending SUBSCRIBE/UNSUBSCRIBE commands whenever kicked, and a PING every
-// pingInterval so that a silent network failure is noticed by the reader's deadline.
-func (r *relay) writeLoop(ctx context.Context) {
-	tick := time.NewTicker(pingInterval)
-	defer tick.Stop()
-	var buf []byte
-	var subs, unsubs []string
-	for {
-		ping := false
-		select {
-		case <-ctx.Done():
-			return
-		case <-r.kick:
-		case <-tick.C:
-			ping = true
-		}
-		r.mu.Lock()
-		conn := r.conn
-		if conn == nil || (r.inflight > 0 && !ping) {
-			r.mu.Unlock()
-			continue
-		}
-		subs, unsubs = subs[:0], unsubs[:0]
-		if r.inflight > 0 {
-			r.mu.Unlock()
-			r.write(conn, appendCommand(buf[:0], "PING", nil))
-			continue
-		}
-		for _, st := range r.dirty {
-			st.queued = false
-			switch {
-			case st.want && !st.onWire:
-				subs = append(subs, st.name)
-				st.onWire = true
-				st.acks++
-			case !st.want && st.onWire:
-				unsubs = append(unsubs, st.name)
-				st.onWire = false
-				st.acks++
-			case !st.want && st.acks == 0:
-				delete(r.chans, st.name)
-			}
-		}
-		clear(r.dirty)
-		r.dirty = r.dirty[:0]
-		r.inflight += len(subs) + len(unsubs)
-		r.mu.Unlock()
-
-		buf = buf[:0]
-		subCmd, unsubCmd := "SUBSCRIBE", "UNSUBSCRIBE"
-		if r.sharded {
-			subCmd, unsubCmd = "SSUBSCRIBE", "SUNSUBSCRIBE"
-		}
-		buf = r.appendBatches(buf, subCmd, subs)
-		buf = r.appendBatches(buf, unsubCmd, unsubs)
-		if ping {
-			buf = appendCommand(buf, "PING", nil)
-		}
-		r.write(conn, buf)
-		if cap(buf) > 1<<20 {
-			buf = nil // do not keep a resubscription's worth of memory forever
-		}
-	}
-}
-
-func (r *relay) write(conn net.Conn, buf []byte) {
-	if len(buf) == 0 {
-		return
-	}
-	_ = conn.SetWriteDeadline(time.Now().Add(r.tolerance))
-	if _, err := conn.Write(buf); err != nil {
-		// The reader sees the broken connection too, reports it and reconnects.
-		r.log.Debug("backplane: write to pubsub connection failed", "err", err)
-		_ = conn.Close()
-	}
-}
-
-// appendBatches appends cmd for channels in groups of at most maxChannelsPerCommand. On a
-// cluster the channels of one SSUBSCRIBE must share a hash slot, so they are grouped by slot.
-func (r *relay) appendBatches(buf []byte, cmd string, chans []string) []byte {
-	if !r.sharded {
-		for len(chans) > 0 {
-			n := min(len(chans), maxChannelsPerCommand)
-			buf = appendCommand(buf, cmd, chans[:n])
-			chans = chans[n:]
-		}
-		return buf
-	}
-	for _, group := range groupBySlot(chans) {
-		for len(group) > 0 {
-			n := min(len(group), maxChannelsPerCommand)
-			buf = appendCommand(buf, cmd, group[:n])
-			group = group[n:]
-		}
-	}
-	return buf
 }
 
 // readLoop reads replies until the connection fails or stays silent for stallTolerance
@@ -493,10 +410,10 @@ func (r *relay) readOne(rr *respReader, d *dispatcher) error {
 			return fmt.Errorf("read confirmation: %w", err)
 		}
 		r.mu.Lock()
-		err = r.confirmLocked(name, k, d)
+		moved := r.confirmLocked(name, k, d)
 		r.mu.Unlock()
-		if err != nil {
-			return err
+		if moved {
+			r.events.slotMoved(r)
 		}
 		_, err = rr.integer()
 		return err
@@ -510,17 +427,21 @@ func (r *relay) readOne(rr *respReader, d *dispatcher) error {
 	}
 }
 
-// errSlotMoved: the server dropped a sharded subscription itself, because the channel's slot
-// moved to another node.
-var errSlotMoved = errors.New("sharded subscription dropped by the server (slot moved)")
-
-func (r *relay) confirmLocked(name []byte, k pushKind, d *dispatcher) error {
+// confirmLocked applies a (un)subscribe confirmation. It reports moved when the reply was
+// not ours but the server dropping a sharded subscription because the channel's slot moved
+// to another master: the channel is then no longer live here, and stays wanted (not re-sent)
+// until the owner reloads the topology and moves it, or resyncs it if it stays here. The
+// connection and every other channel on it are left alone.
+func (r *relay) confirmLocked(name []byte, k pushKind, d *dispatcher) (moved bool) {
 	st := r.chans[string(name)]
 	if st == nil || st.acks == 0 {
-		if k == pushUnsubscribe && r.sharded {
-			return fmt.Errorf("channel %q: %w", name, errSlotMoved)
+		if k != pushUnsubscribe || !r.sharded {
+			return false
 		}
-		return nil
+		if st != nil && st.onWire {
+			st.onWire = false
+		}
+		return true
 	}
 	st.acks--
 	r.inflight--
@@ -528,7 +449,7 @@ func (r *relay) confirmLocked(name []byte, k pushKind, d *dispatcher) error {
 		d.confirmed = true // the writer may send what it held back
 	}
 	if st.acks > 0 {
-		return nil
+		return false
 	}
 	switch {
 	case st.onWire:
@@ -536,5 +457,5 @@ func (r *relay) confirmLocked(name []byte, k pushKind, d *dispatcher) error {
 	case !st.want && !st.queued:
 		delete(r.chans, st.name)
 	}
-	return nil
+	return false
 }
