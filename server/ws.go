@@ -18,7 +18,9 @@ import (
 // upgrade (not a WebSocket request, draining, foreign origin, handshake rate, node full) come
 // first as plain HTTP errors; refusals a browser must be able to read (bad token, per-user
 // limit) complete the upgrade and close with 1008, since a browser cannot see the status of a
-// failed upgrade. Only an admitted connection subscribes and reaches the engine.
+// failed upgrade. Only an admitted connection subscribes and reaches the engine, and only once
+// the backplane has confirmed its subscriptions (else 503 + Retry-After: no 101 is sent for a
+// connection that would miss its messages).
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	started := time.Now()
 	if !isUpgrade(r) {
