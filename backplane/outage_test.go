@@ -195,3 +195,71 @@ func TestConnectionSilentBeyondTheToleranceIsReplaced(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A channel already subscribed is not reported live to a new caller while its connection has
+// gone silent (pinged, no answer): Redis may be dead, and a connection opened on the strength
+// of that subscription would miss its messages. The caller waits; once Redis answers again
+// it succeeds.
+func TestSubscribeToALiveChannelWaitsWhileItsConnectionIsSilent(t *testing.T) {
+	srv := redistest.Start(t)
+	r := startRedis(t, RedisOptions{URL: srv.URL()}, newCollector())
+	live := []string{"ws:live"}
+	if err := r.Subscribe(ctx, live); err != nil {
+		t.Fatal(err)
+	}
+	thaw := srv.Freeze()
+	eventually(t, 10*time.Second, "Subscribe to a live channel refused while Redis is silent", func() bool {
+		short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		defer cancel()
+		err := r.Subscribe(short, live)
+		r.Unsubscribe(live)
+		return errors.Is(err, context.DeadlineExceeded)
+	})
+	done := make(chan error, 1)
+	go func() {
+		long, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		done <- r.Subscribe(long, live)
+	}()
+	thaw()
+	if err := <-done; err != nil {
+		t.Fatalf("Subscribe once Redis answers again: %v", err)
+	}
+}
+
+// A reader held up by its sink is not silence: a live channel stays live for new callers.
+func TestSubscribeToALiveChannelIsImmediateWhileTheReaderIsHeldUp(t *testing.T) {
+	srv := redistest.Start(t)
+	held := make(chan struct{})
+	release := make(chan struct{})
+	sink := SinkFunc(func([]Message) {
+		select {
+		case <-held:
+		default:
+			close(held)
+			<-release // the back-pressure itself
+		}
+	})
+	r := startRedis(t, RedisOptions{URL: srv.URL(), PubSubConns: 1}, sink)
+	live := []string{"ws:held", "ws:other"}
+	if err := r.Subscribe(ctx, live); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Publish(ctx, "ws:held", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	<-held
+	defer close(release)
+	// Held for well over the silence that would make the channel unconfirmable.
+	deadline := time.Now().Add(4 * time.Second)
+	for time.Now().Before(deadline) {
+		short, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		err := r.Subscribe(short, live)
+		cancel()
+		r.Unsubscribe(live)
+		if err != nil {
+			t.Fatalf("Subscribe to live channels while the reader is held by its sink: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

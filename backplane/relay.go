@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -39,6 +40,13 @@ const (
 // held up by its own sink (back-pressure from the engine) is never taken for a silent Redis.
 const stallTolerance = 15 * time.Second
 
+// silenceLimit is how long the reader may wait for a connection pinged every pingInterval
+// before the connection counts as silent: Redis may be stalled or dead, so what the
+// connection holds cannot be confirmed to new callers of awaitLive until it answers again
+// (the connection is kept meanwhile, see stallTolerance). Only time spent in a socket read
+// counts, never time the reader spends handing messages to the sink.
+const silenceLimit = 2*pingInterval + pingInterval/2
+
 // chanState is the relay's view of one channel on its connection.
 //
 // A channel is live (a message published now is delivered) when the last command sent for it
@@ -68,6 +76,10 @@ type relay struct {
 	log     *slog.Logger
 
 	tolerance time.Duration // stallTolerance (tests shorten it)
+	epoch     time.Time     // reference of reading
+	// reading is when (time since epoch, plus one) the reader began the socket read it is
+	// blocked in; 0 while it is not reading (it parses or hands a batch to the sink).
+	reading atomic.Int64
 
 	kick chan struct{} // wakes the writer; capacity 1
 	done chan struct{} // closed when the relay stops
@@ -100,6 +112,7 @@ func newRelay(id int, addr string, sharded bool, dial func(context.Context, stri
 		id: id, addr: addr, sharded: sharded, dial: dial, sink: sink, events: ev,
 		log:       log.With("pubsub_conn", id, "addr", addr),
 		tolerance: stallTolerance,
+		epoch:     time.Now(),
 		kick:      make(chan struct{}, 1),
 		done:      make(chan struct{}),
 		err:       errors.New("not connected yet"),
@@ -155,10 +168,11 @@ func (r *relay) wake() {
 var errRetired = errors.New("channels moved to other pubsub connections")
 
 // awaitLive returns nil once every channel of chans is live: subscribed on the current
-// connection and confirmed by Redis, so a message published from now on is delivered. It
-// never reports success otherwise: while the relay is disconnected it waits for the
-// reconnection to confirm them, until ctx ends (an error naming why the relay is down). It
-// returns errRetired when moved is closed (the owner rerouted channels) or the relay stops.
+// connection and confirmed by Redis, so a message published from now on is delivered, and
+// the connection not silent (see silenceLimit). It never reports success otherwise: while
+// the relay is disconnected or silent it waits for Redis to confirm them, until ctx ends (an
+// error naming why the relay is down). It returns errRetired when moved is closed (the owner
+// rerouted channels) or the relay stops.
 func (r *relay) awaitLive(ctx context.Context, chans []string, moved <-chan struct{}) error {
 	for {
 		select {
@@ -167,7 +181,8 @@ func (r *relay) awaitLive(ctx context.Context, chans []string, moved <-chan stru
 		default:
 		}
 		r.mu.Lock()
-		pending := false
+		silent := r.silent() // nothing can be confirmed: it waits for Redis to answer
+		pending := silent
 		for _, ch := range chans {
 			if st := r.chans[ch]; st == nil || !st.want || !st.live() {
 				pending = true
@@ -186,8 +201,11 @@ func (r *relay) awaitLive(ctx context.Context, chans []string, moved <-chan stru
 		case <-r.done:
 			return errRetired
 		case <-ctx.Done():
-			if down != nil {
+			switch {
+			case down != nil:
 				return fmt.Errorf("wait for subscription on %s (down: %v): %w", r.addr, down, ctx.Err())
+			case silent:
+				return fmt.Errorf("wait for subscription on %s (no answer to pings): %w", r.addr, ctx.Err())
 			}
 			return fmt.Errorf("wait for subscription on %s: %w", r.addr, ctx.Err())
 		}
@@ -311,7 +329,33 @@ func (r *relay) setDown(err error) {
 // readLoop reads replies until the connection fails or stays silent for stallTolerance
 // (see there why so long, and why the deadline is armed only right before each read).
 func (r *relay) readLoop(conn net.Conn) error {
-	return r.receive(conn, func() { _ = conn.SetReadDeadline(time.Now().Add(r.tolerance)) })
+	return r.receive(watchedConn{conn, r}, func() { _ = conn.SetReadDeadline(time.Now().Add(r.tolerance)) })
+}
+
+// watchedConn records how long the reader waits in each socket read (relay.reading).
+type watchedConn struct {
+	net.Conn
+	r *relay
+}
+
+func (w watchedConn) Read(p []byte) (int, error) {
+	start := time.Since(w.r.epoch)
+	w.r.reading.Store(int64(start) + 1)
+	n, err := w.Conn.Read(p)
+	w.r.reading.Store(0)
+	if time.Since(w.r.epoch)-start >= silenceLimit {
+		// Redis answers after a silence that held awaitLive callers back.
+		w.r.mu.Lock()
+		w.r.notifyLocked()
+		w.r.mu.Unlock()
+	}
+	return n, err
+}
+
+// silent reports whether the reader has waited silenceLimit or longer in its current read.
+func (r *relay) silent() bool {
+	since := r.reading.Load()
+	return since != 0 && time.Since(r.epoch)-time.Duration(since-1) >= silenceLimit
 }
 
 // receive reads replies from src until it fails. Messages are gathered into a batch that is
