@@ -156,12 +156,14 @@ func (s *heldSink) Deliver(batch []Message) {
 }
 
 // The reader's silence deadline runs only while it waits for Redis: a reader held up by its
-// own sink for several times the tolerance, while Redis keeps sending, keeps its connection
-// and loses nothing.
+// own sink for longer than the tolerance, while Redis keeps sending, keeps its connection and
+// loses nothing.
 func TestReaderHeldUpByItsSinkIsNotTakenForASilentRedis(t *testing.T) {
 	srv := redistest.Start(t)
-	sink := &heldSink{collector: newCollector(), hold: 2 * time.Second}
-	r := startShortTolerance(t, srv.URL(), 300*time.Millisecond, sink)
+	// Twice the ping interval, so that pings alone keep an idle connection alive; the sink
+	// holds the reader for two and a half times that.
+	sink := &heldSink{collector: newCollector(), hold: 5 * time.Second}
+	r := startShortTolerance(t, srv.URL(), 2*time.Second, sink)
 	chans := []string{"ws:h1", "ws:h2", "ws-broadcast"}
 	if err := r.Subscribe(ctx, chans); err != nil {
 		t.Fatal(err)
