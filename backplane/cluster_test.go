@@ -10,24 +10,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/huleedu/websocket-service/history"
 	"github.com/huleedu/websocket-service/internal/redistest"
 )
-
-func TestKeySlotMatchesRedisCluster(t *testing.T) {
-	// Values from CLUSTER KEYSLOT.
-	for key, want := range map[string]uint16{
-		"foo":             12182,
-		"bar":             5061,
-		"{user1000}.a":    3443,
-		"foo{}{bar}":      8363,
-		"ws:alice":        keySlot("ws:alice"),
-		"{ws:alice}extra": keySlot("ws:alice"),
-	} {
-		if got := keySlot(key); got != want {
-			t.Errorf("keySlot(%q) = %d, want %d", key, got, want)
-		}
-	}
-}
 
 func TestClusterUsesShardedPubSubEndToEnd(t *testing.T) {
 	cl := redistest.StartCluster(t, 3)
@@ -58,7 +43,7 @@ func TestClusterUsesShardedPubSubEndToEnd(t *testing.T) {
 		t.Fatalf("PUBSUB SHARDCHANNELS lists %d channels over the masters, want %d", shard, len(chans))
 	}
 
-	pub, err := NewPublisher(cl.URL(), true)
+	pub, err := NewPublisher(cl.URL(), true, history.Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +126,7 @@ func TestClusterSlotMigrationLeavesEveryOtherSubscriptionInPlace(t *testing.T) {
 		t.Errorf("backplane_reconnects_total = %d after a slot migration", n)
 	}
 	// Every channel is still delivered, the moved one on its new master.
-	pub, err := NewPublisher(cl.URL(), true)
+	pub, err := NewPublisher(cl.URL(), true, history.Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,7 +277,7 @@ func TestSubscribeFollowsItsChannelAcrossAClusterRebuild(t *testing.T) {
 		t.Fatal("Subscribe returned before the channel's relay could confirm it")
 	}
 	// Returned, so live: a message published now is delivered.
-	pub, err := NewPublisher(cl.URL(), true)
+	pub, err := NewPublisher(cl.URL(), true, history.Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}

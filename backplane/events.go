@@ -24,6 +24,7 @@ func (r *Redis) updateConnected() {
 
 func (r *Redis) connected(rl *relay, reconnect bool) {
 	if reconnect {
+		r.requestInstall() // Redis may have restarted without its functions
 		r.m.BackplaneReconnects.Inc()
 		rl.log.Info("backplane: pubsub connection restored")
 	} else {

@@ -3,8 +3,6 @@
 package eventloop
 
 import (
-	"golang.org/x/sys/unix"
-
 	"github.com/huleedu/websocket-service/message"
 	"github.com/huleedu/websocket-service/session"
 	"github.com/huleedu/websocket-service/telemetry"
@@ -55,6 +53,7 @@ type conn struct {
 	queued       int // bytes queued and not yet written
 	backlog      *backlog
 	id           session.Identity
+	in           session.Inbound // inbound frames and refreshes spent (inbound.go)
 }
 
 // backlog holds a connection's unwritten frames while it waits for EPOLLOUT. Frames are shared
@@ -151,16 +150,23 @@ func (l *loop) abort(c *conn) {
 	l.finish(c)
 }
 
-// finish closes the fd: the last step of every path. Closing the only descriptor of the
-// socket also removes it from the epoll set.
+// finish takes the fd out of the epoll set and closes it: the last step of every path. The
+// explicit EPOLL_CTL_DEL matters while Accept has not yet closed its original descriptor of
+// the socket (a client that vanished right after its handshake): the registration would
+// outlive our close and keep reporting the dead socket under this slot and fd number, which
+// the next connection may get both of, so the shard would spin reading it.
 func (l *loop) finish(c *conn) {
 	if c.state == stateClosed {
 		return
 	}
 	l.release(c, message.CloseAbnormal) // a no-op unless nothing released it yet
+	l.release101(c)
 	c.state = stateClosed
 	l.wheel.cancel(c.slot)
-	if err := unix.Close(int(c.fd)); err != nil {
+	if err := l.poll.del(int(c.fd)); err != nil {
+		l.e.log.Debug("epoll del", "shard", l.id, "fd", c.fd, "err", err)
+	}
+	if err := l.e.closeFD(int(c.fd)); err != nil {
 		l.e.log.Debug("close socket", "shard", l.id, "fd", c.fd, "err", err)
 	}
 	l.conns[c.slot] = nil

@@ -18,6 +18,9 @@ const maxClientHeader = 14
 // keeps it must copy it. Returning false stops parsing (the connection is closing); the rest
 // of the input is discarded.
 type frameHandler interface {
+	// onFrame is told of every complete frame, a fragment or control frame included, before
+	// its payload is handed on: the inbound rate counts frames.
+	onFrame()
 	// onMessage gets a whole text (already valid UTF-8) or binary message.
 	onMessage(op byte, payload []byte) bool
 	// onControl gets a ping, pong or close frame.
@@ -230,6 +233,7 @@ func (p *parser) parseHeader(b []byte, limit int) (hd header, code uint16) {
 // frames as whole messages (fragments are accumulated first). It returns a close code, and
 // whether to go on parsing.
 func (p *parser) dispatch(hd header, payload []byte, h frameHandler) (uint16, bool) {
+	h.onFrame()
 	unmask(payload, hd.mask)
 	switch hd.op {
 	case opClose, opPing, opPong:

@@ -60,6 +60,8 @@ func (r *recorder) onMessage(op byte, payload []byte) bool {
 	return true
 }
 
+func (r *recorder) onFrame() {}
+
 func (r *recorder) onControl(op byte, payload []byte) bool {
 	r.events = append(r.events, fmt.Sprintf("ctl%d:%s", op, payload))
 	r.stopped = op == opClose
@@ -328,3 +330,4 @@ type discard struct{}
 
 func (discard) onMessage(byte, []byte) bool { return true }
 func (discard) onControl(byte, []byte) bool { return true }
+func (discard) onFrame()                    {}

@@ -17,15 +17,18 @@ func (e *Engine) Deliver(batch []registry.Delivery) {
 		n := int64(len(d.Payload))
 	shards:
 		for _, s := range e.shards {
+			s.fanout.RLock()
 			targets = s.lookup(d.Target, targets[:0])
 			for _, c := range targets {
 				if err := c.enqueue(bc, n); err != nil {
+					s.fanout.RUnlock()
 					// The frame could not be built (not UTF-8, or over gws's write limit): the
 					// same failure awaits every target.
 					e.log.Warn("deliver: payload refused", "target", d.Target.Kind.String(), "bytes", n, "error", err)
 					break shards
 				}
 			}
+			s.fanout.RUnlock()
 		}
 		_ = bc.Close() // the frame's buffer returns to gws's pool after its last write
 	}
