@@ -107,12 +107,17 @@ func New(opts session.Options) (*Engine, error) {
 func (e *Engine) serverOption(subprotocols []string) *gws.ServerOption {
 	return &gws.ServerOption{
 		ReadMaxPayloadSize: e.opts.MaxMessageSize,
-		ReadBufferSize:     readBufferSize,
-		CheckUtf8Enabled:   true,
-		SubProtocols:       subprotocols,
-		NewSession:         func() gws.SessionStorage { return &slot{} },
-		Logger:             logger{e.log},
-		Recovery:           gws.Recovery, // a panic in a callback ends that connection, not the process
+		// gws refuses to write a payload over its limit (16 MiB by default) and fails the
+		// connection instead. What the engine writes is already bounded elsewhere: an echo by
+		// MaxMessageSize plus its prefix, a delivery by what the backplane accepts (the epoll
+		// engine writes it whatever its size). So gws sets no write limit of its own.
+		WriteMaxPayloadSize: math.MaxInt,
+		ReadBufferSize:      readBufferSize,
+		CheckUtf8Enabled:    true,
+		SubProtocols:        subprotocols,
+		NewSession:          func() gws.SessionStorage { return &slot{} },
+		Logger:              logger{e.log},
+		Recovery:            gws.Recovery, // a panic in a callback ends that connection, not the process
 	}
 }
 
