@@ -3,7 +3,6 @@ package e2e_test
 import (
 	"context"
 	"testing"
-
 )
 
 // What one connection can make the server hold, and the sizes it must still serve.
