@@ -48,7 +48,10 @@ type conn struct {
 	seen   uint32 // last inbound bytes
 	pingAt uint32 // next heartbeat ping; while closing, the end of the closing handshake
 	expiry uint32 // token expiry; 0: none
-	parser parser
+	// frameBy is when the incomplete frame being received must be complete (see
+	// session.FrameTimeout); 0: no frame is incomplete.
+	frameBy uint32
+	parser  parser
 	// Outbound queue: frames queued during this loop iteration are linked in the loop's ref
 	// arena (qhead..qtail); what a partial write leaves over moves to backlog.
 	qhead, qtail int32
@@ -99,8 +102,8 @@ func (l *loop) awaitPeerClose(c *conn) {
 	l.wheel.schedule(c.slot, c.pingAt)
 }
 
-// fail closes c for a protocol violation (1002), bad UTF-8 (1007) or an oversized message
-// (1009, after a MESSAGE_TOO_LARGE ErrorMessage).
+// fail closes c for a protocol violation (1002), bad UTF-8 (1007), an oversized message
+// (1009, after a MESSAGE_TOO_LARGE ErrorMessage) or a frame not completed in time (1001).
 //
 // The parser's state is no longer trustworthy (after a bad header the frame boundaries are
 // unknown; a refused 1009 frame may announce 2^63 bytes), so the client's answering close
@@ -121,6 +124,7 @@ func (l *loop) fail(c *conn, code uint16) {
 	l.startClose(c, code, reply)
 	c.flags |= flagDiscard | flagHalfClose
 	c.parser.reset()
+	c.frameBy = 0
 	l.markDirty(c)
 }
 

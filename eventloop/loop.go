@@ -15,6 +15,7 @@ import (
 	"github.com/huleedu/websocket-service/message"
 	"github.com/huleedu/websocket-service/registry"
 	"github.com/huleedu/websocket-service/session"
+	"github.com/huleedu/websocket-service/telemetry"
 )
 
 // readBufferSize is the one read buffer a shard has; every connection reads into it.
@@ -118,6 +119,7 @@ type loop struct {
 	pingEvery uint32 // ticks; 0: no heartbeat
 	silence   uint32 // ticks; 0: no silence timeout
 	closeWait uint32 // ticks
+	frameWait uint32 // ticks: session.FrameTimeout
 	sendLimit int
 	maxMsg    int
 	ping      []byte // the heartbeat frame, shared by every connection
@@ -150,6 +152,7 @@ func newLoop(id int, e *Engine, tick time.Duration) (*loop, error) {
 		pingEvery: ticksFor(o.HeartbeatInterval, tick),
 		silence:   ticksFor(o.ConnectionTimeout, tick),
 		closeWait: ticksFor(closeWait, tick),
+		frameWait: ticksFor(session.FrameTimeout, tick),
 		sendLimit: o.SendQueueLimit,
 		maxMsg:    o.MaxMessageSize,
 		ping:      encodeFrame(opPing, nil),
@@ -304,6 +307,14 @@ func (l *loop) consumeInput(c *conn, data []byte) {
 	l.cur = nil
 	if code != 0 {
 		l.fail(c, code)
+		return
+	}
+	switch pending, begun := c.parser.incomplete(); {
+	case begun: // a new incomplete frame: its deadline starts now and only now
+		c.frameBy = l.now + l.frameWait
+		l.schedule(c)
+	case !pending:
+		c.frameBy = 0
 	}
 }
 
@@ -529,6 +540,9 @@ func (l *loop) schedule(c *conn) {
 	if c.expiry != 0 {
 		at = min(at, c.expiry)
 	}
+	if c.frameBy != 0 {
+		at = min(at, c.frameBy)
+	}
 	if at == math.MaxUint32 {
 		l.wheel.cancel(c.slot)
 		return
@@ -563,6 +577,11 @@ func (l *loop) onTimer(c *conn) {
 	if c.expiry != 0 && now >= c.expiry {
 		act := session.Expired()
 		l.startClose(c, act.Close, act.Reply)
+		return
+	}
+	if c.frameBy != 0 && now >= c.frameBy {
+		l.e.metrics.Dropped(telemetry.DropIncompleteFrame, 1)
+		l.fail(c, message.CloseGoingAway)
 		return
 	}
 	if l.silence > 0 && now >= c.seen+l.silence {

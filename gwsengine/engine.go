@@ -201,7 +201,7 @@ func (e *Engine) upgrade(w http.ResponseWriter, r *http.Request, subprotocol str
 		_ = nc.Close()
 		return nil, nil, errors.New("gwsengine: upgrade: client sent data before the handshake completed")
 	}
-	wr := newWire(nc, e.opts.MaxMessageSize, hold, e.tooLargeFrame, func() { e.metrics.Dropped(telemetry.DropTooLarge, 1) })
+	wr := newWire(nc, e.opts.MaxMessageSize, hold, e.tooLargeFrame, e.metrics)
 	socket, err := up.UpgradeFromConn(wr, bufio.NewReaderSize(wr, readBufferSize), r)
 	if err != nil {
 		// gws answered 400 (held, if hold) and called Close, which only half-closes a wire.

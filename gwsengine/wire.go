@@ -11,6 +11,7 @@ import (
 	"github.com/lxzan/gws"
 
 	"github.com/huleedu/websocket-service/message"
+	"github.com/huleedu/websocket-service/telemetry"
 )
 
 // wire is the TCP (or TLS) connection under one gws socket. gws reads and writes through it;
@@ -39,9 +40,9 @@ type wire struct {
 	lastRead atomic.Int64 // unix nanoseconds of the last read that returned data
 	closed   atomic.Bool  // Close was called: gws has given the socket up
 	// tooLarge is the encoded text frame of the MESSAGE_TOO_LARGE ErrorMessage, shared by every
-	// wire of an engine; onTooLarge counts the message that was refused.
-	tooLarge   []byte
-	onTooLarge func()
+	// wire of an engine; metrics (nil in some tests) counts what a wire refuses.
+	tooLarge []byte
+	metrics  *telemetry.Metrics
 
 	// Read side, touched only by the goroutine running gws's read loop (socket is set before
 	// that loop starts).
@@ -50,6 +51,7 @@ type wire struct {
 	frames     frameScan
 	refused    bool // a frame was refused: every further Read fails
 	closeSent  bool // refuse has written its close frame (or found the socket closing)
+	inbound         // an incomplete frame held back from gws, and its deadline (hold.go)
 
 	// Held writes. state is wireDirect once open has run; until then Write appends to held.
 	// mu orders open's flush against a Write or Close that comes meanwhile.
@@ -71,8 +73,8 @@ const (
 // written and gws's own close state is set (see refuse).
 var errFrameTooLarge = errors.New("gwsengine: frame length over the message size limit")
 
-func newWire(c net.Conn, maxPayload int, hold bool, tooLarge []byte, onTooLarge func()) *wire {
-	w := &wire{Conn: c, maxPayload: uint64(maxPayload), tooLarge: tooLarge, onTooLarge: onTooLarge}
+func newWire(c net.Conn, maxPayload int, hold bool, tooLarge []byte, metrics *telemetry.Metrics) *wire {
+	w := &wire{Conn: c, maxPayload: uint64(maxPayload), tooLarge: tooLarge, metrics: metrics}
 	w.lastRead.Store(time.Now().UnixNano())
 	if hold {
 		w.state.Store(wireHolding)
@@ -85,21 +87,38 @@ func (w *wire) Read(p []byte) (int, error) {
 		w.refuse()
 		return 0, errFrameTooLarge
 	}
-	n, err := w.Conn.Read(p)
-	if n > 0 {
-		w.lastRead.Store(time.Now().UnixNano())
-		if at := w.frames.scan(p[:n], w.maxPayload); at >= 0 {
-			// The refused frame's header never reaches gws; whole frames before it in this
-			// read do, and the next Read refuses.
-			w.refused = true
-			if at > 0 {
-				return at, nil
+	if len(w.ready) > 0 {
+		return w.serveReady(p), nil
+	}
+	for {
+		buf := p
+		if w.pend != nil {
+			// Holding a frame: read no further than its end, so that what follows it goes
+			// to gws the usual way.
+			buf = p[:min(uint64(len(p)), w.frames.missing())]
+		}
+		n, err := w.Conn.Read(buf)
+		if n > 0 {
+			w.lastRead.Store(time.Now().UnixNano())
+			if at := w.frames.scan(buf[:n], w.maxPayload); at >= 0 {
+				// The refused frame's header never reaches gws; whole frames before it in
+				// this read do, and the next Read refuses.
+				w.pend, w.refused = nil, true
+				if at > 0 {
+					return at, nil
+				}
+				w.refuse()
+				return 0, errFrameTooLarge
 			}
-			w.refuse()
-			return 0, errFrameTooLarge
+			w.track()
+			if k := w.keep(p, n); k > 0 {
+				return k, nil
+			}
+		}
+		if err != nil {
+			return 0, w.readError(err)
 		}
 	}
-	return n, err
 }
 
 // refuse closes the connection 1009 for a frame too large to read, from the read goroutine,
@@ -134,8 +153,8 @@ func (w *wire) Write(p []byte) (int, error) {
 	if closeCodeOf(p) == message.CloseMessageTooBig && w.tooLarge != nil {
 		// Only gws's read loop and refuse send 1009 (the engine never does otherwise, and a
 		// peer's 1009 is answered with 1000), so this is the oversized-message path.
-		if _, err := w.Conn.Write(w.tooLarge); err == nil && w.onTooLarge != nil {
-			w.onTooLarge()
+		if _, err := w.Conn.Write(w.tooLarge); err == nil && w.metrics != nil {
+			w.metrics.Dropped(telemetry.DropTooLarge, 1)
 		}
 	}
 	return w.Conn.Write(p)
@@ -249,6 +268,9 @@ type frameScan struct {
 	ext    uint8  // extended length bytes still to come
 	length uint64 // the extended length read so far
 	skip   uint64 // mask key and payload bytes still to come
+	body   uint64 // mask key and payload bytes of the current frame, once its header is read
+	// began is where in the last scanned p the last frame header began, or -1 if none did.
+	began int
 }
 
 const (
@@ -263,10 +285,11 @@ const (
 // where that frame's header starts, 0 if it started in an earlier p, or -1 if all is well.
 func (f *frameScan) scan(p []byte, max uint64) int {
 	start := 0 // where the header being read starts in p
+	f.began = -1
 	for i := 0; i < len(p); {
 		switch f.state {
 		case scanFirst:
-			start = i
+			start, f.began = i, i
 			f.state = scanSecond
 			i++
 		case scanSecond:
@@ -306,7 +329,7 @@ func (f *frameScan) begin(n uint64) {
 	if f.masked {
 		n += 4
 	}
-	f.skip, f.state = n, scanSkip
+	f.skip, f.body, f.state = n, n, scanSkip
 	if n == 0 {
 		f.state = scanFirst
 	}
