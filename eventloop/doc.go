@@ -83,10 +83,12 @@
 // # Reading
 //
 // The parser (parser.go) takes bytes as they come. An idle connection holds no read buffer;
-// only an incomplete frame's bytes are kept (in a buffer of exactly the frame's size, known
-// from its header, which is checked against MaxMessageSize before anything is buffered) and
-// released when complete, plus the payload of a fragmented message while it is open (its
-// UTF-8 is checked as fragments arrive, so bad text fails at once with 1007).
+// only an incomplete frame's bytes are kept, in a buffer that grows as they arrive (a header
+// is a claim: its length is checked against MaxMessageSize, never allocated), released when
+// the frame is complete, plus the payload of a fragmented message while it is open (its
+// UTF-8 is checked as fragments arrive, so bad text fails at once with 1007). An incomplete
+// frame must be complete within session.FrameTimeout of its first byte, however its bytes
+// trickle in; the wheel closes the connection 1001 otherwise.
 //
 // # Writing
 //
@@ -100,7 +102,7 @@
 //
 // # Time
 //
-// Heartbeat pings, the silence timeout, token expiry and the closing handshake's one-second
-// deadline all live in one timing wheel per shard; each connection sits in the slot of its
+// Heartbeat pings, the silence timeout, token expiry, an incomplete frame's deadline and the
+// closing handshake's one-second deadline all live in one timing wheel per shard; each connection sits in the slot of its
 // earliest deadline and the loop sleeps until the next occupied tick.
 package eventloop

@@ -13,6 +13,10 @@
 //     negative, passes its size check and panics the read loop, taking the process down. The
 //     wire follows the frame headers it reads and refuses any frame announcing more than
 //     MaxMessageSize before gws sees the length: ErrorMessage MESSAGE_TOO_LARGE, close 1009.
+//   - gws allocates a frame's whole payload as soon as it has read the header, then waits for
+//     the bytes. The wire holds a large incomplete frame back from gws, in a buffer that grows
+//     as its bytes arrive, and gives an incomplete frame session.FrameTimeout to complete
+//     (close 1001 after it), as the epoll engine does (hold.go).
 //   - gws fails an oversized inbound message with close 1009 inside its read loop, with no
 //     hook in between; the engine's wire (wire.go) spots that close frame on its way out and
 //     writes the MESSAGE_TOO_LARGE ErrorMessage in front of it.
