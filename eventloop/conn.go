@@ -87,12 +87,27 @@ func (l *loop) startClose(c *conn, code uint16, reply []byte) {
 		return
 	}
 	l.release(c, code)
+	var msg []byte
 	if reply != nil {
-		l.push(c, encodeFrame(opText, reply))
+		msg = encodeFrame(opText, reply)
 		l.e.metrics.MessagesSent.Inc()
 	}
-	l.push(c, encodeClose(code))
+	l.pushLast(c, msg, encodeClose(code))
 	l.awaitPeerClose(c)
+}
+
+// pushLast queues the last frames c gets (an error reply, if any, and a close frame). They
+// are what the client must see, so they go out even past the send queue limit, but never on
+// top of a full queue: if they would put c over the limit, the queue is dropped first, as for
+// a slow consumer, and the server holds no more for c than the limit allows.
+func (l *loop) pushLast(c *conn, reply, closeFrame []byte) {
+	if l.waiting(c)+len(reply)+len(closeFrame)+2*frameOverhead > l.sendLimit {
+		l.dropQueue(c)
+	}
+	if reply != nil {
+		l.push(c, reply)
+	}
+	l.push(c, closeFrame)
 }
 
 // awaitPeerClose moves c to closing with a deadline for the closing handshake.
@@ -142,7 +157,7 @@ func (l *loop) onPeerClose(c *conn, payload []byte) {
 		if code == message.CloseNoStatus {
 			echo = 0
 		}
-		l.push(c, encodeClose(echo))
+		l.pushLast(c, nil, encodeClose(echo))
 		l.awaitPeerClose(c)
 	}
 	c.flags |= flagFinAfterFlush

@@ -95,10 +95,16 @@
 // A delivery is encoded once per shard into an immutable frame; each target gets a reference
 // appended to the loop's write arena and is marked dirty. After the whole batch every dirty
 // connection is written once with writev (writev.go). A partial write moves the rest to the
-// connection's backlog and waits for EPOLLOUT. A target whose queued bytes pass
-// SendQueueLimit inside a batch is first written at once (non-blocking), so a batch bigger than
-// the limit does not condemn a reader that keeps up; if its socket still will not take enough,
-// it loses its queue and is closed 1013 (SLOW_CONSUMER) without delaying anyone else.
+// connection's backlog and waits for EPOLLOUT. Every frame queued for an open connection goes
+// through the same check (loop.send): deliveries, echoes, pongs, heartbeat pings, replies.
+// What counts is each frame's bytes plus a small allowance for the loop's bookkeeping, so a
+// flood of empty pongs is bounded like a few large frames, and the frame being written does
+// not count: SendQueueLimit bounds what waits behind it, so a message larger than the limit
+// still reaches a reader. A target that passes the limit is first written at once
+// (non-blocking), so a burst bigger than the limit does not condemn a reader that keeps up; if
+// its socket still will not take enough, it loses its queue and is closed 1013 (SLOW_CONSUMER)
+// without delaying anyone else. The last frames of a close (an error reply, the close frame)
+// go out even past the limit, but on a full queue the queue is dropped first.
 //
 // # Time
 //

@@ -344,13 +344,10 @@ func (l *loop) onMessage(op byte, payload []byte) bool {
 	return c.state == stateOpen
 }
 
-// reply queues a frame for c, closing it 1013 if that puts it over the send queue limit.
+// reply queues a message for c under the send queue limit.
 func (l *loop) reply(c *conn, frame []byte) {
 	l.e.metrics.MessagesSent.Inc()
-	if !l.enqueue(c, frame) {
-		l.doom(c)
-		l.reapDoomed()
-	}
+	l.send(c, frame)
 }
 
 func (l *loop) onControl(op byte, payload []byte) bool {
@@ -358,7 +355,9 @@ func (l *loop) onControl(op byte, payload []byte) bool {
 	switch op {
 	case opPing:
 		if c.state == stateOpen {
-			l.push(c, encodeFrame(opPong, payload))
+			// Under the limit like any frame: a client that pings and never reads is closed
+			// 1013 once its pongs pass it, instead of growing the server without end.
+			l.send(c, encodeFrame(opPong, payload))
 		}
 	case opClose:
 		l.onPeerClose(c, payload)
@@ -513,14 +512,7 @@ func (l *loop) deliver(batch []registry.Delivery) {
 			if c.flags&flagDoomed != 0 {
 				continue
 			}
-			if !l.enqueue(c, frame) {
-				l.flush(c)
-				// A held connection (Accept still writing its 101) has written nothing
-				// because it may not yet; that is no sign of a slow reader.
-				if c.queued > l.sendLimit && c.flags&flagHeld == 0 {
-					l.doom(c)
-				}
-			}
+			l.send(c, frame)
 		}
 		l.e.metrics.MessagesSent.Add(len(targets))
 	}
@@ -589,8 +581,10 @@ func (l *loop) onTimer(c *conn) {
 		return
 	}
 	if l.pingEvery > 0 && now >= c.pingAt {
-		l.push(c, l.ping)
 		c.pingAt = now + l.pingEvery
+		if l.send(c, l.ping); c.state != stateOpen {
+			return // over the limit: closing, on the closing deadline
+		}
 	}
 	l.schedule(c)
 }

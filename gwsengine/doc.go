@@ -25,5 +25,9 @@
 //     releases the socket (RFC 6455 §7.1.1).
 //   - gws's Broadcaster has no per-socket completion callback, so the send-queue accounting
 //     queues a second job behind each broadcast frame (gws's write queue is FIFO) that settles
-//     the frame's bytes.
+//     the frame's bytes. Every other frame for an open connection (echo, pong, heartbeat ping,
+//     reply) goes through gws's write queue too, under the same limit (queue.go), rather than
+//     being written on the read goroutine: a client that sends and never reads then passes
+//     the limit and is closed 1013, as on the epoll engine. The read goroutine's own closes
+//     (refused frame, frame deadline) queue behind what it queued, so an echo is not overtaken.
 package gwsengine

@@ -136,6 +136,7 @@ func (e *Engine) Accept(w http.ResponseWriter, r *http.Request, a session.Admiss
 	}
 	s := e.leastLoaded()
 	c := &conn{e: e, shard: s, id: a.Identity, socket: socket, wire: wr, done: make(chan struct{})}
+	c.settled = c.settleDelivery
 	c.expires.Store(math.MaxInt64) // a token without exp (auth refuses those) never expires
 	if !a.Expires.IsZero() {
 		c.expires.Store(a.Expires.UnixNano())

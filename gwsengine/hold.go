@@ -118,7 +118,6 @@ func (w *wire) readError(err error) error {
 	}
 	// As refuse does for 1009: WriteClose stores the code as the read loop's end, so OnClose
 	// sees 1001 and gws adds no second close frame.
-	_ = w.SetWriteDeadline(time.Now().Add(closeGrace))
-	_ = w.socket.WriteClose(message.CloseGoingAway, nil)
+	w.closeBehindQueue(message.CloseGoingAway)
 	return errFrameTimeout
 }

@@ -131,8 +131,21 @@ func (w *wire) refuse() {
 		return
 	}
 	w.closeSent = true
+	w.closeBehindQueue(message.CloseMessageTooBig)
+}
+
+// closeBehindQueue writes a close frame with code from the read goroutine, behind the replies
+// already queued for the connection (an echo of the frame before the one refused reaches the
+// client first), and waits for it: WriteClose must have stored the code before the read loop
+// ends. The write deadline bounds the wait for a peer that does not read.
+func (w *wire) closeBehindQueue(code uint16) {
 	_ = w.SetWriteDeadline(time.Now().Add(closeGrace))
-	_ = w.socket.WriteClose(message.CloseMessageTooBig, nil)
+	done := make(chan struct{})
+	w.socket.Async(func() {
+		defer close(done)
+		_ = w.socket.WriteClose(code, nil)
+	})
+	<-done
 }
 
 func (w *wire) Write(p []byte) (int, error) {
