@@ -358,6 +358,7 @@ func (l *loop) onControl(op byte, payload []byte) bool {
 			// Under the limit like any frame: a client that pings and never reads is closed
 			// 1013 once its pongs pass it, instead of growing the server without end.
 			l.send(c, encodeFrame(opPong, payload))
+			return c.state != stateClosed // send may have found the socket broken
 		}
 	case opClose:
 		l.onPeerClose(c, payload)
