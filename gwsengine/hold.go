@@ -25,9 +25,30 @@ var errFrameTimeout = errors.New("gwsengine: frame not completed within its dead
 // inbound is the wire's read-side state for incomplete frames; only gws's read goroutine
 // touches it.
 type inbound struct {
-	pend    []byte    // an incomplete frame held back from gws: its bytes so far
-	ready   []byte    // a held frame now complete, not yet all handed to gws
-	frameBy time.Time // when the incomplete frame at the end of the stream must be complete
+	pend       []byte    // an incomplete frame held back from gws: its bytes so far
+	ready      []byte    // held bytes gws may have: a frame now complete, or what follows a split
+	drainFirst bool      // ready starts with a frame that ends the connection: drain first
+	frameBy    time.Time // when the incomplete frame at the end of the stream must be complete
+}
+
+// drain waits, at most closeGrace, until gws has written every frame queued for the
+// connection so far. The replies the read goroutine queues (echoes, pongs) are written by
+// gws's write queue, but gws writes the close frame that answers a peer's close, or fails the
+// connection for a bad frame, on the read goroutine: without this wait that close frame would
+// overtake the replies to the frames before it, and gws writes nothing after a close frame.
+// It costs a wait only when a connection ends.
+func (w *wire) drain() {
+	if w.socket == nil {
+		return
+	}
+	done := make(chan struct{})
+	w.socket.Async(func() { close(done) })
+	t := time.NewTimer(closeGrace)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
 }
 
 // serveReady hands gws what it can take of a completed held frame.

@@ -88,6 +88,10 @@ func (w *wire) Read(p []byte) (int, error) {
 		return 0, errFrameTooLarge
 	}
 	if len(w.ready) > 0 {
+		if w.drainFirst {
+			w.drainFirst = false
+			w.drain()
+		}
 		return w.serveReady(p), nil
 	}
 	for {
@@ -111,6 +115,15 @@ func (w *wire) Read(p []byte) (int, error) {
 				return 0, errFrameTooLarge
 			}
 			w.track()
+			if at := w.frames.ending; at >= 0 && w.pend == nil {
+				if at > 0 {
+					// gws first gets the frames before it (their replies are queued), then,
+					// once they are written, the frame that ends the connection.
+					w.ready, w.drainFirst = append([]byte(nil), buf[at:n]...), true
+					return at, nil
+				}
+				w.drain()
+			}
 			if k := w.keep(p, n); k > 0 {
 				return k, nil
 			}
@@ -284,6 +297,11 @@ type frameScan struct {
 	body   uint64 // mask key and payload bytes of the current frame, once its header is read
 	// began is where in the last scanned p the last frame header began, or -1 if none did.
 	began int
+	// ending is where in the last scanned p the first frame that ends the connection (see
+	// endsConnection) begins, 0 if it began in an earlier p, or -1 if none does.
+	ending int
+	first  byte // the first header byte of the frame being scanned
+	frag   bool // a fragmented message is open
 }
 
 const (
@@ -298,16 +316,20 @@ const (
 // where that frame's header starts, 0 if it started in an earlier p, or -1 if all is well.
 func (f *frameScan) scan(p []byte, max uint64) int {
 	start := 0 // where the header being read starts in p
-	f.began = -1
+	f.began, f.ending = -1, -1
 	for i := 0; i < len(p); {
 		switch f.state {
 		case scanFirst:
 			start, f.began = i, i
+			f.first = p[i]
 			f.state = scanSecond
 			i++
 		case scanSecond:
 			b := p[i]
 			i++
+			if f.ending < 0 && f.endsConnection(b) {
+				f.ending = start
+			}
 			f.masked = b&0x80 != 0
 			switch code := b & 0x7f; code {
 			case 126:
@@ -335,6 +357,33 @@ func (f *frameScan) scan(p []byte, max uint64) int {
 		}
 	}
 	return -1
+}
+
+// endsConnection reports whether the frame whose header starts with f.first and second
+// makes gws end the connection from its read goroutine, writing a close frame there: a close
+// frame, or a header that breaks the protocol (reserved bits or opcodes, no mask, a fragmented
+// or long control frame, a fragment out of place). It follows the open fragmented message.
+func (f *frameScan) endsConnection(second byte) bool {
+	op, fin := f.first&0x0f, f.first&0x80 != 0
+	switch {
+	case f.first&0x70 != 0, second&0x80 == 0:
+		return true
+	case op >= 0x8:
+		return op == 0x8 || op > 0xA || !fin || second&0x7f > 125
+	case op > 0x2:
+		return true
+	case op == 0x0:
+		if !f.frag {
+			return true
+		}
+		f.frag = !fin
+	default:
+		if f.frag {
+			return true
+		}
+		f.frag = !fin
+	}
+	return false
 }
 
 // begin skips the mask key, if any, and a payload of n bytes.
