@@ -207,7 +207,7 @@ func TestMessageOfMaxMessageSizeIsEchoedAt16MiB(t *testing.T) {
 		conn, _ := coderDial(t, n.DialURL(n.Token(t, "u1")), nil)
 		conn.SetReadLimit(size + 1024)
 		text := strings.Repeat("a", size)
-		ctx, cancel := context.WithTimeout(context.Background(), 6*wait)
+		ctx, cancel := context.WithTimeout(context.Background(), 12*wait) // 16 MiB each way, under -race on a busy machine
 		defer cancel()
 		if err := conn.Write(ctx, websocket.MessageText, []byte(text)); err != nil {
 			t.Fatalf("write: %v", err)
