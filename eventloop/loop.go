@@ -309,6 +309,9 @@ func (l *loop) consumeInput(c *conn, data []byte) {
 		l.fail(c, code)
 		return
 	}
+	if c.state != stateOpen {
+		return // closing: the closing deadline bounds it, and the wheel holds that one
+	}
 	switch pending, begun := c.parser.incomplete(); {
 	case begun: // a new incomplete frame: its deadline starts now and only now
 		c.frameBy = l.now + l.frameWait
