@@ -67,11 +67,14 @@ func New(cfg config.Config, log *slog.Logger) (*App, error) {
 		Logger:   log,
 		NewBackplane: func(sink backplane.Sink) (server.Backplane, error) {
 			if cfg.RedisURL == "" {
-				bp := backplane.NewEmbedded(backplane.EmbeddedOptions{Metrics: m, Logger: log}, sink)
+				bp, err := backplane.NewEmbedded(backplane.EmbeddedOptions{History: cfg.History(), Metrics: m, Logger: log}, sink)
+				if err != nil {
+					return nil, err
+				}
 				a.backplane = bp
 				return bp, nil
 			}
-			bp, err := backplane.NewRedis(backplane.RedisOptions{URL: cfg.RedisURL, Cluster: cfg.RedisCluster, Metrics: m, Logger: log}, sink)
+			bp, err := backplane.NewRedis(backplane.RedisOptions{URL: cfg.RedisURL, Cluster: cfg.RedisCluster, History: cfg.History(), Metrics: m, Logger: log}, sink)
 			if err != nil {
 				return nil, err
 			}
@@ -85,6 +88,7 @@ func New(cfg config.Config, log *slog.Logger) (*App, error) {
 				ConnectionTimeout: cfg.ConnectionTimeout.D(),
 				MaxMessageSize:    cfg.MaxMessageSize,
 				SendQueueLimit:    cfg.SendQueueLimit,
+				InboundRate:       cfg.InboundRatePerConnection,
 				Policy:            policy,
 				Hooks:             hooks,
 				Metrics:           m,

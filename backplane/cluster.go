@@ -4,42 +4,17 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
+	"github.com/huleedu/websocket-service/internal/hashslot"
 	"github.com/redis/go-redis/v9"
 )
 
 // slotCount is the number of hash slots of a Redis Cluster.
-const slotCount = 16384
+const slotCount = hashslot.Count
 
-// keySlot is the cluster hash slot of a channel: CRC16 (XMODEM) of the key, or of its hash tag
-// (the part between the first "{" and the next "}", when not empty), modulo 16384.
-func keySlot(key string) uint16 {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			key = key[i+1 : i+1+j]
-		}
-	}
-	return crc16(key) % slotCount
-}
-
-// crc16 is CRC-16/XMODEM (polynomial 0x1021), the checksum Redis Cluster hashes keys with.
-// Bitwise rather than table-driven: it runs only when channels are (un)subscribed.
-func crc16(s string) uint16 {
-	var crc uint16
-	for i := 0; i < len(s); i++ {
-		crc ^= uint16(s[i]) << 8
-		for b := 0; b < 8; b++ {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc
-}
+// keySlot is the cluster hash slot of a channel.
+func keySlot(key string) uint16 { return hashslot.Of(key) }
 
 // groupBySlot splits channels into groups sharing a hash slot, as one SSUBSCRIBE requires.
 // It reorders chans.
@@ -188,6 +163,7 @@ func (r *Redis) rebuildLocked(t *topology) {
 		r.log.Info("backplane: redis cluster topology changed, resubscribing", "masters", len(t.addrs))
 	}
 	r.topo, r.topoErr = t, nil
+	r.requestInstall() // a new primary has no functions
 	r.relays = r.relays[:0:0]
 	for i, addr := range t.addrs {
 		r.relays = append(r.relays, newRelay(i, addr, true, r.ep.dial, r.sink, r, r.log))

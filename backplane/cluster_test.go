@@ -7,24 +7,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/huleedu/websocket-service/history"
 	"github.com/huleedu/websocket-service/internal/redistest"
 )
-
-func TestKeySlotMatchesRedisCluster(t *testing.T) {
-	// Values from CLUSTER KEYSLOT.
-	for key, want := range map[string]uint16{
-		"foo":             12182,
-		"bar":             5061,
-		"{user1000}.a":    3443,
-		"foo{}{bar}":      8363,
-		"ws:alice":        keySlot("ws:alice"),
-		"{ws:alice}extra": keySlot("ws:alice"),
-	} {
-		if got := keySlot(key); got != want {
-			t.Errorf("keySlot(%q) = %d, want %d", key, got, want)
-		}
-	}
-}
 
 func TestClusterUsesShardedPubSubEndToEnd(t *testing.T) {
 	cl := redistest.StartCluster(t, 3)
@@ -55,7 +40,7 @@ func TestClusterUsesShardedPubSubEndToEnd(t *testing.T) {
 		t.Fatalf("PUBSUB SHARDCHANNELS lists %d channels over the masters, want %d", shard, len(chans))
 	}
 
-	pub, err := NewPublisher(cl.URL(), true)
+	pub, err := NewPublisher(cl.URL(), true, history.Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ func (d *dispatcher) add(channel string, payload []byte, buffered int) {
 	if d.batch == nil {
 		d.batch = make([]Message, 0, min(max(buffered/64+1, 4), maxBatch))
 	}
-	d.batch = append(d.batch, Message{Channel: channel, Payload: payload})
+	d.batch = append(d.batch, message(channel, payload))
 }
 
 func (d *dispatcher) full() bool { return len(d.batch) >= maxBatch }

@@ -5,10 +5,22 @@
 // WebSockets or users: it moves (channel, payload) pairs to a Sink.
 package backplane
 
+import "github.com/huleedu/websocket-service/history"
+
 // Message is one payload received on one channel.
 type Message struct {
 	Channel string
+	// Payload is what the publisher published, byte for byte: for a sequenced message the
+	// envelope it travelled in through Redis is already removed.
 	Payload []byte
+	// Position is a sequenced message's place in its stream's history; zero for a message
+	// published with plain PUBLISH (live only).
+	Position history.Position
+	// Prev is the tag of the stream's message before this one (0 before the first), so that
+	// a receiver can tell a continuation from a rewound history.
+	Prev uint32
+	// Traceparent is the W3C traceparent given at publish, if any; it shares Payload's memory.
+	Traceparent []byte
 }
 
 // Sink receives batches of messages in arrival order (per channel, publish order). It takes

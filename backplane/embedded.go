@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/huleedu/websocket-service/history"
 	"github.com/huleedu/websocket-service/telemetry"
 )
 
@@ -19,6 +20,7 @@ type EmbeddedOptions struct {
 	// QueueSize bounds the messages published but not yet delivered (default 4096); Publish
 	// waits while it is full.
 	QueueSize int
+	History   history.Limits     // HISTORY_SIZE and HISTORY_TTL of the in-memory history
 	Metrics   *telemetry.Metrics // nil: metrics are kept but not exported
 	Logger    *slog.Logger       // nil: no logs
 }
@@ -32,6 +34,10 @@ type Embedded struct {
 	m     *telemetry.Metrics
 	log   *slog.Logger
 	queue chan Message
+	hist  *history.Memory
+	// seq is held across appending a sequenced message to the history and queueing it, so
+	// messages are delivered in the order of their positions.
+	seq sync.Mutex
 
 	mu      sync.Mutex
 	refs    *refcount
@@ -42,7 +48,7 @@ type Embedded struct {
 }
 
 // NewEmbedded prepares an embedded backplane delivering to sink; Start runs it.
-func NewEmbedded(opts EmbeddedOptions, sink Sink) *Embedded {
+func NewEmbedded(opts EmbeddedOptions, sink Sink) (*Embedded, error) {
 	if opts.Linger == 0 {
 		opts.Linger = 2 * time.Second
 	}
@@ -55,14 +61,19 @@ func NewEmbedded(opts EmbeddedOptions, sink Sink) *Embedded {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	hist, err := history.NewMemory(opts.History, nil)
+	if err != nil {
+		return nil, fmt.Errorf("embedded backplane: %w", err)
+	}
 	return &Embedded{
 		opts:  opts,
 		sink:  sink,
 		m:     opts.Metrics,
 		log:   opts.Logger,
 		queue: make(chan Message, opts.QueueSize),
+		hist:  hist,
 		refs:  newRefcount(opts.Linger),
-	}
+	}, nil
 }
 
 // Start runs the dispatcher until Close (or until ctx ends).
@@ -124,14 +135,43 @@ func (e *Embedded) Publish(ctx context.Context, channel string, payload []byte) 
 	if closed {
 		return ErrClosed
 	}
-	m := Message{Channel: channel, Payload: append([]byte(nil), payload...)}
+	return e.enqueue(ctx, Message{Channel: channel, Payload: append([]byte(nil), payload...)})
+}
+
+func (e *Embedded) enqueue(ctx context.Context, m Message) error {
 	select {
 	case e.queue <- m:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("publish to %s: %w", channel, ctx.Err())
+		return fmt.Errorf("publish to %s: %w", m.Channel, ctx.Err())
 	}
 }
+
+// PublishSequenced appends a copy of payload to channel's in-memory history and queues it with
+// its position; it waits while the queue is full. When ctx ends first the message is in the
+// history but not delivered live, as a Redis publish that timed out may be.
+func (e *Embedded) PublishSequenced(ctx context.Context, channel string, payload []byte, traceparent string) (history.Position, error) {
+	e.mu.Lock()
+	closed := e.closed
+	e.mu.Unlock()
+	if closed {
+		return history.Position{}, ErrClosed
+	}
+	e.seq.Lock()
+	defer e.seq.Unlock()
+	en := e.hist.Append(channel, append([]byte(nil), payload...), traceparent)
+	m := Message{Channel: channel, Payload: en.Payload, Position: en.Position, Prev: en.Prev}
+	if traceparent != "" {
+		m.Traceparent = []byte(traceparent)
+	}
+	if err := e.enqueue(ctx, m); err != nil {
+		return history.Position{}, err
+	}
+	return en.Position, nil
+}
+
+// History reads the streams' in-memory history.
+func (e *Embedded) History() history.Reader { return e.hist }
 
 // Ready returns nil once started and until closed.
 func (e *Embedded) Ready() error {

@@ -14,7 +14,10 @@ func startEmbedded(t *testing.T, opts EmbeddedOptions, sink Sink) *Embedded {
 	if opts.Metrics == nil {
 		opts.Metrics = telemetry.New()
 	}
-	e := NewEmbedded(opts, sink)
+	e, err := NewEmbedded(opts, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := e.Ready(); err == nil {
 		t.Fatal("ready before Start")
 	}

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/huleedu/websocket-service/history"
 	"github.com/huleedu/websocket-service/telemetry"
 )
 
@@ -22,6 +23,7 @@ type RedisOptions struct {
 	// Linger keeps a channel subscribed this long after its last reference is dropped
 	// (default 2s; negative: unsubscribe at once).
 	Linger  time.Duration
+	History history.Limits     // HISTORY_SIZE and HISTORY_TTL, written into the function library
 	Metrics *telemetry.Metrics // nil: metrics are kept but not exported
 	Logger  *slog.Logger       // nil: no logs
 }
@@ -46,6 +48,8 @@ type Redis struct {
 	pub  *Publisher
 
 	refresh chan struct{} // cluster: asks the topology loop to reload; capacity 1
+
+	reinstall chan struct{} // asks installLibrary to load the function library again; capacity 1
 
 	mu         sync.Mutex
 	refs       *refcount
@@ -79,18 +83,23 @@ func NewRedis(opts RedisOptions, sink Sink) (*Redis, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	pub, err := newPublisher(ep, publishPoolSize, opts.History)
+	if err != nil {
+		return nil, fmt.Errorf("redis backplane: %w", err)
+	}
 	r := &Redis{
 		opts:    opts,
 		ep:      ep,
 		sink:    sink,
 		log:     opts.Logger,
 		m:       opts.Metrics,
-		pub:     newPublisher(ep, publishPoolSize),
+		pub:     pub,
 		refresh: make(chan struct{}, 1),
 		refs:    newRefcount(opts.Linger),
 		topoErr: errors.New("cluster topology not loaded yet"),
 		pingErr: errors.New("not pinged yet"),
 	}
+	r.reinstall = make(chan struct{}, 1)
 	if !opts.Cluster {
 		for i := 0; i < opts.PubSubConns; i++ {
 			r.relays = append(r.relays, newRelay(i, ep.addrs[0], false, ep.dial, sink, r, r.log))
@@ -119,6 +128,7 @@ func (r *Redis) Start(ctx context.Context) error {
 		r.startRelaysLocked()
 	}
 	r.goLocked(r.maintain)
+	r.goLocked(r.installLibrary)
 	return nil
 }
 
@@ -354,6 +364,7 @@ func (r *Redis) updateConnected() {
 
 func (r *Redis) connected(rl *relay, reconnect bool) {
 	if reconnect {
+		r.requestInstall() // Redis may have restarted without its functions
 		r.m.BackplaneReconnects.Inc()
 		rl.log.Info("backplane: pubsub connection restored")
 	} else {

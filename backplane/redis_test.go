@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/huleedu/websocket-service/history"
 	"github.com/huleedu/websocket-service/internal/redistest"
 )
 
@@ -172,7 +173,7 @@ func TestPerChannelOrderIsKeptFor10000Messages(t *testing.T) {
 	if err := r.Subscribe(ctx, chans); err != nil {
 		t.Fatal(err)
 	}
-	pub, err := NewPublisher(srv.URL(), false)
+	pub, err := NewPublisher(srv.URL(), false, history.Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -403,7 +404,7 @@ func BenchmarkRedisPublishToSink(b *testing.B) {
 	if err := r.Subscribe(ctx, chans); err != nil {
 		b.Fatal(err)
 	}
-	pub, err := NewPublisher(srv.URL(), false)
+	pub, err := NewPublisher(srv.URL(), false, history.Limits{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -30,6 +30,10 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		return 0
 	case "suite":
 		return runSuiteCommand(ctx, args[1:], stdout, stderr)
+	case "fleet":
+		return runFleetCommand(ctx, args[1:], stdout, stderr)
+	case "storm":
+		return runStormCommand(ctx, args[1:], stdout, stderr)
 	}
 	p, asJSON, err := parseScenario(args[0], args[1:], stderr)
 	if err != nil {
@@ -72,6 +76,15 @@ usage:
   wsbench suite     --quick | --full      build and start the service (both engines) and a
                                           private redis-server, run the standard scenarios,
                                           print a side-by-side table
+  wsbench fleet     [--nodes 1,2,4] [--backends redis,cluster] [--conns-per-node 2000]
+                                          N service processes on one Redis and on a 3-master
+                                          Redis Cluster; classroom, burst and broadcast on both
+                                          engines; one table of cost against N
+  wsbench storm     [--nodes 4] [--conns-per-node 2500] [--engines gws,epoll]
+                                          kill one node of a fleet under a steady publisher;
+                                          its clients reconnect to the others (backoff, full
+                                          jitter): time until all are back, handshakes/s per
+                                          survivor, messages lost
 Common flags: --src 127.0.0.2,127.0.0.3 (source addresses), --procs K (worker processes),
 --concurrency (dials in flight per process), --json (machine-readable report).
 Run 'wsbench SCENARIO -h' for every flag.

@@ -2,6 +2,8 @@
 // WebSocket connections to a running websocket-service, drives one scenario (idle, fanout,
 // classroom, broadcast, churn, echo) through Redis or the publish API, and reports rates,
 // latency percentiles, loss, duplicates and the server's memory per connection. It also runs
-// the standard suite that compares the epoll engine with the gws baseline; it is not used by
-// the service itself.
+// the standard suite that compares the epoll engine with the gws baseline, the fleet bench
+// (several service processes on one Redis or a Redis Cluster) and the reconnect storm (one
+// node of a fleet killed, its clients reconnecting to the others). It is not used by the
+// service itself.
 package bench

@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
+	neturl "net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,6 +37,13 @@ type fleet struct {
 	handshake *Histogram
 	latency   *Histogram // publish to receive
 	echoRTT   *Histogram
+	redial    *Histogram // handshakes of reconnects (with p.Reconnect)
+	resume    resumer    // what a reconnect asks for of what it missed
+	stopping  chan struct{}
+	stopOnce  sync.Once
+
+	reconnects, redialFailures atomic.Int64
+	lastReconnect              atomic.Int64 // unix ns
 
 	delivered, duplicated, unexpected, reordered atomic.Int64
 	firstRecv, lastRecv                          atomic.Int64 // unix ns
@@ -56,7 +63,8 @@ func newFleet(p *Params, tokens *Tokens) (*fleet, error) {
 	f := &fleet{
 		p: p, tokens: tokens, targets: p.Targets(), run: []byte(p.Run),
 		conns:     make([]*client, p.Hi-p.Lo),
-		handshake: NewHistogram(), latency: NewHistogram(), echoRTT: NewHistogram(),
+		handshake: NewHistogram(), latency: NewHistogram(), echoRTT: NewHistogram(), redial: NewHistogram(),
+		resume: freshStart{}, stopping: make(chan struct{}),
 		progress:    make(chan struct{}, 1),
 		errorFrames: map[string]int{}, closeCodes: map[string]int{}, dialErrors: map[string]int{},
 	}
@@ -79,12 +87,14 @@ type client struct {
 	closed chan struct{} // closed by OnClose
 	echo   chan int64    // echo replies: the sequence number they carry
 
-	mu       sync.Mutex
-	tally    tally
-	dropAt   int64 // close after this many fresh deliveries (0: never)
-	dropped  bool  // reached dropAt: gone as far as the application is concerned
-	closing  bool  // we started the close, so the server did not end it
-	gotClose bool
+	mu         sync.Mutex
+	node       int // index into p.URLs of the node the connection is on
+	reconnects int // successful reconnects (with p.Reconnect)
+	tally      tally
+	dropAt     int64 // close after this many fresh deliveries (0: never)
+	dropped    bool  // reached dropAt: gone as far as the application is concerned
+	closing    bool  // we started the close, so the server did not end it
+	gotClose   bool
 }
 
 // OnMessage accounts for one frame. Frames are tiny and the work constant, so it runs inline
@@ -161,7 +171,13 @@ func (c *client) OnClose(socket *gws.Conn, err error) {
 	c.mu.Lock()
 	byServer := !c.closing
 	c.gotClose = true
+	redial := byServer && c.f.p.Reconnect != nil && socket == c.socket
 	c.mu.Unlock()
+	if redial {
+		// The connection stays the application's: it reconnects, and its accounting goes on.
+		go c.f.reconnect(c)
+		return
+	}
 	if byServer {
 		c.f.closedByServer.Add(1)
 		code := "1006"
@@ -181,15 +197,17 @@ func (c *client) close() {
 	c.mu.Lock()
 	already := c.closing
 	c.closing = true
-	c.mu.Unlock()
 	if already {
+		c.mu.Unlock()
 		return
 	}
-	_ = c.socket.WriteClose(1000, nil)
+	socket := c.socket
+	c.mu.Unlock()
+	_ = socket.WriteClose(1000, nil)
 	select {
 	case <-c.closed:
 	case <-time.After(closeWait):
-		_ = c.socket.NetConn().Close()
+		_ = socket.NetConn().Close()
 	}
 }
 
@@ -205,29 +223,43 @@ func setMax(a *atomic.Int64, v int64) {
 
 // dial opens connection i and starts its read loop.
 func (f *fleet) dial(ctx context.Context, i int) (*client, error) {
-	id := f.p.Identity(i)
-	tok, err := f.tokens.Token(i, id)
-	if err != nil {
-		return nil, err
-	}
-	c := &client{f: f, idx: i, closed: make(chan struct{}), echo: make(chan int64, 1)}
+	c := &client{f: f, idx: i, node: f.p.Node(i), closed: make(chan struct{}), echo: make(chan int64, 1)}
 	subs := f.p.Subscriptions(i)
 	c.tally = newTally(subs, f.targets)
 	if i < f.p.Drop {
 		c.dropAt = max(c.tally.expected()/2, 1)
 	}
+	start := time.Now()
+	socket, err := f.handshakeTo(c, f.p.endpoint(i), nil)
+	if err != nil {
+		return nil, err
+	}
+	f.handshake.RecordDuration(time.Since(start))
+	f.serve(c, socket)
+	return c, nil
+}
+
+// handshakeTo opens a WebSocket to url as connection c, with a fresh token (as a client
+// fetches one before each connect); adjust, when set, changes the dial options.
+func (f *fleet) handshakeTo(c *client, url string, adjust func(*gws.ClientOption)) (*gws.Conn, error) {
+	tok, err := f.tokens.Token(c.idx, f.p.Identity(c.idx))
+	if err != nil {
+		return nil, err
+	}
 	dialer := &net.Dialer{Timeout: dialTimeout}
 	if len(f.srcs) > 0 {
-		dialer.LocalAddr = &net.TCPAddr{IP: f.srcs[i%len(f.srcs)]}
+		dialer.LocalAddr = &net.TCPAddr{IP: f.srcs[c.idx%len(f.srcs)]}
 	}
 	opt := &gws.ClientOption{
-		Addr:             f.p.URL + "?token=" + url.QueryEscape(tok),
+		Addr:             url + "?token=" + neturl.QueryEscape(tok),
 		ReadBufferSize:   f.p.ReadBuffer,
 		WriteBufferSize:  f.p.ReadBuffer,
 		HandshakeTimeout: dialTimeout,
 		NewDialer:        func() (gws.Dialer, error) { return dialer, nil },
 	}
-	start := time.Now()
+	if adjust != nil {
+		adjust(opt)
+	}
 	socket, resp, err := gws.NewClient(c, opt)
 	if err != nil {
 		de := dialError{err: err}
@@ -236,14 +268,23 @@ func (f *fleet) dial(ctx context.Context, i int) (*client, error) {
 		}
 		return nil, de
 	}
-	f.handshake.RecordDuration(time.Since(start))
+	return socket, nil
+}
+
+// serve makes socket c's connection and starts its read loop.
+func (f *fleet) serve(c *client, socket *gws.Conn) {
+	c.mu.Lock()
 	c.socket = socket
+	c.mu.Unlock()
+	f.readLoop(socket)
+}
+
+func (f *fleet) readLoop(socket *gws.Conn) {
 	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
 		socket.ReadLoop()
 	}()
-	return c, nil
 }
 
 // dialError keeps enough of a failed dial to group failures by kind.
@@ -341,7 +382,9 @@ func (f *fleet) open() int {
 }
 
 // closeAll closes every connection, concurrently, and waits for the read loops to end.
+// Reconnects in progress give up.
 func (f *fleet) closeAll() {
+	f.stopOnce.Do(func() { close(f.stopping) })
 	sem := make(chan struct{}, 256)
 	var wg sync.WaitGroup
 	for _, c := range f.conns {

@@ -38,6 +38,17 @@ type Part struct {
 	EchoLost    int64         `json:"echo_lost"` // echoes not answered within echoTimeout
 	EchoRTT     wireHistogram `json:"echo_rtt"`
 	EchoSeconds float64       `json:"echo_seconds"`
+	// Reconnect storm (with Params.Reconnect): successful reconnects, failed reconnect
+	// handshakes, when the last one succeeded, their handshake times, how many connections
+	// reconnected, and what those connections lost (the rest of Lost is what connections that
+	// never dropped lost, which must be nothing).
+	Reconnects      int64         `json:"reconnects,omitempty"`
+	RedialFailures  int64         `json:"redial_failures,omitempty"`
+	LastReconnectNs int64         `json:"last_reconnect_ns,omitempty"`
+	Redial          wireHistogram `json:"redial"`
+	Reconnected     int           `json:"reconnected,omitempty"`
+	LostReconnected int64         `json:"lost_reconnected,omitempty"`
+	MaxLostOne      int64         `json:"max_lost_one,omitempty"` // the most one reconnected connection lost
 	// HarnessCPU is a worker process's own CPU seconds from its connections being open to
 	// its part being ready (0 for the parent's own share, which the parent measures).
 	HarnessCPU float64 `json:"harness_cpu_seconds"`
@@ -49,7 +60,7 @@ type Part struct {
 func partOf(f *fleet, connected int, start, end time.Time) Part {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return Part{
+	p := Part{
 		Conns: f.p.Hi - f.p.Lo, Connected: connected, DialErrors: maps.Clone(f.dialErrors),
 		ConnectStartNs: start.UnixNano(), ConnectEndNs: end.UnixNano(),
 		Handshake: f.handshake.wire(),
@@ -59,12 +70,17 @@ func partOf(f *fleet, connected int, start, end time.Time) Part {
 		ClosedByServer: int(f.closedByServer.Load()), CloseCodes: maps.Clone(f.closeCodes),
 		ErrorFrames: maps.Clone(f.errorFrames), Dropped: int(f.dropped.Load()),
 		EchoTrips: f.echoes.Load(), EchoLost: f.echoLost, EchoRTT: f.echoRTT.wire(),
+		Reconnects: f.reconnects.Load(), RedialFailures: f.redialFailures.Load(),
+		LastReconnectNs: f.lastReconnect.Load(), Redial: f.redial.wire(),
+		Reconnected: f.reconnected(),
 	}
+	p.LostReconnected, p.MaxLostOne = f.lostReconnected()
+	return p
 }
 
 // add sums o into p. Times are combined as the earliest start and the latest end.
 func (p *Part) add(o Part) error {
-	for _, pair := range [][2]*wireHistogram{{&p.Handshake, &o.Handshake}, {&p.Latency, &o.Latency}, {&p.EchoRTT, &o.EchoRTT}} {
+	for _, pair := range [][2]*wireHistogram{{&p.Handshake, &o.Handshake}, {&p.Latency, &o.Latency}, {&p.EchoRTT, &o.EchoRTT}, {&p.Redial, &o.Redial}} {
 		merged, err := mergeWire(*pair[0], *pair[1])
 		if err != nil {
 			return fmt.Errorf("merge part: %w", err)
@@ -94,6 +110,12 @@ func (p *Part) add(o Part) error {
 	p.EchoTrips += o.EchoTrips
 	p.EchoLost += o.EchoLost
 	p.EchoSeconds = max(p.EchoSeconds, o.EchoSeconds)
+	p.Reconnects += o.Reconnects
+	p.RedialFailures += o.RedialFailures
+	p.LastReconnectNs = max(p.LastReconnectNs, o.LastReconnectNs)
+	p.Reconnected += o.Reconnected
+	p.LostReconnected += o.LostReconnected
+	p.MaxLostOne = max(p.MaxLostOne, o.MaxLostOne)
 	p.HarnessCPU += o.HarnessCPU
 	p.HarnessConnectCPU += o.HarnessConnectCPU
 	return nil

@@ -25,7 +25,10 @@ type Params struct {
 	Scenario string `json:"scenario"`
 	Label    string `json:"label,omitempty"` // e.g. the engine name, shown in reports
 	URL      string `json:"url"`             // ws://host:port/ws
-	Run      string `json:"run"`             // run id: names users and groups, stamps payloads
+	// URLs, when set, are the endpoints of several nodes sharing one backplane (the fleet
+	// bench); connection i dials URLs[Node(i)] and URL is not used.
+	URLs []string `json:"urls,omitempty"`
+	Run  string   `json:"run"` // run id: names users and groups, stamps payloads
 
 	Conns  int `json:"conns"`  // N
 	Users  int `json:"users"`  // U (fanout); 0 means one user per connection
@@ -36,18 +39,24 @@ type Params struct {
 	Repeat   int `json:"repeat"`   // publishes per group (classroom) or broadcasts
 	Payload  int `json:"payload"`  // payload size in bytes (padded)
 
-	PublishVia  string  `json:"publish_via"`         // "redis" or "api"
-	RedisURL    string  `json:"redis_url,omitempty"` // for PublishVia redis
-	APIURL      string  `json:"api_url,omitempty"`   // http://host:port/api/publish
-	APIKey      string  `json:"api_key,omitempty"`   // PUBLISH_API_KEY
-	PublishRate float64 `json:"publish_rate"`        // messages/s, 0 = as fast as possible
-	Pipeline    int     `json:"pipeline"`            // messages per Redis pipeline
-	Publishers  int     `json:"publishers"`          // Redis connections publishing in parallel
+	PublishVia string `json:"publish_via"`         // "redis" or "api"
+	RedisURL   string `json:"redis_url,omitempty"` // for PublishVia redis
+	// RedisCluster publishes with SPUBLISH to the master serving each channel's slot, as the
+	// service subscribes on a cluster (sharded Pub/Sub); RedisURL then lists seed nodes.
+	RedisCluster bool    `json:"redis_cluster,omitempty"`
+	APIURL       string  `json:"api_url,omitempty"` // http://host:port/api/publish
+	APIKey       string  `json:"api_key,omitempty"` // PUBLISH_API_KEY
+	PublishRate  float64 `json:"publish_rate"`      // messages/s, 0 = as fast as possible
+	Pipeline     int     `json:"pipeline"`          // messages per Redis pipeline
+	Publishers   int     `json:"publishers"`        // Redis connections publishing in parallel
 	// LibraryPublisher publishes with go-redis pipelines instead of the streaming RESP writer.
-	LibraryPublisher bool         `json:"library_publisher,omitempty"`
-	Drop             int          `json:"drop_consumers"` // consumers closed after half their messages
-	Channels         Names        `json:"channels"`       // channel naming
-	Tokens           TokenOptions `json:"tokens"`
+	LibraryPublisher bool `json:"library_publisher,omitempty"`
+	Drop             int  `json:"drop_consumers"` // consumers closed after half their messages
+	// Reconnect, when set, makes a connection the server drops reconnect to another of URLs
+	// (the reconnect storm) instead of counting as closed by the server.
+	Reconnect *ReconnectPolicy `json:"reconnect,omitempty"`
+	Channels  Names            `json:"channels"` // channel naming
+	Tokens    TokenOptions     `json:"tokens"`
 
 	Hold        time.Duration `json:"hold"`          // idle: how long to hold before measuring
 	Duration    time.Duration `json:"duration"`      // churn, echo
@@ -61,6 +70,10 @@ type Params struct {
 	Procs       int           `json:"procs"`         // worker processes
 	PID         int           `json:"pid,omitempty"`
 	RedisPID    int           `json:"redis_pid,omitempty"` // redis-server pid, for its CPU time
+	// PIDs and RedisPIDs replace PID and RedisPID when several servers (a fleet) or several
+	// redis-servers (a cluster) do the work: their memory and CPU are summed.
+	PIDs      []int `json:"pids,omitempty"`
+	RedisPIDs []int `json:"redis_pids,omitempty"`
 
 	// Lo and Hi bound the connection indices this process owns: [Lo, Hi).
 	Lo int `json:"lo"`
@@ -83,6 +96,41 @@ func DefaultNames() Names {
 type Identity struct {
 	User   string
 	Groups []string
+}
+
+// serverPIDs lists the server processes whose memory and CPU the run reads.
+func (p *Params) serverPIDs() []int { return pidList(p.PIDs, p.PID) }
+
+// redisPIDs lists the redis-server processes whose CPU the run reads.
+func (p *Params) redisPIDs() []int { return pidList(p.RedisPIDs, p.RedisPID) }
+
+func pidList(many []int, one int) []int {
+	if len(many) > 0 {
+		return many
+	}
+	if one > 0 {
+		return []int{one}
+	}
+	return nil
+}
+
+// Node is the index into URLs of the node connection i dials: round-robin, shifted by one
+// node for each further connection of the same user, so a group's members and a user's
+// several connections both land on different nodes (what the backplane must then bridge).
+func (p *Params) Node(i int) int {
+	if len(p.URLs) == 0 {
+		return 0
+	}
+	u := p.users()
+	return (i%u + i/u) % len(p.URLs)
+}
+
+// endpoint is the WebSocket URL connection i dials.
+func (p *Params) endpoint(i int) string {
+	if len(p.URLs) == 0 {
+		return p.URL
+	}
+	return p.URLs[p.Node(i)]
 }
 
 // usesPublisher reports whether the scenario publishes messages and accounts for them.

@@ -47,6 +47,35 @@ func ReadProcMem(pid int) (ProcMem, error) {
 	return m, nil
 }
 
+// readProcMems sums ReadProcMem over several processes (a fleet of servers).
+func readProcMems(pids []int) (ProcMem, error) {
+	var sum ProcMem
+	for _, pid := range pids {
+		m, err := ReadProcMem(pid)
+		if err != nil {
+			return ProcMem{}, err
+		}
+		sum.RssKiB += m.RssKiB
+		sum.PssKiB += m.PssKiB
+		sum.FDs += m.FDs
+		sum.CPUSeconds += m.CPUSeconds
+	}
+	return sum, nil
+}
+
+// sumCPU sums ReadCPU over several processes (0 for none).
+func sumCPU(pids []int) (float64, error) {
+	var sum float64
+	for _, pid := range pids {
+		c, err := ReadCPU(pid)
+		if err != nil {
+			return 0, err
+		}
+		sum += c
+	}
+	return sum, nil
+}
+
 // clockTicks is USER_HZ, the unit of /proc/PID/stat times: 100 on every Linux ABI Go
 // supports (the kernel fixes it for userspace regardless of CONFIG_HZ).
 const clockTicks = 100

@@ -74,6 +74,9 @@ func Publish(ctx context.Context, p *Params) (PublishStats, error) {
 // payload stamped just before its pipeline is sent. A target's messages always go through
 // the same connection, so their publish order is the plan's order.
 func publishRedis(ctx context.Context, p *Params, targets []Target) (PublishStats, error) {
+	if p.RedisCluster {
+		return publishCluster(ctx, p, targets)
+	}
 	opt, err := redis.ParseURL(p.RedisURL)
 	if err != nil {
 		return PublishStats{}, fmt.Errorf("redis URL: %w", err)

@@ -27,15 +27,32 @@ const rawReplyWait = 30 * time.Second
 
 func (rp rawPublisher) publish(ctx context.Context, p *Params, targets []Target) (PublishStats, error) {
 	conns := max(1, min(p.Publishers, len(targets)))
+	routes := make([]route, conns)
+	for k := range routes {
+		routes[k] = route{addr: rp.opt.Addr, owns: func(j int) bool { return j%conns == k }}
+	}
+	return rp.publishRoutes(ctx, p, targets, routes, "PUBLISH")
+}
+
+// route is one publishing connection: the Redis node it talks to and the targets it carries
+// (a target always goes through one route, so its messages keep their publish order).
+type route struct {
+	addr string
+	owns func(target int) bool
+}
+
+// publishRoutes opens one connection per route and streams verb (PUBLISH or SPUBLISH) for
+// every planned message over the route that owns its target.
+func (rp rawPublisher) publishRoutes(ctx context.Context, p *Params, targets []Target, routes []route, verb string) (PublishStats, error) {
 	total := totalMessages(targets)
-	socks := make([]net.Conn, 0, conns)
+	socks := make([]net.Conn, 0, len(routes))
 	defer func() {
 		for _, c := range socks {
 			c.Close()
 		}
 	}()
-	for range conns {
-		c, err := rp.dial(ctx)
+	for _, r := range routes {
+		c, err := rp.dial(ctx, r.addr)
 		if err != nil {
 			return PublishStats{}, err
 		}
@@ -43,18 +60,18 @@ func (rp rawPublisher) publish(ctx context.Context, p *Params, targets []Target)
 	}
 	st := PublishStats{start: time.Now()}
 	pace := pacer{start: st.start, rate: p.PublishRate}
-	err := inParallel(&st, conns, func(k int) (PublishStats, error) {
-		return rp.stream(ctx, socks[k], p, targets, total, k, conns, pace)
+	err := inParallel(&st, len(routes), func(k int) (PublishStats, error) {
+		return rp.stream(ctx, socks[k], p, targets, total, routes[k], verb, pace)
 	})
 	return st, err
 }
 
 // dial connects and authenticates one RESP connection.
-func (rp rawPublisher) dial(ctx context.Context) (net.Conn, error) {
+func (rp rawPublisher) dial(ctx context.Context, addr string) (net.Conn, error) {
 	d := net.Dialer{Timeout: 5 * time.Second}
-	c, err := d.DialContext(ctx, "tcp", rp.opt.Addr)
+	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("redis %s: %w", rp.opt.Addr, err)
+		return nil, fmt.Errorf("redis %s: %w", addr, err)
 	}
 	var setup [][]string
 	if rp.opt.Password != "" {
@@ -73,21 +90,21 @@ func (rp rawPublisher) dial(ctx context.Context) (net.Conn, error) {
 	for _, cmd := range setup {
 		if _, err := c.Write(appendCommand(nil, cmd...)); err != nil {
 			c.Close()
-			return nil, fmt.Errorf("redis %s: %s: %w", rp.opt.Addr, cmd[0], err)
+			return nil, fmt.Errorf("redis %s: %s: %w", addr, cmd[0], err)
 		}
 		line, err := r.ReadString('\n')
 		if err != nil || len(line) == 0 || line[0] == '-' {
 			c.Close()
-			return nil, fmt.Errorf("redis %s: %s: %q %v", rp.opt.Addr, cmd[0], line, err)
+			return nil, fmt.Errorf("redis %s: %s: %q %v", addr, cmd[0], line, err)
 		}
 	}
 	_ = c.SetDeadline(time.Time{})
 	return c, nil
 }
 
-// stream writes the messages whose target is k modulo conns, in plan order, while a
-// reader goroutine counts the replies.
-func (rp rawPublisher) stream(ctx context.Context, c net.Conn, p *Params, targets []Target, total, k, conns int, pace pacer) (PublishStats, error) {
+// stream writes the messages of the route's targets, in plan order, while a reader
+// goroutine counts the replies.
+func (rp rawPublisher) stream(ctx context.Context, c net.Conn, p *Params, targets []Target, total int, r route, verb string, pace pacer) (PublishStats, error) {
 	var st PublishStats
 	var sent atomic.Int64
 	written := make(chan int64, 1) // how many commands the writer sent, once it is done
@@ -101,7 +118,7 @@ func (rp rawPublisher) stream(ctx context.Context, c net.Conn, p *Params, target
 	var werr error
 	for m := 0; m < total && werr == nil; m++ {
 		j, seq := message(m, len(targets))
-		if j%conns != k {
+		if !r.owns(j) {
 			continue
 		}
 		if p.PublishRate > 0 {
@@ -114,7 +131,7 @@ func (rp rawPublisher) stream(ctx context.Context, c net.Conn, p *Params, target
 			}
 		}
 		payload = AppendPayload(payload[:0], Stamp{Run: p.Run, Target: j, Seq: seq, SentNs: time.Now().UnixNano()}, p.Payload)
-		cmd = appendPublish(cmd[:0], targets[j].Channel, payload)
+		cmd = appendPublish(cmd[:0], verb, targets[j].Channel, payload)
 		if _, werr = w.Write(cmd); werr == nil {
 			n++
 			sent.Store(n)
@@ -134,10 +151,10 @@ func (rp rawPublisher) stream(ctx context.Context, c net.Conn, p *Params, target
 	written <- n
 	rerr := <-replies
 	if werr != nil {
-		return st, fmt.Errorf("publish to redis %s: %w", rp.opt.Addr, werr)
+		return st, fmt.Errorf("publish to redis %s: %w", r.addr, werr)
 	}
 	if rerr != nil {
-		return st, fmt.Errorf("publish to redis %s: replies: %w", rp.opt.Addr, rerr)
+		return st, fmt.Errorf("publish to redis %s: replies: %w", r.addr, rerr)
 	}
 	return st, nil
 }
@@ -181,9 +198,13 @@ func readReplies(c net.Conn, sent *atomic.Int64, written <-chan int64, st *Publi
 	return nil
 }
 
-// appendPublish appends PUBLISH channel payload in RESP.
-func appendPublish(dst []byte, channel string, payload []byte) []byte {
-	dst = append(dst, "*3\r\n$7\r\nPUBLISH\r\n$"...)
+// appendPublish appends verb (PUBLISH or SPUBLISH) channel payload in RESP.
+func appendPublish(dst []byte, verb, channel string, payload []byte) []byte {
+	dst = append(dst, "*3\r\n$"...)
+	dst = strconv.AppendInt(dst, int64(len(verb)), 10)
+	dst = append(dst, "\r\n"...)
+	dst = append(dst, verb...)
+	dst = append(dst, "\r\n$"...)
 	dst = strconv.AppendInt(dst, int64(len(channel)), 10)
 	dst = append(dst, "\r\n"...)
 	dst = append(dst, channel...)

@@ -50,8 +50,9 @@ type Report struct {
 	ErrorFrames    map[string]int `json:"error_frames,omitempty"`
 	Dropped        int            `json:"dropped_consumers"`
 
-	Churn *ChurnReport `json:"churn,omitempty"`
-	Echo  *EchoReport  `json:"echo,omitempty"`
+	Churn     *ChurnReport     `json:"churn,omitempty"`
+	Reconnect *ReconnectReport `json:"reconnect,omitempty"`
+	Echo      *EchoReport      `json:"echo,omitempty"`
 
 	// HarnessCPU is the CPU seconds wsbench itself (every process) used from the
 	// connections being open to the end of the run's local phase: on a shared machine,
@@ -73,7 +74,9 @@ type Report struct {
 // fast the harness (which shares the machine) could go, so they compare engines fairly even
 // when the harness is the bottleneck of a rate.
 type ServerStats struct {
-	PID             int     `json:"pid"`
+	PID int `json:"pid"`
+	// PIDs lists every server of a fleet run; memory and CPU figures are their sums.
+	PIDs            []int   `json:"pids,omitempty"`
 	Before          ProcMem `json:"before"`
 	After           ProcMem `json:"after"` // with every connection open
 	Conns           int     `json:"conns"` // connections open when After was read
@@ -92,6 +95,9 @@ type ServerStats struct {
 	RedisCPU float64 `json:"redis_cpu_seconds,omitempty"`
 }
 
+// pids lists the servers the figures sum over.
+func (s *ServerStats) pids() []int { return pidList(s.PIDs, s.PID) }
+
 // ChurnReport is what the churn scenario did.
 type ChurnReport struct {
 	Cycles    int     `json:"cycles"`
@@ -101,6 +107,21 @@ type ChurnReport struct {
 	FDsBefore int     `json:"fds_before,omitempty"`
 	FDsPeak   int     `json:"fds_peak,omitempty"`
 	FDsAfter  int     `json:"fds_after,omitempty"`
+}
+
+// ReconnectReport is what the clients did after the server dropped them (with
+// Params.Reconnect), summed over every harness process.
+type ReconnectReport struct {
+	Reconnected     int     `json:"reconnected"`       // connections that came back at least once
+	Reconnects      int64   `json:"reconnects"`        // successful reconnect handshakes
+	RedialFailures  int64   `json:"redial_failures"`   // reconnect handshakes that failed (then backed off)
+	LastReconnectNs int64   `json:"last_reconnect_ns"` // when the last one succeeded
+	Handshake       Summary `json:"handshake"`
+	// Lost is what the reconnected connections missed while away (v1: everything published
+	// to them meanwhile); Report.Lost includes it.
+	Lost int64 `json:"lost"`
+	// MaxLost is the most one reconnected connection lost.
+	MaxLost int64 `json:"max_lost"`
 }
 
 // EchoReport is what the echo scenario did.
@@ -155,6 +176,15 @@ func newReport(p *Params, sum Part, pub *PublishStats) (*Report, error) {
 		r.Churn = &ChurnReport{Cycles: sum.ChurnCycles, Errors: sum.ChurnErrors, Behind: sum.ChurnBehind,
 			Rate: ratio(float64(sum.ChurnCycles), p.Duration.Seconds())}
 	}
+	if p.Reconnect != nil {
+		hs, err := sum.Redial.histogram()
+		if err != nil {
+			return nil, err
+		}
+		r.Reconnect = &ReconnectReport{Reconnected: sum.Reconnected, Reconnects: sum.Reconnects,
+			RedialFailures: sum.RedialFailures, LastReconnectNs: sum.LastReconnectNs, Handshake: hs.Summary(),
+			Lost: sum.LostReconnected, MaxLost: sum.MaxLostOne}
+	}
 	if p.Scenario == ScenarioEcho {
 		rtt, err := sum.EchoRTT.histogram()
 		if err != nil {
@@ -179,8 +209,13 @@ func (r *Report) problems(p *Params) []string {
 	if failed := r.Conns - r.Connected; p.Scenario != ScenarioChurn && failed > 0 {
 		out = append(out, fmt.Sprintf("%d of %d connections failed to open (%s)", failed, r.Conns, countsText(r.DialErrors)))
 	}
-	if r.Lost > 0 {
-		out = append(out, fmt.Sprintf("%d messages lost of %d expected", r.Lost, r.Expected))
+	lost := r.Lost
+	if r.Reconnect != nil {
+		// What a connection missed while it was away is the storm's measurement, not a fault.
+		lost -= r.Reconnect.Lost
+	}
+	if lost > 0 {
+		out = append(out, fmt.Sprintf("%d messages lost of %d expected", lost, r.Expected))
 	}
 	if r.Duplicated > 0 {
 		out = append(out, fmt.Sprintf("%d messages duplicated", r.Duplicated))
@@ -241,6 +276,9 @@ func (r *Report) Write(w io.Writer) {
 		fmt.Fprintf(w, "wsbench cpu   %.2fs connecting = %.0f µs/handshake\n", r.HarnessConnectCPU, r.HarnessCPUPerHandshakeUs)
 	}
 	if s := r.Server; s != nil {
+		if len(s.PIDs) > 1 {
+			fmt.Fprintf(w, "servers       %d (pids %v): the figures below are their sums\n", len(s.PIDs), s.PIDs)
+		}
 		fmt.Fprintf(w, "server pid %d Pss %d → %d KiB, Rss %d → %d KiB, fds %d → %d over %d conns\n",
 			s.PID, s.Before.PssKiB, s.After.PssKiB, s.Before.RssKiB, s.After.RssKiB, s.Before.FDs, s.After.FDs, s.Conns)
 		fmt.Fprintf(w, "server memory %.0f B/conn Pss  (%.0f B/conn Rss)\n", s.PssPerConnBytes, s.RssPerConnBytes)
@@ -266,6 +304,11 @@ func (r *Report) Write(w io.Writer) {
 			fmt.Fprintf(w, "cpu used      server %.2fs  redis %.2fs  wsbench %.2fs  over %.2fs of wall time\n",
 				s.DeliverCPU, s.RedisCPU, r.HarnessCPU, r.DeliverSeconds)
 		}
+	}
+	if rc := r.Reconnect; rc != nil {
+		fmt.Fprintf(w, "reconnected   %d connections (%d reconnects, %d failed redials), lost %d while away (at most %d by one)\n",
+			rc.Reconnected, rc.Reconnects, rc.RedialFailures, rc.Lost, rc.MaxLost)
+		fmt.Fprintf(w, "redial        %s\n", rc.Handshake)
 	}
 	if c := r.Churn; c != nil {
 		fmt.Fprintf(w, "churn         %d cycles (%.0f/s), %d errors, %d ticks behind\n", c.Cycles, c.Rate, c.Errors, c.Behind)

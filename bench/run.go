@@ -32,14 +32,24 @@ type member interface {
 // when 1), does the parent's part (publishing, reading the server's memory, CPU and fds)
 // between the connect phase and the local phase, and sums what every process reports.
 func Run(ctx context.Context, p Params) (*Report, error) {
+	return runWith(ctx, p, nil)
+}
+
+// during is work the parent does while the publisher runs (the reconnect storm kills a node
+// then); it gets the time publishing started.
+type during func(ctx context.Context, publishStart time.Time) error
+
+func runWith(ctx context.Context, p Params, alongside during) (*Report, error) {
 	if err := p.Normalize(); err != nil {
 		return nil, err
 	}
 	if err := MachineCapacity().Check(peakOpen(&p), p.Procs, len(p.Src)); err != nil {
 		return nil, err
 	}
-	if p.PID > 0 {
-		if err := CheckServer(p.PID, peakOpen(&p)); err != nil {
+	pids := p.serverPIDs()
+	for _, pid := range pids {
+		// Connections spread round-robin over the nodes, so each holds its share (rounded up).
+		if err := CheckServer(pid, (peakOpen(&p)+len(pids)-1)/len(pids)); err != nil {
 			return nil, err
 		}
 	}
@@ -53,12 +63,15 @@ func Run(ctx context.Context, p Params) (*Report, error) {
 	defer cancel()
 
 	var srv *ServerStats
-	if p.PID > 0 {
-		before, err := ReadProcMem(p.PID)
+	if len(pids) > 0 {
+		before, err := readProcMems(pids)
 		if err != nil {
 			return nil, fmt.Errorf("server before: %w", err)
 		}
-		srv = &ServerStats{PID: p.PID, Before: before}
+		srv = &ServerStats{PID: pids[0], Before: before}
+		if len(pids) > 1 {
+			srv.PIDs = pids
+		}
 	}
 	connectCPU, _ := ReadCPU(os.Getpid())
 	members, err := startMembers(ctx, &p)
@@ -89,12 +102,12 @@ func Run(ctx context.Context, p Params) (*Report, error) {
 		}
 	}
 	if srv != nil && p.Scenario != ScenarioChurn {
-		if err := srv.connected(open, p.RedisPID); err != nil {
+		if err := srv.connected(open, p.redisPIDs()); err != nil {
 			return nil, err
 		}
 	}
 	if p.usesPublisher() {
-		st, err := Publish(ctx, &p)
+		st, err := publishAlongside(ctx, &p, alongside)
 		if err != nil {
 			return nil, err
 		}
@@ -107,7 +120,7 @@ func Run(ctx context.Context, p Params) (*Report, error) {
 		return nil, err
 	}
 	if srv != nil && pub != nil {
-		if err := srv.delivered(sum.Delivered, p.RedisPID); err != nil {
+		if err := srv.delivered(sum.Delivered, p.redisPIDs()); err != nil {
 			return nil, err
 		}
 	}
@@ -135,16 +148,26 @@ func Run(ctx context.Context, p Params) (*Report, error) {
 	return rep, nil
 }
 
+// publishAlongside publishes the plan while alongside (when set) runs, and waits for both.
+func publishAlongside(ctx context.Context, p *Params, alongside during) (PublishStats, error) {
+	if alongside == nil {
+		return Publish(ctx, p)
+	}
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- alongside(ctx, start) }()
+	st, err := Publish(ctx, p)
+	return st, errors.Join(err, <-done)
+}
+
 // connected reads the server (and Redis) once every connection is open.
-func (s *ServerStats) connected(open, redisPID int) error {
-	after, err := ReadProcMem(s.PID)
+func (s *ServerStats) connected(open int, redisPIDs []int) error {
+	after, err := readProcMems(s.pids())
 	if err != nil {
 		return fmt.Errorf("server after connecting: %w", err)
 	}
-	if redisPID > 0 {
-		if s.RedisCPU, err = ReadCPU(redisPID); err != nil {
-			return fmt.Errorf("redis: %w", err)
-		}
+	if s.RedisCPU, err = sumCPU(redisPIDs); err != nil {
+		return fmt.Errorf("redis: %w", err)
 	}
 	s.After, s.Conns = after, open
 	s.ConnectCPU = after.CPUSeconds - s.Before.CPUSeconds
@@ -157,18 +180,16 @@ func (s *ServerStats) connected(open, redisPID int) error {
 }
 
 // delivered reads the server's (and Redis's) CPU once every process has its messages.
-func (s *ServerStats) delivered(n int64, redisPID int) error {
-	cpu, err := ReadCPU(s.PID)
+func (s *ServerStats) delivered(n int64, redisPIDs []int) error {
+	cpu, err := sumCPU(s.pids())
 	if err != nil {
 		return fmt.Errorf("server after delivering: %w", err)
 	}
-	if redisPID > 0 {
-		rc, err := ReadCPU(redisPID)
-		if err != nil {
-			return fmt.Errorf("redis: %w", err)
-		}
-		s.RedisCPU = rc - s.RedisCPU
+	rc, err := sumCPU(redisPIDs)
+	if err != nil {
+		return fmt.Errorf("redis: %w", err)
 	}
+	s.RedisCPU = rc - s.RedisCPU
 	s.DeliverCPU = cpu - s.After.CPUSeconds
 	if n > 0 {
 		s.CPUPerDeliveryUs = s.DeliverCPU * 1e6 / float64(n)

@@ -128,10 +128,13 @@ func TestBadTokenIsADialError(t *testing.T) {
 }
 
 // TestMain lets the test binary act as a worker process, as wsbench re-executes itself with
-// --procs.
+// --procs, or as the service (serverRoleEnv).
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == WorkerArg {
 		os.Exit(Main(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	}
+	if os.Getenv(serverRoleEnv) == "1" {
+		os.Exit(serveForTest())
 	}
 	os.Exit(m.Run())
 }

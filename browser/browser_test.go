@@ -54,7 +54,7 @@ func TestChromiumTalksToBothEngines(t *testing.T) {
 		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 		defer cancel()
 		target := registry.Target{Kind: registry.User, ID: r.URL.Query().Get("user")}
-		if err := svc.App.Server().Publish(ctx, target, []byte(r.URL.Query().Get("payload"))); err != nil {
+		if _, err := svc.App.Server().Publish(ctx, target, []byte(r.URL.Query().Get("payload"))); err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
 		}

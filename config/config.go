@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"reflect"
@@ -19,6 +20,8 @@ import (
 
 	"github.com/caarlos0/env/v11"
 	"github.com/joho/godotenv"
+
+	"github.com/huleedu/websocket-service/history"
 )
 
 // Prefix is prepended to every variable name.
@@ -27,9 +30,18 @@ const Prefix = "WEBSOCKET_SERVICE_"
 // DefaultJWTSecret is the plan's placeholder secret; production refuses it.
 const DefaultJWTSecret = "your-secret-key-here"
 
+// DevPublishAPIKey is the publish API key of ENVIRONMENT=development when PUBLISH_API_KEY is
+// unset, for the server and the publish command alike, so the README's tour works from any
+// terminal. Staging and production refuse it: it is in the README.
+const DevPublishAPIKey = "dev-publish-key"
+
 // minProductionSecret is the shortest HMAC secret production accepts (RFC 7518 §3.2 asks for
 // a key at least as long as the hash output; 32 bytes covers HS256).
 const minProductionSecret = 32
+
+// maxInboundRate bounds INBOUND_RATE_PER_CONNECTION: above a million frames a second per
+// connection the limit would no longer limit anything a socket can carry (use 0 for none).
+const maxInboundRate = 1_000_000
 
 // Engines that can serve connections.
 const (
@@ -77,7 +89,22 @@ type Config struct {
 	HandshakeRatePerIP    float64 `env:"HANDSHAKE_RATE_PER_IP" envDefault:"0"`
 	ShutdownDrainTimeout  Seconds `env:"SHUTDOWN_DRAIN_TIMEOUT" envDefault:"30"`
 
+	// TrustedProxies are the peers (ingress, load balancer) whose X-Forwarded-For names the
+	// client; from any other peer the header is ignored, since anyone can set it.
+	TrustedProxies Prefixes `env:"TRUSTED_PROXIES"`
+
+	// PublishAPIKey enables POST /api/publish. Unset in development: DevPublishAPIKey (see
+	// FromMap); set empty there to turn the API off.
 	PublishAPIKey string `env:"PUBLISH_API_KEY"`
+
+	// InboundRatePerConnection is the inbound frames a connection may send per second (bursts
+	// of twice that), control frames included; 0 is no limit.
+	InboundRatePerConnection int `env:"INBOUND_RATE_PER_CONNECTION" envDefault:"100"`
+
+	// History kept per stream for resume (docs/PROTOCOL.md).
+	HistorySize         int     `env:"HISTORY_SIZE" envDefault:"256"`
+	HistoryTTL          Seconds `env:"HISTORY_TTL" envDefault:"600"`
+	RecoveryMaxMessages int     `env:"RECOVERY_MAX_MESSAGES" envDefault:"1000"`
 
 	// JWTPublicKeyPEM is JWTPublicKey resolved: the PEM itself, read from the file when the
 	// variable was "@/path". Filled by Load.
@@ -86,6 +113,11 @@ type Config struct {
 
 // Addr is the listen address.
 func (c Config) Addr() string { return net.JoinHostPort(c.Host, strconv.Itoa(c.Port)) }
+
+// History is the history kept per stream, as the history stores take it.
+func (c Config) History() history.Limits {
+	return history.Limits{Size: c.HistorySize, TTL: c.HistoryTTL.D()}
+}
 
 // Production reports whether the stricter production rules apply.
 func (c Config) Production() bool { return c.Environment == "production" }
@@ -112,20 +144,36 @@ func (s Seconds) D() time.Duration { return time.Duration(s) }
 // Origins is the browser origin allow-list: a comma list or a JSON list of strings.
 type Origins []string
 
-// UnmarshalText accepts `a,b` and `["a","b"]`; entries are trimmed, empty ones dropped.
-func (o *Origins) UnmarshalText(b []byte) error {
+// listItems splits a list variable given as `a,b` or as a JSON list `["a","b"]`; entries are
+// trimmed, empty ones dropped.
+func listItems(b []byte) ([]string, error) {
 	s := strings.TrimSpace(string(b))
 	var list []string
 	if strings.HasPrefix(s, "[") {
 		if err := json.Unmarshal([]byte(s), &list); err != nil {
-			return fmt.Errorf("not a JSON list of strings: %v", err)
+			return nil, fmt.Errorf("not a JSON list of strings: %v", err)
 		}
 	} else {
 		list = strings.Split(s, ",")
 	}
+	out := list[:0]
+	for _, e := range list {
+		if e = strings.TrimSpace(e); e != "" {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// UnmarshalText accepts `a,b` and `["a","b"]`.
+func (o *Origins) UnmarshalText(b []byte) error {
+	list, err := listItems(b)
+	if err != nil {
+		return err
+	}
 	out := make(Origins, 0, len(list))
 	for _, e := range list {
-		e = strings.TrimRight(strings.TrimSpace(e), "/")
+		e = strings.TrimRight(e, "/")
 		if e == "" {
 			continue
 		}
@@ -158,6 +206,45 @@ func (o Origins) Allows(origin string) bool {
 	origin = strings.ToLower(strings.TrimRight(origin, "/"))
 	for _, e := range o {
 		if e == "*" || e == origin {
+			return true
+		}
+	}
+	return false
+}
+
+// Prefixes is a list of address ranges in CIDR notation (a bare address is a range of one),
+// given like Origins: a comma list or a JSON list.
+type Prefixes []netip.Prefix
+
+// UnmarshalText parses `10.0.0.0/8, 192.0.2.1` or `["10.0.0.0/8","fd00::/8"]`, naming the
+// first entry that is not a CIDR range.
+func (p *Prefixes) UnmarshalText(b []byte) error {
+	list, err := listItems(b)
+	if err != nil {
+		return err
+	}
+	out := make(Prefixes, 0, len(list))
+	for _, e := range list {
+		pfx, err := netip.ParsePrefix(e)
+		if err != nil {
+			addr, aerr := netip.ParseAddr(e)
+			if aerr != nil {
+				return fmt.Errorf("%q is not a CIDR range (like 10.0.0.0/8) or an address", e)
+			}
+			pfx = netip.PrefixFrom(addr, addr.BitLen())
+		}
+		out = append(out, pfx.Masked())
+	}
+	*p = out
+	return nil
+}
+
+// Contains reports whether addr lies in one of the ranges (an IPv4 address written as
+// IPv6, ::ffff:a.b.c.d, counts as IPv4).
+func (p Prefixes) Contains(addr netip.Addr) bool {
+	addr = addr.Unmap()
+	for _, pfx := range p {
+		if pfx.Contains(addr) {
 			return true
 		}
 	}
@@ -207,6 +294,9 @@ func FromMap(vars map[string]string) (Config, error) {
 	}
 	if c.Shards == 0 {
 		c.Shards = runtime.GOMAXPROCS(0)
+	}
+	if _, set := vars[Prefix+"PUBLISH_API_KEY"]; !set && c.Environment == "development" {
+		c.PublishAPIKey = DevPublishAPIKey
 	}
 	errs = append(errs, c.validate()...)
 	if len(errs) > 0 {
@@ -321,6 +411,31 @@ func (c *Config) validate() []error {
 	}
 	if c.HandshakeRatePerIP < 0 {
 		errs = append(errs, bad("HANDSHAKE_RATE_PER_IP", "must be 0 (off) or positive"))
+	}
+	if c.PublishAPIKey == DevPublishAPIKey && (c.Environment == "staging" || c.Production()) {
+		errs = append(errs, bad("PUBLISH_API_KEY", "is the development key %q, which %s refuses; set a secret key or leave it unset (no publish API)", DevPublishAPIKey, c.Environment))
+	}
+	if c.InboundRatePerConnection < 0 || c.InboundRatePerConnection > maxInboundRate {
+		errs = append(errs, bad("INBOUND_RATE_PER_CONNECTION", "%d is not 0 (off) or a rate up to %d frames per second", c.InboundRatePerConnection, maxInboundRate))
+	}
+	errs = append(errs, c.validateHistory()...)
+	return errs
+}
+
+// maxHistorySize bounds HISTORY_SIZE: a replay is read from Redis in one reply and the
+// embedded backplane keeps a ring of this many entries per stream.
+const maxHistorySize = 100_000
+
+func (c *Config) validateHistory() []error {
+	var errs []error
+	if c.HistorySize < 0 || c.HistorySize > maxHistorySize {
+		errs = append(errs, bad("HISTORY_SIZE", "%d is not between 0 (no history) and %d", c.HistorySize, maxHistorySize))
+	}
+	if c.HistorySize > 0 && c.HistoryTTL.D() < time.Second {
+		errs = append(errs, bad("HISTORY_TTL", "%v is below 1 second; history would expire before a client could resume", c.HistoryTTL.D()))
+	}
+	if c.RecoveryMaxMessages < 0 {
+		errs = append(errs, bad("RECOVERY_MAX_MESSAGES", "must be 0 (replay nothing) or positive"))
 	}
 	return errs
 }

@@ -1,10 +1,13 @@
 package config
 
 import (
+	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -65,7 +68,8 @@ func TestEveryVariableHasItsSpecDefault(t *testing.T) {
 		{"SEND_QUEUE_LIMIT", c.SendQueueLimit, 1048576},
 		{"HANDSHAKE_RATE_PER_IP", c.HandshakeRatePerIP, 0.0},
 		{"SHUTDOWN_DRAIN_TIMEOUT", c.ShutdownDrainTimeout.D(), 30 * time.Second},
-		{"PUBLISH_API_KEY", c.PublishAPIKey, ""},
+		{"PUBLISH_API_KEY", c.PublishAPIKey, DevPublishAPIKey},
+		{"INBOUND_RATE_PER_CONNECTION", c.InboundRatePerConnection, 100},
 	}
 	for _, ch := range checks {
 		if !reflect.DeepEqual(ch.got, ch.want) {
@@ -91,6 +95,8 @@ func TestEveryVariableIsReadWithThePrefix(t *testing.T) {
 		"ENGINE", "gws", "SHARDS", "3", "MAX_CONNECTIONS", "100", "MAX_CONNECTIONS_PER_USER", "2",
 		"MAX_MESSAGE_SIZE", "4096", "SEND_QUEUE_LIMIT", "2048", "HANDSHAKE_RATE_PER_IP", "2.5",
 		"SHUTDOWN_DRAIN_TIMEOUT", "0.25", "PUBLISH_API_KEY", "k",
+		"INBOUND_RATE_PER_CONNECTION", "7",
+		"HISTORY_SIZE", "64", "HISTORY_TTL", "1.5", "RECOVERY_MAX_MESSAGES", "10",
 	))
 	want := Config{
 		ServiceName: "svc", Environment: "staging", Host: "127.0.0.1", Port: 9000, LogLevel: "DEBUG",
@@ -100,7 +106,8 @@ func TestEveryVariableIsReadWithThePrefix(t *testing.T) {
 		HeartbeatInterval: Seconds(5 * time.Second), ConnectionTimeout: Seconds(12500 * time.Millisecond),
 		Engine: "gws", Shards: 3, MaxConnections: 100, MaxConnectionsPerUser: 2, MaxMessageSize: 4096,
 		SendQueueLimit: 2048, HandshakeRatePerIP: 2.5, ShutdownDrainTimeout: Seconds(250 * time.Millisecond),
-		PublishAPIKey: "k",
+		PublishAPIKey: "k", InboundRatePerConnection: 7,
+		HistorySize: 64, HistoryTTL: Seconds(1500 * time.Millisecond), RecoveryMaxMessages: 10,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("got  %+v\nwant %+v", c, want)
@@ -165,6 +172,44 @@ func TestOriginsAllowsMatchesCaseAndTrailingSlashInsensitively(t *testing.T) {
 	star := Origins{"*"}
 	if !star.Any() || !star.Allows("https://anything.example") {
 		t.Error("* does not allow every origin")
+	}
+}
+
+func TestTrustedProxiesAcceptsCommaAndJSONListsOfRanges(t *testing.T) {
+	if c := mustLoad(t, vars()); len(c.TrustedProxies) != 0 {
+		t.Fatalf("TRUSTED_PROXIES defaults to %v, want none", c.TrustedProxies)
+	}
+	for _, in := range []string{
+		"10.0.0.0/8, 192.0.2.7 ,fd00::/8,",
+		`["10.0.0.0/8","192.0.2.7/32","fd00::/8"]`,
+	} {
+		c := mustLoad(t, vars("TRUSTED_PROXIES", in))
+		if got := fmt.Sprint(c.TrustedProxies); got != "[10.0.0.0/8 192.0.2.7/32 fd00::/8]" {
+			t.Errorf("TRUSTED_PROXIES=%q parsed as %s", in, got)
+		}
+		for addr, want := range map[string]bool{
+			"10.1.2.3": true, "::ffff:10.1.2.3": true, "192.0.2.7": true, "192.0.2.8": false,
+			"fd00::1": true, "2001:db8::1": false, "11.0.0.1": false,
+		} {
+			if got := c.TrustedProxies.Contains(netip.MustParseAddr(addr)); got != want {
+				t.Errorf("TRUSTED_PROXIES=%q: Contains(%s) = %v, want %v", in, addr, got, want)
+			}
+		}
+	}
+}
+
+func TestTrustedProxiesNamesTheInvalidRange(t *testing.T) {
+	for _, tc := range []struct{ value, bad string }{
+		{"192.0.2.0/24,10.0.0.0/33", "10.0.0.0/33"},
+		{"10.0.0/8", "10.0.0/8"},
+		{`["192.0.2.0/24","ingress"]`, "ingress"},
+		{`["10.0.0.0/8"`, ""}, // not a JSON list at all
+	} {
+		_, err := FromMap(vars("TRUSTED_PROXIES", tc.value))
+		wantNamed(t, err, "TRUSTED_PROXIES")
+		if err != nil && tc.bad != "" && !strings.Contains(err.Error(), strconv.Quote(tc.bad)) {
+			t.Errorf("TRUSTED_PROXIES=%s: the error does not name %q: %v", tc.value, tc.bad, err)
+		}
 	}
 }
 
@@ -236,12 +281,36 @@ func TestInvalidValueNamesItsVariable(t *testing.T) {
 		{"HANDSHAKE_RATE_PER_IP", "-1"},
 		{"HANDSHAKE_RATE_PER_IP", "fast"},
 		{"SHUTDOWN_DRAIN_TIMEOUT", "-5"},
+		{"INBOUND_RATE_PER_CONNECTION", "-1"},
+		{"INBOUND_RATE_PER_CONNECTION", "2000000"},
+		{"INBOUND_RATE_PER_CONNECTION", "fast"},
 	} {
 		t.Run(tc.name+"="+tc.value, func(t *testing.T) {
 			_, err := FromMap(vars(tc.name, tc.value))
 			wantNamed(t, err, tc.name)
 		})
 	}
+}
+
+func TestHistoryVariables(t *testing.T) {
+	c := mustLoad(t, map[string]string{})
+	if c.HistorySize != 256 || c.HistoryTTL.D() != 600*time.Second || c.RecoveryMaxMessages != 1000 {
+		t.Errorf("history defaults %d, %v, %d; want 256, 10m, 1000", c.HistorySize, c.HistoryTTL.D(), c.RecoveryMaxMessages)
+	}
+	for _, tc := range []struct{ name, value string }{
+		{"HISTORY_SIZE", "-1"},
+		{"HISTORY_SIZE", "100001"},
+		{"HISTORY_SIZE", "many"},
+		{"HISTORY_TTL", "0"},
+		{"HISTORY_TTL", "0.5"},
+		{"HISTORY_TTL", "-1"},
+		{"RECOVERY_MAX_MESSAGES", "-1"},
+	} {
+		_, err := FromMap(vars(tc.name, tc.value))
+		wantNamed(t, err, tc.name)
+	}
+	// No history needs no TTL; no replay at all is allowed.
+	mustLoad(t, vars("HISTORY_SIZE", "0", "HISTORY_TTL", "0", "RECOVERY_MAX_MESSAGES", "0"))
 }
 
 func TestTimeoutMustExceedHeartbeat(t *testing.T) {
@@ -316,6 +385,33 @@ func TestDevelopmentAcceptsTheDefaultSecretAndAnyOrigin(t *testing.T) {
 	c := mustLoad(t, vars("ALLOWED_ORIGINS", "*"))
 	if !c.AllowedOrigins.Any() || c.JWTSecretKey != DefaultJWTSecret {
 		t.Fatalf("origins %v secret %q", c.AllowedOrigins, c.JWTSecretKey)
+	}
+}
+
+func TestUnsetPublishAPIKeyIsTheDevelopmentKeyOnlyInDevelopment(t *testing.T) {
+	strong := strings.Repeat("k", 32)
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{vars(), DevPublishAPIKey},
+		{vars("ENVIRONMENT", "development"), DevPublishAPIKey},
+		{vars("PUBLISH_API_KEY", ""), ""}, // set empty: the API is off
+		{vars("PUBLISH_API_KEY", "mine"), "mine"},
+		{vars("ENVIRONMENT", "staging"), ""},
+		{vars("ENVIRONMENT", "production", "JWT_SECRET_KEY", strong, "ALLOWED_ORIGINS", "https://app.example"), ""},
+	} {
+		if c := mustLoad(t, tc.env); c.PublishAPIKey != tc.want {
+			t.Errorf("%v: PUBLISH_API_KEY = %q, want %q", tc.env, c.PublishAPIKey, tc.want)
+		}
+	}
+}
+
+func TestStagingAndProductionRefuseTheDevelopmentPublishKey(t *testing.T) {
+	for _, env := range []string{"staging", "production"} {
+		_, err := FromMap(vars("ENVIRONMENT", env, "PUBLISH_API_KEY", DevPublishAPIKey,
+			"JWT_SECRET_KEY", strings.Repeat("k", 32), "ALLOWED_ORIGINS", "https://app.example"))
+		wantNamed(t, err, "PUBLISH_API_KEY")
 	}
 }
 

@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -10,12 +11,18 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/huleedu/websocket-service/auth"
 	"github.com/huleedu/websocket-service/config"
 	"github.com/huleedu/websocket-service/telemetry"
 )
 
-// operationsDoc is the operator's guide these checks keep honest.
-var operationsDoc = path("docs", "OPERATIONS.md")
+// operationsDoc is the operator's guide these checks keep honest; resultsDoc holds the
+// measurements it quotes, readmeDoc the user's introduction.
+var (
+	operationsDoc = path("docs", "OPERATIONS.md")
+	resultsDoc    = path("bench", "RESULTS.md")
+	readmeDoc     = path("README.md")
+)
 
 var (
 	// varMention is a configuration variable named in prose or YAML.
@@ -28,14 +35,24 @@ var (
 	labelPair     = regexp.MustCompile(`([a-z_]+)="([^"]*)"`)
 	heading       = regexp.MustCompile(`(?m)^#{2,4} (.+)$`)
 	yamlBlock     = regexp.MustCompile("(?s)## Alert rules.*?```yaml\n(.*?)```")
+	// capacitySection is the guide's sizing part, where figures quoted from RESULTS.md are
+	// code spans starting with a digit, ≈ or ~.
+	capacitySection = regexp.MustCompile(`(?s)\n## Capacity planning\n(.*?)\n## `)
+	quotedFigure    = regexp.MustCompile("`([0-9≈~][^`]*)`")
+	whitespace      = regexp.MustCompile(`\s+`)
 )
+
+// minQuotedFigures guards the figure check against passing vacuously (the marking lost).
+const minQuotedFigures = 20
 
 // exportedSeries returns the exposition of a fresh telemetry.Metrics: every series the service
 // exports, by metric name, with each line's label pairs.
 func exportedSeries() map[string][]string {
 	m := telemetry.New()
-	// Series that appear only once used: a shard gauge and a histogram observation.
+	// Series that appear only once used: the epoll shard gauges and a histogram observation.
 	m.ShardConnections(0, func() float64 { return 0 })
+	m.ShardQueueBytes(0, func() float64 { return 0 })
+	m.ShardsFailed(func() float64 { return 0 })
 	m.Handshake(time.Now())
 	var b bytes.Buffer
 	m.WritePrometheus(&b)
@@ -87,7 +104,7 @@ func checkDocMetrics(doc string) error {
 			continue // websocket_service: the default SERVICE_NAME and the Compose service
 		}
 		seen[m[0]] = true
-		lines, ok := series[name]
+		lines, ok := exportedMetric(series, name)
 		if !ok {
 			p.addf("OPERATIONS.md: metric %s is not exported by the service", name)
 			continue
@@ -96,6 +113,42 @@ func checkDocMetrics(doc string) error {
 			if !strings.Contains(strings.Join(lines, "\n"), pair) {
 				p.addf("OPERATIONS.md: metric %s has no series with %s", name, pair)
 			}
+		}
+	}
+	return p.err()
+}
+
+// checkDocFigures: every figure the guide's capacity planning quotes appears in RESULTS.md
+// as written (line breaks aside), so a re-measured RESULTS.md cannot leave the guide sizing
+// pods from numbers nobody measured.
+func checkDocFigures(doc, results string) error {
+	m := capacitySection.FindStringSubmatch(doc)
+	if m == nil {
+		return errors.New(`OPERATIONS.md: no "## Capacity planning" section`)
+	}
+	results = whitespace.ReplaceAllString(results, " ")
+	var p problems
+	quoted := quotedFigure.FindAllStringSubmatch(m[1], -1)
+	for _, q := range quoted {
+		if fig := whitespace.ReplaceAllString(q[1], " "); !strings.Contains(results, fig) {
+			p.addf("OPERATIONS.md quotes %q, which bench/RESULTS.md does not contain", fig)
+		}
+	}
+	if len(quoted) < minQuotedFigures {
+		p.addf("OPERATIONS.md: capacity planning marks %d quoted figures, fewer than %d", len(quoted), minQuotedFigures)
+	}
+	return p.err()
+}
+
+// checkDocLimits: the fixed token limits the docs state are the ones auth enforces.
+func checkDocLimits(name, doc string) error {
+	var p problems
+	for _, want := range []string{
+		fmt.Sprintf("%d KiB (%d bytes", auth.MaxTokenLength>>10, auth.MaxTokenLength),
+		fmt.Sprintf("%d groups", auth.MaxGroups),
+	} {
+		if !strings.Contains(doc, want) {
+			p.addf("%s does not state the limit %q", name, want)
 		}
 	}
 	return p.err()
@@ -130,16 +183,25 @@ func slug(h string) string {
 	return b.String()
 }
 
-// checkDocAlertRules: the alert rules block parses as a rule file, every rule has an
-// expression, a severity and a runbook link to a section that exists.
-func checkDocAlertRules(doc string) error {
+// docAlertRules decodes, strictly, the rule file in the guide's "Alert rules" yaml block.
+func docAlertRules(doc string) (alertRules, error) {
 	m := yamlBlock.FindStringSubmatch(doc)
 	if m == nil {
-		return fmt.Errorf("OPERATIONS.md: no yaml block under \"## Alert rules\"")
+		return alertRules{}, errors.New(`OPERATIONS.md: no yaml block under "## Alert rules"`)
 	}
 	var rules alertRules
 	if err := yaml.UnmarshalStrict([]byte(m[1]), &rules); err != nil {
-		return fmt.Errorf("OPERATIONS.md: alert rules: %w", err)
+		return alertRules{}, fmt.Errorf("OPERATIONS.md: alert rules: %w", err)
+	}
+	return rules, nil
+}
+
+// checkDocAlertRules: the alert rules block parses as a rule file, every rule has an
+// expression, a severity and a runbook link to a section that exists.
+func checkDocAlertRules(doc string) error {
+	rules, err := docAlertRules(doc)
+	if err != nil {
+		return err
 	}
 	anchors := map[string]bool{}
 	for _, h := range heading.FindAllStringSubmatch(doc, -1) {
@@ -191,8 +253,24 @@ func TestOperationsGuideAlertRulesParseAndLinkTheRunbook(t *testing.T) {
 	}
 }
 
+func TestOperationsGuideQuotesOnlyFiguresInBenchResults(t *testing.T) {
+	if err := checkDocFigures(string(readFile(t, operationsDoc)), string(readFile(t, resultsDoc))); err != nil {
+		t.Errorf("docs/OPERATIONS.md drifted from bench/RESULTS.md:%s", describe(err))
+	}
+}
+
+func TestDocsStateTheTokenLimitsAuthEnforces(t *testing.T) {
+	for name, p := range map[string]string{"docs/OPERATIONS.md": operationsDoc, "README.md": readmeDoc} {
+		if err := checkDocLimits(name, string(readFile(t, p))); err != nil {
+			t.Errorf("%s", describe(err))
+		}
+	}
+}
+
 func TestDocChecksCatchDrift(t *testing.T) {
 	doc := readFile(t, operationsDoc)
+	results := string(readFile(t, resultsDoc))
+	checkFigures := func(doc string) error { return checkDocFigures(doc, results) }
 	for _, c := range []struct {
 		name  string
 		d     drift
@@ -204,6 +282,9 @@ func TestDocChecksCatchDrift(t *testing.T) {
 		{"unknown label value", drift{file: "OPERATIONS.md", old: `websocket_disconnects_total{code="1013"}[5m]`, new: `websocket_disconnects_total{code="4013"}[5m]`, want: `no series with code="4013"`}, checkDocMetrics},
 		{"broken runbook link", drift{file: "OPERATIONS.md", old: `runbook: "docs/OPERATIONS.md#reconnect-storms"`, new: `runbook: "docs/OPERATIONS.md#storms"`, want: "points at no section"}, checkDocAlertRules},
 		{"unknown rule field", drift{file: "OPERATIONS.md", old: "        for: 5m\n", new: "        duration: 5m\n", want: "unknown field"}, checkDocAlertRules},
+		{"figure not in RESULTS.md", drift{file: "OPERATIONS.md", old: "`1.5–1.9 KB Pss`", new: "`1.4–1.9 KB Pss`", want: `quotes "1.4–1.9 KB Pss"`}, checkFigures},
+		{"figure unmarked", drift{file: "OPERATIONS.md", old: "## Capacity planning\n", new: "## Capacity planning\n\n## Sizing\n", want: "fewer than"}, checkFigures},
+		{"token limit", drift{file: "OPERATIONS.md", old: "256 groups", new: "512 groups", want: "does not state the limit"}, func(d string) error { return checkDocLimits("OPERATIONS.md", d) }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			expectFinding(t, c.check(string(c.d.apply(t, doc))), c.d.want)

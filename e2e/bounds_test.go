@@ -81,8 +81,9 @@ func TestIncompleteFrameIsClosed1001AtItsDeadlineWhateverTrickles(t *testing.T) 
 	})
 }
 
-// floodEnv: a small send queue, so a flood passes it soon after the kernel buffers fill.
-var floodEnv = map[string]string{"SEND_QUEUE_LIMIT": "262144"}
+// floodEnv: a small send queue, so a flood passes it soon after the kernel buffers fill, and
+// no inbound frame limit, so the flood reaches the queue.
+var floodEnv = map[string]string{"SEND_QUEUE_LIMIT": "262144", "INBOUND_RATE_PER_CONNECTION": "0"}
 
 // floodHeapMargin bounds the heap a flooded server may grow by: the limit is 256 KiB, the
 // rest is allowance for garbage not yet collected and the rest of the test process. Without
@@ -91,7 +92,7 @@ const floodHeapMargin = 64 << 20
 
 // Every frame the server queues counts against SEND_QUEUE_LIMIT, pongs and echoes included: a
 // client that sends as fast as it can and never reads is closed 1013, and the server's memory
-// stays bounded meanwhile. (No inbound rate limit is configured: the flood reaches the queue.)
+// stays bounded meanwhile (with INBOUND_RATE_PER_CONNECTION off, so the flood reaches the queue).
 func TestFloodFromAClientThatNeverReadsIsClosed1013WithBoundedMemory(t *testing.T) {
 	floods := []struct {
 		name  string

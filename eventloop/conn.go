@@ -3,8 +3,6 @@
 package eventloop
 
 import (
-	"golang.org/x/sys/unix"
-
 	"github.com/huleedu/websocket-service/message"
 	"github.com/huleedu/websocket-service/session"
 	"github.com/huleedu/websocket-service/telemetry"
@@ -48,16 +46,14 @@ type conn struct {
 	seen   uint32 // last inbound bytes
 	pingAt uint32 // next heartbeat ping; while closing, the end of the closing handshake
 	expiry uint32 // token expiry; 0: none
-	// frameBy is when the incomplete frame being received must be complete (see
-	// session.FrameTimeout); 0: no frame is incomplete.
-	frameBy uint32
-	parser  parser
+	parser parser
 	// Outbound queue: frames queued during this loop iteration are linked in the loop's ref
 	// arena (qhead..qtail); what a partial write leaves over moves to backlog.
 	qhead, qtail int32
 	queued       int // bytes queued and not yet written
 	backlog      *backlog
 	id           session.Identity
+	in           session.Inbound // inbound frames and refreshes spent (inbound.go)
 }
 
 // backlog holds a connection's unwritten frames while it waits for EPOLLOUT. Frames are shared
@@ -139,7 +135,6 @@ func (l *loop) fail(c *conn, code uint16) {
 	l.startClose(c, code, reply)
 	c.flags |= flagDiscard | flagHalfClose
 	c.parser.reset()
-	c.frameBy = 0
 	l.markDirty(c)
 }
 
@@ -170,16 +165,23 @@ func (l *loop) abort(c *conn) {
 	l.finish(c)
 }
 
-// finish closes the fd: the last step of every path. Closing the only descriptor of the
-// socket also removes it from the epoll set.
+// finish takes the fd out of the epoll set and closes it: the last step of every path. The
+// explicit EPOLL_CTL_DEL matters while Accept has not yet closed its original descriptor of
+// the socket (a client that vanished right after its handshake): the registration would
+// outlive our close and keep reporting the dead socket under this slot and fd number, which
+// the next connection may get both of, so the shard would spin reading it.
 func (l *loop) finish(c *conn) {
 	if c.state == stateClosed {
 		return
 	}
 	l.release(c, message.CloseAbnormal) // a no-op unless nothing released it yet
+	l.release101(c)
 	c.state = stateClosed
 	l.wheel.cancel(c.slot)
-	if err := unix.Close(int(c.fd)); err != nil {
+	if err := l.poll.del(int(c.fd)); err != nil {
+		l.e.log.Debug("epoll del", "shard", l.id, "fd", c.fd, "err", err)
+	}
+	if err := l.e.closeFD(int(c.fd)); err != nil {
 		l.e.log.Debug("close socket", "shard", l.id, "fd", c.fd, "err", err)
 	}
 	l.conns[c.slot] = nil

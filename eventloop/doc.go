@@ -14,7 +14,8 @@
 // touches it. Other goroutines hand work to a loop through a queue: Accept's handoff, Deliver's
 // batches, Drain and Close. The queue is taken whole and applied in order, and the loop's
 // eventfd is written only for the first task since the loop last took the queue, so a burst
-// costs one wake-up, not one per message. Adoptions may cost none (see Waiting).
+// costs one wake-up, not one per message. Adoptions may cost none (see Waiting). Deliveries
+// are bounded (see Back-pressure).
 //
 // # Leaving net/http: the descriptor handoff
 //
@@ -36,17 +37,18 @@
 //     file description, set by Go's accept4) and TCP_NODELAY are shared and stay.
 //   - The duplicate is close-on-exec, so a child process cannot keep a client's socket open.
 //
-// The duplicate then goes to the least loaded shard: Accept queues its adoption (without
-// waking the shard), writes the 101 itself through the still-open original descriptor, then
-// wakes the shard once. Because the shard's queue is FIFO, the registration is applied before
-// any delivery of a message published after the client saw the 101, so such a message is
-// never missed; and the shard writes nothing for the connection until Accept reports the 101
-// written, so nothing can overtake it. Keeping the 101 off the shard's thread removes a
-// cross-thread wake-up from every handshake's critical path. The shard feeds the buffered
-// early bytes to the parser as if they had just been read. Accept returns without waiting for
-// the shard (waiting was one more cross-thread hand-off per handshake); from then on the
-// engine owns the connection and reports its end through Hooks.Closed exactly once, even if
-// the shard stopped before taking it. Nothing of it stays behind in the request's goroutine.
+// The duplicate then goes to the least loaded running shard: Accept queues its adoption
+// (without waking the shard), writes the 101 itself through the still-open original
+// descriptor, then queues taskSent and wakes the shard once. Because the shard's queue is
+// FIFO, the registration is applied before any delivery of a message published after the
+// client saw the 101, so such a message is never missed; and the shard writes nothing for the
+// connection until Accept reports the 101 written, so nothing can overtake it. Keeping the
+// 101 off the shard's thread removes a cross-thread wake-up from every handshake's critical
+// path. The shard feeds the buffered early bytes to the parser as if they had just been read.
+// Accept returns without waiting for the shard (waiting was one more cross-thread hand-off
+// per handshake); from then on the engine owns the connection and reports its end through
+// Hooks.Closed exactly once, even if the shard stopped before taking it. Nothing of it stays
+// behind in the request's goroutine.
 // TLS must be terminated in front of this engine (a *tls.Conn has no descriptor to hand over).
 //
 // # Waiting
@@ -64,10 +66,65 @@
 // During a burst of handshakes a shard polls: after adopting a connection it looks at its
 // queue again within a millisecond whether woken or not, so Accept queues further adoptions
 // without writing the eventfd, and a shard wakes about once a millisecond instead of once per
-// handshake. The first adoption after a quiet spell wakes it at once. A delivery always wakes
-// it, and the queue is applied in order, so a message for a connection accepted a moment
-// earlier is never delayed or missed; what may wait up to the millisecond is the reading of
-// the new connection's first frames.
+// handshake. The first handshake after a quiet spell wakes it as soon as its 101 is out. An
+// adoption queued before its 101 is written is not an owed wake-up, so a delivery queued
+// meanwhile by another goroutine wakes the shard itself rather than waiting for the HTTP
+// goroutine to be scheduled again. A delivery always wakes it, and the queue is applied in
+// order, so a message for a connection accepted a moment earlier is never delayed or missed;
+// what may wait up to the millisecond is the reading of the new connection's first frames.
+//
+// # Descriptor ownership
+//
+// Every descriptor the engine holds has exactly one owner at a time, only the owner writes or
+// closes it, and it is closed exactly once. A close frees the number at once, and a
+// concurrent accept, dup or Redis dial may get it in the next instant: a write or a second
+// close after that would hit someone else's socket (one user's bytes in another's stream).
+//
+//   - A client socket: Accept (or Reject) owns the duplicate from F_DUPFD_CLOEXEC until it
+//     queues the adoption; from that moment the shard owns it, and the HTTP goroutine never
+//     touches that number again, not even on an error path (Accept writes the 101 through the
+//     original descriptor, which it owns and closes). If no shard takes the adoption (every
+//     shard stopped), the caller still owns it and closes it (Reject first sends what fits
+//     of its response). A shard that cannot take an adoption it was given (it is stopping,
+//     or EPOLL_CTL_ADD fails) closes it itself: refuse, which for a rejection also sends
+//     what fits of the response.
+//   - A registered connection is closed by finish only, once (stateClosed guards it), after
+//     EPOLL_CTL_DEL: the original descriptor may still be open in Accept, and epoll keeps a
+//     registration until the socket's last descriptor is closed, so without the DEL the
+//     dead socket would go on being reported under a slot and number a new connection may
+//     get. Only the loop goroutine ever writes a connection's descriptor.
+//   - The eventfd is written by any goroutine that queued a task and claimed the wake-up
+//     (under the loop's lock, counted in loop.wakers while the write is pending). The loop
+//     owns it, but when it stops it closes it only if no claimed write is pending; otherwise
+//     the last pending writer closes it after writing. So it is never written after close,
+//     and closed exactly once.
+//   - The epoll descriptor is the loop goroutine's alone, closed by its shutdown.
+//
+// A connection is held from its adoption until Accept's taskSent (flagHeld): the shard may
+// already queue frames for it and read its input, but writes nothing until the 101 is out. A
+// stopping shard goes on until it holds none (Accept queues taskSent within the 101's write
+// timeout), so a connection closed by Close still gets its close frame after its 101.
+// Every accepted connection ends in exactly one Hooks.Closed: release (guarded by
+// flagRegistered) for a registered one, refuse for one no shard could take.
+//
+// # Failed shards
+//
+// If a shard's epoll wait fails, its loop closes its connections (1001) and stops. It is then
+// skipped by placement (with no connections it would otherwise look the least loaded and
+// get every new upgrade), counted in eventloop_shards_failed, logged, and reported by
+// Engine.Ready, which makes /readyz answer 503 so the pod gets replaced. With no shard left
+// an upgrade gets a plain 503 before anything is hijacked.
+//
+// # Back-pressure
+//
+// A shard's queue holds at most shardQueueBytes of deliveries not yet applied (payload plus a
+// fixed overhead per delivery; queue.go). Deliver waits while a shard is at the bound, never
+// on a socket and never holding the shard's lock, which blocks the backplane's reader: the
+// relay stops reading Redis, and Redis's own output buffer limit for Pub/Sub clients takes
+// effect rather than this process growing without limit. A stopped or failed shard never makes
+// Deliver wait: what it will not apply is dropped and counted
+// (websocket_messages_dropped_total{reason="shard_stopped"}). eventloop_shard_queue_bytes
+// exports each shard's depth.
 //
 // # Level-triggered
 //

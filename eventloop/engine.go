@@ -24,6 +24,9 @@ import (
 // ErrClosed is returned by Accept once the engine is draining or closed.
 var ErrClosed = errors.New("eventloop: engine is draining or closed")
 
+// errNoShard is returned by Accept when every shard has stopped (see Engine.Ready).
+var errNoShard = errors.New("eventloop: no event loop is running")
+
 // defaultMaxMessageSize applies when Options.MaxMessageSize is not positive (SPEC §5).
 const defaultMaxMessageSize = 65536
 
@@ -43,6 +46,8 @@ type Engine struct {
 	draining  atomic.Bool
 	closed    atomic.Bool
 	closeOnce sync.Once
+
+	faults *faults // tests only; every hook nil otherwise
 }
 
 // noHooks is used when Options.Hooks is nil.
@@ -50,8 +55,15 @@ type noHooks struct{}
 
 func (noHooks) Closed(*session.Identity, uint16) {}
 
+func (noHooks) Join(_ []string, done func()) { go done() }
+
+func (noHooks) Leave([]string) {}
+
 // New starts the engine's event loops.
-func New(opts session.Options) (*Engine, error) {
+func New(opts session.Options) (*Engine, error) { return newEngine(opts, &faults{}) }
+
+// newEngine is New with fault injection (tests pass hooks; New passes none).
+func newEngine(opts session.Options, f *faults) (*Engine, error) {
 	if opts.Policy == nil {
 		return nil, errors.New("eventloop: Options.Policy is required")
 	}
@@ -64,7 +76,7 @@ func New(opts session.Options) (*Engine, error) {
 	if opts.SendQueueLimit <= 0 {
 		opts.SendQueueLimit = defaultSendQueueLimit
 	}
-	e := &Engine{opts: opts, hooks: opts.Hooks, metrics: opts.Metrics, log: opts.Logger}
+	e := &Engine{opts: opts, hooks: opts.Hooks, metrics: opts.Metrics, log: opts.Logger, faults: f}
 	if e.hooks == nil {
 		e.hooks = noHooks{}
 	}
@@ -85,8 +97,10 @@ func New(opts session.Options) (*Engine, error) {
 		}
 		e.loops = append(e.loops, l)
 	}
+	e.metrics.ShardsFailed(func() float64 { return float64(e.failedShards()) })
 	for _, l := range e.loops {
 		e.metrics.ShardConnections(l.id, func() float64 { return float64(l.active.Load()) })
+		e.metrics.ShardQueueBytes(l.id, func() float64 { return float64(l.queued.Load()) })
 		e.wg.Add(1)
 		go l.run()
 	}
@@ -118,8 +132,10 @@ func wheelTick(o session.Options) time.Duration {
 // before the 101 is written, and the shard's queue is FIFO, so any delivery of a message
 // published after the client saw the 101 is applied after the registration. The shard writes
 // nothing for the connection until taskSent says the 101 is out, and the original descriptor
-// stays open until the write returns, so the write can never land on a reused fd. While the
-// shard is polling (loop.polling) neither task wakes it.
+// stays open until the write returns, so the write can never land on a reused fd. The
+// adoption never wakes the shard (wakeLater); taskSent does, unless the shard is polling
+// (loop.polling). Placement skips a shard that has stopped or failed; with none running the
+// client gets a plain 503 and nothing is hijacked.
 func (e *Engine) Accept(w http.ResponseWriter, r *http.Request, a session.Admission) error {
 	if e.closed.Load() || e.draining.Load() {
 		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
@@ -130,27 +146,32 @@ func (e *Engine) Accept(w http.ResponseWriter, r *http.Request, a session.Admiss
 		herr.write(w)
 		return fmt.Errorf("accept: %w", herr)
 	}
+	if e.leastLoaded() == nil {
+		http.Error(w, "no event loop is running", http.StatusServiceUnavailable)
+		return fmt.Errorf("accept: %w", errNoShard)
+	}
 	nc, fd, pending, err := hijackKeep(w)
 	if err != nil {
 		return fmt.Errorf("accept: %w", err)
 	}
 	defer nc.Close()
 	h := &handoff{fd: fd, pending: pending, adm: a}
-	l := e.leastLoaded()
-	l.load.Add(1)
-	// Queue the adoption but wake the shard only after the 101 is out: a wake-up here would
-	// have the kernel run the shard's thread ahead of this one on a busy machine.
-	ok, wake := l.queueTask(task{kind: taskAdopt, h: h}, true)
-	if !ok {
-		l.load.Add(-1)
-		unix.Close(fd)
-		return fmt.Errorf("accept fd %d: %w", fd, ErrClosed)
+	// Queue the adoption but wake the shard only after the 101 is out (wakeLater): a wake-up
+	// here would have the kernel run the shard's thread ahead of this one on a busy machine.
+	l, _ := e.place(h, wakeLater)
+	if l == nil {
+		_ = e.closeFD(fd) // not queued: still this goroutine's
+		return fmt.Errorf("accept fd %d: %w", fd, errNoShard)
+	}
+	// From here on the descriptor is the shard's: this goroutine writes only through nc.
+	if f := e.faults.adoptQueued; f != nil {
+		f()
 	}
 	_ = nc.SetWriteDeadline(time.Now().Add(handshakeWriteTimeout))
 	_, h.sendErr = nc.Write(resp)
 	// A failed write is the shard's to handle: unhold ends the connection through the abort
 	// path (Hooks.Closed with 1006). If the shard stopped meanwhile, it has already ended it.
-	if _, wakeSent := l.queueTask(task{kind: taskSent, h: h}, true); wake || wakeSent {
+	if _, wake := l.queueTask(task{kind: taskSent, h: h}, wakeIfIdle); wake {
 		l.wake()
 	}
 	if !a.Started.IsZero() {
@@ -164,7 +185,9 @@ const handshakeWriteTimeout = 5 * time.Second
 
 // Reject completes the upgrade, sends the ErrorMessage for code and a close frame with
 // closeCode, and leaves a shard to wait (at most a second) for the client's close before
-// closing the socket. Nothing is registered and Hooks.Closed is never called.
+// closing the socket. Nothing is registered and Hooks.Closed is never called. It does not
+// wait for the shard: once the handoff is queued the descriptor is the shard's (see the
+// package doc, "Descriptor ownership").
 func (e *Engine) Reject(w http.ResponseWriter, r *http.Request, subprotocol, code string, closeCode uint16) {
 	_ = subprotocol // the 101 selects session.Subprotocol only when the request offered it
 	resp, herr := checkHandshake(r)
@@ -179,46 +202,99 @@ func (e *Engine) Reject(w http.ResponseWriter, r *http.Request, subprotocol, cod
 		e.log.Warn("reject: hijack failed", "err", err)
 		return
 	}
-	h := &handoff{fd: fd, response: resp, reject: true, result: make(chan error, 1)}
-	if err := e.handOff(h); err != nil {
-		// No shard to wait in: send what fits without blocking and close.
-		_, _ = unix.Write(fd, resp)
-		unix.Close(fd)
+	h := &handoff{fd: fd, response: resp, reject: true}
+	if e.handOff(h) == nil {
+		// No shard took it, so the descriptor is still this goroutine's.
+		e.rejectNow(h)
 	}
 }
 
-// handOff gives a hijacked descriptor to the least loaded shard and waits for it to be taken.
-// On error the descriptor is closed.
-func (e *Engine) handOff(h *handoff) error {
-	l := e.leastLoaded()
-	l.load.Add(1)
-	if !l.submit(task{kind: taskAdopt, h: h}) {
-		l.load.Add(-1)
-		unix.Close(h.fd)
-		return ErrClosed
-	}
-	return <-h.result
+// rejectNow is a rejection with no shard to wait in: it sends what of the response fits
+// without blocking and closes the descriptor. Only the handoff's owner may call it.
+func (e *Engine) rejectNow(h *handoff) {
+	_, _ = unix.Write(h.fd, h.response)
+	_ = e.closeFD(h.fd)
 }
 
+// handOff queues a hijacked descriptor's adoption on the least loaded shard and returns that
+// shard. From then on the descriptor is the shard's and the caller must not touch it again,
+// not even on an error path. On nil no shard took it and it is still the caller's.
+func (e *Engine) handOff(h *handoff) *loop {
+	l, wake := e.place(h, wakeAlways)
+	if wake {
+		l.wake()
+	}
+	return l
+}
+
+// place queues h's adoption on the least loaded running shard, trying the next one if that
+// one stopped meanwhile, and returns it with whether the caller owes it a wake-up (as
+// queueTask). nil: every shard has stopped, and the descriptor is still the caller's.
+func (e *Engine) place(h *handoff, p wakePolicy) (*loop, bool) {
+	for range e.loops {
+		l := e.leastLoaded()
+		if l == nil {
+			break
+		}
+		l.load.Add(1)
+		if ok, wake := l.queueTask(task{kind: taskAdopt, h: h}, p); ok {
+			return l, wake
+		}
+		l.load.Add(-1) // it stopped after leastLoaded looked: it is down now, so skipped next
+	}
+	return nil, false
+}
+
+// leastLoaded is the running shard with the fewest connections; nil when none runs. A shard
+// that stopped (its wait failed) has no connections, so without the check it would look the
+// least loaded and get every new one.
 func (e *Engine) leastLoaded() *loop {
-	best := e.loops[0]
-	bestLoad := best.load.Load()
-	for _, l := range e.loops[1:] {
-		if n := l.load.Load(); n < bestLoad {
-			best, bestLoad = l, n
+	var best *loop
+	for _, l := range e.loops {
+		if !l.down.Load() && (best == nil || l.load.Load() < best.load.Load()) {
+			best = l
 		}
 	}
 	return best
 }
 
+// Ready returns nil while every shard runs, else which shards failed and why. A failed shard
+// (its epoll wait returned an error) has closed its connections and takes no new ones: the
+// node carries on with fewer shards, but should be replaced, so the HTTP layer reports it
+// not ready (/readyz).
+func (e *Engine) Ready() error {
+	var errs []error
+	for _, l := range e.loops {
+		if err := l.failure(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// failedShards counts the shards that failed, for eventloop_shards_failed.
+func (e *Engine) failedShards() int {
+	n := 0
+	for _, l := range e.loops {
+		if l.failure() != nil {
+			n++
+		}
+	}
+	return n
+}
+
 // Deliver hands the batch to every shard (one queue entry and at most one wake-up each). It
-// never blocks on a socket. The batch and its payloads must not be modified afterwards.
+// never blocks on a socket, but waits while a shard's queue holds shardQueueBytes of
+// deliveries not yet applied, so back-pressure reaches the backplane's reader (see
+// shardQueueBytes). A stopped or failed shard never makes it wait: the batch is dropped for
+// that shard and counted. The batch and its payloads must not be modified afterwards.
 func (e *Engine) Deliver(batch []registry.Delivery) {
 	if len(batch) == 0 {
 		return
 	}
+	size := batchBytes(batch)
 	for _, l := range e.loops {
-		l.submit(task{kind: taskDeliver, batch: batch})
+		l.submitDelivery(batch, size)
 	}
 }
 

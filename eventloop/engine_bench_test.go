@@ -25,6 +25,7 @@ func benchLoop(b testing.TB) *loop {
 		hooks:   noHooks{},
 		metrics: telemetry.New(),
 		log:     slog.New(slog.DiscardHandler),
+		faults:  &faults{},
 	}
 	l, err := newLoop(0, e, 10*time.Millisecond)
 	if err != nil {
@@ -145,10 +146,13 @@ func BenchmarkDeliverBroadcastToSockets(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				h := &handoff{fd: sv[0], adm: session.Admission{Identity: session.Identity{User: "u"}}, result: make(chan error, 1)}
-				if err := e.handOff(h); err != nil {
-					b.Fatal(err)
+				h := &handoff{fd: sv[0], adm: session.Admission{Identity: session.Identity{User: "u"}}}
+				l := e.handOff(h)
+				if l == nil {
+					b.Fatal("no shard took the connection")
 				}
+				l.submit(task{kind: taskSent, h: h}) // as Accept does once the 101 is out
+
 				peers = append(peers, sv[1])
 			}
 			r := newPeerReader(b, peers)

@@ -60,6 +60,11 @@ func (h *hookRecorder) Closed(id *session.Identity, code uint16) {
 	}
 }
 
+// Join and Leave stand for a backplane that has every channel at once.
+func (h *hookRecorder) Join(_ []string, done func()) { go done() }
+
+func (h *hookRecorder) Leave([]string) {}
+
 func (h *hookRecorder) snapshot() []closedCall {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -108,6 +113,12 @@ type harness struct {
 
 func newHarness(t testing.TB, tune func(*session.Options)) *harness {
 	t.Helper()
+	return newFaultyHarness(t, tune, &faults{})
+}
+
+// newFaultyHarness is newHarness with an engine whose faults hooks are f (fault injection).
+func newFaultyHarness(t testing.TB, tune func(*session.Options), f *faults) *harness {
+	t.Helper()
 	verifier, err := auth.NewVerifier(auth.Settings{Algorithm: "HS256", Secret: testSecret})
 	if err != nil {
 		t.Fatal(err)
@@ -130,7 +141,7 @@ func newHarness(t testing.TB, tune func(*session.Options)) *harness {
 	if tune != nil {
 		tune(&opts)
 	}
-	h.engine, err = New(opts)
+	h.engine, err = newEngine(opts, f)
 	if err != nil {
 		t.Fatal(err)
 	}

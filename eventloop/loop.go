@@ -38,6 +38,7 @@ const (
 	taskDrain                       // close everything 1001, spread over a window
 	taskStop                        // close everything and exit
 	taskSent                        // Accept has written an adopted connection's 101
+	taskRegroup                     // the backplane has the groups a refresh added (refresh.go)
 )
 
 // task is work handed to a shard by another goroutine.
@@ -47,6 +48,8 @@ type task struct {
 	h      *handoff
 	window time.Duration
 	done   chan struct{}
+	size   int64 // taskDeliver: batchBytes(batch), counted in loop.queued until applied
+	join   *joined
 }
 
 // handoff is a hijacked connection on its way into a shard: an accepted one (Accept writes
@@ -61,8 +64,7 @@ type handoff struct {
 	c       *conn // the adopted connection; loop-owned, for taskSent
 
 	reject   bool
-	response []byte     // reject: the 101 response, the error frame and the close frame
-	result   chan error // reject: buffered, the loop never blocks on it; Accept does not wait
+	response []byte // reject: the 101 response, the error frame and the close frame
 }
 
 // adoptPoll bounds how long a queued adoption waits for its shard while the shard is polling
@@ -83,8 +85,13 @@ type loop struct {
 	// Cross-goroutine.
 	mu       sync.Mutex
 	queue    []task
-	stopped  bool // under mu: no more tasks are accepted
-	wakeOwed bool // under mu: the eventfd is written, or about to be, for the queue as it stands
+	stopped  bool  // under mu: no more tasks are accepted
+	wakeOwed bool  // under mu: the eventfd is written, or about to be, for the queue as it stands
+	failErr  error // under mu: why the loop stopped on its own (nil: it did not)
+	// wakers (under mu) counts the goroutines that claimed an eventfd write and have not yet
+	// made it. The eventfd is closed by whichever comes last of the loop's shutdown and those
+	// writes, so nobody ever writes a number that may already be someone else's descriptor.
+	wakers int
 	// polling: the loop takes its queue at least every adoptPoll without being woken, so an
 	// adoption queued meanwhile needs no wake-up. The loop turns it on after adopting and off
 	// after a poll that found none; during a burst of handshakes a shard then wakes once per
@@ -92,8 +99,14 @@ type loop struct {
 	// a machine with idle cores, a thread: the context switches that kept the epoll engine's
 	// handshake rate below gws's).
 	polling atomic.Bool
-	load    atomic.Int64 // connections owned or on their way in, for least-loaded placement
-	active  atomic.Int64 // registered connections, for eventloop_shard_connections
+	// queued: delivery bytes queued and not yet applied (changed under mu, read by the
+	// eventloop_shard_queue_bytes gauge); Deliver waits on room while it is at queueLimit.
+	queued     atomic.Int64
+	queueLimit int64 // under mu; shardQueueBytes (tests lower it)
+	room       sync.Cond
+	down       atomic.Bool  // the loop is stopping or stopped: placement skips it
+	load       atomic.Int64 // connections owned or on their way in, for least-loaded placement
+	active     atomic.Int64 // registered connections, for eventloop_shard_connections
 
 	// Owned by the loop goroutine.
 	conns    []*conn // by slot
@@ -109,13 +122,19 @@ type loop struct {
 	doomed   []*conn
 	iov      []unix.Iovec
 	cur      *conn // the connection whose bytes are being parsed
+	held     int   // connections with flagHeld (Accept still writing their 101)
 	fanout   bool  // deliver is iterating registry lists: closes must wait for reapDoomed
 	stopping bool
 	pollAt   time.Time // while polling: when the queue must next be looked at
+	// joining holds each connection's latest refresh that waits for Hooks.Join (refresh.go):
+	// only it may apply. An entry lives from the refresh to its taskRegroup.
+	joining map[*conn]*joined
 
 	start     time.Time
 	tick      time.Duration
 	now       uint32 // current tick, from 1
+	nanos     int64  // time since start at this loop turn: the inbound limits' clock
+	frameRate session.Rate
 	pingEvery uint32 // ticks; 0: no heartbeat
 	silence   uint32 // ticks; 0: no silence timeout
 	closeWait uint32 // ticks
@@ -155,8 +174,12 @@ func newLoop(id int, e *Engine, tick time.Duration) (*loop, error) {
 		frameWait: ticksFor(session.FrameTimeout, tick),
 		sendLimit: o.SendQueueLimit,
 		maxMsg:    o.MaxMessageSize,
+		frameRate: session.FrameRate(o.InboundRate),
+		joining:   map[*conn]*joined{},
 		ping:      encodeFrame(opPing, nil),
 	}
+	l.room.L = &l.mu
+	l.queueLimit = shardQueueBytes
 	l.wheel = newWheel(wheelSlots, l.now, func(id int32) *timerNode { return &l.conns[id].timer })
 	return l, nil
 }
@@ -181,44 +204,87 @@ func (l *loop) tickOf(t time.Time) uint32 {
 // submit queues t for the loop and wakes it unless a wake-up is already owed: a burst of
 // tasks costs one wake-up. It returns false once the loop has stopped.
 func (l *loop) submit(t task) bool {
-	ok, wake := l.queueTask(t, false)
+	ok, wake := l.queueTask(t, wakeAlways)
 	if wake {
 		l.wake()
 	}
 	return ok
 }
 
+// wakePolicy says when a queued task needs the loop woken.
+type wakePolicy uint8
+
+const (
+	// wakeAlways: unless a wake-up is already owed for the queue as it stands.
+	wakeAlways wakePolicy = iota
+	// wakeIfIdle: as wakeAlways, but not while the loop is polling (it takes its queue within
+	// adoptPoll anyway).
+	wakeIfIdle
+	// wakeLater: never now; the caller queues a later task that wakes the loop (Accept's
+	// adoption, followed by its taskSent). It does not count as an owed wake-up, so a task
+	// queued meanwhile by another goroutine (a delivery) wakes the loop itself instead of
+	// waiting for the caller to be scheduled again.
+	wakeLater
+)
+
 // queueTask queues t without waking the loop and reports whether the caller owes it a wake-up
 // (the first task since the loop last took its queue; later ones ride on that wake-up), which
-// the caller must give promptly (Engine.Accept gives it after writing the 101). A lazy task
-// owes none while the loop is polling.
-func (l *loop) queueTask(t task, lazy bool) (ok, wake bool) {
+// the caller must give promptly, with one call of wake. A delivery first waits for room in the
+// queue (see submitDelivery).
+func (l *loop) queueTask(t task, p wakePolicy) (ok, wake bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if t.size > 0 {
+		l.awaitRoom()
+	}
 	if l.stopped {
 		return false, false
 	}
 	l.queue = append(l.queue, t)
-	if l.wakeOwed || (lazy && l.polling.Load()) {
+	l.queued.Add(t.size)
+	if l.wakeOwed || p == wakeLater || (p == wakeIfIdle && l.polling.Load()) {
 		return true, false
 	}
 	l.wakeOwed = true
+	l.wakers++
 	return true, true
 }
 
+// wake writes the eventfd for a wake-up queueTask said was owed, then gives up the claim that
+// kept the eventfd open; if the loop has stopped meanwhile and this was the last claim, it
+// closes the eventfd.
 func (l *loop) wake() {
+	if f := l.e.faults.wake; f != nil {
+		f(l.id)
+	}
 	if err := l.poll.wake(); err != nil {
 		l.e.log.Error("wake event loop", "shard", l.id, "err", err)
 	}
+	l.mu.Lock()
+	l.wakers--
+	last := l.stopped && l.wakers == 0
+	l.mu.Unlock()
+	if last {
+		l.closeWake()
+	}
 }
 
-// run is the loop goroutine.
+// closeWake closes the eventfd; called exactly once, by the last of shutdown and the wakers.
+func (l *loop) closeWake() {
+	if err := l.poll.closeWake(); err != nil {
+		l.e.log.Error("close eventfd", "shard", l.id, "err", err)
+	}
+}
+
+// run is the loop goroutine. Once asked to stop it goes on until no connection is held: each
+// held connection's Accept is writing its 101 and will queue taskSent within
+// handshakeWriteTimeout, and only then may shutdown write the connection's close frame.
 func (l *loop) run() {
 	defer l.e.wg.Done()
-	for !l.stopping {
-		n, err := l.poll.wait(l.events, l.deadline())
+	for !l.stopping || l.held > 0 {
+		n, err := l.wait()
 		if err != nil {
-			l.e.log.Error("epoll_wait failed; stopping shard", "shard", l.id, "err", err)
+			l.die(err)
 			break
 		}
 		l.clock()
@@ -244,8 +310,42 @@ func (l *loop) run() {
 	l.shutdown()
 }
 
+// die records why the loop stops on its own. From here on placement skips the shard, and it is
+// reported through Engine.Ready (so /readyz), eventloop_shards_failed and this log line; its
+// connections are closed 1001 by shutdown.
+func (l *loop) die(err error) {
+	err = fmt.Errorf("shard %d failed: %w", l.id, err)
+	l.down.Store(true)
+	l.mu.Lock()
+	l.failErr = err
+	l.mu.Unlock()
+	l.e.log.Error("event loop failed: its connections are closed and it takes no new ones; the node is not ready",
+		"shard", l.id, "err", err)
+}
+
+// failure is why the loop stopped on its own; nil while it runs or after an orderly stop.
+func (l *loop) failure() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.failErr
+}
+
+// wait waits for events until the loop's next deadline.
+func (l *loop) wait() (int, error) {
+	if f := l.e.faults.wait; f != nil {
+		if err := f(l.id); err != nil {
+			return 0, err
+		}
+	}
+	return l.poll.wait(l.events, l.deadline())
+}
+
 // clock advances the loop's notion of now.
-func (l *loop) clock() { l.now = uint32(time.Since(l.start)/l.tick) + 1 }
+func (l *loop) clock() {
+	d := time.Since(l.start)
+	l.nanos = int64(d)
+	l.now = uint32(d/l.tick) + 1
+}
 
 // deadline is when the loop must next look at its clock or queue: the wheel's next occupied
 // tick, the next drain step, or the next poll of the queue; zero on an idle shard with no
@@ -312,12 +412,9 @@ func (l *loop) consumeInput(c *conn, data []byte) {
 	if c.state != stateOpen {
 		return // closing: the closing deadline bounds it, and the wheel holds that one
 	}
-	switch pending, begun := c.parser.incomplete(); {
-	case begun: // a new incomplete frame: its deadline starts now and only now
-		c.frameBy = l.now + l.frameWait
+	if c.parser.begun() { // a new incomplete frame: its deadline starts now and only now
+		c.parser.setDeadline(l.now + l.frameWait)
 		l.schedule(c)
-	case !pending:
-		c.frameBy = 0
 	}
 }
 
@@ -332,7 +429,7 @@ func (l *loop) onMessage(op byte, payload []byte) bool {
 		l.reply(c, encodeFrame(opBinary, payload))
 		return c.state == stateOpen
 	}
-	act := l.e.opts.Policy.OnText(&c.id, payload)
+	act := l.e.opts.Policy.OnText(&c.id, &c.in, l.nanos, payload)
 	if !act.Expires.IsZero() {
 		c.expiry = l.tickOf(act.Expires)
 		l.schedule(c)
@@ -340,6 +437,10 @@ func (l *loop) onMessage(op byte, payload []byte) bool {
 	if act.Close != 0 {
 		l.startClose(c, act.Close, act.Reply)
 		return false
+	}
+	if act.Refresh {
+		l.refresh(c, act)
+		return c.state == stateOpen
 	}
 	if act.Reply != nil {
 		l.reply(c, encodeFrame(opText, act.Reply))
@@ -391,6 +492,7 @@ func (l *loop) runTasks() (adopted bool) {
 	l.queue = l.spare[:0]
 	l.wakeOwed = false
 	l.mu.Unlock()
+	var size int64
 	for i := range tasks {
 		t := &tasks[i]
 		switch t.kind {
@@ -398,17 +500,29 @@ func (l *loop) runTasks() (adopted bool) {
 			l.adopt(t.h)
 			adopted = adopted || !t.h.reject
 		case taskDeliver:
+			size += t.size
+			if l.stopping { // queued behind the stop: it goes nowhere
+				l.e.metrics.Dropped(telemetry.DropShardStopped, len(t.batch))
+				break
+			}
+			if f := l.e.faults.deliver; f != nil {
+				f(l.id)
+			}
 			l.deliver(t.batch)
 		case taskDrain:
 			l.beginDrain(t.window, t.done)
 		case taskStop:
 			l.stopping = true
+			l.down.Store(true)
 		case taskSent:
 			l.unhold(t.h)
+		case taskRegroup:
+			l.regroupJoined(t.join)
 		}
 		tasks[i] = task{}
 	}
 	l.spare = tasks[:0]
+	l.applied(size)
 	return adopted
 }
 
@@ -424,7 +538,7 @@ func (l *loop) adopt(h *handoff) {
 	slot := l.allocSlot()
 	c := &conn{fd: int32(h.fd), slot: slot, qhead: -1, qtail: -1, id: h.adm.Identity}
 	c.timer.clear()
-	if err := l.poll.add(h.fd, slot); err != nil {
+	if err := l.register(h.fd, slot); err != nil {
 		l.free = append(l.free, slot)
 		l.refuse(h, message.CloseInternalError, fmt.Errorf("shard %d: register fd %d: %w", l.id, h.fd, err))
 		return
@@ -434,10 +548,10 @@ func (l *loop) adopt(h *handoff) {
 	if h.reject {
 		l.push(c, h.response)
 		l.awaitPeerClose(c)
-		h.result <- nil
 		return
 	}
 	c.flags |= flagRegistered | flagHeld
+	l.held++
 	h.c = c
 	l.reg.Add(c, c.id.User, c.id.Groups)
 	l.active.Add(1)
@@ -457,17 +571,29 @@ func (l *loop) adopt(h *handoff) {
 	}
 }
 
-// refuse ends a handoff the loop cannot take and closes its descriptor. Reject hears why
-// through result; an accepted connection (its client may already have the 101, and Accept
-// has returned) is reported to Hooks.Closed with code, so the service releases what it
-// reserved for it: every accepted connection ends in exactly one Closed.
+// register adds a connection's descriptor to the shard's epoll set.
+func (l *loop) register(fd int, slot int32) error {
+	if f := l.e.faults.addConn; f != nil {
+		if err := f(fd); err != nil {
+			return err
+		}
+	}
+	return l.poll.add(fd, slot)
+}
+
+// refuse ends a handoff the loop cannot take and closes its descriptor, which the loop owns
+// from the moment the handoff was queued: nobody else closes or writes it. A rejected
+// connection still gets what of its response fits without blocking. An accepted connection
+// (its client may already have the 101, and Accept has returned) is reported to Hooks.Closed
+// with code, so the service releases what it reserved for it: every accepted connection ends
+// in exactly one Closed.
 func (l *loop) refuse(h *handoff, code uint16, err error) {
-	unix.Close(h.fd)
 	l.load.Add(-1)
 	if h.reject {
-		h.result <- err
+		l.e.rejectNow(h)
 		return
 	}
+	_ = l.e.closeFD(h.fd)
 	l.e.log.Warn("accepted connection dropped before its shard took it", "shard", l.id, "err", err)
 	l.e.hooks.Closed(&h.adm.Identity, code)
 }
@@ -480,12 +606,20 @@ func (l *loop) unhold(h *handoff) {
 	if c == nil || c.state == stateClosed {
 		return
 	}
-	c.flags &^= flagHeld
+	l.release101(c)
 	if h.sendErr != nil {
 		l.abort(c)
 		return
 	}
 	l.markDirty(c)
+}
+
+// release101 ends c's hold: Accept is done with the 101 (or c is closing without it).
+func (l *loop) release101(c *conn) {
+	if c.flags&flagHeld != 0 {
+		c.flags &^= flagHeld
+		l.held--
+	}
 }
 
 func (l *loop) allocSlot() int32 {
@@ -536,8 +670,8 @@ func (l *loop) schedule(c *conn) {
 	if c.expiry != 0 {
 		at = min(at, c.expiry)
 	}
-	if c.frameBy != 0 {
-		at = min(at, c.frameBy)
+	if by := c.parser.deadline(); by != 0 {
+		at = min(at, by)
 	}
 	if at == math.MaxUint32 {
 		l.wheel.cancel(c.slot)
@@ -575,7 +709,7 @@ func (l *loop) onTimer(c *conn) {
 		l.startClose(c, act.Close, act.Reply)
 		return
 	}
-	if c.frameBy != 0 && now >= c.frameBy {
+	if by := c.parser.deadline(); by != 0 && now >= by {
 		l.e.metrics.Dropped(telemetry.DropIncompleteFrame, 1)
 		l.fail(c, message.CloseGoingAway)
 		return
@@ -641,6 +775,7 @@ func (l *loop) notifyDrained() {
 // shutdown closes every connection (1001, close frame best-effort), refuses further tasks,
 // fails the handoffs still queued, and closes the poller.
 func (l *loop) shutdown() {
+	l.down.Store(true)
 	for _, c := range l.conns {
 		if c != nil {
 			l.startClose(c, message.CloseGoingAway, nil)
@@ -656,10 +791,15 @@ func (l *loop) shutdown() {
 	l.stopped = true
 	rest := l.queue
 	l.queue = nil
+	l.dropQueued(rest)
+	wakeIdle := l.wakers == 0 // else the last waker closes the eventfd
 	l.mu.Unlock()
 	for _, t := range rest {
 		if t.kind == taskAdopt {
 			l.refuse(t.h, message.CloseGoingAway, errStopped)
+		}
+		if t.kind == taskRegroup {
+			l.regroupJoined(t.join) // every connection is closed: it gives the references back
 		}
 		if t.done != nil {
 			close(t.done)
@@ -669,7 +809,10 @@ func (l *loop) shutdown() {
 		close(ch)
 	}
 	l.drainWaiters = nil
-	if err := l.poll.close(); err != nil {
-		l.e.log.Error("close poller", "shard", l.id, "err", err)
+	if err := l.poll.closeEpoll(); err != nil {
+		l.e.log.Error("close epoll", "shard", l.id, "err", err)
+	}
+	if wakeIdle {
+		l.closeWake()
 	}
 }

@@ -18,6 +18,9 @@ const maxClientHeader = 14
 // keeps it must copy it. Returning false stops parsing (the connection is closing); the rest
 // of the input is discarded.
 type frameHandler interface {
+	// onFrame is told of every complete frame, a fragment or control frame included, before
+	// its payload is handed on: the inbound rate counts frames.
+	onFrame()
 	// onMessage gets a whole text (already valid UTF-8) or binary message.
 	onMessage(op byte, payload []byte) bool
 	// onControl gets a ping, pong or close frame.
@@ -39,7 +42,10 @@ type partial struct {
 	msg   []byte // unmasked payload of the fragmented message so far
 	msgOp byte   // opText or opBinary while a fragmented message is open, else 0
 	valid int    // for text: msg[:valid] is known to be whole, valid UTF-8 runes
-	begun bool   // pend's frame began in the last feed (see incomplete)
+	begun bool   // pend's frame began in the last feed (see begun)
+	// by is when pend's frame must be complete, in the loop's ticks (session.FrameTimeout):
+	// kept here, so an idle connection pays nothing for it.
+	by uint32
 }
 
 // header is a decoded client frame header.
@@ -99,7 +105,7 @@ func (p *parser) feed(data []byte, limit int, h frameHandler) uint16 {
 func (p *parser) hold(data []byte) {
 	rx := p.partial()
 	rx.pend = append(make([]byte, 0, len(data)), data...)
-	rx.begun = true
+	rx.begun, rx.by = true, 0
 }
 
 // fill tops up the pending frame from data. It returns the unused rest of data, whether the
@@ -236,6 +242,7 @@ func (p *parser) parseHeader(b []byte, limit int) (hd header, code uint16) {
 // frames as whole messages (fragments are accumulated first). It returns a close code, and
 // whether to go on parsing.
 func (p *parser) dispatch(hd header, payload []byte, h frameHandler) (uint16, bool) {
+	h.onFrame()
 	unmask(payload, hd.mask)
 	switch hd.op {
 	case opClose, opPing, opPong:
@@ -314,16 +321,26 @@ func (p *parser) release() {
 // reset drops everything held, for a connection that is going away.
 func (p *parser) reset() { p.rx = nil }
 
-// incomplete reports whether a frame is incomplete, and whether it began in the last feed
-// (a mark it clears): the caller starts the frame's deadline then, and bytes that trickle in
-// later do not move it.
-func (p *parser) incomplete() (pending, begun bool) {
-	if p.rx == nil || p.rx.pend == nil {
-		return false, false
+// begun reports whether the frame left incomplete by the last feed began in it, and clears
+// that mark: the caller starts the frame's deadline then, and bytes that trickle in later do
+// not move it.
+func (p *parser) begun() bool {
+	if p.rx == nil || p.rx.pend == nil || !p.rx.begun {
+		return false
 	}
-	begun = p.rx.begun
 	p.rx.begun = false
-	return true, begun
+	return true
+}
+
+// setDeadline records when the incomplete frame must be complete.
+func (p *parser) setDeadline(tick uint32) { p.rx.by = tick }
+
+// deadline is when the incomplete frame must be complete; 0 while no frame is incomplete.
+func (p *parser) deadline() uint32 {
+	if p.rx == nil || p.rx.pend == nil {
+		return 0
+	}
+	return p.rx.by
 }
 
 // held is how many bytes the parser keeps between reads.

@@ -60,6 +60,8 @@ func (r *recorder) onMessage(op byte, payload []byte) bool {
 	return true
 }
 
+func (r *recorder) onFrame() {}
+
 func (r *recorder) onControl(op byte, payload []byte) bool {
 	r.events = append(r.events, fmt.Sprintf("ctl%d:%s", op, payload))
 	r.stopped = op == opClose
@@ -203,9 +205,10 @@ func TestParserHoldsWhatArrivedNeverWhatAHeaderAnnounces(t *testing.T) {
 	if got := p.held(); got > 64 {
 		t.Fatalf("held %d bytes for a bare header announcing %d, want the header's few bytes", got, limit)
 	}
-	if pending, begun := p.incomplete(); !pending || !begun {
-		t.Fatalf("incomplete() = %v, %v after a bare header, want true, true", pending, begun)
+	if !p.begun() {
+		t.Fatal("begun() = false after a bare header")
 	}
+	p.setDeadline(7)
 	// Trickled bytes: the buffer follows them; the frame is not new.
 	for i := maxClientHeader; i < 4096; i++ {
 		if code := p.feed(append([]byte(nil), frame[i]), limit, rec); code != 0 {
@@ -215,14 +218,14 @@ func TestParserHoldsWhatArrivedNeverWhatAHeaderAnnounces(t *testing.T) {
 			t.Fatalf("held %d bytes after %d arrived", got, i+1)
 		}
 	}
-	if pending, begun := p.incomplete(); !pending || begun {
-		t.Fatalf("incomplete() = %v, %v while trickling, want true, false", pending, begun)
+	if p.begun() || p.deadline() != 7 {
+		t.Fatalf("while trickling: begun() = %v, deadline() = %d; want false, 7", p.begun(), p.deadline())
 	}
 	if code := p.feed(append([]byte(nil), frame[4096:]...), limit, rec); code != 0 {
 		t.Fatal(code)
 	}
-	if pending, _ := p.incomplete(); pending || p.rx != nil || len(rec.events) != 1 {
-		t.Fatalf("after completion: pending=%v rx=%v events=%d", pending, p.rx, len(rec.events))
+	if p.deadline() != 0 || p.rx != nil || len(rec.events) != 1 {
+		t.Fatalf("after completion: deadline=%d rx=%v events=%d", p.deadline(), p.rx, len(rec.events))
 	}
 }
 
@@ -352,3 +355,4 @@ type discard struct{}
 
 func (discard) onMessage(byte, []byte) bool { return true }
 func (discard) onControl(byte, []byte) bool { return true }
+func (discard) onFrame()                    {}

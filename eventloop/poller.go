@@ -85,6 +85,13 @@ func (p *poller) add(fd int, slot int32) error {
 	return unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev)
 }
 
+// del removes fd from the set. Closing fd alone would not do it while another descriptor of
+// the same socket is open (the kernel drops an epoll registration when the open file
+// description is released, not when one of its descriptors is closed).
+func (p *poller) del(fd int) error {
+	return unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+}
+
 // watchWritable adds (or drops) EPOLLOUT interest: only a connection with a write backlog
 // waits for it, because a level-triggered EPOLLOUT on an idle socket would fire on every wait.
 func (p *poller) watchWritable(fd int, slot int32, on bool) error {
@@ -157,7 +164,15 @@ func (p *poller) consumeWake() {
 	_, _ = unix.Read(p.wfd, buf[:])
 }
 
-// close closes both descriptors; only the loop's goroutine may call it, never during wait.
+// close closes both descriptors; only the loop's goroutine may call it, never during wait,
+// and only when no other goroutine can still write the eventfd (else closeEpoll and closeWake).
 func (p *poller) close() error {
-	return errors.Join(unix.Close(p.wfd), p.file.Close())
+	return errors.Join(p.closeWake(), p.closeEpoll())
 }
+
+// closeEpoll closes the epoll instance; only the loop's goroutine may call it, never during
+// wait.
+func (p *poller) closeEpoll() error { return p.file.Close() }
+
+// closeWake closes the eventfd, once no goroutine can write it any more (see loop.wakers).
+func (p *poller) closeWake() error { return unix.Close(p.wfd) }

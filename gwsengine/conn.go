@@ -22,8 +22,9 @@ const closeGrace = time.Second
 // conn is one accepted connection. gws drives its socket from two places: the read goroutine
 // (gws ReadLoop, which calls the engine's events) and gws's per-socket write queue. What the
 // engine adds lives here and is safe to touch from the read goroutine, the shard's ticker and
-// any Deliver caller: id, shard, socket and wire are immutable after Accept; ended is guarded
-// by mu; nextPing belongs to the shard's ticker; the rest is atomic.
+// any Deliver caller: id, shard, socket and wire are immutable after Accept, except id.Groups,
+// which a token refresh changes under the shard's mu; ended is guarded by mu; nextPing belongs
+// to the shard's ticker; in belongs to the read goroutine; the rest is atomic.
 type conn struct {
 	e      *Engine
 	shard  *shard
@@ -43,6 +44,9 @@ type conn struct {
 	ended bool
 
 	nextPing int64 // unix nanoseconds; owned by the shard's ticker
+
+	in        session.Inbound // owned by the read goroutine (inbound.go)
+	refreshes atomic.Uint32   // verified token refreshes; a pending regroup applies only if it is the last
 }
 
 // closing reports whether the server has begun closing c.

@@ -17,9 +17,11 @@ func (e *Engine) Deliver(batch []registry.Delivery) {
 		n := int64(len(d.Payload))
 	shards:
 		for _, s := range e.shards {
+			s.fanout.RLock()
 			targets = s.lookup(d.Target, targets[:0])
 			for _, c := range targets {
 				if err := c.enqueue(bc, n); err != nil {
+					s.fanout.RUnlock()
 					// The frame could not be built: the same failure awaits every target. (The
 					// router passes no invalid UTF-8 and gws has no write limit here, so this
 					// is a safeguard, not a path.)
@@ -27,6 +29,7 @@ func (e *Engine) Deliver(batch []registry.Delivery) {
 					break shards
 				}
 			}
+			s.fanout.RUnlock()
 		}
 		_ = bc.Close() // the frame's buffer returns to gws's pool after its last write
 	}

@@ -19,6 +19,18 @@ type sink struct {
 	bytes atomic.Int64
 }
 
+// sinkRig is a rig for sinks: no send-queue limit to trip, and a silence timeout far beyond
+// any run. A sink never sends a frame, so under the default 60 s timeout the server rightly
+// closes it 1001 for silence; a benchmark that stops its timer while it waits runs for minutes
+// of wall time and would lose its sinks part-way ("372677 of 372678 frames written").
+func sinkRig(t testing.TB) *rig {
+	return newRig(t, func(o *session.Options) {
+		o.SendQueueLimit = 1 << 30
+		o.HeartbeatInterval = time.Hour
+		o.ConnectionTimeout = 2 * time.Hour
+	})
+}
+
 func dialSinks(t testing.TB, r *rig, n int, groups []string) []*sink {
 	t.Helper()
 	tok := r.token("reader", groups, time.Hour)
@@ -41,13 +53,15 @@ func dialSinks(t testing.TB, r *rig, n int, groups []string) []*sink {
 	return sinks
 }
 
-// waitSent waits until the engine has written want frames.
+// waitSent waits until the engine has written want frames. Its failure names the
+// connections that were closed meanwhile, the usual reason a frame is never written.
 func waitSent(t testing.TB, r *rig, want uint64) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for r.metrics.MessagesSent.Get() < want {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d frames written", r.metrics.MessagesSent.Get(), want)
+			t.Fatalf("%d of %d frames written; %d connections closed meanwhile (close codes %v)",
+				r.metrics.MessagesSent.Get(), want, r.hooks.count(), r.hooks.codes())
 		}
 		runtime.Gosched()
 	}
@@ -57,7 +71,7 @@ func waitSent(t testing.TB, r *rig, want uint64) {
 // not allocate anything like 200 copies of it.
 func TestDeliverEncodesOncePerMessage(t *testing.T) {
 	const targets, size = 200, 64 << 10
-	r := newRig(t, func(o *session.Options) { o.SendQueueLimit = 1 << 30 })
+	r := sinkRig(t)
 	sinks := dialSinks(t, r, targets, []string{"class"})
 	payload := []byte(strings.Repeat("p", size))
 
@@ -88,7 +102,7 @@ func TestDeliverEncodesOncePerMessage(t *testing.T) {
 // until every connection's frame has been written to its socket.
 func BenchmarkDeliverGroupFanout1000(b *testing.B) {
 	const targets = 1000
-	r := newRig(b, func(o *session.Options) { o.SendQueueLimit = 1 << 30 })
+	r := sinkRig(b)
 	dialSinks(b, r, targets, []string{"class"})
 	payload := []byte(`{"type":"notification","event_type":"batch_completed","data":{"batch_id":"123","status":"completed"}}`)
 	batch := []registry.Delivery{{Target: registry.Target{Kind: registry.Group, ID: "class"}, Payload: payload}}
@@ -109,7 +123,7 @@ func BenchmarkDeliverGroupFanout1000(b *testing.B) {
 func BenchmarkDeliverEnqueue(b *testing.B) {
 	for _, targets := range []int{1, 100, 1000} {
 		b.Run(fmt.Sprintf("targets=%d", targets), func(b *testing.B) {
-			r := newRig(b, func(o *session.Options) { o.SendQueueLimit = 1 << 30 })
+			r := sinkRig(b)
 			dialSinks(b, r, targets, []string{"class"})
 			batch := []registry.Delivery{{Target: registry.Target{Kind: registry.Group, ID: "class"}, Payload: []byte(`{"type":"notification"}`)}}
 			sent := r.metrics.MessagesSent.Get()

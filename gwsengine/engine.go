@@ -41,8 +41,9 @@ type Engine struct {
 	plain, withProto *gws.Upgrader
 
 	sendQueueLimit int64
-	slowConsumer   []byte // SLOW_CONSUMER ErrorMessage
-	tooLargeFrame  []byte // MESSAGE_TOO_LARGE ErrorMessage as a text frame (wire.go)
+	frameRate      session.Rate // INBOUND_RATE_PER_CONNECTION
+	slowConsumer   []byte       // SLOW_CONSUMER ErrorMessage
+	tooLargeFrame  []byte       // MESSAGE_TOO_LARGE ErrorMessage as a text frame (wire.go)
 
 	scratch sync.Pool // *[]*conn, delivery target lists
 
@@ -87,6 +88,7 @@ func New(opts session.Options) (*Engine, error) {
 		log:            opts.Logger,
 		tick:           tickFor(opts.HeartbeatInterval, opts.ConnectionTimeout),
 		sendQueueLimit: int64(opts.SendQueueLimit),
+		frameRate:      session.FrameRate(opts.InboundRate),
 		slowConsumer:   message.ErrorJSON(message.CodeSlowConsumer),
 		tooLargeFrame:  textFrame(message.ErrorJSON(message.CodeMessageTooLarge)),
 		stop:           make(chan struct{}),

@@ -30,12 +30,16 @@ func (ev events) OnMessage(socket *gws.Conn, msg *gws.Message) {
 	ev.e.metrics.MessagesReceived.Inc()
 	switch msg.Opcode {
 	case gws.OpcodeText:
-		act := ev.e.opts.Policy.OnText(&c.id, msg.Bytes())
+		act := ev.e.opts.Policy.OnText(&c.id, &c.in, c.wire.readAt, msg.Bytes())
 		if !act.Expires.IsZero() {
 			c.expires.Store(act.Expires.UnixNano())
 		}
 		if act.Close != 0 {
 			c.shut(act.Close, act.Reply, false)
+			return
+		}
+		if act.Refresh {
+			c.refresh(act)
 			return
 		}
 		if act.Reply != nil {

@@ -63,6 +63,11 @@ func (h *hooks) Closed(id *session.Identity, code uint16) {
 	h.ch <- c
 }
 
+// Join and Leave stand for a backplane that has every channel at once.
+func (h *hooks) Join(_ []string, done func()) { go done() }
+
+func (h *hooks) Leave([]string) {}
+
 // wait returns the next Closed call, failing after timeout.
 func (h *hooks) wait(t testing.TB, timeout time.Duration) closure {
 	t.Helper()
@@ -79,6 +84,17 @@ func (h *hooks) count() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return len(h.closed)
+}
+
+// codes lists the close codes of the Closed calls so far, in order.
+func (h *hooks) codes() []uint16 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]uint16, len(h.closed))
+	for i, c := range h.closed {
+		out[i] = c.code
+	}
+	return out
 }
 
 // rig is an engine behind a real loopback HTTP server whose /ws handler authenticates the
@@ -284,6 +300,11 @@ func (c *gwsClient) next(t testing.TB) frame {
 	case f := <-c.msgs:
 		return f
 	case <-c.done:
+		select { // a message that arrived just before the close is still the answer
+		case f := <-c.msgs:
+			return f
+		default:
+		}
 		t.Fatalf("connection closed (%d) while waiting for a message", c.code)
 	case <-time.After(5 * time.Second):
 		t.Fatal("no message within 5s")

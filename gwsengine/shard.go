@@ -12,9 +12,13 @@ import (
 // ticker goroutine (heartbeat.go) owns due and the nextPing of every connection on the shard.
 type shard struct {
 	index int
-	mu    sync.Mutex
-	reg   *registry.Shard[*conn] // guarded by mu
-	n     atomic.Int64
+	// fanout is held shared by Deliver from looking a target up to queueing the frame to it,
+	// and exclusively by a refresh that removes groups (refresh.go), so that a frame for a
+	// removed group cannot be queued behind the auth_ok from a stale lookup.
+	fanout sync.RWMutex
+	mu     sync.Mutex
+	reg    *registry.Shard[*conn] // guarded by mu
+	n      atomic.Int64
 
 	due []duty // owned by the ticker goroutine
 }

@@ -50,8 +50,10 @@ type wire struct {
 	maxPayload uint64
 	frames     frameScan
 	refused    bool // a frame was refused: every further Read fails
-	closeSent  bool // refuse has written its close frame (or found the socket closing)
-	inbound         // an incomplete frame held back from gws, and its deadline (hold.go)
+	born       time.Time
+	readAt     int64 // monotonic nanoseconds since born at the last read: the inbound limits' clock
+	closeSent  bool  // refuse has written its close frame (or found the socket closing)
+	inbound          // an incomplete frame held back from gws, and its deadline (hold.go)
 
 	// Held writes. state is wireDirect once open has run; until then Write appends to held.
 	// mu orders open's flush against a Write or Close that comes meanwhile.
@@ -74,8 +76,8 @@ const (
 var errFrameTooLarge = errors.New("gwsengine: frame length over the message size limit")
 
 func newWire(c net.Conn, maxPayload int, hold bool, tooLarge []byte, metrics *telemetry.Metrics) *wire {
-	w := &wire{Conn: c, maxPayload: uint64(maxPayload), tooLarge: tooLarge, metrics: metrics}
-	w.lastRead.Store(time.Now().UnixNano())
+	w := &wire{Conn: c, maxPayload: uint64(maxPayload), tooLarge: tooLarge, metrics: metrics, born: time.Now()}
+	w.lastRead.Store(w.born.UnixNano())
 	if hold {
 		w.state.Store(wireHolding)
 	}
@@ -103,8 +105,18 @@ func (w *wire) Read(p []byte) (int, error) {
 		}
 		n, err := w.Conn.Read(buf)
 		if n > 0 {
-			w.lastRead.Store(time.Now().UnixNano())
-			if at := w.frames.scan(buf[:n], w.maxPayload); at >= 0 {
+			now := time.Now()
+			w.lastRead.Store(now.UnixNano())
+			w.readAt = int64(now.Sub(w.born))
+			at := w.frames.scan(buf[:n], w.maxPayload)
+			if w.frames.started > 0 && w.socket != nil {
+				// Counted before gws parses the frames: over the rate, it answers none of them.
+				if c := connOf(w.socket); c != nil {
+					c.countFrames(w.frames.started, w.readAt)
+				}
+			}
+			w.frames.started = 0
+			if at >= 0 {
 				// The refused frame's header never reaches gws; whole frames before it in
 				// this read do, and the next Read refuses.
 				w.pend, w.refused = nil, true
@@ -289,12 +301,13 @@ func textFrame(payload []byte) []byte {
 // two header bytes, the 2 or 8 extended length bytes, then the mask key and payload, skipped.
 // It allocates nothing and costs a few instructions per header; a payload is skipped whole.
 type frameScan struct {
-	state  uint8
-	masked bool
-	ext    uint8  // extended length bytes still to come
-	length uint64 // the extended length read so far
-	skip   uint64 // mask key and payload bytes still to come
-	body   uint64 // mask key and payload bytes of the current frame, once its header is read
+	started int // frame headers begun since the caller last reset it: the inbound rate counts frames
+	state   uint8
+	masked  bool
+	ext     uint8  // extended length bytes still to come
+	length  uint64 // the extended length read so far
+	skip    uint64 // mask key and payload bytes still to come
+	body    uint64 // mask key and payload bytes of the current frame, once its header is read
 	// began is where in the last scanned p the last frame header began, or -1 if none did.
 	began int
 	// ending is where in the last scanned p the first frame that ends the connection (see
@@ -322,6 +335,7 @@ func (f *frameScan) scan(p []byte, max uint64) int {
 		case scanFirst:
 			start, f.began = i, i
 			f.first = p[i]
+			f.started++
 			f.state = scanSecond
 			i++
 		case scanSecond:

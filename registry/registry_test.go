@@ -301,3 +301,25 @@ func BenchmarkShardLookupGroup(b *testing.B) {
 		}
 	}
 }
+
+func TestShardJoinAndLeaveChangeAConnectionsGroups(t *testing.T) {
+	s := NewShard[int]()
+	s.Add(1, "u1", []string{"a", "b"})
+	s.Add(2, "u2", []string{"a"})
+	s.Leave(1, []string{"a"})
+	s.Join(1, []string{"c"})
+	s.Join(99, []string{"c"}) // not on the shard: ignored
+	for g, want := range map[string][]int{"a": {2}, "b": {1}, "c": {1}} {
+		if got := sorted(s.Lookup(Target{Kind: Group, ID: g})); !reflect.DeepEqual(got, want) {
+			t.Errorf("group %s: %v, want %v", g, got, want)
+		}
+	}
+	if !s.Has(1) || s.Has(99) {
+		t.Fatal("Has")
+	}
+	s.Remove(1, "u1", []string{"b", "c"})
+	s.Remove(2, "u2", []string{"a"})
+	if len(s.groups) != 0 || s.Has(1) {
+		t.Fatalf("entries left after removing with the changed groups: %v", s.groups)
+	}
+}

@@ -54,6 +54,31 @@ func (s *Shard[C]) Remove(c C, user string, groups []string) bool {
 	return true
 }
 
+// Join indexes c, already added, under each of groups as well (a token refresh that added
+// them); c must not be indexed under any of them yet.
+func (s *Shard[C]) Join(c C, groups []string) {
+	if _, ok := s.allPos[c]; !ok {
+		return
+	}
+	for _, g := range groups {
+		s.groups[g] = append(s.groups[g], c)
+	}
+}
+
+// Leave drops c from each of groups (a token refresh that removed them); the caller passes
+// only groups c was indexed under, as Remove's caller does.
+func (s *Shard[C]) Leave(c C, groups []string) {
+	for _, g := range groups {
+		removeFrom(s.groups, g, c)
+	}
+}
+
+// Has reports whether c is on the shard.
+func (s *Shard[C]) Has(c C) bool {
+	_, ok := s.allPos[c]
+	return ok
+}
+
 // removeFrom deletes c from m[key]. Per-user and per-group lists are short (a user's tabs, a
 // classroom), so a scan beats keeping a position map per list.
 func removeFrom[C comparable](m map[string][]C, key string, c C) {

@@ -1,6 +1,10 @@
 package registry
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/huleedu/websocket-service/history"
+)
 
 // Kind is the audience a backplane channel addresses.
 type Kind uint8
@@ -30,11 +34,36 @@ type Target struct {
 	ID   string
 }
 
+// Stream is the name clients know the target's stream by (they never see channel names): "user"
+// for a connection's own user, "group:<id>", "broadcast".
+func (t Target) Stream() string {
+	switch t.Kind {
+	case User:
+		return "user"
+	case Group:
+		return "group:" + t.ID
+	}
+	return "broadcast"
+}
+
 // Delivery is one backplane payload for one audience. Payload is shared by every shard and
 // every connection it reaches: nobody may modify it.
 type Delivery struct {
 	Target  Target
 	Payload []byte
+	// Position is the message's place in its stream's history; zero for a message published
+	// live only (plain PUBLISH), which v2 clients receive with "cursor":null.
+	Position history.Position
+	// Gap, when set, makes this delivery a notice rather than a message (Payload is nil): the
+	// node could not deliver every position of the stream up to Position. v2 connections get a
+	// sync frame with recovered:false at this point of the stream; v1 connections nothing.
+	Gap *Gap
+}
+
+// Gap says why positions of a stream were not delivered and how many (Missed < 0: unknown).
+type Gap struct {
+	Reason history.Reason
+	Missed int64
 }
 
 // Topics names backplane channels: `{UserPrefix}{user}`, `{GroupPrefix}{group}` and the

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/huleedu/websocket-service/history"
 	"github.com/huleedu/websocket-service/registry"
 	"github.com/huleedu/websocket-service/session"
 )
@@ -20,7 +21,8 @@ type Engine interface {
 	// Reject completes the upgrade, sends the ErrorMessage for code (message.Code*) and
 	// closes with closeCode. Nothing is registered.
 	Reject(w http.ResponseWriter, r *http.Request, subprotocol, code string, closeCode uint16)
-	// Deliver hands a batch of backplane messages to every shard. It never blocks on a
+	// Deliver hands a batch of backplane messages to every shard. It may wait while a
+	// shard's queue is full (so back-pressure reaches the backplane's reader), never on a
 	// socket; it takes ownership of batch (the slice and its payloads must not be reused).
 	Deliver(batch []registry.Delivery)
 	// Drain closes every connection with 1001, the closes spread evenly over window, and
@@ -39,8 +41,11 @@ type Backplane interface {
 	// Unsubscribe drops a reference on each channel; a channel left with none is
 	// unsubscribed after a short linger.
 	Unsubscribe(channels []string)
-	// Publish sends payload to every node's subscribers of channel.
+	// Publish sends payload to every node's subscribers of channel, live only.
 	Publish(ctx context.Context, channel string, payload []byte) error
+	// PublishSequenced appends payload to channel's history and sends it to every node's
+	// subscribers in one step, and returns its position. A timeout is not retried.
+	PublishSequenced(ctx context.Context, channel string, payload []byte, traceparent string) (history.Position, error)
 	// Ready returns nil while connected, else why not.
 	Ready() error
 	// Close unsubscribes everything and closes the backplane's connections.

@@ -22,8 +22,14 @@ func (s *Server) serveHealthz(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
-// serveReadyz is 200 only while the node can do its job: the backplane is connected and the
-// node is not draining.
+// readiness is what an engine that can fail while the process lives on (the epoll engine's
+// shards) implements to say so; an engine without it is always ready.
+type readiness interface {
+	Ready() error
+}
+
+// serveReadyz is 200 only while the node can do its job: the backplane is connected, the
+// engine has not failed, and the node is not draining.
 func (s *Server) serveReadyz(w http.ResponseWriter, _ *http.Request) {
 	if s.draining.Load() {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not_ready", "reason": "draining"})
@@ -32,6 +38,12 @@ func (s *Server) serveReadyz(w http.ResponseWriter, _ *http.Request) {
 	if err := s.backplane.Ready(); err != nil {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not_ready", "reason": "backplane: " + err.Error()})
 		return
+	}
+	if r, ok := s.engine.(readiness); ok {
+		if err := r.Ready(); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not_ready", "reason": "engine: " + err.Error()})
+			return
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
@@ -83,6 +95,14 @@ func (p publishRequest) payload() ([]byte, error) {
 	return m, nil
 }
 
+// PublishResponse is the body of a 202 from POST /api/publish: the message is stored in its
+// stream's history and published.
+type PublishResponse struct {
+	Channel string `json:"channel"` // the Redis channel it was published on
+	Stream  string `json:"stream"`  // the stream clients know it by: user, group:<id>, broadcast
+	Cursor  string `json:"cursor"`  // its position, as clients see it
+}
+
 func (s *Server) servePublish(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.PublishAPIKey == "" {
 		http.NotFound(w, r)
@@ -121,10 +141,11 @@ func (s *Server) servePublish(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 		return
 	}
-	if err := s.Publish(r.Context(), target, payload); err != nil {
+	pos, err := s.Publish(r.Context(), target, payload)
+	if err != nil {
 		s.log.Warn("publish failed", "kind", target.Kind.String(), "err", err)
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "backplane unavailable"})
 		return
 	}
-	writeJSON(w, http.StatusAccepted, map[string]string{"status": "published", "channel": s.topics.Channel(target)})
+	writeJSON(w, http.StatusAccepted, PublishResponse{Channel: s.topics.Channel(target), Stream: target.Stream(), Cursor: pos.Cursor()})
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/huleedu/websocket-service/auth"
 	"github.com/huleedu/websocket-service/backplane"
 	"github.com/huleedu/websocket-service/config"
+	"github.com/huleedu/websocket-service/history"
 	"github.com/huleedu/websocket-service/registry"
 	"github.com/huleedu/websocket-service/session"
 	"github.com/huleedu/websocket-service/telemetry"
@@ -155,9 +156,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// Draining reports whether Shutdown has begun.
-func (s *Server) Draining() bool { return s.draining.Load() }
-
 // Closed is the engines' hook for a connection that ended: it gives back what the upgrade
 // took (subscriptions, limit slots) and counts the disconnect.
 func (s *Server) Closed(id *session.Identity, code uint16) {
@@ -167,16 +165,49 @@ func (s *Server) Closed(id *session.Identity, code uint16) {
 	s.metrics.Disconnect(code)
 }
 
+// Join is the engines' hook for a token refresh that added groups: it subscribes their
+// channels without holding up the engine (a shard goroutine must never wait for the
+// backplane) and calls done once they are live, or once subscribeTimeout has passed; the
+// references are kept either way, as the backplane subscribes them when it can.
+func (s *Server) Join(groups []string, done func()) {
+	channels := s.groupChannels(groups)
+	go func() {
+		defer done()
+		ctx, cancel := context.WithTimeout(context.Background(), subscribeTimeout)
+		defer cancel()
+		if err := s.backplane.Subscribe(ctx, channels); err != nil {
+			s.log.Warn("token refresh: subscribing added groups not confirmed", "groups", len(groups), "err", err)
+		}
+	}()
+}
+
+// Leave is the engines' hook for groups a connection no longer has.
+func (s *Server) Leave(groups []string) {
+	if len(groups) > 0 {
+		s.backplane.Unsubscribe(s.groupChannels(groups))
+	}
+}
+
+func (s *Server) groupChannels(groups []string) []string {
+	out := make([]string, len(groups))
+	for i, g := range groups {
+		out[i] = s.topics.GroupChannel(g)
+	}
+	return out
+}
+
 // Topics returns the node's channel naming.
 func (s *Server) Topics() registry.Topics { return s.topics }
 
-// Publish publishes payload to target through the backplane, so every node delivers it.
-func (s *Server) Publish(ctx context.Context, target registry.Target, payload []byte) error {
+// Publish appends payload to target's history and publishes it through the backplane, so
+// every node delivers it, and returns its position.
+func (s *Server) Publish(ctx context.Context, target registry.Target, payload []byte) (history.Position, error) {
 	ch := s.topics.Channel(target)
-	if err := s.backplane.Publish(ctx, ch, payload); err != nil {
-		return fmt.Errorf("publish to %s channel: %w", target.Kind, err)
+	p, err := s.backplane.PublishSequenced(ctx, ch, payload, "")
+	if err != nil {
+		return history.Position{}, fmt.Errorf("publish to %s channel: %w", target.Kind, err)
 	}
-	return nil
+	return p, nil
 }
 
 // router turns backplane messages into deliveries for the engine.

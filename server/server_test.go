@@ -17,6 +17,7 @@ import (
 	"github.com/huleedu/websocket-service/auth"
 	"github.com/huleedu/websocket-service/backplane"
 	"github.com/huleedu/websocket-service/config"
+	"github.com/huleedu/websocket-service/history"
 	"github.com/huleedu/websocket-service/registry"
 	"github.com/huleedu/websocket-service/session"
 	"github.com/huleedu/websocket-service/telemetry"
@@ -31,7 +32,10 @@ type fakeEngine struct {
 	rejected  []string // ErrorMessage codes
 	acceptErr error
 	drained   bool
+	readyErr  error
 }
+
+func (e *fakeEngine) Ready() error { return e.readyErr }
 
 func (e *fakeEngine) Accept(_ http.ResponseWriter, _ *http.Request, a session.Admission) error {
 	e.mu.Lock()
@@ -89,8 +93,15 @@ func (b *fakeBackplane) Unsubscribe(channels []string) {
 func (b *fakeBackplane) Publish(_ context.Context, channel string, payload []byte) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.published = append(b.published, channel+"="+string(payload))
+	b.published = append(b.published, "plain "+channel+"="+string(payload))
 	return nil
+}
+
+func (b *fakeBackplane) PublishSequenced(_ context.Context, channel string, payload []byte, _ string) (history.Position, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.published = append(b.published, channel+"="+string(payload))
+	return history.Position{Epoch: 7, Seq: uint64(len(b.published)), Tag: 9}, nil
 }
 
 func (b *fakeBackplane) Ready() error { return b.readyErr }
@@ -273,7 +284,7 @@ func get(f *fixture, path string) *httptest.ResponseRecorder {
 	return w
 }
 
-func TestReadyzReportsBackplaneAndDraining(t *testing.T) {
+func TestReadyzReportsBackplaneEngineAndDraining(t *testing.T) {
 	f := newFixture(t)
 	if w := get(f, "/readyz"); w.Code != 200 {
 		t.Fatalf("ready: %d %s", w.Code, w.Body)
@@ -283,6 +294,11 @@ func TestReadyzReportsBackplaneAndDraining(t *testing.T) {
 		t.Fatalf("backplane down: %d %s", w.Code, w.Body)
 	}
 	f.bp.readyErr = nil
+	f.engine.readyErr = errors.New("shard 1 failed: wait")
+	if w := get(f, "/readyz"); w.Code != 503 || !strings.Contains(w.Body.String(), `"reason":"engine: shard 1 failed: wait"`) {
+		t.Fatalf("engine failed: %d %s", w.Code, w.Body)
+	}
+	f.engine.readyErr = nil
 	if err := f.srv.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -312,13 +328,14 @@ func publish(f *fixture, key, body string) *httptest.ResponseRecorder {
 
 func TestPublishMapsTargetsToChannelsAndUnquotesStrings(t *testing.T) {
 	f := newFixture(t)
-	for _, body := range []string{
-		`{"user_id":"u1","message":{"a": 1}}`,
-		`{"group":"g","message":"text \"quoted\""}`,
-		`{"broadcast":true,"message":[1, 2]}`,
+	for i, tc := range []struct{ body, reply string }{
+		{`{"user_id":"u1","message":{"a": 1}}`, `{"channel":"ws:u1","stream":"user","cursor":"1.7.1.9"}`},
+		{`{"group":"g","message":"text \"quoted\""}`, `{"channel":"ws-group:g","stream":"group:g","cursor":"1.7.2.9"}`},
+		{`{"broadcast":true,"message":[1, 2]}`, `{"channel":"ws-broadcast","stream":"broadcast","cursor":"1.7.3.9"}`},
 	} {
-		if w := publish(f, "pk", body); w.Code != http.StatusAccepted {
-			t.Fatalf("%s: %d %s", body, w.Code, w.Body)
+		w := publish(f, "pk", tc.body)
+		if w.Code != http.StatusAccepted || strings.TrimSpace(w.Body.String()) != tc.reply {
+			t.Fatalf("%d %s: %d %s, want 202 %s", i, tc.body, w.Code, w.Body, tc.reply)
 		}
 	}
 	want := []string{`ws:u1={"a": 1}`, `ws-group:g=text "quoted"`, `ws-broadcast=[1, 2]`}

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"errors"
-	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -30,13 +29,14 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "server is draining; reconnect to another node", http.StatusServiceUnavailable)
 		return
 	}
+	ip := clientIP(r, s.cfg.TrustedProxies)
 	if origin := r.Header.Get("Origin"); origin != "" && !s.cfg.AllowedOrigins.Allows(origin) {
 		s.metrics.Connection(telemetry.ResultOriginRejected)
-		s.log.Warn("upgrade refused: origin not allowed", "origin", origin, "remote", r.RemoteAddr)
+		s.log.Warn("upgrade refused: origin not allowed", "origin", origin, "client", ip)
 		http.Error(w, "origin not allowed", http.StatusForbidden)
 		return
 	}
-	if s.rate != nil && !s.rate.allow(clientIP(r), started) {
+	if s.rate != nil && !s.rate.allow(ip, started) {
 		s.metrics.Connection(telemetry.ResultRateLimited)
 		w.Header().Set("Retry-After", "1")
 		http.Error(w, "too many handshakes from this address", http.StatusTooManyRequests)
@@ -57,7 +57,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, auth.ErrExpired) {
 			code = message.CodeTokenExpired
 		}
-		s.log.Info("upgrade refused: authentication failed", "reason", err.Error(), "remote", r.RemoteAddr)
+		s.log.Info("upgrade refused: authentication failed", "reason", err.Error(), "client", ip)
 		s.engine.Reject(w, r, subprotocol, code, message.ClosePolicyViolation)
 		return
 	}
@@ -65,7 +65,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if err := s.limits.ReserveUser(user); err != nil {
 		s.limits.ReleaseNode()
 		s.metrics.Connection(telemetry.ResultLimitReached)
-		s.log.Info("upgrade refused: per-user connection limit", "limit", s.cfg.MaxConnectionsPerUser, "remote", r.RemoteAddr)
+		s.log.Info("upgrade refused: per-user connection limit", "limit", s.cfg.MaxConnectionsPerUser, "client", ip)
 		s.engine.Reject(w, r, subprotocol, message.CodeConnectionLimit, message.ClosePolicyViolation)
 		return
 	}
@@ -86,7 +86,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.backplane.Unsubscribe(channels)
 		s.release(user)
-		s.log.Info("upgrade failed", "err", err, "remote", r.RemoteAddr)
+		s.log.Info("upgrade failed", "err", err, "client", ip)
 		return
 	}
 	s.metrics.Connection(telemetry.ResultAccepted)
@@ -131,14 +131,4 @@ func credentials(r *http.Request) (token, subprotocol string) {
 		}
 	}
 	return token, subprotocol
-}
-
-// clientIP is the peer address. X-Forwarded-For is deliberately ignored: anyone can set it,
-// and the per-IP limit would then be trivially bypassed.
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
 }

@@ -158,12 +158,3 @@ func TestIsUpgrade(t *testing.T) {
 		}
 	}
 }
-
-func TestClientIPIgnoresForwardedFor(t *testing.T) {
-	r := httptest.NewRequest("GET", "/ws", nil)
-	r.RemoteAddr = "192.0.2.7:5555"
-	r.Header.Set("X-Forwarded-For", "203.0.113.9")
-	if got := clientIP(r); got != "192.0.2.7" {
-		t.Fatalf("clientIP = %q", got)
-	}
-}

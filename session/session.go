@@ -38,8 +38,16 @@ type Admission struct {
 // Hooks is what an engine reports back to the service. Closed is called exactly once for each
 // connection that Accept registered, after it is out of the engine's registry, with the close
 // code it ended with (1006 when the peer vanished without a close frame).
+//
+// Join and Leave carry a token refresh's change of groups to the backplane: Join takes a
+// reference on the channel of each group and calls done, on another goroutine, once they are
+// live or the wait for them has given up (the references are kept either way: the backplane
+// subscribes them when it can); Leave drops references. A reference that Join took is given
+// back by a Leave of the same groups, or, once the groups are the connection's, by Closed.
 type Hooks interface {
 	Closed(id *Identity, code uint16)
+	Join(groups []string, done func())
+	Leave(groups []string)
 }
 
 // Verifier checks a refreshed token.
@@ -54,6 +62,7 @@ type Options struct {
 	ConnectionTimeout time.Duration // silence before close 1001
 	MaxMessageSize    int           // inbound message limit; 1009 above it
 	SendQueueLimit    int           // outbound bytes queued per connection; 1013 above it
+	InboundRate       int           // inbound frames per second per connection (FrameRate); 0: no limit
 	Policy            *Policy
 	Hooks             Hooks
 	Metrics           *telemetry.Metrics
@@ -70,20 +79,27 @@ func NewPolicy(v Verifier) *Policy { return &Policy{verifier: v} }
 
 // Action is what an engine must do after a client text message: send Reply (if any) as a text
 // frame, then close with Close (if non-zero); a non-zero Expires replaces the connection's
-// token expiry.
+// token expiry at once. Refresh marks a verified token refresh: the connection's groups become
+// Groups (see Regroup), and Reply goes out only once they have.
 type Action struct {
 	Reply   []byte
 	Close   uint16
 	Expires time.Time
+	Refresh bool
+	Groups  []string
 }
 
 // OnText decides the answer to a client text message: an auth refresh for the same subject
-// extends the connection's life and is acknowledged; a bad refresh closes it with 1008; any
-// other text is echoed.
-func (p *Policy) OnText(id *Identity, text []byte) Action {
+// extends the connection's life, changes its groups and is acknowledged; a bad refresh closes
+// it with 1008, and so does a refresh over the refresh rate (RATE_LIMITED); any other text is
+// echoed. in and now (the engine's monotonic clock, nanoseconds) account the refresh rate.
+func (p *Policy) OnText(id *Identity, in *Inbound, now int64, text []byte) Action {
 	token, isAuth := message.ParseAuth(text)
 	if !isAuth {
 		return Action{Reply: message.Echo(text)}
+	}
+	if !in.refreshes.Take(refreshRate, now, 1) {
+		return RateLimited()
 	}
 	// SPEC §2: any failed refresh, an already-expired token included, is AUTH_FAILED; the
 	// connection's own expiry is the only thing reported as TOKEN_EXPIRED.
@@ -91,7 +107,7 @@ func (p *Policy) OnText(id *Identity, text []byte) Action {
 	if err != nil || claims.Subject != id.User {
 		return Action{Reply: message.ErrorJSON(message.CodeAuthFailed), Close: message.ClosePolicyViolation}
 	}
-	return Action{Reply: message.AuthOKJSON(claims.ExpiresAt.Unix()), Expires: claims.ExpiresAt}
+	return Action{Reply: message.AuthOKJSON(claims.ExpiresAt.Unix()), Expires: claims.ExpiresAt, Refresh: true, Groups: claims.Groups}
 }
 
 // Expired is the action for a connection whose token expiry has passed.

@@ -44,7 +44,7 @@ func errorCode(t *testing.T, reply []byte) string {
 
 func TestOnTextEchoesOrdinaryText(t *testing.T) {
 	p, _ := policy(t)
-	a := p.OnText(&Identity{User: "u1"}, []byte("X"))
+	a := p.OnText(&Identity{User: "u1"}, &Inbound{}, 0, []byte("X"))
 	if string(a.Reply) != "Echo: X" || a.Close != 0 || !a.Expires.IsZero() {
 		t.Fatalf("%+v", a)
 	}
@@ -53,7 +53,7 @@ func TestOnTextEchoesOrdinaryText(t *testing.T) {
 func TestOnTextRefreshForTheSameSubExtendsTheConnection(t *testing.T) {
 	p, m := policy(t)
 	tok := mint(t, m, "u1", time.Hour)
-	a := p.OnText(&Identity{User: "u1"}, []byte(`{"type":"auth","token":"`+tok+`"}`))
+	a := p.OnText(&Identity{User: "u1"}, &Inbound{}, 0, []byte(`{"type":"auth","token":"`+tok+`"}`))
 	if a.Close != 0 || a.Expires.IsZero() {
 		t.Fatalf("%+v", a)
 	}
@@ -68,7 +68,7 @@ func TestOnTextRefreshForTheSameSubExtendsTheConnection(t *testing.T) {
 
 func TestOnTextRefreshForAnotherSubCloses1008(t *testing.T) {
 	p, m := policy(t)
-	a := p.OnText(&Identity{User: "u1"}, []byte(`{"type":"auth","token":"`+mint(t, m, "u2", time.Hour)+`"}`))
+	a := p.OnText(&Identity{User: "u1"}, &Inbound{}, 0, []byte(`{"type":"auth","token":"`+mint(t, m, "u2", time.Hour)+`"}`))
 	if a.Close != message.ClosePolicyViolation || errorCode(t, a.Reply) != message.CodeAuthFailed || !a.Expires.IsZero() {
 		t.Fatalf("%+v", a)
 	}
@@ -77,7 +77,7 @@ func TestOnTextRefreshForAnotherSubCloses1008(t *testing.T) {
 func TestOnTextRefreshWithABadTokenCloses1008(t *testing.T) {
 	p, _ := policy(t)
 	for _, text := range []string{`{"type":"auth","token":"garbage"}`, `{"type":"auth"}`} {
-		a := p.OnText(&Identity{User: "u1"}, []byte(text))
+		a := p.OnText(&Identity{User: "u1"}, &Inbound{}, 0, []byte(text))
 		if a.Close != message.ClosePolicyViolation || errorCode(t, a.Reply) != message.CodeAuthFailed {
 			t.Fatalf("%s: %+v", text, a)
 		}
@@ -86,7 +86,7 @@ func TestOnTextRefreshWithABadTokenCloses1008(t *testing.T) {
 
 func TestOnTextRefreshWithAnExpiredTokenClosesWithAuthFailed(t *testing.T) {
 	p, m := policy(t)
-	a := p.OnText(&Identity{User: "u1"}, []byte(`{"type":"auth","token":"`+mint(t, m, "u1", -time.Minute)+`"}`))
+	a := p.OnText(&Identity{User: "u1"}, &Inbound{}, 0, []byte(`{"type":"auth","token":"`+mint(t, m, "u1", -time.Minute)+`"}`))
 	if a.Close != message.ClosePolicyViolation || errorCode(t, a.Reply) != message.CodeAuthFailed {
 		t.Fatalf("%+v", a)
 	}

@@ -28,14 +28,15 @@ const (
 	DropUnknown      = "unknown_channel"
 	DropTooLarge     = "too_large" // inbound message over MAX_MESSAGE_SIZE
 	DropRateLimited  = "rate_limited"
-	DropInvalidUTF8  = "invalid_utf8" // a backplane payload that cannot be a text frame
+	DropShardStopped = "shard_stopped" // an epoll shard stopped (or failed) before applying it
+	DropInvalidUTF8  = "invalid_utf8"  // a backplane payload that cannot be a text frame
 	// DropIncompleteFrame: an inbound frame not completed within its deadline (close 1001).
 	DropIncompleteFrame = "incomplete_frame"
 )
 
 var (
 	results     = []string{ResultAccepted, ResultAuthFailed, ResultOriginRejected, ResultLimitReached, ResultRateLimited}
-	dropReasons = []string{DropSlowConsumer, DropClosed, DropUnknown, DropTooLarge, DropRateLimited, DropInvalidUTF8, DropIncompleteFrame}
+	dropReasons = []string{DropSlowConsumer, DropClosed, DropUnknown, DropTooLarge, DropRateLimited, DropShardStopped, DropInvalidUTF8, DropIncompleteFrame}
 	// closeCodes are the codes a disconnect is counted under; anything else is "other".
 	closeCodes = []uint16{1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1011, 1013}
 )
@@ -119,6 +120,19 @@ func (m *Metrics) Handshake(since time.Time) { m.HandshakeDuration.UpdateDuratio
 // ShardConnections registers eventloop_shard_connections{shard} read from f at scrape time.
 func (m *Metrics) ShardConnections(shard int, f func() float64) {
 	m.set.GetOrCreateGauge(`eventloop_shard_connections{shard="`+strconv.Itoa(shard)+`"}`, f)
+}
+
+// ShardQueueBytes registers eventloop_shard_queue_bytes{shard}, read from f at scrape time:
+// the delivery bytes the shard has queued and not yet applied (bounded; Deliver waits at the
+// bound).
+func (m *Metrics) ShardQueueBytes(shard int, f func() float64) {
+	m.set.GetOrCreateGauge(`eventloop_shard_queue_bytes{shard="`+strconv.Itoa(shard)+`"}`, f)
+}
+
+// ShardsFailed registers eventloop_shards_failed, read from f at scrape time: the epoll
+// engine's shards that stopped on an error (the node is not ready while it is above 0).
+func (m *Metrics) ShardsFailed(f func() float64) {
+	m.set.GetOrCreateGauge("eventloop_shards_failed", f)
 }
 
 // WritePrometheus writes the service's metrics followed by Go runtime, process and file

@@ -2,9 +2,11 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"net"
 	"net/http"
@@ -20,6 +22,9 @@ import (
 	"github.com/huleedu/websocket-service/app"
 	"github.com/huleedu/websocket-service/auth"
 	"github.com/huleedu/websocket-service/config"
+	"github.com/huleedu/websocket-service/history"
+	"github.com/huleedu/websocket-service/internal/redistest"
+	"github.com/huleedu/websocket-service/server"
 )
 
 // These tests run the commands in-process with a controlled environment: t.Setenv and
@@ -179,7 +184,7 @@ func TestPublishNeedsExactlyOneTargetAndAPayload(t *testing.T) {
 }
 
 func TestPublishWithoutRedisOrAPIKeyExplainsWhatToSet(t *testing.T) {
-	isolate(t)
+	isolate(t, "ENVIRONMENT", "staging") // development has a default key
 	code, _, stderr := runCmd("publish", "--url", "http://127.0.0.1:1", "--broadcast", "x")
 	if code == 0 || !strings.Contains(stderr, "PUBLISH_API_KEY") || !strings.Contains(stderr, "REDIS_URL") {
 		t.Fatalf("exit %d, stderr %q", code, stderr)
@@ -199,11 +204,13 @@ func TestPublishThroughTheHTTPAPISendsTheSpecBody(t *testing.T) {
 			return
 		}
 		w.WriteHeader(http.StatusAccepted)
+		_, _ = w.Write([]byte(`{"channel":"ws-group:class7","stream":"group:class7","cursor":"1.a.1.b"}` + "\n"))
 	}))
 	defer srv.Close()
 	isolate(t, "PUBLISH_API_KEY", "k1")
-	if code, _, stderr := runCmd("publish", "--url", srv.URL, "--group", "class7", "hello there"); code != 0 {
-		t.Fatalf("exit %d: %s", code, stderr)
+	code, stdout, stderr := runCmd("publish", "--url", srv.URL, "--group", "class7", "hello there")
+	if code != 0 || stdout != `{"channel":"ws-group:class7","stream":"group:class7","cursor":"1.a.1.b"}`+"\n" {
+		t.Fatalf("exit %d, stdout %q: %s", code, stdout, stderr)
 	}
 	if got.auth != "Bearer k1" || got.body != `{"group":"class7","message":"hello there"}` {
 		t.Fatalf("auth %q body %s", got.auth, got.body)
@@ -213,6 +220,30 @@ func TestPublishThroughTheHTTPAPISendsTheSpecBody(t *testing.T) {
 	}
 	if got.body != `{"message":{"a":1},"user_id":"u1"}` {
 		t.Fatalf("body %s", got.body)
+	}
+}
+
+// Through Redis the CLI publishes with a position, like the API, and prints the API's reply.
+func TestPublishThroughRedisStoresTheMessageInItsHistory(t *testing.T) {
+	rs := redistest.Start(t)
+	isolate(t, "REDIS_URL", rs.URL(), "HISTORY_SIZE", "4")
+	code, stdout, stderr := runCmd("publish", "--user", "u1", `{"a":1}`)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var reply server.PublishResponse
+	if err := json.Unmarshal([]byte(stdout), &reply); err != nil || reply.Channel != "ws:u1" || reply.Stream != "user" {
+		t.Fatalf("stdout %q: %v", stdout, err)
+	}
+	p, err := history.ParseCursor(reply.Cursor)
+	if err != nil || p.Seq != 1 {
+		t.Fatalf("cursor %q: %+v %v", reply.Cursor, p, err)
+	}
+	h, _ := history.Keys("ws:u1")
+	c := rs.Client(t)
+	entries, err := c.XRange(context.Background(), h, "-", "+").Result()
+	if err != nil || len(entries) != 1 || entries[0].Values["d"] != `{"a":1}` {
+		t.Fatalf("history %s: %+v %v", h, entries, err)
 	}
 }
 

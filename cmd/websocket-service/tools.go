@@ -138,36 +138,45 @@ func publish(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	var reply []byte
 	if cfg.RedisURL != "" && *url == "" {
-		err = publishRedis(ctx, cfg, targets[0], payload)
+		reply, err = publishRedis(ctx, cfg, targets[0], payload)
 	} else {
 		base := *url
 		if base == "" {
 			base = "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.Port))
 		}
-		err = publishHTTP(ctx, base, cfg.PublishAPIKey, targets[0], payload)
+		reply, err = publishHTTP(ctx, base, cfg.PublishAPIKey, targets[0], payload)
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "publish:", err)
 		return 1
 	}
-	fmt.Fprintln(stdout, "published")
+	fmt.Fprintf(stdout, "%s\n", reply)
 	return 0
 }
 
-func publishRedis(ctx context.Context, cfg config.Config, t registry.Target, payload string) error {
-	p, err := backplane.NewPublisher(cfg.RedisURL, cfg.RedisCluster)
+// publishRedis publishes with a position, as the server's API does, and returns the API's
+// reply body.
+func publishRedis(ctx context.Context, cfg config.Config, t registry.Target, payload string) ([]byte, error) {
+	p, err := backplane.NewPublisher(cfg.RedisURL, cfg.RedisCluster, cfg.History())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer p.Close()
 	topics := registry.Topics{UserPrefix: cfg.UserChannelPrefix, GroupPrefix: cfg.GroupChannelPrefix, Broadcast: cfg.BroadcastChannel}
-	return p.Publish(ctx, topics.Channel(t), []byte(payload))
+	ch := topics.Channel(t)
+	pos, err := p.PublishSequenced(ctx, ch, []byte(payload), "")
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(server.PublishResponse{Channel: ch, Stream: t.Stream(), Cursor: pos.Cursor()})
 }
 
-func publishHTTP(ctx context.Context, base, key string, t registry.Target, payload string) error {
+// publishHTTP posts to the server's publish API and returns its reply body.
+func publishHTTP(ctx context.Context, base, key string, t registry.Target, payload string) ([]byte, error) {
 	if key == "" {
-		return errors.New("the HTTP API needs WEBSOCKET_SERVICE_PUBLISH_API_KEY (the same key the server runs with), or set WEBSOCKET_SERVICE_REDIS_URL to publish through Redis")
+		return nil, errors.New("the HTTP API needs WEBSOCKET_SERVICE_PUBLISH_API_KEY (the same key the server runs with; only development has a default), or set WEBSOCKET_SERVICE_REDIS_URL to publish through Redis")
 	}
 	msg := json.RawMessage(payload)
 	if !json.Valid(msg) {
@@ -186,20 +195,20 @@ func publishHTTP(ctx context.Context, base, key string, t registry.Target, paylo
 	b, _ := json.Marshal(body)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(base, "/")+server.PathPublish, bytes.NewReader(b))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+key)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("POST %s: %w", server.PathPublish, err)
+		return nil, fmt.Errorf("POST %s: %w", server.PathPublish, err)
 	}
 	defer resp.Body.Close()
+	text, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if resp.StatusCode != http.StatusAccepted {
-		text, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return fmt.Errorf("POST %s: %s: %s", server.PathPublish, resp.Status, bytes.TrimSpace(text))
+		return nil, fmt.Errorf("POST %s: %s: %s", server.PathPublish, resp.Status, bytes.TrimSpace(text))
 	}
-	return nil
+	return bytes.TrimSpace(text), nil
 }
 
 // healthcheck is for container HEALTHCHECKs in images without curl.

@@ -154,12 +154,13 @@ func (s *Service) TokenTTL(t testing.TB, ttl time.Duration, sub string, groups .
 // DialURL is the /ws URL carrying token.
 func (s *Service) DialURL(token string) string { return s.WSURL + "?token=" + token }
 
-// Publish publishes through the node's backplane (Redis or embedded), like a backend would.
+// Publish publishes through the node's backplane (Redis or embedded), as the publish API
+// does: appended to the stream's history with a position.
 func (s *Service) Publish(t testing.TB, target registry.Target, payload string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := s.App.Server().Publish(ctx, target, []byte(payload)); err != nil {
+	if _, err := s.App.Server().Publish(ctx, target, []byte(payload)); err != nil {
 		t.Fatalf("publish: %v", err)
 	}
 }

@@ -1,0 +1,81 @@
+package bench
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestReconnectStormSmallestConfiguration kills one of four service processes under a steady
+// publisher and checks, end to end, that its clients all come back on the others, that the
+// survivors' handshakes account for them, and that nobody else lost or got twice a message.
+func TestReconnectStormSmallestConfiguration(t *testing.T) {
+	o := StormOptions{Nodes: 4, ConnsPerNode: 10, Engines: []string{"gws", "epoll"}, Backend: BackendRedis,
+		GroupSize: 8, GroupRate: 5, Duration: 3 * time.Second, KillAfter: time.Second,
+		Reconnect: ReconnectPolicy{Initial: 200 * time.Millisecond, Max: time.Second, Throttle: time.Second},
+		ServerBin: testServerBin(t)}
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	var progress strings.Builder
+	res, err := RunStorm(ctx, o, &progress)
+	if err != nil {
+		t.Fatalf("storm: %v\n%s", err, progress.String())
+	}
+	if len(res.Runs) != 2 {
+		t.Fatalf("%d storms, want one per engine", len(res.Runs))
+	}
+	for _, r := range res.Runs {
+		rep, rc := r.Report, r.Report.Reconnect
+		if len(r.Problems) > 0 || rc == nil {
+			t.Errorf("%s: problems %v\n%s", r.Engine, r.Problems, progress.String())
+			continue
+		}
+		if r.KilledConns != 10 || rc.Reconnected != 10 || r.AllBackSeconds <= 0 || r.LastReconnectSeconds <= 0 {
+			t.Errorf("%s: killed node held %d, %d reconnected, all back after %.2fs, last reconnect after %.2fs",
+				r.Engine, r.KilledConns, rc.Reconnected, r.AllBackSeconds, r.LastReconnectSeconds)
+		}
+		var handshakes, after int64
+		for _, s := range r.Survivors {
+			handshakes += s.Handshakes
+			after += s.ConnsAfter
+		}
+		if len(r.Survivors) != 3 || handshakes != int64(rc.Reconnects) || after != 40 {
+			t.Errorf("%s: %d survivors took %d handshakes for %d reconnects and hold %d connections, want 3, equal, 40",
+				r.Engine, len(r.Survivors), handshakes, rc.Reconnects, after)
+		}
+		if rep.Duplicated != 0 || rep.Lost != rc.Lost || r.PublishedDuring <= 0 {
+			t.Errorf("%s: duplicated %d, lost %d of which %d by reconnected clients, published during the storm %d",
+				r.Engine, rep.Duplicated, rep.Lost, rc.Lost, r.PublishedDuring)
+		}
+	}
+	var table strings.Builder
+	WriteStormTable(&table, res)
+	if testing.Verbose() {
+		t.Log("\n" + table.String())
+	}
+	if !strings.Contains(table.String(), "scaled down") || strings.Contains(table.String(), "PROBLEM") {
+		t.Errorf("storm table:\n%s", table.String())
+	}
+}
+
+// TestReconnectDelayIsCappedExponentialWithFullJitter: the reference client's backoff.
+func TestReconnectDelayIsCappedExponentialWithFullJitter(t *testing.T) {
+	pol := DefaultReconnectPolicy()
+	top := func() float64 { return 0.999999 }
+	bottom := func() float64 { return 0 }
+	for attempt, ceiling := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 30 * time.Second, 30 * time.Second} {
+		if d := pol.delay(attempt, false, top); d >= ceiling || d < ceiling*99/100 {
+			t.Errorf("attempt %d: longest delay %s, want just under %s", attempt, d, ceiling)
+		}
+		if d := pol.delay(attempt, false, bottom); d != 0 {
+			t.Errorf("attempt %d: shortest delay %s, want 0 (full jitter)", attempt, d)
+		}
+	}
+	if d := pol.delay(100, false, top); d >= pol.Max {
+		t.Errorf("attempt 100: delay %s over the cap %s", d, pol.Max)
+	}
+	if d := pol.delay(0, true, bottom); d != pol.Throttle {
+		t.Errorf("throttled: delay %s, want the throttle floor %s", d, pol.Throttle)
+	}
+}

@@ -1,0 +1,61 @@
+//go:build linux
+
+package eventloop
+
+import "github.com/huleedu/websocket-service/session"
+
+// A token refresh changes the connection's groups. It is applied on the loop goroutine; the
+// backplane work it needs runs elsewhere (Hooks.Join) and comes back as a taskRegroup.
+
+// joined is a refresh waiting for the backplane to have the groups it adds.
+type joined struct {
+	c  *conn
+	rg session.Regroup
+}
+
+// refresh applies a verified token refresh's groups: at once when it adds none, else once
+// Hooks.Join is done, through the loop's queue so that the loop never waits for the backplane.
+// Either way it supersedes a refresh of c still waiting (joining).
+func (l *loop) refresh(c *conn, act session.Action) {
+	rg := session.NewRegroup(c.id.Groups, act)
+	if len(rg.Added) == 0 {
+		delete(l.joining, c)
+		l.regroup(c, &rg)
+		return
+	}
+	j := &joined{c: c, rg: rg}
+	l.joining[c] = j
+	l.e.hooks.Join(rg.Added, func() {
+		if !l.submit(task{kind: taskRegroup, join: j}) {
+			l.e.hooks.Leave(j.rg.Added) // the shard has stopped: c is gone
+		}
+	})
+}
+
+// regroupJoined applies a refresh whose added groups the backplane now has, unless the
+// connection has ended or refreshed again since: then the references Join took go back.
+func (l *loop) regroupJoined(j *joined) {
+	c := j.c
+	latest := l.joining[c] == j
+	if latest {
+		delete(l.joining, c)
+	}
+	if !latest || c.flags&flagRegistered == 0 || c.state != stateOpen {
+		l.e.hooks.Leave(j.rg.Added)
+		return
+	}
+	l.regroup(c, &j.rg)
+}
+
+// regroup makes rg's groups the connection's and queues the auth_ok: a message of a removed
+// group delivered from now on no longer finds c, and one queued earlier is ahead of the
+// auth_ok in c's queue.
+func (l *loop) regroup(c *conn, rg *session.Regroup) {
+	if rg.Changes() {
+		l.reg.Leave(c, rg.Removed)
+		l.reg.Join(c, rg.Added)
+		c.id.Groups = rg.Groups
+		l.e.hooks.Leave(rg.Removed)
+	}
+	l.reply(c, encodeFrame(opText, rg.Reply))
+}

@@ -1,0 +1,57 @@
+package gwsengine
+
+import (
+	"github.com/lxzan/gws"
+
+	"github.com/huleedu/websocket-service/session"
+)
+
+// A token refresh changes the connection's groups. It starts on the connection's read
+// goroutine; the backplane work it needs runs elsewhere (Hooks.Join).
+
+// refresh applies a verified token refresh's groups: at once when it adds none, else once
+// Hooks.Join is done, on the goroutine that reports it.
+func (c *conn) refresh(act session.Action) {
+	gen := c.refreshes.Add(1)
+	s := c.shard
+	s.mu.Lock() // c.id.Groups changes under it (regroup)
+	rg := session.NewRegroup(c.id.Groups, act)
+	s.mu.Unlock()
+	if len(rg.Added) == 0 {
+		s.regroup(c, gen, &rg)
+		return
+	}
+	c.e.opts.Hooks.Join(rg.Added, func() {
+		if !s.regroup(c, gen, &rg) {
+			c.e.opts.Hooks.Leave(rg.Added)
+		}
+	})
+}
+
+// regroup makes rg's groups c's and queues the auth_ok behind every frame already queued to
+// c, unless c has ended, is closing or has refreshed again since gen; it reports whether it
+// did. While it removes groups it holds fanout, so no Deliver that looked c up under a removed
+// group before can queue to c after the auth_ok.
+func (s *shard) regroup(c *conn, gen uint32, rg *session.Regroup) bool {
+	if rg.Changes() {
+		s.fanout.Lock()
+	}
+	s.mu.Lock()
+	ok := s.reg.Has(c) && !c.closing() && c.refreshes.Load() == gen
+	if ok && rg.Changes() {
+		s.reg.Leave(c, rg.Removed)
+		s.reg.Join(c, rg.Added)
+		c.id.Groups = rg.Groups
+	}
+	s.mu.Unlock()
+	if ok {
+		c.socket.Async(func() { c.write(gws.OpcodeText, rg.Reply) })
+	}
+	if rg.Changes() {
+		s.fanout.Unlock()
+	}
+	if ok {
+		c.e.opts.Hooks.Leave(rg.Removed)
+	}
+	return ok
+}
