@@ -26,8 +26,9 @@ func (e *Engine) Deliver(batch []registry.Delivery) {
 			for _, c := range targets {
 				if err := c.enqueue(bc, n, d.Trace); err != nil {
 					s.fanout.RUnlock()
-					// The frame could not be built (not UTF-8, or over gws's write limit): the
-					// same failure awaits every target.
+					// The frame could not be built: the same failure awaits every target. (The
+					// router passes no invalid UTF-8 and gws has no write limit here, so this
+					// is a safeguard, not a path.)
 					if d.Trace != nil {
 						d.Trace.Dropped(tracing.DropRefused, 1)
 					}
