@@ -20,16 +20,7 @@ import (
 // published. The OTEL_* variables are process-wide, so this test does not run in parallel
 // with others (t.Setenv) and runs the engines one after the other.
 func TestTracingFollowsAPublishIntoEveryNode(t *testing.T) {
-	sink, err := otlpsink.Start(true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sink.Close() })
-	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", sink.Endpoint())
-	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-	t.Setenv("OTEL_TRACES_SAMPLER", "parentbased_always_on")
-	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
-	t.Setenv("OTEL_SERVICE_NAME", "ws-trace-test")
+	sink := traceInto(t)
 	for i, engine := range servicetest.Engines() {
 		t.Run(engine, func(t *testing.T) { traceTwoNodes(t, sink, engine, i) })
 	}
@@ -163,6 +154,56 @@ func traceTwoNodes(t *testing.T, sink *otlpsink.Sink, engine string, run int) {
 				}
 			}
 		}
+	}
+}
+
+// traceInto points the services this test starts at an in-process OTLP receiver, sampling
+// everything.
+func traceInto(t *testing.T) *otlpsink.Sink {
+	t.Helper()
+	sink, err := otlpsink.Start(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sink.Close() })
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", sink.Endpoint())
+	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+	t.Setenv("OTEL_TRACES_SAMPLER", "parentbased_always_on")
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+	t.Setenv("OTEL_SERVICE_NAME", "ws-trace-test")
+	return sink
+}
+
+// The delivery span says what was dropped and why: the message that pushed a client that
+// never reads over SEND_QUEUE_LIMIT counts it as a slow_consumer drop, next to the reader it
+// was queued to.
+func TestDeliverySpanCountsASlowConsumer(t *testing.T) {
+	for _, engine := range servicetest.Engines() {
+		t.Run(engine, func(t *testing.T) {
+			sink := traceInto(t)
+			n := startNode(t, engine, embedded, slowConsumerEnv)
+			rawDial(t, n.Addr, "/ws?token="+n.Token(t, "slow", "class7"), rawOptions{ReceiveBuf: 4096})
+			good := dial(t, n.Service, "good", "class7")
+			waitActive(t, n.Service, 2)
+			pad := strings.Repeat("x", 8<<10)
+			for i := 0; i < slowBatches*slowBatchSize && n.Metric(t, `websocket_disconnects_total{code="1013"}`) == 0; i++ {
+				msg := fmt.Sprintf(`{"seq":%d,"pad":"%s"}`, i, pad)
+				n.Publish(t, group("class7"), msg)
+				expectText(t, good, msg)
+			}
+			n.WaitMetric(t, `websocket_disconnects_total{code="1013"}`, 1, wait)
+			eventually(t, 3*wait, "a delivery span with the slow consumer's drop", func() bool {
+				for _, s := range sink.Spans() {
+					if s.Name == "ws.deliver" && s.Attrs["ws.dropped.slow_consumer"] == int64(1) {
+						if s.Attrs["ws.recipients"] != int64(2) || s.Attrs["ws.queued"] != int64(1) {
+							t.Fatalf("delivery span %v: want 2 recipients, 1 queued", s.Attrs)
+						}
+						return true
+					}
+				}
+				return false
+			})
+		})
 	}
 }
 
