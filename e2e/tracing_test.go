@@ -40,6 +40,7 @@ func traceTwoNodes(t *testing.T, sink *otlpsink.Sink, engine string, run int) {
 	}
 	waitActive(t, a, 2)
 	waitActive(t, b, 3)
+	expectRefusal(t, servicetest.Dial(t, a.DialURL("not-a-token")), "AUTH_FAILED", 1008)
 	received := func(want string) {
 		t.Helper()
 		for _, c := range clients {
@@ -138,13 +139,21 @@ func traceTwoNodes(t *testing.T, sink *otlpsink.Sink, engine string, run int) {
 	}
 	// Upgrades: accepted, with the shard; never the token.
 	ups := find(spans, func(s otlpsink.Span) bool { return s.Name == "ws.upgrade" && nodes[s.Instance] })
-	if len(ups) < 5 {
-		t.Fatalf("%d upgrade spans from these nodes, want 5", len(ups))
+	if len(ups) != 6 {
+		t.Fatalf("%d upgrade spans from these nodes, want 6", len(ups))
 	}
+	refused := 0
 	for _, u := range ups {
+		if u.Attrs["ws.upgrade.result"] == "auth_failed" && u.Attrs["ws.error.code"] == "AUTH_FAILED" && u.Attrs["ws.shard"] == nil {
+			refused++
+			continue
+		}
 		if u.Attrs["ws.upgrade.result"] != "accepted" || u.Attrs["ws.shard"] == nil || u.Attrs["ws.engine"] != engine {
 			t.Errorf("upgrade span attributes %v: want result accepted, a shard and engine %s", u.Attrs, engine)
 		}
+	}
+	if refused != 1 {
+		t.Errorf("%d upgrade spans of the refused token, want 1 with result auth_failed and code AUTH_FAILED", refused)
 	}
 	for _, s := range spans {
 		for k, v := range s.Attrs {
