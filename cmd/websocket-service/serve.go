@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel"
 
 	"github.com/huleedu/websocket-service/app"
 	"github.com/huleedu/websocket-service/config"
@@ -46,6 +47,11 @@ func serve(args []string, stderr io.Writer) int {
 	// go-redis logs pool dial failures through its own process-wide logger in plain text;
 	// route them into the JSON log so an outage reads as one stream.
 	redis.SetLogger(redisLog{log.With("component", "go-redis")})
+	// Likewise the OpenTelemetry SDK reports failed span exports (a collector that is down)
+	// through its process-wide error handler, in plain text unless told otherwise.
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		log.Warn("tracing: the OpenTelemetry SDK reports an error", "component", "otel", "err", err)
+	}))
 	node, err := app.New(cfg, log)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
