@@ -5,9 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/otel/trace"
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/grpc"
 )
 
 func TestTraceparentRoundTrip(t *testing.T) {
@@ -67,13 +71,53 @@ func TestOffWithoutAnEndpoint(t *testing.T) {
 	}
 }
 
+// OTEL_EXPORTER_OTLP_PROTOCOL=grpc exports to an OTLP/gRPC collector at the endpoint the
+// environment names.
 func TestGRPCExporterFromTheEnvironment(t *testing.T) {
-	env := map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4317", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc"}
-	tr, err := New(context.Background(), Options{ServiceName: "s", Getenv: func(k string) string { return env[k] }})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 16)
+	srv := grpc.NewServer()
+	coltracepb.RegisterTraceServiceServer(srv, collector{got: got})
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Stop()
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+ln.Addr().String())
+	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+	tr, err := New(context.Background(), Options{ServiceName: "s"})
 	if err != nil || !tr.Enabled() {
 		t.Fatalf("grpc: %v, enabled %v", err, tr != nil && tr.Enabled())
 	}
-	if err := tr.Shutdown(context.Background()); err != nil {
+	_, span := tr.Tracer().Start(context.Background(), "over-grpc")
+	span.End()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := tr.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
+	select {
+	case name := <-got:
+		if name != "over-grpc" {
+			t.Fatalf("collector received span %q", name)
+		}
+	default:
+		t.Fatal("the gRPC collector received nothing by the end of Shutdown")
+	}
+}
+
+type collector struct {
+	coltracepb.UnimplementedTraceServiceServer
+	got chan string
+}
+
+func (c collector) Export(_ context.Context, req *coltracepb.ExportTraceServiceRequest) (*coltracepb.ExportTraceServiceResponse, error) {
+	for _, rs := range req.GetResourceSpans() {
+		for _, ss := range rs.GetScopeSpans() {
+			for _, sp := range ss.GetSpans() {
+				c.got <- sp.GetName()
+			}
+		}
+	}
+	return &coltracepb.ExportTraceServiceResponse{}, nil
 }
