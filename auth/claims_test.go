@@ -85,3 +85,13 @@ func TestTypedClaimsDecodeAsTheMapDoes(t *testing.T) {
 		}
 	}
 }
+
+// TestTypedClaimsNeverReadPastInvalidInput feeds tokenClaims every prefix of a claims object
+// (encoding/json never passes it invalid JSON, but a scan must not depend on that for safety).
+func TestTypedClaimsNeverReadPastInvalidInput(t *testing.T) {
+	body := ` {"sub":"a\"b","exp":1e9,"aud":["x"],"groups":["g","h"],"n":{"k":[1,"]}",{}]}} `
+	for i := range len(body) + 1 {
+		c := &tokenClaims{groupsClaim: "groups"}
+		_ = c.UnmarshalJSON([]byte(body[:i]))
+	}
+}
