@@ -31,9 +31,22 @@ const (
 	DropShardStopped = "shard_stopped" // an epoll shard stopped (or failed) before applying it
 )
 
+// Results of one stream's resume (label of websocket_recovery_total): recovered, or the
+// reason it was not (the v2 sync frame's reasons, docs/PROTOCOL.md).
+const (
+	RecoveryRecovered   = "recovered"
+	RecoveryNew         = "new"
+	RecoveryExpired     = "expired"
+	RecoveryTrimmed     = "trimmed"
+	RecoveryEpoch       = "epoch"
+	RecoveryLimit       = "limit"
+	RecoveryUnavailable = "unavailable"
+)
+
 var (
-	results     = []string{ResultAccepted, ResultAuthFailed, ResultOriginRejected, ResultLimitReached, ResultRateLimited}
-	dropReasons = []string{DropSlowConsumer, DropClosed, DropUnknown, DropTooLarge, DropRateLimited, DropShardStopped}
+	recoveryResults = []string{RecoveryRecovered, RecoveryNew, RecoveryExpired, RecoveryTrimmed, RecoveryEpoch, RecoveryLimit, RecoveryUnavailable}
+	results         = []string{ResultAccepted, ResultAuthFailed, ResultOriginRejected, ResultLimitReached, ResultRateLimited}
+	dropReasons     = []string{DropSlowConsumer, DropClosed, DropUnknown, DropTooLarge, DropRateLimited, DropShardStopped}
 	// closeCodes are the codes a disconnect is counted under; anything else is "other".
 	closeCodes = []uint16{1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1011, 1013}
 )
@@ -52,6 +65,10 @@ type Metrics struct {
 	BackplaneReconnects    *metrics.Counter
 	BackplaneConnected     *metrics.Gauge
 
+	// RecoveryReplayed counts the messages replayed to resuming v2 connections.
+	RecoveryReplayed *metrics.Counter
+
+	recovery    map[string]*metrics.Counter
 	connections map[string]*metrics.Counter
 	dropped     map[string]*metrics.Counter
 	disconnects map[uint16]*metrics.Counter
@@ -71,10 +88,15 @@ func New() *Metrics {
 		BackplaneSubscriptions: s.NewGauge("backplane_subscriptions_active", nil),
 		BackplaneReconnects:    s.NewCounter("backplane_reconnects_total"),
 		BackplaneConnected:     s.NewGauge("backplane_connected", nil),
+		RecoveryReplayed:       s.NewCounter("websocket_recovery_replayed_messages_total"),
+		recovery:               map[string]*metrics.Counter{},
 		connections:            map[string]*metrics.Counter{},
 		dropped:                map[string]*metrics.Counter{},
 		disconnects:            map[uint16]*metrics.Counter{},
 		otherClose:             s.NewCounter(`websocket_disconnects_total{code="other"}`),
+	}
+	for _, r := range recoveryResults {
+		m.recovery[r] = s.NewCounter(fmt.Sprintf(`websocket_recovery_total{result=%q}`, r))
 	}
 	for _, r := range results {
 		m.connections[r] = s.NewCounter(fmt.Sprintf(`websocket_connections_total{result=%q}`, r))
@@ -91,6 +113,13 @@ func New() *Metrics {
 // Connection counts one upgrade attempt by result (a Result* constant).
 func (m *Metrics) Connection(result string) {
 	if c, ok := m.connections[result]; ok {
+		c.Inc()
+	}
+}
+
+// Recovery counts one stream's resume by result (a Recovery* constant).
+func (m *Metrics) Recovery(result string) {
+	if c, ok := m.recovery[result]; ok {
 		c.Inc()
 	}
 }
