@@ -31,6 +31,7 @@ const (
 	flagHeld                             // Accept is still writing the 101: queue, but write nothing yet
 	flagV2                               // speaks notifications.v2 (v2.go)
 	flagResuming                         // v2, resume not done: deliveries are held (loop.resumes)
+	flagFloor                            // v2, resume just done: stale deliveries are dropped (loop.resumes)
 )
 
 // conn is one WebSocket connection. It is owned by its shard's loop goroutine: every field is

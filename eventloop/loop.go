@@ -655,6 +655,7 @@ func (l *loop) deliver(batch []registry.Delivery) {
 		// v1 gets the payload verbatim (nothing for a gap notice); v2 its frame, built once
 		// for every v2 target of the shard, and only if there is one.
 		var frame, v2 []byte
+		var stream string
 		if d.Gap == nil {
 			frame = encodeFrame(opText, d.Payload)
 		}
@@ -668,12 +669,13 @@ func (l *loop) deliver(batch []registry.Delivery) {
 				if v2 == nil {
 					v2 = encodeFrame(opText, resume.DeliveryFrame(d))
 				}
-				if c.flags&flagResuming != 0 {
-					// Held until the resume is done; what it holds counts like its queue.
-					if c.queued+l.resumes[c].st.Hold(d.Target.Stream(), d.Position, v2) > l.sendLimit {
-						l.doom(c)
+				if c.flags&(flagResuming|flagFloor) != 0 {
+					if stream == "" {
+						stream = d.Target.Stream()
 					}
-					continue
+					if l.holdOrDrop(c, stream, d.Position, v2) {
+						continue
+					}
 				}
 				f = v2
 			} else if f == nil {

@@ -33,7 +33,7 @@ func (e *Engine) Deliver(batch []registry.Delivery) {
 						v2 = resume.DeliveryFrame(d)
 						bc2 = gws.NewBroadcaster(gws.OpcodeText, v2)
 					}
-					if !c.v2.live.Load() && c.hold(d, v2) {
+					if (!c.v2.live.Load() || c.v2.floors.Load()) && c.holdOrDrop(d, v2) {
 						continue
 					}
 					b, n = bc2, int64(len(v2))

@@ -24,10 +24,11 @@ import (
 // v2conn is the v2 part of a connection, nil for v1. st and timer are guarded by mu; live is
 // set under mu once st is done, and read without it on the delivery path.
 type v2conn struct {
-	live  atomic.Bool
-	mu    sync.Mutex
-	st    resume.State
-	timer *time.Timer
+	live   atomic.Bool
+	floors atomic.Bool // live, and deliveries are still checked with st.Stale (resume.FloorTime)
+	mu     sync.Mutex
+	st     resume.State
+	timer  *time.Timer
 }
 
 // acceptV2 makes c a v2 connection waiting for its resume frame, at most the Service's wait.
@@ -110,6 +111,15 @@ func (c *conn) replay(out []resume.Outcome, release func()) {
 			frames[i] = nil
 		}
 		if done {
+			if v.st.Floors() {
+				v.floors.Store(true)
+				time.AfterFunc(resume.FloorTime, func() {
+					v.mu.Lock()
+					v.st.DropFloors()
+					v.floors.Store(false)
+					v.mu.Unlock()
+				})
+			}
 			v.live.Store(true)
 			v.mu.Unlock()
 			return
@@ -139,14 +149,19 @@ func (c *conn) queueText(payload []byte) {
 	})
 }
 
-// hold keeps a delivery's v2 frame for c until its resume is done, and reports false when c is
-// live (the caller queues it). Over the send queue limit c is closed 1013.
-func (c *conn) hold(d *registry.Delivery, frame []byte) bool {
+// holdOrDrop takes a delivery's v2 frame for c while its resume is under way (held; over the
+// send queue limit with what it holds, c is closed 1013) or just done (dropped when stale: the
+// resume covered it); it reports whether it took it, else the caller queues it.
+func (c *conn) holdOrDrop(d *registry.Delivery, frame []byte) bool {
 	v := c.v2
 	v.mu.Lock()
 	if v.live.Load() {
+		stale := v.floors.Load() && v.st.Stale(d.Target.Stream(), d.Position)
+		if !v.st.Floors() {
+			v.floors.Store(false)
+		}
 		v.mu.Unlock()
-		return false
+		return stale
 	}
 	held := v.st.Hold(d.Target.Stream(), d.Position, frame)
 	v.mu.Unlock()
