@@ -68,7 +68,7 @@ func (l *loop) dropFloors(c *conn) {
 func (l *loop) holdOrDrop(c *conn, stream string, pos history.Position, frame []byte) bool {
 	v := l.resumes[c]
 	if c.flags&flagResuming != 0 {
-		if c.queued+v.st.Hold(stream, pos, frame) > l.sendLimit {
+		if l.waiting(c)+v.st.Hold(stream, pos, frame) > l.sendLimit {
 			l.doom(c)
 		}
 		return true

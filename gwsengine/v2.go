@@ -7,11 +7,9 @@ import (
 
 	"github.com/lxzan/gws"
 
-	"github.com/huleedu/websocket-service/message"
 	"github.com/huleedu/websocket-service/registry"
 	"github.com/huleedu/websocket-service/resume"
 	"github.com/huleedu/websocket-service/session"
-	"github.com/huleedu/websocket-service/telemetry"
 )
 
 // A notifications.v2 connection (docs/PROTOCOL.md) carries a v2conn. Until its resume is done
@@ -107,7 +105,7 @@ func (c *conn) replay(out []resume.Outcome, release func()) {
 		var done bool
 		frames, done = v.st.Next(frames[:0], budget, same)
 		for i, f := range frames {
-			c.queueText(f)
+			c.send(gws.OpcodeText, f)
 			frames[i] = nil
 		}
 		if done {
@@ -139,16 +137,6 @@ func (c *conn) replay(out []resume.Outcome, release func()) {
 
 func same(b []byte) []byte { return b }
 
-// queueText queues one text frame to gws's write queue, counted in c.queued until written.
-func (c *conn) queueText(payload []byte) {
-	n := int64(len(payload))
-	c.queued.Add(n)
-	c.socket.Async(func() {
-		c.queued.Add(-n)
-		c.write(gws.OpcodeText, payload)
-	})
-}
-
 // holdOrDrop takes a delivery's v2 frame for c while its resume is under way (held; over the
 // send queue limit with what it holds, c is closed 1013) or just done (dropped when stale: the
 // resume covered it); it reports whether it took it, else the caller queues it.
@@ -165,10 +153,8 @@ func (c *conn) holdOrDrop(d *registry.Delivery, frame []byte) bool {
 	}
 	held := v.st.Hold(d.Target.Stream(), d.Position, frame)
 	v.mu.Unlock()
-	if c.queued.Load()+int64(held) > c.e.sendQueueLimit {
-		if c.shut(message.CloseTryAgainLater, c.e.slowConsumer, true) {
-			c.e.metrics.Dropped(telemetry.DropSlowConsumer, 1)
-		}
+	if !c.out.fits(int64(held), c.e.sendQueueLimit) {
+		c.slow()
 	}
 	return true
 }

@@ -19,6 +19,9 @@ const (
 	ResultOriginRejected = "origin_rejected"
 	ResultLimitReached   = "limit_reached"
 	ResultRateLimited    = "rate_limited"
+	// ResultBackplaneUnavailable: the backplane could not confirm the connection's
+	// subscriptions within the subscribe timeout (Redis down or stalled); answered 503.
+	ResultBackplaneUnavailable = "backplane_unavailable"
 )
 
 // Reasons a message was dropped (label of websocket_messages_dropped_total).
@@ -29,6 +32,9 @@ const (
 	DropTooLarge     = "too_large" // inbound message over MAX_MESSAGE_SIZE
 	DropRateLimited  = "rate_limited"
 	DropShardStopped = "shard_stopped" // an epoll shard stopped (or failed) before applying it
+	DropInvalidUTF8  = "invalid_utf8"  // a backplane payload that cannot be a text frame
+	// DropIncompleteFrame: an inbound frame not completed within its deadline (close 1001).
+	DropIncompleteFrame = "incomplete_frame"
 )
 
 // Results of one stream's resume (label of websocket_recovery_total): recovered, or the
@@ -45,8 +51,8 @@ const (
 
 var (
 	recoveryResults = []string{RecoveryRecovered, RecoveryNew, RecoveryExpired, RecoveryTrimmed, RecoveryEpoch, RecoveryLimit, RecoveryUnavailable}
-	results         = []string{ResultAccepted, ResultAuthFailed, ResultOriginRejected, ResultLimitReached, ResultRateLimited}
-	dropReasons     = []string{DropSlowConsumer, DropClosed, DropUnknown, DropTooLarge, DropRateLimited, DropShardStopped}
+	results         = []string{ResultAccepted, ResultAuthFailed, ResultOriginRejected, ResultLimitReached, ResultRateLimited, ResultBackplaneUnavailable}
+	dropReasons     = []string{DropSlowConsumer, DropClosed, DropUnknown, DropTooLarge, DropRateLimited, DropShardStopped, DropInvalidUTF8, DropIncompleteFrame}
 	// closeCodes are the codes a disconnect is counted under; anything else is "other".
 	closeCodes = []uint16{1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1011, 1013}
 )
@@ -64,6 +70,11 @@ type Metrics struct {
 	BackplaneSubscriptions *metrics.Gauge
 	BackplaneReconnects    *metrics.Counter
 	BackplaneConnected     *metrics.Gauge
+	// BackplaneDisconnectedSeconds accumulates the time backplane_connected was 0 after
+	// start; BackplaneDisconnectedSince is the Unix time the current outage began, 0 while
+	// connected.
+	BackplaneDisconnectedSeconds *metrics.FloatCounter
+	BackplaneDisconnectedSince   *metrics.Gauge
 
 	// RecoveryReplayed counts the messages replayed to resuming v2 connections.
 	RecoveryReplayed *metrics.Counter
@@ -79,21 +90,23 @@ type Metrics struct {
 func New() *Metrics {
 	s := metrics.NewSet()
 	m := &Metrics{
-		set:                    s,
-		ConnectionsActive:      s.NewGauge("websocket_connections_active", nil),
-		HandshakeDuration:      s.NewPrometheusHistogram("websocket_handshake_duration_seconds"),
-		MessagesSent:           s.NewCounter("websocket_messages_sent_total"),
-		MessagesReceived:       s.NewCounter("websocket_messages_received_total"),
-		BackplaneReceived:      s.NewCounter("backplane_messages_received_total"),
-		BackplaneSubscriptions: s.NewGauge("backplane_subscriptions_active", nil),
-		BackplaneReconnects:    s.NewCounter("backplane_reconnects_total"),
-		BackplaneConnected:     s.NewGauge("backplane_connected", nil),
-		RecoveryReplayed:       s.NewCounter("websocket_recovery_replayed_messages_total"),
-		recovery:               map[string]*metrics.Counter{},
-		connections:            map[string]*metrics.Counter{},
-		dropped:                map[string]*metrics.Counter{},
-		disconnects:            map[uint16]*metrics.Counter{},
-		otherClose:             s.NewCounter(`websocket_disconnects_total{code="other"}`),
+		set:                          s,
+		ConnectionsActive:            s.NewGauge("websocket_connections_active", nil),
+		HandshakeDuration:            s.NewPrometheusHistogram("websocket_handshake_duration_seconds"),
+		MessagesSent:                 s.NewCounter("websocket_messages_sent_total"),
+		MessagesReceived:             s.NewCounter("websocket_messages_received_total"),
+		BackplaneReceived:            s.NewCounter("backplane_messages_received_total"),
+		BackplaneSubscriptions:       s.NewGauge("backplane_subscriptions_active", nil),
+		BackplaneReconnects:          s.NewCounter("backplane_reconnects_total"),
+		BackplaneConnected:           s.NewGauge("backplane_connected", nil),
+		BackplaneDisconnectedSeconds: s.NewFloatCounter("backplane_disconnected_seconds_total"),
+		BackplaneDisconnectedSince:   s.NewGauge("backplane_disconnected_since_timestamp_seconds", nil),
+		RecoveryReplayed:             s.NewCounter("websocket_recovery_replayed_messages_total"),
+		recovery:                     map[string]*metrics.Counter{},
+		connections:                  map[string]*metrics.Counter{},
+		dropped:                      map[string]*metrics.Counter{},
+		disconnects:                  map[uint16]*metrics.Counter{},
+		otherClose:                   s.NewCounter(`websocket_disconnects_total{code="other"}`),
 	}
 	for _, r := range recoveryResults {
 		m.recovery[r] = s.NewCounter(fmt.Sprintf(`websocket_recovery_total{result=%q}`, r))
