@@ -32,6 +32,7 @@ type v2conn struct {
 // acceptV2 makes c a v2 connection waiting for its resume frame, at most the Service's wait.
 func (c *conn) acceptV2() {
 	v := &v2conn{}
+	c.e.resume.Attach(&v.st)
 	c.v2 = v
 	v.mu.Lock()
 	v.timer = time.AfterFunc(c.e.resume.Wait(), func() { c.startResume(nil) })
