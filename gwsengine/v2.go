@@ -104,7 +104,7 @@ func (c *conn) replay(out []resume.Outcome, release func()) {
 			return
 		}
 		var done bool
-		frames, done = v.st.Next(frames[:0], budget, same)
+		frames, done = v.st.Next(frames[:0], budget, frameOverhead, same)
 		for i, f := range frames {
 			c.send(gws.OpcodeText, f)
 			frames[i] = nil

@@ -93,11 +93,13 @@ func (s *State) free() {
 }
 
 // Next appends to frames the next frames to send, in order, until about budget bytes, and
-// reports whether the resume is done (the connection is then live). wrap turns a v2 frame it
-// builds (replay, sync) into what the engine queues; held frames are queued as they were held. Per stream: its replayed
+// reports whether the resume is done (the connection is then live). Each frame counts its
+// length plus overhead (what the engine's queue holds per frame besides its bytes) against
+// budget. wrap turns a v2 frame it builds (replay, sync) into what the engine queues; held
+// frames are queued as they were held. Per stream: its replayed
 // messages, then its sync; then every held delivery in arrival order, except those at or
 // before their stream's synced position, which the replay or the client already has.
-func (s *State) Next(frames [][]byte, budget int, wrap func([]byte) []byte) ([][]byte, bool) {
+func (s *State) Next(frames [][]byte, budget, overhead int, wrap func([]byte) []byte) ([][]byte, bool) {
 	if s.phase != replaying {
 		return frames, s.phase == live
 	}
@@ -112,13 +114,13 @@ func (s *State) Next(frames [][]byte, budget int, wrap func([]byte) []byte) ([][
 				f = wrap(MessageFrame(o.Stream, e.Position, e.Payload))
 			}
 			frames = append(frames, f)
-			budget -= len(f)
+			budget -= len(f) + overhead
 			s.ei++
 			continue
 		}
 		f := wrap(SyncFrame(o.Stream, o.Result, len(o.Result.Entries)))
 		frames = append(frames, f)
-		budget -= len(f)
+		budget -= len(f) + overhead
 		o.Result.Entries = nil // shared with other readers: drop the reference, never modify
 		s.si++
 		s.ei = 0
@@ -129,7 +131,7 @@ func (s *State) Next(frames [][]byte, budget int, wrap func([]byte) []byte) ([][
 		s.heldBytes -= len(h.frame)
 		if !s.covered(h.stream, h.pos) {
 			frames = append(frames, h.frame)
-			budget -= len(h.frame)
+			budget -= len(h.frame) + overhead
 		}
 		*h = held{}
 	}

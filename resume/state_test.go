@@ -66,7 +66,7 @@ func TestMergeProperty(t *testing.T) {
 				rest = rest[1:]
 			}
 			var frames [][]byte
-			frames, done = st.Next(nil, 1+r.IntN(400), func(b []byte) []byte { return b })
+			frames, done = st.Next(nil, 1+r.IntN(400), r.IntN(100), func(b []byte) []byte { return b })
 			if done { // live: later deliveries go straight out unless stale
 				for _, h := range rest {
 					if !st.Stale(h.stream, h.pos) {
