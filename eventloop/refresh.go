@@ -3,6 +3,7 @@
 package eventloop
 
 import (
+	"github.com/huleedu/websocket-service/registry"
 	"github.com/huleedu/websocket-service/resume"
 	"github.com/huleedu/websocket-service/session"
 )
@@ -61,6 +62,11 @@ func (l *loop) regroupJoined(j *joined) {
 // sync for each added one (heads), before any message of it.
 func (l *loop) regroup(c *conn, rg *session.Regroup, heads []resume.Outcome) {
 	if rg.Changes() {
+		if v := l.v2of(c); v != nil {
+			for _, g := range rg.Removed {
+				v.st.Forget(registry.Target{Kind: registry.Group, ID: g}.Stream())
+			}
+		}
 		l.reg.Leave(c, rg.Removed)
 		l.reg.Join(c, rg.Added)
 		c.id.Groups = rg.Groups

@@ -3,6 +3,7 @@ package gwsengine
 import (
 	"github.com/lxzan/gws"
 
+	"github.com/huleedu/websocket-service/registry"
 	"github.com/huleedu/websocket-service/resume"
 	"github.com/huleedu/websocket-service/session"
 )
@@ -45,6 +46,13 @@ func (s *shard) regroup(c *conn, gen uint32, rg *session.Regroup, heads []resume
 	s.mu.Lock()
 	ok := s.reg.Has(c) && !c.closing() && c.refreshes.Load() == gen
 	if ok && rg.Changes() {
+		if v := c.v2; v != nil {
+			v.mu.Lock()
+			for _, g := range rg.Removed {
+				v.st.Forget(registry.Target{Kind: registry.Group, ID: g}.Stream())
+			}
+			v.mu.Unlock()
+		}
 		s.reg.Leave(c, rg.Removed)
 		s.reg.Join(c, rg.Added)
 		c.id.Groups = rg.Groups
