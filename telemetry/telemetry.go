@@ -31,6 +31,14 @@ const (
 	DropShardStopped = "shard_stopped" // an epoll shard stopped (or failed) before applying it
 )
 
+// Results of a gap repair (label of backplane_gap_repairs_total).
+const (
+	RepairRepaired = "repaired" // the missing messages were read from history and delivered
+	RepairLost     = "lost"     // history could not fill the hole: a gap notice went out instead
+)
+
+var repairResults = []string{RepairRepaired, RepairLost}
+
 var (
 	results     = []string{ResultAccepted, ResultAuthFailed, ResultOriginRejected, ResultLimitReached, ResultRateLimited}
 	dropReasons = []string{DropSlowConsumer, DropClosed, DropUnknown, DropTooLarge, DropRateLimited, DropShardStopped}
@@ -53,6 +61,7 @@ type Metrics struct {
 	BackplaneConnected     *metrics.Gauge
 
 	connections map[string]*metrics.Counter
+	gapRepairs  map[string]*metrics.Counter
 	dropped     map[string]*metrics.Counter
 	disconnects map[uint16]*metrics.Counter
 	otherClose  *metrics.Counter
@@ -72,12 +81,16 @@ func New() *Metrics {
 		BackplaneReconnects:    s.NewCounter("backplane_reconnects_total"),
 		BackplaneConnected:     s.NewGauge("backplane_connected", nil),
 		connections:            map[string]*metrics.Counter{},
+		gapRepairs:             map[string]*metrics.Counter{},
 		dropped:                map[string]*metrics.Counter{},
 		disconnects:            map[uint16]*metrics.Counter{},
 		otherClose:             s.NewCounter(`websocket_disconnects_total{code="other"}`),
 	}
 	for _, r := range results {
 		m.connections[r] = s.NewCounter(fmt.Sprintf(`websocket_connections_total{result=%q}`, r))
+	}
+	for _, r := range repairResults {
+		m.gapRepairs[r] = s.NewCounter(fmt.Sprintf(`backplane_gap_repairs_total{result=%q}`, r))
 	}
 	for _, r := range dropReasons {
 		m.dropped[r] = s.NewCounter(fmt.Sprintf(`websocket_messages_dropped_total{reason=%q}`, r))
@@ -99,6 +112,13 @@ func (m *Metrics) Connection(result string) {
 func (m *Metrics) Dropped(reason string, n int) {
 	if c, ok := m.dropped[reason]; ok {
 		c.Add(n)
+	}
+}
+
+// GapRepair counts one hole in a stream by how it ended (a Repair* constant).
+func (m *Metrics) GapRepair(result string) {
+	if c, ok := m.gapRepairs[result]; ok {
+		c.Inc()
 	}
 }
 
