@@ -138,6 +138,7 @@ type loop struct {
 	pingEvery uint32 // ticks; 0: no heartbeat
 	silence   uint32 // ticks; 0: no silence timeout
 	closeWait uint32 // ticks
+	frameWait uint32 // ticks: session.FrameTimeout
 	sendLimit int
 	maxMsg    int
 	ping      []byte // the heartbeat frame, shared by every connection
@@ -170,6 +171,7 @@ func newLoop(id int, e *Engine, tick time.Duration) (*loop, error) {
 		pingEvery: ticksFor(o.HeartbeatInterval, tick),
 		silence:   ticksFor(o.ConnectionTimeout, tick),
 		closeWait: ticksFor(closeWait, tick),
+		frameWait: ticksFor(session.FrameTimeout, tick),
 		sendLimit: o.SendQueueLimit,
 		maxMsg:    o.MaxMessageSize,
 		frameRate: session.FrameRate(o.InboundRate),
@@ -405,6 +407,14 @@ func (l *loop) consumeInput(c *conn, data []byte) {
 	l.cur = nil
 	if code != 0 {
 		l.fail(c, code)
+		return
+	}
+	if c.state != stateOpen {
+		return // closing: the closing deadline bounds it, and the wheel holds that one
+	}
+	if c.parser.begun() { // a new incomplete frame: its deadline starts now and only now
+		c.parser.setDeadline(l.now + l.frameWait)
+		l.schedule(c)
 	}
 }
 
@@ -438,13 +448,10 @@ func (l *loop) onMessage(op byte, payload []byte) bool {
 	return c.state == stateOpen
 }
 
-// reply queues a frame for c, closing it 1013 if that puts it over the send queue limit.
+// reply queues a message for c under the send queue limit.
 func (l *loop) reply(c *conn, frame []byte) {
 	l.e.metrics.MessagesSent.Inc()
-	if !l.enqueue(c, frame) {
-		l.doom(c)
-		l.reapDoomed()
-	}
+	l.send(c, frame)
 }
 
 func (l *loop) onControl(op byte, payload []byte) bool {
@@ -452,7 +459,10 @@ func (l *loop) onControl(op byte, payload []byte) bool {
 	switch op {
 	case opPing:
 		if c.state == stateOpen {
-			l.push(c, encodeFrame(opPong, payload))
+			// Under the limit like any frame: a client that pings and never reads is closed
+			// 1013 once its pongs pass it, instead of growing the server without end.
+			l.send(c, encodeFrame(opPong, payload))
+			return c.state != stateClosed // send may have found the socket broken
 		}
 	case opClose:
 		l.onPeerClose(c, payload)
@@ -640,14 +650,7 @@ func (l *loop) deliver(batch []registry.Delivery) {
 			if c.flags&flagDoomed != 0 {
 				continue
 			}
-			if !l.enqueue(c, frame) {
-				l.flush(c)
-				// A held connection (Accept still writing its 101) has written nothing
-				// because it may not yet; that is no sign of a slow reader.
-				if c.queued > l.sendLimit && c.flags&flagHeld == 0 {
-					l.doom(c)
-				}
-			}
+			l.send(c, frame)
 		}
 		l.e.metrics.MessagesSent.Add(len(targets))
 	}
@@ -666,6 +669,9 @@ func (l *loop) schedule(c *conn) {
 	}
 	if c.expiry != 0 {
 		at = min(at, c.expiry)
+	}
+	if by := c.parser.deadline(); by != 0 {
+		at = min(at, by)
 	}
 	if at == math.MaxUint32 {
 		l.wheel.cancel(c.slot)
@@ -703,13 +709,20 @@ func (l *loop) onTimer(c *conn) {
 		l.startClose(c, act.Close, act.Reply)
 		return
 	}
+	if by := c.parser.deadline(); by != 0 && now >= by {
+		l.e.metrics.Dropped(telemetry.DropIncompleteFrame, 1)
+		l.fail(c, message.CloseGoingAway)
+		return
+	}
 	if l.silence > 0 && now >= c.seen+l.silence {
 		l.startClose(c, message.CloseGoingAway, nil)
 		return
 	}
 	if l.pingEvery > 0 && now >= c.pingAt {
-		l.push(c, l.ping)
 		c.pingAt = now + l.pingEvery
+		if l.send(c, l.ping); c.state != stateOpen {
+			return // over the limit: closing, on the closing deadline
+		}
 	}
 	l.schedule(c)
 }

@@ -22,8 +22,9 @@ func (e *Engine) Deliver(batch []registry.Delivery) {
 			for _, c := range targets {
 				if err := c.enqueue(bc, n); err != nil {
 					s.fanout.RUnlock()
-					// The frame could not be built (not UTF-8, or over gws's write limit): the
-					// same failure awaits every target.
+					// The frame could not be built: the same failure awaits every target. (The
+					// router passes no invalid UTF-8 and gws has no write limit here, so this
+					// is a safeguard, not a path.)
 					e.log.Warn("deliver: payload refused", "target", d.Target.Kind.String(), "bytes", n, "error", err)
 					break shards
 				}

@@ -368,11 +368,3 @@ func TestPublishErrorsDoNotEchoTheKey(t *testing.T) {
 		t.Fatalf("%d %s", w.Code, w.Body)
 	}
 }
-
-type deliverFunc func([]registry.Delivery)
-
-func (f deliverFunc) Accept(http.ResponseWriter, *http.Request, session.Admission) error { return nil }
-func (f deliverFunc) Reject(http.ResponseWriter, *http.Request, string, string, uint16)  {}
-func (f deliverFunc) Deliver(b []registry.Delivery)                                      { f(b) }
-func (f deliverFunc) Drain(context.Context, time.Duration) error                         { return nil }
-func (f deliverFunc) Close() error                                                       { return nil }
