@@ -215,7 +215,7 @@ func (r *Router) holdLocked(st *stream, m backplane.Message, out *[]registry.Del
 		r.heldBytes -= len(m.Payload)
 		return st.drained
 	}
-	r.log.Warn("sequence: too much held while repairing a stream; reporting its gap instead", "stream", st.target.Stream(), "held_bytes", st.heldBytes)
+	r.log.Debug("sequence: too much held while repairing a stream; reporting its gap instead", "stream", st.target.Stream(), "held_bytes", st.heldBytes)
 	*out = r.giveUpLocked(st, history.Result{Reason: history.ReasonUnavailable, Missed: -1}, *out, later)
 	return nil
 }
