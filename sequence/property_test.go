@@ -264,7 +264,7 @@ func (m *model) check(ch string, seed uint64) {
 // positions in order, each once, with a gap notice covering every hole, that plain messages
 // keep their order, and that nothing is reported lost while the history held everything.
 func TestEveryStreamIsContiguousOrHasAnExplicitGap(t *testing.T) {
-	cases := 30000
+	cases := 2000
 	if testing.Short() {
 		cases = 300
 	}
