@@ -1,13 +1,16 @@
 package sequence
 
 import (
+	"bytes"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/huleedu/websocket-service/backplane"
 	"github.com/huleedu/websocket-service/history"
 	"github.com/huleedu/websocket-service/registry"
+	"github.com/huleedu/websocket-service/telemetry"
 )
 
 // fixture is a router over an in-memory history, and a publisher on one channel.
@@ -118,4 +121,38 @@ func BenchmarkRouteInOrder(b *testing.B) {
 	if eng.n != b.N {
 		b.Fatalf("delivered %d of %d", eng.n, b.N)
 	}
+}
+
+func TestUnknownChannelsAreDroppedAndCountedTheRestDelivered(t *testing.T) {
+	m := telemetry.New()
+	rec := newRecorder()
+	r := New(Options{Topics: testTopics, Metrics: m}, rec)
+	r.Deliver([]backplane.Message{{Channel: "ws:u1", Payload: []byte("a")}, {Channel: "elsewhere", Payload: []byte("b")}, {Channel: "ws-broadcast", Payload: []byte("c")}})
+	if got := describe(rec.stream(registry.Target{Kind: registry.User, ID: "u1"})) + describe(rec.stream(registry.Target{Kind: registry.Broadcast})); got != " a c" {
+		t.Fatalf("delivered %q", got)
+	}
+	var buf bytes.Buffer
+	m.WritePrometheus(&buf)
+	if !strings.Contains(buf.String(), `websocket_messages_dropped_total{reason="unknown_channel"} 1`) {
+		t.Fatal("the unknown channel was not counted")
+	}
+}
+
+// promText renders metrics in the Prometheus text format.
+type promText struct{ m *telemetry.Metrics }
+
+func (p *promText) String() string {
+	var b bytes.Buffer
+	p.m.WritePrometheus(&b)
+	return b.String()
+}
+
+// grepMetric returns the value of the sample named name in text, "" when absent.
+func grepMetric(text, name string) string {
+	for _, line := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			return v
+		}
+	}
+	return ""
 }

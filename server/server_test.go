@@ -106,6 +106,8 @@ func (b *fakeBackplane) PublishSequenced(_ context.Context, channel string, payl
 func (b *fakeBackplane) Ready() error { return b.readyErr }
 func (b *fakeBackplane) Close() error { return nil }
 
+func (b *fakeBackplane) History() history.Reader { return nil }
+
 type fixture struct {
 	srv    *Server
 	engine *fakeEngine
@@ -364,22 +366,6 @@ func TestPublishErrorsDoNotEchoTheKey(t *testing.T) {
 	w := publish(f, "pk-wrong-secret-value", `{}`)
 	if w.Code != http.StatusUnauthorized || bytes.Contains(w.Body.Bytes(), []byte("pk-wrong-secret-value")) {
 		t.Fatalf("%d %s", w.Code, w.Body)
-	}
-}
-
-func TestRouterDropsUnknownChannelsAndDeliversTheRest(t *testing.T) {
-	var got []registry.Delivery
-	m := telemetry.New()
-	r := &router{topics: registry.Topics{UserPrefix: "ws:", GroupPrefix: "ws-group:", Broadcast: "ws-broadcast"}, metrics: m,
-		engine: deliverFunc(func(b []registry.Delivery) { got = append(got, b...) })}
-	r.Deliver([]backplane.Message{{Channel: "ws:u1", Payload: []byte("a")}, {Channel: "elsewhere", Payload: []byte("b")}, {Channel: "ws-broadcast", Payload: []byte("c")}})
-	if len(got) != 2 || got[0].Target != (registry.Target{Kind: registry.User, ID: "u1"}) || got[1].Target.Kind != registry.Broadcast {
-		t.Fatalf("delivered %+v", got)
-	}
-	var buf bytes.Buffer
-	m.WritePrometheus(&buf)
-	if !strings.Contains(buf.String(), `websocket_messages_dropped_total{reason="unknown_channel"} 1`) {
-		t.Fatal("the unknown channel was not counted")
 	}
 }
 
