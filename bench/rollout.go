@@ -80,6 +80,7 @@ type RolloutReport struct {
 	Errors          map[string]int `json:"errors"`
 	TimedOut        *string        `json:"timedOut"`
 	Problems        []string       `json:"problems"`
+	UserAgent       string         `json:"userAgent,omitempty"` // the browser's, when the clients ran in one
 }
 
 func (o *RolloutOptions) defaults() {
