@@ -33,7 +33,7 @@ func (e *Engine) Deliver(batch []registry.Delivery) {
 						v2 = resume.DeliveryFrame(d)
 						bc2 = gws.NewBroadcaster(gws.OpcodeText, v2)
 					}
-					if !c.v2.live.Load() && c.hold(d, v2) {
+					if (!c.v2.live.Load() || c.v2.floors.Load()) && c.holdOrDrop(d, v2) {
 						continue
 					}
 					b, n = bc2, int64(len(v2))
@@ -43,8 +43,9 @@ func (e *Engine) Deliver(batch []registry.Delivery) {
 				}
 				if err := c.enqueue(b, n); err != nil {
 					s.fanout.RUnlock()
-					// The frame could not be built (not UTF-8, or over gws's write limit): the
-					// same failure awaits every target.
+					// The frame could not be built: the same failure awaits every target. (The
+					// router passes no invalid UTF-8 and gws has no write limit here, so this
+					// is a safeguard, not a path.)
 					e.log.Warn("deliver: payload refused", "target", d.Target.Kind.String(), "bytes", n, "error", err)
 					break shards
 				}

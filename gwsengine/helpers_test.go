@@ -150,16 +150,15 @@ func newRig(t testing.TB, opts ...rigOption) *rig {
 		defer r.handlers.Done()
 		started := time.Now()
 		token := req.URL.Query().Get("token")
-		sub := ""
+		offered := map[string]bool{}
 		for _, p := range strings.Split(req.Header.Get("Sec-WebSocket-Protocol"), ",") {
 			p = strings.TrimSpace(p)
-			switch {
-			case p == session.Subprotocol:
-				sub = p
-			case strings.HasPrefix(p, session.BearerPrefix):
+			offered[p] = true
+			if strings.HasPrefix(p, session.BearerPrefix) {
 				token = strings.TrimPrefix(p, session.BearerPrefix)
 			}
 		}
+		sub := session.Select(func(p string) bool { return offered[p] })
 		claims, err := v.Verify(token)
 		if err != nil {
 			code := message.CodeAuthFailed

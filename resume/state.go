@@ -1,6 +1,10 @@
 package resume
 
-import "github.com/huleedu/websocket-service/history"
+import (
+	"time"
+
+	"github.com/huleedu/websocket-service/history"
+)
 
 // phase is where a connection is in its resume.
 type phase uint8
@@ -127,10 +131,44 @@ func (s *State) Next(frames [][]byte, budget int, wrap func([]byte) []byte) ([][
 		return frames, false
 	}
 	s.free()
-	s.held, s.out, s.heldBytes = nil, nil, 0
+	s.held, s.heldBytes = nil, 0
 	s.phase = live
 	return frames, true
 }
+
+// FloorTime is how long after its resume a connection's live deliveries are checked against
+// its streams' synced positions (Stale). A message the history read already saw may still be
+// on its way through the backplane when the resume is done; it arrives within the backplane's
+// latency, far below this.
+const FloorTime = 30 * time.Second
+
+// Floors reports whether Stale still has streams to check.
+func (s *State) Floors() bool { return s.phase == live && len(s.out) > 0 }
+
+// Stale reports whether a delivery at pos of stream that arrives once the connection is live
+// is at or before the stream's synced position, so already replayed or part of what the sync
+// covered: it must be dropped. The first later position of a stream ends the check for it
+// (a channel is ordered: nothing older can follow).
+func (s *State) Stale(stream string, pos history.Position) bool {
+	if pos.IsZero() || s.phase != live {
+		return false
+	}
+	for i := range s.out {
+		if s.out[i].Stream != stream {
+			continue
+		}
+		c := s.out[i].Result.Cursor
+		if c.Epoch == pos.Epoch && pos.Seq <= c.Seq {
+			return true
+		}
+		s.out = append(s.out[:i], s.out[i+1:]...)
+		return false
+	}
+	return false
+}
+
+// DropFloors ends every Stale check.
+func (s *State) DropFloors() { s.out = nil }
 
 // covered reports whether a delivery at pos of stream is already accounted for by the
 // stream's sync: a position of the synced epoch at or before the synced cursor.
