@@ -81,3 +81,24 @@ func TestResubscriptionAfterAKilledConnectionIsReportedResumed(t *testing.T) {
 	stopped := fmt.Sprintf("ws:a %d", Stopped)
 	eventually(t, 10*time.Second, "stopped reported", func() bool { return w.has(stopped) })
 }
+
+// TestChannelMovedToAnotherMasterIsReportedResumed: a slot migration moves a channel's
+// subscription to its new master; what was published there before the new subscription was
+// confirmed is missed, so the Watcher learns that the channel resumed (not that it stopped
+// and started afresh).
+func TestChannelMovedToAnotherMasterIsReportedResumed(t *testing.T) {
+	cl := redistest.StartCluster(t, 3)
+	w := &watchLog{collector: *newCollector()}
+	r := startRedis(t, RedisOptions{URL: cl.URL(), Cluster: true}, w)
+	const ch = "ws:migrating"
+	if err := r.Subscribe(ctx, []string{ch}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "started reported", func() bool { return w.has(fmt.Sprintf("%s %d", ch, Started)) })
+	m := openMasters(t, cl)
+	m.migrate(t, ch)
+	eventually(t, 10*time.Second, "resumed reported", func() bool { return w.has(fmt.Sprintf("%s %d", ch, Resumed)) })
+	if w.has(fmt.Sprintf("%s %d", ch, Stopped)) {
+		t.Errorf("the moved channel was reported stopped: %v", w.entries())
+	}
+}

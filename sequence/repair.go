@@ -124,7 +124,7 @@ func (r *Router) fillLocked(st *stream, d *drain, upTo history.Position) {
 		}
 		if st.judge(e.Position, e.Prev) == pass {
 			st.last = e.Position
-			d.out = append(d.out, registry.Delivery{Target: st.target, Payload: e.Payload, Position: e.Position})
+			d.out = r.emitLocked(st, e.Payload, e.Position, d.out)
 			d.filled++
 		}
 		d.entries = d.entries[1:]

@@ -3,6 +3,7 @@ package sequence
 import (
 	"log/slog"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/huleedu/websocket-service/backplane"
 	"github.com/huleedu/websocket-service/history"
@@ -55,6 +56,7 @@ type Router struct {
 	queue     []job // repairs waiting for a worker
 	workers   int
 	heldBytes int // payload bytes held by every stream
+	badUTF8   utf8Log
 }
 
 // job is one stream to repair; gen tells a job whose repair was given up meanwhile.
@@ -148,7 +150,20 @@ func (r *Router) placeLocked(st *stream, m *backplane.Message, out []registry.De
 	if !m.Position.IsZero() {
 		st.last = m.Position
 	}
-	return append(out, st.delivery(m)), true
+	return r.emitLocked(st, m.Payload, m.Position, out), true
+}
+
+// emitLocked appends a message of st for the engine, unless its payload is not UTF-8: every
+// delivery is a text frame, and a browser fails the connection on invalid text. Such a
+// payload is dropped and counted (its position still counts as delivered: it can never be).
+// The payload checked is the one the engines write, once per message, before the fan-out.
+func (r *Router) emitLocked(st *stream, payload []byte, p history.Position, out []registry.Delivery) []registry.Delivery {
+	if !utf8.Valid(payload) {
+		r.m.Dropped(telemetry.DropInvalidUTF8, 1)
+		r.badUTF8.note(r.log, st.channel, len(payload))
+		return out
+	}
+	return append(out, registry.Delivery{Target: st.target, Payload: payload, Position: p})
 }
 
 // feedLocked places msgs on st in order, as the receive goroutine does: once a jump starts a

@@ -73,11 +73,6 @@ func before(m *backplane.Message) history.Position {
 	return history.Position{Epoch: m.Position.Epoch, Seq: m.Position.Seq - 1, Tag: m.Prev}
 }
 
-// delivery is m for the engine.
-func (st *stream) delivery(m *backplane.Message) registry.Delivery {
-	return registry.Delivery{Target: st.target, Payload: m.Payload, Position: m.Position}
-}
-
 // gap is the notice that positions up to at could not be delivered.
 func (st *stream) gap(at history.Position, reason history.Reason, missed int64) registry.Delivery {
 	return registry.Delivery{Target: st.target, Position: at, Gap: &registry.Gap{Reason: reason, Missed: missed}}
