@@ -108,7 +108,7 @@ func (p *rolloutPublisher) run(ctx context.Context) error {
 				return err
 			}
 		}
-		p.publishRound(ctx, round)
+		p.publishRound(round)
 		p.rounds.Store(int64(round + 1))
 		select {
 		case p.tick <- struct{}{}:
@@ -125,7 +125,12 @@ func (p *rolloutPublisher) run(ctx context.Context) error {
 	}
 }
 
-func (p *rolloutPublisher) publishRound(ctx context.Context, round int) {
+// publishRound sends one round. A round once begun is finished even when the run is being
+// stopped: a call cancelled in flight may have run, and the count of what was published
+// must be exact.
+func (p *rolloutPublisher) publishRound(round int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	pipe := p.rdb.Pipeline()
 	var cmds []*redis.Cmd
 	var sent []*pubTarget
