@@ -74,7 +74,7 @@ export class Rollout {
   #specs;
   #clients = [];
   #checks = []; // per client: Map stream → StreamCheck
-  #conn = []; // per client: { opened: number (ms), synced: Set<stream> } of the current socket
+  #conn = []; // per client, of its current socket: { beforeDrain: bool, synced: Set<stream> }
   #errors = {};
   #problems = [];
   #drainAt = null;
@@ -88,7 +88,7 @@ export class Rollout {
     specs.forEach((spec, i) => {
       const checks = new Map(streamsOf(spec).map((s) => [s, new StreamCheck()]));
       this.#checks.push(checks);
-      this.#conn.push({ opened: null, synced: new Set() });
+      this.#conn.push({ beforeDrain: false, synced: new Set() });
       this.#resumedAt.push(null);
       const opts = { ...clientOptions, url: urls, getToken: (ctx) => getToken(spec, ctx) };
       if (WebSocket) opts.WebSocket = WebSocket;
@@ -113,13 +113,13 @@ export class Rollout {
         check.sync(detail);
         const conn = this.#conn[i];
         conn.synced.add(detail.stream);
-        if (this.#drainAt !== null && this.#resumedAt[i] === null && conn.opened !== null && conn.opened >= this.#drainAt && conn.synced.size === checks.size) {
+        if (this.#drainAt !== null && this.#resumedAt[i] === null && !conn.beforeDrain && conn.synced.size === checks.size) {
           this.#resumedAt[i] = this.#now();
         }
         this.#wake();
       });
       client.on('state', ({ state }) => {
-        if (state === 'open') this.#conn[i] = { opened: this.#now(), synced: new Set() };
+        if (state === 'open') this.#conn[i] = { beforeDrain: false, synced: new Set() };
       });
       client.on('error', ({ code }) => {
         this.#errors[code] = (this.#errors[code] ?? 0) + 1;
@@ -165,6 +165,7 @@ export class Rollout {
   /** Marks the start of the drain: from now on a client has resumed once a socket opened after this has synced every stream. */
   drain() {
     this.#drainAt = this.#now();
+    for (const conn of this.#conn) conn.beforeDrain = true;
   }
 
   /** Resolves when every client has resumed after drain(); the times are from drain(). */

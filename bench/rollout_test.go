@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"os/exec"
 	"strings"
@@ -42,5 +43,23 @@ func TestRolloutThroughTheReferenceClient(t *testing.T) {
 	if r := res.Report; r.Streams != 300 || r.Exact != 300 || r.Replayed == 0 || res.PublishErrors != 0 {
 		t.Errorf("%d streams, %d exact, %d replayed, %d publish errors; want 300, 300, some replayed (A's clients missed messages while reconnecting), 0",
 			r.Streams, r.Exact, r.Replayed, res.PublishErrors)
+	}
+}
+
+// TestRolloutChecksCatchLossRepeatsAndDisorder runs the unit tests of the rollout's per-stream
+// checks (rollout-clients.test.mjs): a hole nobody reported is a silent loss, a hole after
+// sync recovered:false is a loss the app was told of, repeats and disorder are counted.
+func TestRolloutChecksCatchLossRepeatsAndDisorder(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		testenv.Missing(t, "node not found: apt-get install nodejs")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "--test", "rollout-clients.test.mjs")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil || !strings.Contains(out.String(), "# fail 0") || strings.Contains(out.String(), "# pass 0") {
+		t.Fatalf("node --test rollout-clients.test.mjs: %v\n%s", err, out.String())
 	}
 }
