@@ -666,16 +666,21 @@ func (l *loop) deliver(batch []registry.Delivery) {
 		// for every v2 target of the shard, and only if there is one.
 		var frame, v2 []byte
 		var stream string
-		if d.Gap == nil {
-			frame = encodeFrame(opText, d.Payload)
-		}
 		sent := 0
 		for _, c := range targets {
 			if c.flags&flagDoomed != 0 {
 				continue
 			}
 			f := frame
-			if c.flags&flagV2 != 0 {
+			if c.flags&flagV2 == 0 {
+				if d.Gap != nil {
+					continue
+				}
+				if frame == nil {
+					frame = encodeFrame(opText, d.Payload)
+				}
+				f = frame
+			} else {
 				if v2 == nil {
 					v2 = encodeFrame(opText, resume.DeliveryFrame(d))
 				}
@@ -688,8 +693,6 @@ func (l *loop) deliver(batch []registry.Delivery) {
 					}
 				}
 				f = v2
-			} else if f == nil {
-				continue
 			}
 			sent++
 			l.send(c, f)

@@ -33,7 +33,9 @@ type resumed struct {
 // adoptV2 makes c a v2 connection waiting for its resume frame.
 func (l *loop) adoptV2(c *conn) {
 	c.flags |= flagV2 | flagResuming
-	l.resumes[c] = &v2conn{waitAt: l.now + max(ticksFor(l.e.resume.Wait(), l.tick), 1)}
+	v := &v2conn{waitAt: l.now + max(ticksFor(l.e.resume.Wait(), l.tick), 1)}
+	l.e.resume.Attach(&v.st)
+	l.resumes[c] = v
 }
 
 // v2of is c's resume, nil when it has none under way (floors left over do not count).

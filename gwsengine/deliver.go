@@ -19,6 +19,7 @@ func (e *Engine) Deliver(batch []registry.Delivery) {
 		// for every v2 target, and only if there is one.
 		var bc, bc2 *gws.Broadcaster
 		var v2 []byte
+		var stream string
 		if d.Gap == nil {
 			bc = gws.NewBroadcaster(gws.OpcodeText, d.Payload)
 		}
@@ -32,8 +33,9 @@ func (e *Engine) Deliver(batch []registry.Delivery) {
 					if v2 == nil {
 						v2 = resume.DeliveryFrame(d)
 						bc2 = gws.NewBroadcaster(gws.OpcodeText, v2)
+						stream = d.Target.Stream()
 					}
-					if (!c.v2.live.Load() || c.v2.floors.Load()) && c.holdOrDrop(d, v2) {
+					if (!c.v2.live.Load() || c.v2.floors.Load()) && c.holdOrDrop(stream, d.Position, v2) {
 						continue
 					}
 					b, n = bc2, int64(len(v2))

@@ -358,6 +358,12 @@ type rawClient struct {
 
 func dialRaw(t testing.TB, r *rig, token string, readBuffer int) *rawClient {
 	t.Helper()
+	return dialRawProto(t, r, token, readBuffer, "")
+}
+
+// dialRawProto is dialRaw offering subprotocol proto (none when empty).
+func dialRawProto(t testing.TB, r *rig, token string, readBuffer int, proto string) *rawClient {
+	t.Helper()
 	d := net.Dialer{}
 	if readBuffer > 0 {
 		d.Control = func(_, _ string, rc syscall.RawConn) error {
@@ -376,7 +382,11 @@ func dialRaw(t testing.TB, r *rig, token string, readBuffer int) *rawClient {
 	key := make([]byte, 16)
 	_, _ = rand.Read(key)
 	req := "GET /ws?token=" + token + " HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + base64.StdEncoding.EncodeToString(key) + "\r\n\r\n"
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + base64.StdEncoding.EncodeToString(key) + "\r\n"
+	if proto != "" {
+		req += "Sec-WebSocket-Protocol: " + proto + "\r\n"
+	}
+	req += "\r\n"
 	if _, err := nc.Write([]byte(req)); err != nil {
 		t.Fatal(err)
 	}

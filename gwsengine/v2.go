@@ -7,7 +7,7 @@ import (
 
 	"github.com/lxzan/gws"
 
-	"github.com/huleedu/websocket-service/registry"
+	"github.com/huleedu/websocket-service/history"
 	"github.com/huleedu/websocket-service/resume"
 	"github.com/huleedu/websocket-service/session"
 )
@@ -32,6 +32,7 @@ type v2conn struct {
 // acceptV2 makes c a v2 connection waiting for its resume frame, at most the Service's wait.
 func (c *conn) acceptV2() {
 	v := &v2conn{}
+	c.e.resume.Attach(&v.st)
 	c.v2 = v
 	v.mu.Lock()
 	v.timer = time.AfterFunc(c.e.resume.Wait(), func() { c.startResume(nil) })
@@ -140,18 +141,18 @@ func same(b []byte) []byte { return b }
 // holdOrDrop takes a delivery's v2 frame for c while its resume is under way (held; over the
 // send queue limit with what it holds, c is closed 1013) or just done (dropped when stale: the
 // resume covered it); it reports whether it took it, else the caller queues it.
-func (c *conn) holdOrDrop(d *registry.Delivery, frame []byte) bool {
+func (c *conn) holdOrDrop(stream string, pos history.Position, frame []byte) bool {
 	v := c.v2
 	v.mu.Lock()
 	if v.live.Load() {
-		stale := v.floors.Load() && v.st.Stale(d.Target.Stream(), d.Position)
+		stale := v.floors.Load() && v.st.Stale(stream, pos)
 		if !v.st.Floors() {
 			v.floors.Store(false)
 		}
 		v.mu.Unlock()
 		return stale
 	}
-	held := v.st.Hold(d.Target.Stream(), d.Position, frame)
+	held := v.st.Hold(stream, pos, frame)
 	v.mu.Unlock()
 	if !c.out.fits(int64(held), c.e.sendQueueLimit) {
 		c.slow()

@@ -52,9 +52,10 @@ type Options struct {
 
 // Service reads history for resuming connections, a bounded number at a time.
 type Service struct {
-	o    Options
-	wait time.Duration // Wait; package tests shorten it
-	sem  chan struct{}
+	o     Options
+	cache replayCache
+	wait  time.Duration // Wait; package tests shorten it
+	sem   chan struct{}
 }
 
 // NewService makes a Service.
@@ -72,6 +73,9 @@ func (s *Service) Wait() time.Duration { return s.wait }
 func (s *Service) Streams(user string, groups []string) []Stream {
 	return Streams(s.o.Topics, user, groups)
 }
+
+// Attach lets st share replay frames with every other connection of the node.
+func (s *Service) Attach(st *State) { st.cache = &s.cache }
 
 // Read reads, on a goroutine of its own once a slot is free, each stream's history after the
 // client's cursor (cursors by stream name; a stream without one, or with one this service did

@@ -31,6 +31,7 @@ type State struct {
 	heldBytes int
 	out       []Outcome
 	release   func()
+	cache     *replayCache // the Service's, shared by every connection
 	// The iterator of Next: stream si, its entry ei (len(entries) = its sync next), then
 	// held item hi.
 	si, ei, hi int
@@ -104,7 +105,12 @@ func (s *State) Next(frames [][]byte, budget int, wrap func([]byte) []byte) ([][
 		o := &s.out[s.si]
 		if s.ei < len(o.Result.Entries) {
 			e := &o.Result.Entries[s.ei]
-			f := wrap(MessageFrame(o.Stream, e.Position, e.Payload))
+			var f []byte
+			if s.cache != nil {
+				f = s.cache.frame(o.Stream, e, wrap)
+			} else {
+				f = wrap(MessageFrame(o.Stream, e.Position, e.Payload))
+			}
 			frames = append(frames, f)
 			budget -= len(f)
 			s.ei++
