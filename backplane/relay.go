@@ -251,12 +251,16 @@ func (r *relay) setDown(err error) {
 	report := !r.quiet
 	r.conn, r.err, r.quiet = nil, err, true
 	r.inflight = 0
+	var stopped []Subscription
 	for name, st := range r.chans {
 		st.resume = st.resume || (st.want && st.onWire)
 		st.onWire, st.acks = false, 0
 		if !st.want {
 			st.queued = false
 			delete(r.chans, name)
+			if r.watcher != nil && !st.handedOff {
+				stopped = append(stopped, Subscription{Channel: st.name, Change: Stopped})
+			}
 		}
 	}
 	kept := r.dirty[:0]
@@ -269,6 +273,9 @@ func (r *relay) setDown(err error) {
 	r.dirty = kept
 	r.notifyLocked()
 	r.mu.Unlock()
+	if len(stopped) > 0 {
+		r.watcher.Subscriptions(stopped) // on the reader's goroutine, after its last batch
+	}
 	if report {
 		r.events.disconnected(r, err)
 	}

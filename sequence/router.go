@@ -99,16 +99,25 @@ func (r *Router) Deliver(batch []backplane.Message) {
 	var later []job // repairs to start once out is delivered
 	unknown := 0
 	r.mu.Lock()
-	for i := 0; i < len(batch); i++ {
-		st := r.streams[batch[i].Channel]
-		if st == nil {
-			t, ok := r.opts.Topics.Parse(batch[i].Channel)
-			if !ok {
-				unknown++
-				continue
+	var st *stream
+	for i := range batch {
+		m := &batch[i]
+		if st == nil || st.channel != m.Channel { // a batch often holds runs of one channel
+			if st = r.streams[m.Channel]; st == nil {
+				t, ok := r.opts.Topics.Parse(m.Channel)
+				if !ok {
+					unknown++
+					continue
+				}
+				st = &stream{channel: m.Channel, target: t}
+				r.streams[st.channel] = st
 			}
-			st = &stream{channel: batch[i].Channel, target: t}
-			r.streams[st.channel] = st
+		}
+		if !st.busy {
+			var ok bool
+			if out, ok = r.placeLocked(st, m, out); ok {
+				continue // the hot path: in order
+			}
 		}
 		out = r.feedLocked(st, batch[i:i+1], out, &later)
 	}
@@ -206,7 +215,7 @@ func (r *Router) holdLocked(st *stream, m backplane.Message, out *[]registry.Del
 		r.heldBytes -= len(m.Payload)
 		return st.drained
 	}
-	r.log.Warn("sequence: too much held while repairing a stream; reporting its gap instead", "stream", st.target.Stream(), "held_bytes", st.heldBytes)
+	r.log.Debug("sequence: too much held while repairing a stream; reporting its gap instead", "stream", st.target.Stream(), "held_bytes", st.heldBytes)
 	*out = r.giveUpLocked(st, history.Result{Reason: history.ReasonUnavailable, Missed: -1}, *out, later)
 	return nil
 }

@@ -2,6 +2,7 @@ package sequence
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -155,4 +156,42 @@ func grepMetric(text, name string) string {
 		}
 	}
 	return ""
+}
+
+// stuckHistory is a history that never answers until its reader gives up.
+type stuckHistory struct{ reads chan struct{} }
+
+func (s stuckHistory) Read(ctx context.Context, _ string, _ history.Position, _ int) (history.Result, error) {
+	s.reads <- struct{}{}
+	<-ctx.Done()
+	return history.Result{Reason: history.ReasonUnavailable, Missed: -1}, ctx.Err()
+}
+
+// TestStuckRepairIsGivenUpOverTheHeldBound: while a stream's history read hangs, its later
+// messages are held without holding up the caller (other streams flow on); past the held
+// bound the repair is given up: a gap where the hole is, then the held messages, in order.
+func TestStuckRepairIsGivenUpOverTheHeldBound(t *testing.T) {
+	mem, err := history.NewMemory(history.Limits{Size: 100, TTL: time.Minute}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder()
+	stuck := stuckHistory{reads: make(chan struct{}, 1)}
+	r := New(Options{Topics: testTopics, History: stuck, Limit: 100, HeldBytes: 100}, rec)
+	f := &fixture{t: t, mem: mem, rec: rec, router: r}
+	ch := "ws:ann"
+	first := f.publish(ch, "1")
+	f.publish(ch, "2") // lost on the wire
+	r.Deliver([]backplane.Message{first, f.publish(ch, "3")})
+	<-stuck.reads // the repair is reading
+	r.Deliver([]backplane.Message{{Channel: "ws:bob", Payload: []byte("other streams flow")}})
+	if got := describe(rec.stream(registry.Target{Kind: registry.User, ID: "bob"})); got != " other streams flow" {
+		t.Fatalf("another stream got%q while one was repaired", got)
+	}
+	r.Deliver([]backplane.Message{{Channel: ch, Payload: []byte("plain")}, f.publish(ch, strings.Repeat("x", 100))})
+	e := first.Position.Epoch % 1000
+	want := fmt.Sprintf(" %d.1 [gap unavailable 1 to %d.2] %d.3 plain %d.4", e, e, e, e)
+	if got := f.output(ch); got != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
 }
