@@ -12,11 +12,9 @@
 //   "error"} when something cannot go on.
 // In (JSON lines): {"cmd":"drain"}, then {"cmd":"finish","expect":{...}}.
 import { readFileSync } from 'node:fs';
-import { createInterface } from 'node:readline';
 import { NotificationsClient } from '../client/notifications-client.js';
 import { Rollout } from './rollout-clients.mjs';
-
-const say = (obj) => process.stdout.write(JSON.stringify(obj) + '\n');
+import { commands, run, say } from './rollout-protocol.mjs';
 
 async function main() {
   if (typeof globalThis.WebSocket !== 'function') {
@@ -31,14 +29,7 @@ async function main() {
     clientOptions: config.clientOptions,
     getToken: (spec) => tokens.get(spec.user),
   });
-  const commands = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-  const next = async (want) => {
-    const { value, done } = await commands.next();
-    if (done) throw new Error(`stdin closed while waiting for ${want}`);
-    const cmd = JSON.parse(value);
-    if (cmd.cmd !== want) throw new Error(`got command ${cmd.cmd}, want ${want}`);
-    return cmd;
-  };
+  const next = commands();
   say({ event: 'ready', ...(await rollout.start(config.timeoutMs)) });
   await next('drain');
   rollout.drain();
@@ -48,10 +39,4 @@ async function main() {
   say({ event: 'report', report: await rollout.finish(expect, config.timeoutMs) });
 }
 
-main().then(
-  () => process.exit(0),
-  (err) => {
-    say({ event: 'error', error: String(err?.stack ?? err) });
-    process.exit(1);
-  },
-);
+run(main);

@@ -10,13 +10,12 @@
 // page.evaluate.
 import { createServer } from 'node:http';
 import { readFileSync } from 'node:fs';
-import { createInterface } from 'node:readline';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { commands, run, say } from '../bench/rollout-protocol.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const say = (obj) => process.stdout.write(JSON.stringify(obj) + '\n');
 
 const page = `<!doctype html><html><head><meta charset="utf-8"><title>notifications rollout</title>
 <script type="module">
@@ -77,14 +76,7 @@ async function main() {
     await tab.waitForFunction(() => window.pageReady === true, null, { timeout: config.timeoutMs });
     const specs = config.clients.map(({ user, group }) => ({ user, group })); // tokens come from /token
     say({ event: 'ready', ...(await tab.evaluate((c) => window.startRollout(c), { ...config, clients: specs })) });
-    const commands = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-    const next = async (want) => {
-      const { value, done } = await commands.next();
-      if (done) throw new Error(`stdin closed while waiting for ${want}`);
-      const cmd = JSON.parse(value);
-      if (cmd.cmd !== want) throw new Error(`got command ${cmd.cmd}, want ${want}`);
-      return cmd;
-    };
+    const next = commands();
     await next('drain');
     await tab.evaluate(() => window.rollout.drain());
     say({ event: 'draining' });
@@ -99,10 +91,4 @@ async function main() {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err) => {
-    say({ event: 'error', error: String(err?.stack ?? err) });
-    process.exit(1);
-  },
-);
+run(main);
