@@ -137,7 +137,7 @@ func (l *loop) pump(c *conn) bool {
 	if budget <= 0 {
 		return false
 	}
-	frames, done := v.st.Next(l.chunk[:0], budget, wrapText)
+	frames, done := v.st.Next(l.chunk[:0], budget, frameOverhead, wrapText)
 	if done {
 		l.resumeDone(c)
 	}

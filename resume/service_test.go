@@ -52,7 +52,7 @@ func TestReplayFramesAreShared(t *testing.T) {
 		svc.Attach(&st)
 		st.Begin()
 		st.Ready([]Outcome{{Stream: "group:g", Result: history.Result{Entries: entries, Recovered: true, Cursor: entries[1].Position}}}, func() {})
-		frames[i], _ = st.Next(nil, 1<<20, func(b []byte) []byte { return b })
+		frames[i], _ = st.Next(nil, 1<<20, 0, func(b []byte) []byte { return b })
 	}
 	if len(frames[0]) != 3 || len(frames[1]) != 3 {
 		t.Fatalf("frames %q and %q, want two messages and a sync each", frames[0], frames[1])

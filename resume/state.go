@@ -1,6 +1,7 @@
 package resume
 
 import (
+	"slices"
 	"time"
 
 	"github.com/huleedu/websocket-service/history"
@@ -32,6 +33,7 @@ type State struct {
 	out       []Outcome
 	release   func()
 	cache     *replayCache // the Service's, shared by every connection
+	forgotten []string     // streams a refresh removed before the verdicts came (Forget)
 	// The iterator of Next: stream si, its entry ei (len(entries) = its sync next), then
 	// held item hi.
 	si, ei, hi int
@@ -70,6 +72,10 @@ func (s *State) Ready(out []Outcome, release func()) bool {
 	if s.phase != reading {
 		return false
 	}
+	for _, f := range s.forgotten {
+		out = slices.DeleteFunc(out, func(o Outcome) bool { return o.Stream == f })
+	}
+	s.forgotten = nil
 	s.out, s.release = out, release
 	s.phase = replaying
 	return true
@@ -93,11 +99,13 @@ func (s *State) free() {
 }
 
 // Next appends to frames the next frames to send, in order, until about budget bytes, and
-// reports whether the resume is done (the connection is then live). wrap turns a v2 frame it
-// builds (replay, sync) into what the engine queues; held frames are queued as they were held. Per stream: its replayed
+// reports whether the resume is done (the connection is then live). Each frame counts its
+// length plus overhead (what the engine's queue holds per frame besides its bytes) against
+// budget. wrap turns a v2 frame it builds (replay, sync) into what the engine queues; held
+// frames are queued as they were held. Per stream: its replayed
 // messages, then its sync; then every held delivery in arrival order, except those at or
 // before their stream's synced position, which the replay or the client already has.
-func (s *State) Next(frames [][]byte, budget int, wrap func([]byte) []byte) ([][]byte, bool) {
+func (s *State) Next(frames [][]byte, budget, overhead int, wrap func([]byte) []byte) ([][]byte, bool) {
 	if s.phase != replaying {
 		return frames, s.phase == live
 	}
@@ -112,13 +120,13 @@ func (s *State) Next(frames [][]byte, budget int, wrap func([]byte) []byte) ([][
 				f = wrap(MessageFrame(o.Stream, e.Position, e.Payload))
 			}
 			frames = append(frames, f)
-			budget -= len(f)
+			budget -= len(f) + overhead
 			s.ei++
 			continue
 		}
 		f := wrap(SyncFrame(o.Stream, o.Result, len(o.Result.Entries)))
 		frames = append(frames, f)
-		budget -= len(f)
+		budget -= len(f) + overhead
 		o.Result.Entries = nil // shared with other readers: drop the reference, never modify
 		s.si++
 		s.ei = 0
@@ -129,7 +137,7 @@ func (s *State) Next(frames [][]byte, budget int, wrap func([]byte) []byte) ([][
 		s.heldBytes -= len(h.frame)
 		if !s.covered(h.stream, h.pos) {
 			frames = append(frames, h.frame)
-			budget -= len(h.frame)
+			budget -= len(h.frame) + overhead
 		}
 		*h = held{}
 	}
@@ -189,4 +197,34 @@ func (s *State) covered(stream string, pos history.Position) bool {
 		}
 	}
 	return false
+}
+
+// Forget drops what the resume still holds or has still to send of stream: a token refresh
+// removed it, and nothing of it may reach the client after the refresh's reply.
+func (s *State) Forget(stream string) {
+	if s.phase == live {
+		return
+	}
+	if s.phase != replaying {
+		s.forgotten = append(s.forgotten, stream)
+	}
+	kept := s.held[:s.hi]
+	for _, h := range s.held[s.hi:] {
+		if h.stream == stream {
+			s.heldBytes -= len(h.frame)
+			continue
+		}
+		kept = append(kept, h)
+	}
+	clear(s.held[len(kept):])
+	s.held = kept
+	for i := s.si; i < len(s.out); i++ {
+		if s.out[i].Stream == stream {
+			if i == s.si {
+				s.ei = 0
+			}
+			s.out = append(s.out[:i], s.out[i+1:]...)
+			break
+		}
+	}
 }
