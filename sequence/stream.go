@@ -102,6 +102,11 @@ func (st *stream) hole(res history.Result) (end history.Position, missed int64, 
 	if st.judge(h.Position, h.Prev) == pass {
 		return history.Position{}, 0, false
 	}
+	if h.Position.Epoch != st.last.Epoch {
+		// A new epoch: the rest of the old one is lost, but what the new one published
+		// before h may still be in its history (the drain reads it).
+		return history.Position{Epoch: h.Position.Epoch}, -1, true
+	}
 	end, missed = before(h), -1
 	if res.Reason != history.ReasonEpoch && end.Epoch == st.last.Epoch && end.Seq >= st.last.Seq {
 		missed = int64(end.Seq - st.last.Seq)
