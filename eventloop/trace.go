@@ -32,12 +32,13 @@ func abandonTraces(batch []registry.Delivery) {
 	}
 }
 
-// traceApplied records what the shard did with one traced delivery: of its targets, closed
-// were already closing and doomed went over the send queue limit; the rest were queued. The
+// traceApplied records what the shard did with one traced delivery: of its targets, queued
+// got the frame, closed were already closing and doomed went over the send queue limit (the
+// rest are v2 connections still resuming, which hold it back for after their replay). The
 // hold is released after the write pass (releaseTraced).
-func (l *loop) traceApplied(t *tracing.Delivery, targets, closed, doomed int) {
+func (l *loop) traceApplied(t *tracing.Delivery, targets, queued, closed, doomed int) {
 	t.Recipients(targets)
-	t.Queued(targets - closed - doomed)
+	t.Queued(queued)
 	if closed > 0 {
 		t.Dropped(tracing.DropClosed, closed)
 	}
