@@ -211,7 +211,10 @@ func stormOnce(ctx context.Context, o *StormOptions, b *backend, eng, bin, secre
 			if err != nil {
 				return err
 			}
-			sr.Resume.RedisCommands = stormCommands(first, atKill, done)
+			sr.Resume.RedisCommandsByName = stormCommands(first, atKill, done)
+			for _, n := range sr.Resume.RedisCommandsByName {
+				sr.Resume.RedisCommands += n
+			}
 			sr.Resume.RedisCommandsPerClient = ratio(float64(sr.Resume.RedisCommands), float64(sr.KilledConns))
 		}
 		for k := range sr.Survivors {

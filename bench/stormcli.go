@@ -49,12 +49,13 @@ func writeResumeTable(w io.Writer, res *StormResult) {
 	if res.Protocol != ProtocolV2 {
 		return
 	}
-	fmt.Fprintln(w, "\n| engine | resumed clients synced | all synced after s | stream resumes | redis commands (beyond publishing) | per resuming client | recovered:false |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---|")
+	fmt.Fprintln(w, "\n| engine | resumed clients synced | all synced after s | stream resumes | redis commands (beyond publishing) | per resuming client | by command, per client | recovered:false |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---|---|")
 	for _, r := range res.Runs {
 		if rs := r.Resume; rs != nil {
-			fmt.Fprintf(w, "| %s | %d of %d | %.2f | %d | %d | %.2f | %d %v |\n", r.Engine, rs.Synced, r.KilledConns,
+			fmt.Fprintf(w, "| %s | %d of %d | %.2f | %d | %d | %.2f | %s | %d %v |\n", r.Engine, rs.Synced, r.KilledConns,
 				rs.SyncAllSeconds, rs.Recoveries, rs.RedisCommands, rs.RedisCommandsPerClient,
+				perClient(rs.RedisCommandsByName, r.KilledConns),
 				(&V2Report{Unrecovered: rs.Unrecovered}).unrecoveredTotal(), rs.Unrecovered)
 		}
 	}

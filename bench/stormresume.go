@@ -3,10 +3,13 @@ package bench
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -29,55 +32,55 @@ type StormResume struct {
 	// from the kill until they stopped counting.
 	Recoveries int64 `json:"recoveries"`
 	// RedisCommands is what Redis executed (INFO commandstats, every node) over the same span,
-	// less the publisher's steady share measured before the kill; per resuming client below.
-	RedisCommands          int64   `json:"redis_commands"`
-	RedisCommandsPerClient float64 `json:"redis_commands_per_client"`
+	// less the publisher's steady share measured before the kill; per resuming client below,
+	// and by command (commands run inside a function count too).
+	RedisCommands          int64            `json:"redis_commands"`
+	RedisCommandsPerClient float64          `json:"redis_commands_per_client"`
+	RedisCommandsByName    map[string]int64 `json:"redis_commands_by_name"`
 }
 
-// redisCalls sums the calls of every command in INFO commandstats over addrs (the commands a
-// function runs count besides the FCALL itself).
-func redisCalls(ctx context.Context, addrs []string) (int64, error) {
-	var total int64
+// redisCalls reads the calls of each command in INFO commandstats, summed over addrs (the
+// commands a function runs count besides the FCALL itself).
+func redisCalls(ctx context.Context, addrs []string) (map[string]int64, error) {
+	total := map[string]int64{}
 	for _, a := range addrs {
 		rdb := redis.NewClient(&redis.Options{Addr: a})
 		info, err := rdb.Info(ctx, "commandstats").Result()
 		rdb.Close()
 		if err != nil {
-			return 0, fmt.Errorf("redis %s: INFO commandstats: %w", a, err)
+			return nil, fmt.Errorf("redis %s: INFO commandstats: %w", a, err)
 		}
-		n, err := sumCommandCalls(info)
-		if err != nil {
-			return 0, fmt.Errorf("redis %s: %w", a, err)
+		if err := addCommandCalls(total, info); err != nil {
+			return nil, fmt.Errorf("redis %s: %w", a, err)
 		}
-		total += n
 	}
 	return total, nil
 }
 
-// sumCommandCalls adds up "calls=N" over the cmdstat_ lines of INFO commandstats.
-func sumCommandCalls(info string) (int64, error) {
-	var total int64
+// addCommandCalls adds "calls=N" of each cmdstat_<name> line of INFO commandstats to calls.
+func addCommandCalls(calls map[string]int64, info string) error {
 	sc := bufio.NewScanner(strings.NewReader(info))
 	for sc.Scan() {
 		line := sc.Text()
-		if !strings.HasPrefix(line, "cmdstat_") {
+		name, ok := strings.CutPrefix(line, "cmdstat_")
+		if !ok {
 			continue
 		}
-		_, stats, _ := strings.Cut(line, ":")
-		calls, _, _ := strings.Cut(strings.TrimPrefix(stats, "calls="), ",")
-		n, err := strconv.ParseInt(calls, 10, 64)
+		name, stats, _ := strings.Cut(name, ":")
+		n, _, _ := strings.Cut(strings.TrimPrefix(stats, "calls="), ",")
+		v, err := strconv.ParseInt(n, 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("commandstats line %q: %w", line, err)
+			return fmt.Errorf("commandstats line %q: %w", line, err)
 		}
-		total += n
+		calls[name] += v
 	}
-	return total, sc.Err()
+	return sc.Err()
 }
 
-// callSample is Redis's command count at one time.
+// callSample is Redis's command counts at one time.
 type callSample struct {
 	at    time.Time
-	calls int64
+	calls map[string]int64
 }
 
 func sampleCalls(ctx context.Context, addrs []string) (callSample, error) {
@@ -113,11 +116,28 @@ func awaitRecoveries(ctx context.Context, survivors nodeSet, before []nodeCounts
 }
 
 // stormCommands is what Redis executed from atKill to done beyond the publisher's steady
-// rate, taken from start to atKill.
-func stormCommands(start, atKill, done callSample) int64 {
-	base := float64(atKill.calls-start.calls) / atKill.at.Sub(start.at).Seconds()
-	extra := float64(done.calls-atKill.calls) - base*done.at.Sub(atKill.at).Seconds()
-	return max(0, int64(extra))
+// rate, taken from start to atKill, by command (those that rounded to at least one call).
+func stormCommands(start, atKill, done callSample) map[string]int64 {
+	out := map[string]int64{}
+	steady := atKill.at.Sub(start.at).Seconds()
+	storm := done.at.Sub(atKill.at).Seconds()
+	for name, n := range done.calls {
+		base := float64(atKill.calls[name]-start.calls[name]) / steady
+		if extra := int64(float64(n-atKill.calls[name]) - base*storm); extra > 0 {
+			out[name] = extra
+		}
+	}
+	return out
+}
+
+// perClient formats commands per resuming client, the most first.
+func perClient(cmds map[string]int64, clients int) string {
+	names := slices.SortedFunc(maps.Keys(cmds), func(a, b string) int { return cmp.Compare(cmds[b], cmds[a]) })
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = fmt.Sprintf("%s %.2f", n, ratio(float64(cmds[n]), float64(clients)))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // peakKiB is the process's peak resident memory (VmHWM).
