@@ -144,6 +144,7 @@ func RunStorm(ctx context.Context, o StormOptions, progress io.Writer) (*StormRe
 		fmt.Fprintf(progress, "-- storm: %d %s nodes × %d connections, backplane %s\n", o.Nodes, eng, o.ConnsPerNode, b.kind)
 		sr, err := stormOnce(ctx, &o, b, eng, bin, secret, apiKey, work)
 		if sr != nil {
+			sr.Problems = append(sr.Problems, sr.overLimit(limit)...)
 			res.Runs = append(res.Runs, *sr)
 			sr.Report.Write(progress)
 			fmt.Fprintln(progress)
@@ -320,6 +321,18 @@ func (sr *StormRun) problems() []string {
 		}
 		if sr.Report.Lost > 0 {
 			out = append(out, fmt.Sprintf("v2 clients lost %d messages", sr.Report.Lost))
+		}
+	}
+	return out
+}
+
+// overLimit lists the survivors whose peak memory passed the deployment's limit (MiB).
+func (sr *StormRun) overLimit(limitMiB int64) []string {
+	var out []string
+	for _, s := range sr.Survivors {
+		if s.PeakKiB > limitMiB*1024 {
+			out = append(out, fmt.Sprintf("survivor %d peaked at %.0f MiB, over the %d MiB limit of k8s/deployment.yaml",
+				s.Node, float64(s.PeakKiB)/1024, limitMiB))
 		}
 	}
 	return out

@@ -123,3 +123,22 @@ func TestResumeStormSmallestConfiguration(t *testing.T) {
 		t.Errorf("storm table:\n%s", table.String())
 	}
 }
+
+// TestStormFlagsASurvivorOverTheMemoryLimit: the deployment's limit is read from
+// k8s/deployment.yaml, and a survivor peaking above it is a problem of the storm.
+func TestStormFlagsASurvivorOverTheMemoryLimit(t *testing.T) {
+	limit, err := deploymentMemoryLimitMiB()
+	if err != nil || limit <= 0 {
+		t.Fatalf("limit %d MiB, %v", limit, err)
+	}
+	sr := StormRun{Survivors: []Survivor{{Node: 0, PeakKiB: limit * 1024}, {Node: 1, PeakKiB: limit*1024 + 1}}}
+	if p := sr.overLimit(limit); len(p) != 1 || !strings.Contains(p[0], "survivor 1") {
+		t.Errorf("problems %v, want survivor 1 only", p)
+	}
+	if _, err := parseMemoryLimitMiB([]byte("resources:\n  limits:\n    memory: 1Gi\n")); err != nil {
+		t.Error(err)
+	}
+	if _, err := parseMemoryLimitMiB([]byte("limits:\n  memory: 512M\n")); err == nil {
+		t.Error("512M (not Mi or Gi) accepted")
+	}
+}
