@@ -45,6 +45,7 @@ type Publisher struct {
 	ledger map[string][]bool // channel → acknowledged, by seq-1
 	total  int               // publishes attempted
 	failed int
+	errs   []string // the first few failures
 
 	stop    chan struct{}
 	done    chan struct{}
@@ -75,6 +76,9 @@ func (p *Publisher) One(ctx context.Context, channel string, n int) error {
 		p.ledger[channel][seq-1] = true
 	} else {
 		p.failed++
+		if len(p.errs) < 5 {
+			p.errs = append(p.errs, fmt.Sprintf("%s #%d: %v", channel, seq, err))
+		}
 	}
 	p.mu.Unlock()
 	return err
@@ -121,6 +125,13 @@ func (p *Publisher) Counts() (total, failed int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.total, p.failed
+}
+
+// Errors are the first few failures.
+func (p *Publisher) Errors() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.errs...)
 }
 
 // LastAcked is the highest acknowledged number of channel (0 when none).
