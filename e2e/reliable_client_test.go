@@ -93,8 +93,6 @@ func (c *relClient) connect(url string) (*relConn, error) {
 		<-prev.pumped // its last frames recorded before any of the new connection's
 	}
 	c.mu.Lock()
-	rc := &relConn{index: len(c.syncs), pumped: make(chan struct{})}
-	c.syncs = append(c.syncs, nil)
 	cursors := maps.Clone(c.cursors)
 	c.mu.Unlock()
 	opts := v2client.Options{}
@@ -105,12 +103,14 @@ func (c *relClient) connect(url string) (*relConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", c.sub, err)
 	}
-	rc.ws = ws
+	rc := &relConn{ws: ws, pumped: make(chan struct{})}
 	if want := opts.Subprotocols; c.v2 && ws.Selected() != protoV2 || !c.v2 && ws.Selected() != want[0] {
 		ws.Close()
 		return nil, fmt.Errorf("%s: server selected subprotocol %q (v2 %v)", c.sub, ws.Selected(), c.v2)
 	}
 	c.mu.Lock()
+	rc.index = len(c.syncs) // connections that failed to open do not count
+	c.syncs = append(c.syncs, nil)
 	c.conn = rc
 	c.mu.Unlock()
 	go c.pump(rc)
