@@ -104,9 +104,9 @@ const (
 	topologyEvery  = 30 * time.Second
 )
 
-// watchTopology loads the cluster's slot map and rebuilds the relays whenever it changes (on
-// a MOVED reply, a slot migrating away, a lost connection or the periodic check): the new
-// relays subscribe every held channel on the master now serving it.
+// watchTopology loads the cluster's slot map and reroutes the channels whenever it changes
+// (checked on a MOVED reply, a slot migrating away, a lost connection or periodically): each
+// channel whose master changed is subscribed on the master now serving it (rebuildLocked).
 func (r *Redis) watchTopology(ctx context.Context) {
 	cc := r.pub.client.(*redis.ClusterClient)
 	b := newBackoff(100*time.Millisecond, 5*time.Second)
@@ -133,6 +133,12 @@ func (r *Redis) watchTopology(ctx context.Context) {
 		r.mu.Lock()
 		if !t.same(r.topo) {
 			r.rebuildLocked(t)
+		} else {
+			// Subscriptions the server dropped although their slot is still served here
+			// (a migration rolled back) are sent again.
+			for _, rl := range r.relays {
+				rl.resync()
+			}
 		}
 		r.mu.Unlock()
 		r.updateConnected()
@@ -156,17 +162,61 @@ func (r *Redis) watchTopology(ctx context.Context) {
 	}
 }
 
-// rebuildLocked replaces the relays with one per master of t.
+// rebuildLocked routes the channels by t: one relay per master of t, reusing the relay of
+// every master that was one already, so a channel whose master did not change stays
+// subscribed on its connection, untouched (it loses nothing). A channel whose master changed
+// is subscribed on its new master's relay and dropped from the old one; relays of masters no
+// longer serving a slot stop. Subscribe callers waiting meanwhile route their channels again.
 func (r *Redis) rebuildLocked(t *topology) {
-	if r.stopRelays != nil {
-		r.stopRelays()
-		r.log.Info("backplane: redis cluster topology changed, resubscribing", "masters", len(t.addrs))
+	if r.topo != nil {
+		r.log.Info("backplane: redis cluster topology changed, moving the channels of moved slots", "masters", len(t.addrs))
 	}
-	r.topo, r.topoErr = t, nil
 	r.requestInstall() // a new primary has no functions
-	r.relays = r.relays[:0:0]
-	for i, addr := range t.addrs {
-		r.relays = append(r.relays, newRelay(i, addr, true, r.ep.dial, r.sink, r, r.log))
+	old := map[string]*relay{}
+	for _, rl := range r.relays {
+		old[rl.addr] = rl
 	}
-	r.startRelaysLocked()
+	next := make([]*relay, len(t.addrs))
+	var started []*relay
+	for i, addr := range t.addrs {
+		if rl, ok := old[addr]; ok {
+			next[i] = rl
+			delete(old, addr)
+			continue
+		}
+		next[i] = r.newRelayLocked(addr)
+		started = append(started, next[i])
+	}
+	wants, unwants := map[*relay][]string{}, map[*relay][]string{}
+	for _, ch := range r.refs.list() {
+		to := next[t.route(ch)]
+		var from *relay
+		if r.topo != nil {
+			from = r.relays[r.routeLocked(ch)]
+		}
+		if from == to {
+			continue
+		}
+		wants[to] = append(wants[to], ch)
+		if from != nil {
+			unwants[from] = append(unwants[from], ch)
+		}
+	}
+	for rl, chans := range wants {
+		rl.want(chans)
+	}
+	for rl, chans := range unwants {
+		rl.unwant(chans)
+	}
+	for _, rl := range old {
+		rl.stop()
+	}
+	for _, rl := range next {
+		rl.resync()
+	}
+	r.topo, r.topoErr, r.relays = t, nil, next
+	for _, rl := range started {
+		r.startRelayLocked(rl)
+	}
+	r.reroutedLocked()
 }

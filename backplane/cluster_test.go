@@ -1,7 +1,10 @@
 package backplane
 
 import (
+	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -76,18 +79,89 @@ func TestClusterSlotMigrationResubscribesOnTheNewMaster(t *testing.T) {
 	if err := r.Subscribe(ctx, []string{ch}); err != nil {
 		t.Fatal(err)
 	}
+	m := openMasters(t, cl)
+	_, dst := m.migrate(t, ch)
 
-	nodes := map[string]*redis.Client{}
-	ids := map[string]string{}
+	eventually(t, 10*time.Second, "subscription moved to the new master", func() bool {
+		return m.nodes[dst].PubSubShardNumSub(ctx, ch).Val()[ch] == 1
+	})
+	if err := m.nodes[dst].SPublish(ctx, ch, "after migration").Err(); err != nil {
+		t.Fatal(err)
+	}
+	got := sink.waitFor(t, 1, 5*time.Second)
+	if string(got[len(got)-1].Payload) != "after migration" {
+		t.Fatalf("got %q", got[len(got)-1].Payload)
+	}
+	eventually(t, 5*time.Second, "ready after the migration", func() bool { return r.Ready() == nil })
+}
+
+// A topology change moves only the channels whose master changed: every other subscription
+// stays on its connection, untouched, and so loses nothing while the moved ones resubscribe.
+func TestClusterSlotMigrationLeavesEveryOtherSubscriptionInPlace(t *testing.T) {
+	cl := redistest.StartCluster(t, 3)
+	sink := newCollector()
+	r := startRedis(t, RedisOptions{URL: cl.URL(), Cluster: true}, sink)
+	const ch = "ws:migrating"
+	chans := []string{ch}
+	for i := 0; i < 30; i++ {
+		chans = append(chans, fmt.Sprintf("ws:user-%d", i))
+	}
+	if err := r.Subscribe(ctx, chans); err != nil {
+		t.Fatal(err)
+	}
+	m := openMasters(t, cl)
+	before := m.pubsubClients(t)
+	_, dst := m.migrate(t, ch)
+	eventually(t, 10*time.Second, "subscription moved to the new master", func() bool {
+		return m.nodes[dst].PubSubShardNumSub(ctx, ch).Val()[ch] == 1
+	})
+	eventually(t, 10*time.Second, "ready after the migration", func() bool { return r.Ready() == nil })
+	after := m.pubsubClients(t)
+	for addr, id := range before {
+		if after[addr] != id {
+			t.Errorf("master %s: Pub/Sub connection %q replaced by %q: its channels were resubscribed", addr, id, after[addr])
+		}
+	}
+	if n := r.m.BackplaneReconnects.Get(); n != 0 {
+		t.Errorf("backplane_reconnects_total = %d after a slot migration", n)
+	}
+	// Every channel is still delivered, the moved one on its new master.
+	pub, err := NewPublisher(cl.URL(), true, history.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	for _, c := range chans {
+		if err := pub.Publish(ctx, c, []byte(c)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sink.waitFor(t, len(chans), 10*time.Second)
+}
+
+// masters holds a client per master of a test cluster, and each master's node id.
+type masters struct {
+	nodes map[string]*redis.Client
+	ids   map[string]string
+}
+
+func openMasters(t *testing.T, cl *redistest.Cluster) *masters {
+	t.Helper()
+	m := &masters{nodes: map[string]*redis.Client{}, ids: map[string]string{}}
 	for _, addr := range cl.Addrs() {
 		c := redis.NewClient(&redis.Options{Addr: addr})
-		defer c.Close()
-		nodes[addr] = c
-		ids[addr] = c.Do(ctx, "CLUSTER", "MYID").Val().(string)
+		t.Cleanup(func() { _ = c.Close() })
+		m.nodes[addr] = c
+		m.ids[addr] = c.Do(ctx, "CLUSTER", "MYID").Val().(string)
 	}
-	slot := int(keySlot(ch))
-	var src, dst string
-	for addr, c := range nodes {
+	return m
+}
+
+// migrate moves the slot of ch from the master holding its sharded subscription to another,
+// as a resharding does (without keys to move), and returns both addresses.
+func (m *masters) migrate(t *testing.T, ch string) (src, dst string) {
+	t.Helper()
+	for addr, c := range m.nodes {
 		if c.PubSubShardNumSub(ctx, ch).Val()[ch] == 1 {
 			src = addr
 		} else if dst == "" {
@@ -97,32 +171,122 @@ func TestClusterSlotMigrationResubscribesOnTheNewMaster(t *testing.T) {
 	if src == "" {
 		t.Fatal("no master holds the sharded subscription")
 	}
+	slot := int(keySlot(ch))
 	must := func(c *redis.Client, args ...any) {
 		t.Helper()
 		if err := c.Do(ctx, args...).Err(); err != nil {
 			t.Fatalf("%v: %v", args, err)
 		}
 	}
-	must(nodes[dst], "CLUSTER", "SETSLOT", slot, "IMPORTING", ids[src])
-	must(nodes[src], "CLUSTER", "SETSLOT", slot, "MIGRATING", ids[dst])
+	must(m.nodes[dst], "CLUSTER", "SETSLOT", slot, "IMPORTING", m.ids[src])
+	must(m.nodes[src], "CLUSTER", "SETSLOT", slot, "MIGRATING", m.ids[dst])
 	for _, addr := range []string{dst, src} {
-		must(nodes[addr], "CLUSTER", "SETSLOT", slot, "NODE", ids[dst])
+		must(m.nodes[addr], "CLUSTER", "SETSLOT", slot, "NODE", m.ids[dst])
 	}
-	for addr, c := range nodes {
+	for addr, c := range m.nodes {
 		if addr != src && addr != dst {
-			must(c, "CLUSTER", "SETSLOT", slot, "NODE", ids[dst])
+			must(c, "CLUSTER", "SETSLOT", slot, "NODE", m.ids[dst])
+		}
+	}
+	return src, dst
+}
+
+// pubsubClients returns, per master, the id of the one Pub/Sub client connected to it.
+func (m *masters) pubsubClients(t *testing.T) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for addr, c := range m.nodes {
+		list := c.Do(ctx, "CLIENT", "LIST", "TYPE", "pubsub").Val().(string)
+		lines := strings.Split(strings.TrimSpace(list), "\n")
+		if len(lines) != 1 || lines[0] == "" {
+			t.Fatalf("master %s has %d Pub/Sub clients, want 1:\n%s", addr, len(lines), list)
+		}
+		id, _, _ := strings.Cut(lines[0], " ")
+		out[addr] = id
+	}
+	return out
+}
+
+// docs/DESIGN.md "Subscribe before open" on a cluster: when a topology rebuild reroutes a
+// channel in the middle of a Subscribe, the caller follows the channel to the relay now
+// serving it and returns only once that relay has it confirmed.
+func TestSubscribeFollowsItsChannelAcrossAClusterRebuild(t *testing.T) {
+	cl := redistest.StartCluster(t, 3)
+	sink := newCollector()
+	r := startRedis(t, RedisOptions{URL: cl.URL(), Cluster: true}, sink)
+	const ch = "ws:rebuilt"
+	r.mu.Lock()
+	src := r.topo.addrs[r.topo.route(ch)]
+	r.mu.Unlock()
+	var srcNode, dstNode *redistest.Server
+	for _, n := range cl.Nodes {
+		switch {
+		case n.Addr() == src:
+			srcNode = n
+		case dstNode == nil:
+			dstNode = n
 		}
 	}
 
-	eventually(t, 10*time.Second, "subscription moved to the new master", func() bool {
-		return nodes[dst].PubSubShardNumSub(ctx, ch).Val()[ch] == 1
+	// The master serving the channel stalls, so its SSUBSCRIBE is sent but not confirmed.
+	thawSrc := srcNode.Freeze()
+	type result struct {
+		err error
+		at  time.Time
+	}
+	done := make(chan result, 1)
+	go func() {
+		long, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		err := r.Subscribe(long, []string{ch})
+		done <- result{err, time.Now()}
+	}()
+	eventually(t, 10*time.Second, "SSUBSCRIBE sent, unconfirmed", func() bool {
+		r.mu.Lock()
+		rl := r.relays[r.topo.route(ch)]
+		r.mu.Unlock()
+		rl.mu.Lock()
+		defer rl.mu.Unlock()
+		st := rl.chans[ch]
+		return st != nil && st.onWire && st.acks > 0
 	})
-	if err := nodes[dst].SPublish(ctx, ch, "after migration").Err(); err != nil {
+	// A rebuild routes the channel to another master (stalled too), as a topology loaded
+	// in the middle of a migration does.
+	thawDst := dstNode.Freeze()
+	r.mu.Lock()
+	moved := *r.topo
+	moved.slot[keySlot(ch)] = uint8(slices.Index(moved.addrs, dstNode.Addr()))
+	r.rebuildLocked(&moved)
+	r.mu.Unlock()
+	// The old master confirms; the channel is no longer its to confirm.
+	thawSrc()
+	select {
+	case res := <-done:
+		t.Fatalf("Subscribe returned (%v) before the relay now serving the channel confirmed it", res.err)
+	case <-time.After(time.Second):
+	}
+	// The new master answers MOVED (the slot never left the old one); the relay reloads the
+	// real topology and the channel moves back, where it is confirmed.
+	thawed := time.Now()
+	thawDst()
+	res := <-done
+	if res.err != nil {
+		t.Fatalf("Subscribe across the rebuilds: %v", res.err)
+	}
+	if res.at.Before(thawed) {
+		t.Fatal("Subscribe returned before the channel's relay could confirm it")
+	}
+	// Returned, so live: a message published now is delivered.
+	pub, err := NewPublisher(cl.URL(), true, history.Limits{})
+	if err != nil {
 		t.Fatal(err)
 	}
-	got := sink.waitFor(t, 1, 5*time.Second)
-	if string(got[len(got)-1].Payload) != "after migration" {
-		t.Fatalf("got %q", got[len(got)-1].Payload)
+	defer pub.Close()
+	if err := pub.Publish(ctx, ch, []byte("after the rebuild")); err != nil {
+		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "ready after the migration", func() bool { return r.Ready() == nil })
+	got := sink.waitFor(t, 1, 10*time.Second)
+	if string(got[0].Payload) != "after the rebuild" {
+		t.Fatalf("got %q", got[0].Payload)
+	}
 }

@@ -35,6 +35,7 @@ type noEvents struct{}
 
 func (noEvents) connected(*relay, bool)     {}
 func (noEvents) disconnected(*relay, error) {}
+func (noEvents) slotMoved(*relay)           {}
 func (noEvents) received(int)               {}
 
 type countSink struct{ msgs, batches int }

@@ -3,6 +3,10 @@
 // reconnect with resubscribe, sharded Pub/Sub on a cluster), an embedded in-process backplane
 // with the same semantics for a single node, and a Publisher for tools. It knows nothing of
 // WebSockets or users: it moves (channel, payload) pairs to a Sink.
+//
+// Subscribe reports success only for channels confirmed live (liveness.go): through a Redis
+// outage, a stall or a cluster topology change it waits for Redis, or fails when its context
+// ends; it never lets a caller believe a subscription holds that Redis has not confirmed.
 package backplane
 
 import "github.com/huleedu/websocket-service/history"

@@ -48,14 +48,16 @@ type Redis struct {
 	pub  *Publisher
 
 	refresh chan struct{} // cluster: asks the topology loop to reload; capacity 1
+	clock   outageClock
 
 	reinstall chan struct{} // asks installLibrary to load the function library again; capacity 1
 
 	mu         sync.Mutex
 	refs       *refcount
 	relays     []*relay
-	topo       *topology          // cluster only; nil until loaded
-	stopRelays context.CancelFunc // stops the current set of relays (cluster: rebuilt on change)
+	rebuilt    chan struct{} // closed and replaced when channels are rerouted, and at Close
+	topo       *topology     // cluster only; nil until loaded
+	relayCount int           // relays ever made, for their log ids
 	topoErr    error
 	pingErr    error
 	started    bool
@@ -96,13 +98,14 @@ func NewRedis(opts RedisOptions, sink Sink) (*Redis, error) {
 		pub:     pub,
 		refresh: make(chan struct{}, 1),
 		refs:    newRefcount(opts.Linger),
+		rebuilt: make(chan struct{}),
 		topoErr: errors.New("cluster topology not loaded yet"),
 		pingErr: errors.New("not pinged yet"),
 	}
 	r.reinstall = make(chan struct{}, 1)
 	if !opts.Cluster {
 		for i := 0; i < opts.PubSubConns; i++ {
-			r.relays = append(r.relays, newRelay(i, ep.addrs[0], false, ep.dial, sink, r, r.log))
+			r.relays = append(r.relays, r.newRelayLocked(ep.addrs[0]))
 		}
 	}
 	return r, nil
@@ -141,23 +144,30 @@ func (r *Redis) goLocked(f func(ctx context.Context)) {
 	}()
 }
 
-// startRelaysLocked runs the current relays and subscribes every channel held.
+// startRelaysLocked runs the relays of a single Redis and subscribes every channel held.
 func (r *Redis) startRelaysLocked() {
-	ctx, cancel := context.WithCancel(r.ctx)
-	r.stopRelays = cancel
-	groups := make([][]string, len(r.relays))
-	r.refs.each(func(ch string) {
-		i := r.routeLocked(ch)
-		groups[i] = append(groups[i], ch)
-	})
-	for i, rl := range r.relays {
-		rl.want(groups[i])
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			rl.run(ctx)
-		}()
+	for i, g := range r.groupLocked(r.refs.list()) {
+		r.relays[i].want(g)
+		r.startRelayLocked(r.relays[i])
 	}
+}
+
+// startRelayLocked runs rl until Close, or until rl.stop (its master left the cluster).
+func (r *Redis) startRelayLocked(rl *relay) {
+	ctx, cancel := context.WithCancel(r.ctx)
+	rl.stop = cancel
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		rl.run(ctx)
+	}()
+}
+
+// newRelayLocked makes a relay to addr, numbered for the logs.
+func (r *Redis) newRelayLocked(addr string) *relay {
+	rl := newRelay(r.relayCount, addr, r.opts.Cluster, r.ep.dial, r.sink, r, r.log)
+	r.relayCount++
+	return rl
 }
 
 // routeLocked picks the relay of a channel; there is at least one relay.
@@ -187,10 +197,13 @@ func (r *Redis) groupLocked(chans []string) [][]string {
 	return groups
 }
 
-// Subscribe takes a reference on each channel and returns once all are live on Redis, or at
-// once while the backplane is disconnected (they are subscribed on reconnect). The references
-// are taken even when it fails (ctx ended first): the caller drops them with Unsubscribe in
-// either case.
+// Subscribe takes a reference on each channel and returns nil once all are live on Redis:
+// subscribed and confirmed, so that a message published afterwards is delivered. It never
+// reports success before that: while Redis is unreachable it waits for the reconnection to
+// confirm them, and when a cluster topology rebuild moves channels to new connections it
+// follows them there. It fails when ctx ends first. The references are taken even when it
+// fails: the caller drops them with Unsubscribe in either case (until then the channels are
+// subscribed as soon as Redis allows).
 func (r *Redis) Subscribe(ctx context.Context, chans []string) error {
 	r.mu.Lock()
 	if r.closed {
@@ -204,21 +217,52 @@ func (r *Redis) Subscribe(ctx context.Context, chans []string) error {
 		}
 	}
 	r.m.BackplaneSubscriptions.Set(float64(r.refs.active))
-	relays := r.relays
 	for i, g := range r.groupLocked(fresh) {
 		if len(g) > 0 {
-			relays[i].want(g)
+			r.relays[i].want(g)
 		}
 	}
-	waits := r.groupLocked(chans)
 	r.mu.Unlock()
+	for {
+		err := r.awaitLive(ctx, chans)
+		if !errors.Is(err, errRetired) {
+			if err != nil {
+				return fmt.Errorf("subscribe %d channels: %w", len(chans), err)
+			}
+			return nil
+		}
+		// A cluster topology rebuild rerouted channels: each is now wanted by the relay of
+		// the master serving it, which must confirm it in turn.
+	}
+}
 
+// awaitLive waits until every channel is live on the relay that serves it now, or returns
+// errRetired when channels are rerouted first.
+func (r *Redis) awaitLive(ctx context.Context, chans []string) error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return ErrClosed
+	}
+	if len(r.relays) == 0 {
+		// A cluster whose topology is not loaded yet: nothing can be confirmed before it is.
+		rebuilt := r.rebuilt
+		r.mu.Unlock()
+		select {
+		case <-rebuilt:
+			return errRetired
+		case <-ctx.Done():
+			return fmt.Errorf("wait for the cluster topology: %w", ctx.Err())
+		}
+	}
+	relays, waits, moved := r.relays, r.groupLocked(chans), r.rebuilt
+	r.mu.Unlock()
 	for i, g := range waits {
 		if len(g) == 0 {
 			continue
 		}
-		if err := relays[i].awaitLive(ctx, g); err != nil {
-			return fmt.Errorf("subscribe %d channels: %w", len(chans), err)
+		if err := relays[i].awaitLive(ctx, g, moved); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -302,10 +346,11 @@ func (r *Redis) Close() error {
 	if r.cancel != nil {
 		r.cancel()
 	}
+	r.reroutedLocked()
 	r.mu.Unlock()
 	r.wg.Wait()
 	r.m.BackplaneSubscriptions.Set(0)
-	r.m.BackplaneConnected.Set(0)
+	r.clock.stop(r.m)
 	return r.pub.Close()
 }
 
@@ -352,44 +397,12 @@ func (r *Redis) ping(ctx context.Context) {
 	r.updateConnected()
 }
 
-func (r *Redis) updateConnected() {
-	if r.Ready() == nil {
-		r.m.BackplaneConnected.Set(1)
-	} else {
-		r.m.BackplaneConnected.Set(0)
-	}
+// reroutedLocked wakes the Subscribe callers waiting, so they route their channels again:
+// the relays changed (a cluster topology rebuild) or the backplane closed.
+func (r *Redis) reroutedLocked() {
+	close(r.rebuilt)
+	r.rebuilt = make(chan struct{})
 }
-
-// connected, disconnected and received are the relays' reports (relayEvents).
-
-func (r *Redis) connected(rl *relay, reconnect bool) {
-	if reconnect {
-		r.requestInstall() // Redis may have restarted without its functions
-		r.m.BackplaneReconnects.Inc()
-		rl.log.Info("backplane: pubsub connection restored")
-	} else {
-		rl.log.Debug("backplane: pubsub connection up")
-	}
-	r.updateConnected()
-}
-
-func (r *Redis) disconnected(rl *relay, err error) {
-	r.mu.Lock()
-	closing := r.closed
-	r.mu.Unlock()
-	if !closing {
-		rl.log.Warn("backplane: pubsub connection down, reconnecting with backoff", "err", err)
-	}
-	r.updateConnected()
-	if r.opts.Cluster {
-		select {
-		case r.refresh <- struct{}{}:
-		default:
-		}
-	}
-}
-
-func (r *Redis) received(n int) { r.m.BackplaneReceived.Add(n) }
 
 // sweepInterval is how often lingering channels are checked: a quarter of the linger,
 // between 10ms and 500ms.

@@ -215,11 +215,18 @@ func TestRedisOutageReportsNotReadyThenResubscribes(t *testing.T) {
 	if r.m.BackplaneConnected.Get() != 0 {
 		t.Fatal("backplane_connected is 1 during the outage")
 	}
-	// Subscribing while down does not wait; the channel is subscribed at reconnect.
-	if err := r.Subscribe(ctx, []string{"ws:late"}); err != nil {
-		t.Fatalf("subscribe while down: %v", err)
+	began := r.m.BackplaneDisconnectedSince.Get()
+	if lag := time.Since(time.Unix(0, int64(began*1e9))); began == 0 || lag < 0 || lag > 5*time.Second {
+		t.Fatalf("backplane_disconnected_since_timestamp_seconds = %v during an outage that began under 5 s ago", began)
 	}
-	time.Sleep(2 * time.Second)
+	// Subscribing while down cannot be confirmed: it fails when its context ends, and the
+	// reference it took (kept here) is subscribed at reconnect.
+	short, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	if err := r.Subscribe(short, []string{"ws:late"}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("subscribe while down = %v, want the context's deadline", err)
+	}
+	time.Sleep(time.Second)
 	srv.Restart()
 	eventually(t, 10*time.Second, "ready after restart", func() bool { return r.Ready() == nil })
 
@@ -239,6 +246,13 @@ func TestRedisOutageReportsNotReadyThenResubscribes(t *testing.T) {
 	}
 	if r.m.BackplaneConnected.Get() != 1 {
 		t.Fatal("backplane_connected is not 1 after the restart")
+	}
+	// The outage lasted at least the 1.5 s spent in it above.
+	if s := r.m.BackplaneDisconnectedSeconds.Get(); s < 1.5 {
+		t.Fatalf("backplane_disconnected_seconds_total = %v after an outage of more than 1.5 s", s)
+	}
+	if since := r.m.BackplaneDisconnectedSince.Get(); since != 0 {
+		t.Fatalf("backplane_disconnected_since_timestamp_seconds = %v once connected, want 0", since)
 	}
 }
 
@@ -364,11 +378,14 @@ func TestStartWithRedisDownRetriesUntilItComes(t *testing.T) {
 	if err := r.Start(ctx); err != nil {
 		t.Fatalf("Start with redis down: %v", err)
 	}
-	if err := r.Subscribe(ctx, []string{"ws:early"}); err != nil {
-		t.Fatalf("Subscribe with redis down: %v", err)
-	}
+	// Waits for Redis to come and confirm the channel.
+	subscribed := make(chan error, 1)
+	go func() { subscribed <- r.Subscribe(ctx, []string{"ws:early"}) }()
 	eventually(t, 2*time.Second, "not ready", func() bool { return r.Ready() != nil })
 	srv.Restart()
+	if err := <-subscribed; err != nil {
+		t.Fatalf("Subscribe with redis down at start: %v", err)
+	}
 	eventually(t, 10*time.Second, "ready once redis is up", func() bool { return r.Ready() == nil })
 	probe := srv.Client(t)
 	eventually(t, 5*time.Second, "subscribed", func() bool {

@@ -93,11 +93,13 @@ func (rc *refcount) held(ch string) bool {
 	return ok
 }
 
-// each calls f for every channel held, with references or lingering.
-func (rc *refcount) each(f func(ch string)) {
+// list returns every channel held, with references or lingering.
+func (rc *refcount) list() []string {
+	out := make([]string, 0, len(rc.chans))
 	for ch := range rc.chans {
-		f(ch)
+		out = append(out, ch)
 	}
+	return out
 }
 
 // reset forgets every channel.

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -18,8 +19,6 @@ const (
 	maxBatch              = 512 // messages handed to the sink at once
 	readBufferSize        = 64 << 10
 	pingInterval          = time.Second
-	readTimeout           = 3 * pingInterval // silence after which the connection is presumed dead
-	writeTimeout          = 5 * time.Second
 	healthyAfter          = 5 * time.Second // a connection up this long restarts the backoff
 )
 
@@ -51,8 +50,16 @@ type relay struct {
 	events  relayEvents
 	log     *slog.Logger
 
+	tolerance time.Duration // stallTolerance (tests shorten it)
+	epoch     time.Time     // reference of reading
+	// reading is when (time since epoch, plus one) the reader began the socket read it is
+	// blocked in; 0 while it is not reading (it parses or hands a batch to the sink).
+	reading atomic.Int64
+
 	kick chan struct{} // wakes the writer; capacity 1
 	done chan struct{} // closed when the relay stops
+
+	stop context.CancelFunc // stops this relay alone (its master left the cluster); set by its owner
 
 	mu    sync.Mutex
 	conn  net.Conn // nil while disconnected
@@ -71,18 +78,21 @@ type relay struct {
 type relayEvents interface {
 	connected(r *relay, reconnect bool)
 	disconnected(r *relay, err error)
+	slotMoved(r *relay) // the server dropped a sharded subscription: the topology changed
 	received(n int)
 }
 
 func newRelay(id int, addr string, sharded bool, dial func(context.Context, string) (net.Conn, error), sink Sink, ev relayEvents, log *slog.Logger) *relay {
 	return &relay{
 		id: id, addr: addr, sharded: sharded, dial: dial, sink: sink, events: ev,
-		log:     log.With("pubsub_conn", id, "addr", addr),
-		kick:    make(chan struct{}, 1),
-		done:    make(chan struct{}),
-		err:     errors.New("not connected yet"),
-		chans:   map[string]*chanState{},
-		changed: make(chan struct{}),
+		log:       log.With("pubsub_conn", id, "addr", addr),
+		tolerance: stallTolerance,
+		epoch:     time.Now(),
+		kick:      make(chan struct{}, 1),
+		done:      make(chan struct{}),
+		err:       errors.New("not connected yet"),
+		chans:     map[string]*chanState{},
+		changed:   make(chan struct{}),
 	}
 }
 
@@ -104,6 +114,10 @@ func (r *relay) mark(chans []string, want bool) {
 			r.chans[ch] = st
 		}
 		st.want = want
+		if !want && !st.onWire && st.acks == 0 && !st.queued {
+			delete(r.chans, ch) // not on the wire (the server dropped it): nothing to send
+			continue
+		}
 		r.enqueueLocked(st)
 	}
 	r.mu.Unlock()
@@ -124,35 +138,15 @@ func (r *relay) wake() {
 	}
 }
 
-// awaitLive returns once every channel of chans is live, or at once when the relay is
-// disconnected (the channels will be subscribed on reconnect) or stopped.
-func (r *relay) awaitLive(ctx context.Context, chans []string) error {
-	for {
-		r.mu.Lock()
-		if r.conn == nil {
-			r.mu.Unlock()
-			return nil
-		}
-		pending := false
-		for _, ch := range chans {
-			if st := r.chans[ch]; st != nil && st.want && !st.live() {
-				pending = true
-				break
-			}
-		}
-		changed := r.changed
-		r.mu.Unlock()
-		if !pending {
-			return nil
-		}
-		select {
-		case <-changed:
-		case <-r.done:
-			return nil
-		case <-ctx.Done():
-			return fmt.Errorf("wait for subscription on %s: %w", r.addr, ctx.Err())
-		}
+// resync queues every channel whose subscription differs from what is wanted, such as one
+// the server dropped when its slot moved (re-sent when the topology says it stays here).
+func (r *relay) resync() {
+	r.mu.Lock()
+	for _, st := range r.chans {
+		r.enqueueLocked(st)
 	}
+	r.mu.Unlock()
+	r.wake()
 }
 
 // notifyLocked wakes every awaitLive.
@@ -170,6 +164,9 @@ func (r *relay) status() error {
 	}
 	return nil
 }
+
+// errStopped: the relay's context ended (Close, or its master left the cluster).
+var errStopped = errors.New("pubsub connection closed")
 
 // run connects, reads and reconnects with backoff until ctx ends. The writer runs beside it.
 func (r *relay) run(ctx context.Context) {
@@ -210,7 +207,7 @@ func (r *relay) run(ctx context.Context) {
 		stop()
 		_ = conn.Close()
 		if ctx.Err() != nil {
-			err = errors.New("closed")
+			err = errStopped
 		} else {
 			err = fmt.Errorf("connection lost: %w", err)
 		}
@@ -255,107 +252,10 @@ func (r *relay) setDown(err error) {
 	}
 }
 
-// writeLoop sends pending SUBSCRIBE/UNSUBSCRIBE commands whenever kicked, and a PING every
-// pingInterval so that a silent network failure is noticed by the reader's deadline.
-func (r *relay) writeLoop(ctx context.Context) {
-	tick := time.NewTicker(pingInterval)
-	defer tick.Stop()
-	var buf []byte
-	var subs, unsubs []string
-	for {
-		ping := false
-		select {
-		case <-ctx.Done():
-			return
-		case <-r.kick:
-		case <-tick.C:
-			ping = true
-		}
-		r.mu.Lock()
-		conn := r.conn
-		if conn == nil || (r.inflight > 0 && !ping) {
-			r.mu.Unlock()
-			continue
-		}
-		subs, unsubs = subs[:0], unsubs[:0]
-		if r.inflight > 0 {
-			r.mu.Unlock()
-			r.write(conn, appendCommand(buf[:0], "PING", nil))
-			continue
-		}
-		for _, st := range r.dirty {
-			st.queued = false
-			switch {
-			case st.want && !st.onWire:
-				subs = append(subs, st.name)
-				st.onWire = true
-				st.acks++
-			case !st.want && st.onWire:
-				unsubs = append(unsubs, st.name)
-				st.onWire = false
-				st.acks++
-			case !st.want && st.acks == 0:
-				delete(r.chans, st.name)
-			}
-		}
-		clear(r.dirty)
-		r.dirty = r.dirty[:0]
-		r.inflight += len(subs) + len(unsubs)
-		r.mu.Unlock()
-
-		buf = buf[:0]
-		subCmd, unsubCmd := "SUBSCRIBE", "UNSUBSCRIBE"
-		if r.sharded {
-			subCmd, unsubCmd = "SSUBSCRIBE", "SUNSUBSCRIBE"
-		}
-		buf = r.appendBatches(buf, subCmd, subs)
-		buf = r.appendBatches(buf, unsubCmd, unsubs)
-		if ping {
-			buf = appendCommand(buf, "PING", nil)
-		}
-		r.write(conn, buf)
-		if cap(buf) > 1<<20 {
-			buf = nil // do not keep a resubscription's worth of memory forever
-		}
-	}
-}
-
-func (r *relay) write(conn net.Conn, buf []byte) {
-	if len(buf) == 0 {
-		return
-	}
-	_ = conn.SetWriteDeadline(time.Now().Add(writeTimeout))
-	if _, err := conn.Write(buf); err != nil {
-		// The reader sees the broken connection too, reports it and reconnects.
-		r.log.Debug("backplane: write to pubsub connection failed", "err", err)
-		_ = conn.Close()
-	}
-}
-
-// appendBatches appends cmd for channels in groups of at most maxChannelsPerCommand. On a
-// cluster the channels of one SSUBSCRIBE must share a hash slot, so they are grouped by slot.
-func (r *relay) appendBatches(buf []byte, cmd string, chans []string) []byte {
-	if !r.sharded {
-		for len(chans) > 0 {
-			n := min(len(chans), maxChannelsPerCommand)
-			buf = appendCommand(buf, cmd, chans[:n])
-			chans = chans[n:]
-		}
-		return buf
-	}
-	for _, group := range groupBySlot(chans) {
-		for len(group) > 0 {
-			n := min(len(group), maxChannelsPerCommand)
-			buf = appendCommand(buf, cmd, group[:n])
-			group = group[n:]
-		}
-	}
-	return buf
-}
-
-// readLoop reads replies until the connection fails.
+// readLoop reads replies until the connection fails or stays silent for stallTolerance
+// (see there why so long, and why the deadline is armed only right before each read).
 func (r *relay) readLoop(conn net.Conn) error {
-	return r.receive(conn, func() { _ = conn.SetReadDeadline(time.Now().Add(readTimeout)) })
+	return r.receive(watchedConn{conn, r}, func() { _ = conn.SetReadDeadline(time.Now().Add(r.tolerance)) })
 }
 
 // receive reads replies from src until it fails. Messages are gathered into a batch that is
@@ -454,10 +354,10 @@ func (r *relay) readOne(rr *respReader, d *dispatcher) error {
 			return fmt.Errorf("read confirmation: %w", err)
 		}
 		r.mu.Lock()
-		err = r.confirmLocked(name, k, d)
+		moved := r.confirmLocked(name, k, d)
 		r.mu.Unlock()
-		if err != nil {
-			return err
+		if moved {
+			r.events.slotMoved(r)
 		}
 		_, err = rr.integer()
 		return err
@@ -471,17 +371,21 @@ func (r *relay) readOne(rr *respReader, d *dispatcher) error {
 	}
 }
 
-// errSlotMoved: the server dropped a sharded subscription itself, because the channel's slot
-// moved to another node.
-var errSlotMoved = errors.New("sharded subscription dropped by the server (slot moved)")
-
-func (r *relay) confirmLocked(name []byte, k pushKind, d *dispatcher) error {
+// confirmLocked applies a (un)subscribe confirmation. It reports moved when the reply was
+// not ours but the server dropping a sharded subscription because the channel's slot moved
+// to another master: the channel is then no longer live here, and stays wanted (not re-sent)
+// until the owner reloads the topology and moves it, or resyncs it if it stays here. The
+// connection and every other channel on it are left alone.
+func (r *relay) confirmLocked(name []byte, k pushKind, d *dispatcher) (moved bool) {
 	st := r.chans[string(name)]
 	if st == nil || st.acks == 0 {
-		if k == pushUnsubscribe && r.sharded {
-			return fmt.Errorf("channel %q: %w", name, errSlotMoved)
+		if k != pushUnsubscribe || !r.sharded {
+			return false
 		}
-		return nil
+		if st != nil && st.onWire {
+			st.onWire = false
+		}
+		return true
 	}
 	st.acks--
 	r.inflight--
@@ -489,7 +393,7 @@ func (r *relay) confirmLocked(name []byte, k pushKind, d *dispatcher) error {
 		d.confirmed = true // the writer may send what it held back
 	}
 	if st.acks > 0 {
-		return nil
+		return false
 	}
 	switch {
 	case st.onWire:
@@ -497,5 +401,5 @@ func (r *relay) confirmLocked(name []byte, k pushKind, d *dispatcher) error {
 	case !st.want && !st.queued:
 		delete(r.chans, st.name)
 	}
-	return nil
+	return false
 }

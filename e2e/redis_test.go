@@ -66,35 +66,6 @@ func TestRedisOutageMakesReadyz503AndOpenConnectionsReceiveAgainAfterRestart(t *
 	})
 }
 
-// server.Backplane: Subscribe "returns at once when the backplane is disconnected: the
-// channels are then subscribed on reconnect" — so a browser can connect during an outage and
-// hears its messages once Redis is back.
-func TestUpgradeWhileRedisIsDownIsAcceptedAndSubscribedOnReconnect(t *testing.T) {
-	eachEngine(t, func(t *testing.T, engine string) {
-		n := startNode(t, engine, redisBP, nil)
-		n.redis.Stop()
-		n.WaitMetric(t, "backplane_connected", 0, wait)
-		start := time.Now()
-		c, err := servicetest.TryDial(n.DialURL(n.Token(t, "u1")))
-		if err != nil {
-			t.Fatalf("upgrade during the outage refused: %v", err)
-		}
-		defer c.Conn.NetConn().Close()
-		if d := time.Since(start); d > 2*time.Second {
-			t.Fatalf("upgrade during the outage took %v", d)
-		}
-		c.Send(t, "during")
-		expectText(t, c, "Echo: during")
-		n.redis.Restart()
-		eventually(t, 3*wait, "/readyz 200 after Redis is back", func() bool {
-			status, _ := n.Get(t, "/readyz")
-			return status == http.StatusOK
-		})
-		n.publish(t, user("u1"), `{"late":true}`)
-		expectText(t, c, `{"late":true}`)
-	})
-}
-
 func TestThousandUsersUseAtMostFourRedisConnections(t *testing.T) {
 	const users = 1000
 	// Not parallel: a thousand connections per engine is enough load for two cores.

@@ -34,9 +34,12 @@ type Engine interface {
 
 // Backplane relays messages between nodes (Redis) or within one (embedded).
 type Backplane interface {
-	// Subscribe takes a reference on each channel. It returns once every channel is live
-	// (so a message published afterwards is delivered), or at once when the backplane is
-	// disconnected: the channels are then subscribed on reconnect.
+	// Subscribe takes a reference on each channel and returns nil only once every channel is
+	// live (confirmed by the backplane, so a message published afterwards is delivered).
+	// While the backplane is disconnected or stalled it waits for the channels to be
+	// confirmed after reconnecting, and returns an error when ctx ends first: it never
+	// reports success for a subscription it could not confirm. The references are taken
+	// either way; the caller drops them with Unsubscribe after an error.
 	Subscribe(ctx context.Context, channels []string) error
 	// Unsubscribe drops a reference on each channel; a channel left with none is
 	// unsubscribed after a short linger.

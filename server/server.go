@@ -30,13 +30,15 @@ const (
 
 // Timeouts of the HTTP layer. A client that trickles its upgrade request (slowloris) is cut
 // off by readHeaderTimeout; subscribeTimeout bounds how long an upgrade waits for Redis to
-// confirm its subscriptions.
+// confirm its subscriptions (an upgrade it does not confirm in time is answered 503 with
+// Retry-After retryAfterBackplane seconds).
 const (
-	readHeaderTimeout = 10 * time.Second
-	idleTimeout       = 60 * time.Second
-	maxHeaderBytes    = 64 << 10
-	subscribeTimeout  = 5 * time.Second
-	maxPublishBody    = 1 << 20
+	readHeaderTimeout   = 10 * time.Second
+	idleTimeout         = 60 * time.Second
+	maxHeaderBytes      = 64 << 10
+	subscribeTimeout    = 5 * time.Second
+	retryAfterBackplane = "5"
+	maxPublishBody      = 1 << 20
 )
 
 // TokenVerifier checks a connecting client's token.

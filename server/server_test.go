@@ -236,8 +236,16 @@ func TestSubscribeFailureRefuses503AndGivesEverythingBack(t *testing.T) {
 	if w.Code != http.StatusServiceUnavailable || len(f.engine.accepted) != 0 {
 		t.Fatalf("status %d, accepted %d", w.Code, len(f.engine.accepted))
 	}
+	if w.Header().Get("Retry-After") == "" {
+		t.Fatal("503 without Retry-After")
+	}
 	if len(f.bp.refs) != 0 || f.srv.limits.Total() != 0 || f.srv.limits.User("u1") != 0 {
 		t.Fatalf("kept refs %v, node %d, user %d", f.bp.refs, f.srv.limits.Total(), f.srv.limits.User("u1"))
+	}
+	var buf bytes.Buffer
+	f.srv.metrics.WritePrometheus(&buf)
+	if !strings.Contains(buf.String(), `websocket_connections_total{result="backplane_unavailable"} 1`) {
+		t.Fatal("the refused upgrade was not counted as backplane_unavailable")
 	}
 }
 

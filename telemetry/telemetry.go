@@ -19,6 +19,9 @@ const (
 	ResultOriginRejected = "origin_rejected"
 	ResultLimitReached   = "limit_reached"
 	ResultRateLimited    = "rate_limited"
+	// ResultBackplaneUnavailable: the backplane could not confirm the connection's
+	// subscriptions within the subscribe timeout (Redis down or stalled); answered 503.
+	ResultBackplaneUnavailable = "backplane_unavailable"
 )
 
 // Reasons a message was dropped (label of websocket_messages_dropped_total).
@@ -32,7 +35,7 @@ const (
 )
 
 var (
-	results     = []string{ResultAccepted, ResultAuthFailed, ResultOriginRejected, ResultLimitReached, ResultRateLimited}
+	results     = []string{ResultAccepted, ResultAuthFailed, ResultOriginRejected, ResultLimitReached, ResultRateLimited, ResultBackplaneUnavailable}
 	dropReasons = []string{DropSlowConsumer, DropClosed, DropUnknown, DropTooLarge, DropRateLimited, DropShardStopped}
 	// closeCodes are the codes a disconnect is counted under; anything else is "other".
 	closeCodes = []uint16{1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1011, 1013}
@@ -51,6 +54,11 @@ type Metrics struct {
 	BackplaneSubscriptions *metrics.Gauge
 	BackplaneReconnects    *metrics.Counter
 	BackplaneConnected     *metrics.Gauge
+	// BackplaneDisconnectedSeconds accumulates the time backplane_connected was 0 after
+	// start; BackplaneDisconnectedSince is the Unix time the current outage began, 0 while
+	// connected.
+	BackplaneDisconnectedSeconds *metrics.FloatCounter
+	BackplaneDisconnectedSince   *metrics.Gauge
 
 	connections map[string]*metrics.Counter
 	dropped     map[string]*metrics.Counter
@@ -62,19 +70,21 @@ type Metrics struct {
 func New() *Metrics {
 	s := metrics.NewSet()
 	m := &Metrics{
-		set:                    s,
-		ConnectionsActive:      s.NewGauge("websocket_connections_active", nil),
-		HandshakeDuration:      s.NewPrometheusHistogram("websocket_handshake_duration_seconds"),
-		MessagesSent:           s.NewCounter("websocket_messages_sent_total"),
-		MessagesReceived:       s.NewCounter("websocket_messages_received_total"),
-		BackplaneReceived:      s.NewCounter("backplane_messages_received_total"),
-		BackplaneSubscriptions: s.NewGauge("backplane_subscriptions_active", nil),
-		BackplaneReconnects:    s.NewCounter("backplane_reconnects_total"),
-		BackplaneConnected:     s.NewGauge("backplane_connected", nil),
-		connections:            map[string]*metrics.Counter{},
-		dropped:                map[string]*metrics.Counter{},
-		disconnects:            map[uint16]*metrics.Counter{},
-		otherClose:             s.NewCounter(`websocket_disconnects_total{code="other"}`),
+		set:                          s,
+		ConnectionsActive:            s.NewGauge("websocket_connections_active", nil),
+		HandshakeDuration:            s.NewPrometheusHistogram("websocket_handshake_duration_seconds"),
+		MessagesSent:                 s.NewCounter("websocket_messages_sent_total"),
+		MessagesReceived:             s.NewCounter("websocket_messages_received_total"),
+		BackplaneReceived:            s.NewCounter("backplane_messages_received_total"),
+		BackplaneSubscriptions:       s.NewGauge("backplane_subscriptions_active", nil),
+		BackplaneReconnects:          s.NewCounter("backplane_reconnects_total"),
+		BackplaneConnected:           s.NewGauge("backplane_connected", nil),
+		BackplaneDisconnectedSeconds: s.NewFloatCounter("backplane_disconnected_seconds_total"),
+		BackplaneDisconnectedSince:   s.NewGauge("backplane_disconnected_since_timestamp_seconds", nil),
+		connections:                  map[string]*metrics.Counter{},
+		dropped:                      map[string]*metrics.Counter{},
+		disconnects:                  map[uint16]*metrics.Counter{},
+		otherClose:                   s.NewCounter(`websocket_disconnects_total{code="other"}`),
 	}
 	for _, r := range results {
 		m.connections[r] = s.NewCounter(fmt.Sprintf(`websocket_connections_total{result=%q}`, r))

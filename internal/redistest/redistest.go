@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -211,6 +212,30 @@ func (s *Server) kill() {
 	case <-time.After(waitLimit):
 		s.t.Errorf("redistest: redis-server on port %d did not exit within %s", s.port, waitLimit)
 	}
+}
+
+// Freeze stops the server's process with SIGSTOP, as a fork of a large dataset, an fsync or
+// a CPU-starved host stalls Redis: its sockets stay open and the kernel keeps accepting bytes
+// and connections, but nothing is answered. The returned thaw resumes it (SIGCONT); it is
+// safe to call more than once and runs when the test ends anyway, so a failing test never
+// leaves a stopped process behind.
+func (s *Server) Freeze() (thaw func()) {
+	s.t.Helper()
+	s.mu.Lock()
+	cmd := s.cmd
+	s.mu.Unlock()
+	if cmd == nil {
+		s.t.Fatalf("redistest: freeze redis-server on port %d: not running", s.port)
+	}
+	if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		s.t.Fatalf("redistest: SIGSTOP redis-server on port %d: %v", s.port, err)
+	}
+	var once sync.Once
+	thaw = func() {
+		once.Do(func() { _ = cmd.Process.Signal(syscall.SIGCONT) })
+	}
+	s.t.Cleanup(thaw)
+	return thaw
 }
 
 // Restart starts the server again on the same port, with an empty dataset (unless it was

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -56,5 +57,26 @@ func TestStartClusterFormsAWorkingCluster(t *testing.T) {
 	}
 	if err := c.SPublish(ctx, "ch", "x").Err(); err != nil {
 		t.Fatalf("SPUBLISH: %v", err)
+	}
+}
+
+func TestFreezeStallsTheServerUntilThawed(t *testing.T) {
+	s := Start(t)
+	c := redis.NewClient(&redis.Options{Addr: s.Addr(), ReadTimeout: 5 * time.Second})
+	defer c.Close()
+	ctx := context.Background()
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	thaw := s.Freeze()
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if err := c.Ping(short).Err(); err == nil {
+		t.Fatal("PING answered while frozen")
+	}
+	thaw()
+	thaw()
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatalf("PING after thaw: %v", err)
 	}
 }
