@@ -29,6 +29,8 @@ const (
 	flagBroken                           // a write failed during a fan-out; aborted right after it
 	flagHalfClose                        // shut the write side down (FIN) as soon as the queue is written
 	flagHeld                             // Accept is still writing the 101: queue, but write nothing yet
+	flagV2                               // speaks notifications.v2 (v2.go)
+	flagResuming                         // v2, resume not done: deliveries are held (loop.resumes)
 )
 
 // conn is one WebSocket connection. It is owned by its shard's loop goroutine: every field is
@@ -69,6 +71,7 @@ func (l *loop) release(c *conn, code uint16) {
 		return
 	}
 	c.flags &^= flagRegistered
+	l.endV2(c)
 	l.reg.Remove(c, c.id.User, c.id.Groups)
 	l.active.Add(-1)
 	l.e.metrics.ConnectionsActive.Dec()

@@ -228,7 +228,7 @@ func (r *router) Deliver(batch []backplane.Message) {
 			r.metrics.Dropped(telemetry.DropUnknown, 1)
 			continue
 		}
-		out = append(out, registry.Delivery{Target: t, Payload: m.Payload})
+		out = append(out, registry.Delivery{Target: t, Payload: m.Payload, Position: m.Position})
 	}
 	if len(out) > 0 {
 		r.engine.Deliver(out)

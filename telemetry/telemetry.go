@@ -34,9 +34,22 @@ const (
 	DropShardStopped = "shard_stopped" // an epoll shard stopped (or failed) before applying it
 )
 
+// Results of one stream's resume (label of websocket_recovery_total): recovered, or the
+// reason it was not (the v2 sync frame's reasons, docs/PROTOCOL.md).
+const (
+	RecoveryRecovered   = "recovered"
+	RecoveryNew         = "new"
+	RecoveryExpired     = "expired"
+	RecoveryTrimmed     = "trimmed"
+	RecoveryEpoch       = "epoch"
+	RecoveryLimit       = "limit"
+	RecoveryUnavailable = "unavailable"
+)
+
 var (
-	results     = []string{ResultAccepted, ResultAuthFailed, ResultOriginRejected, ResultLimitReached, ResultRateLimited, ResultBackplaneUnavailable}
-	dropReasons = []string{DropSlowConsumer, DropClosed, DropUnknown, DropTooLarge, DropRateLimited, DropShardStopped}
+	recoveryResults = []string{RecoveryRecovered, RecoveryNew, RecoveryExpired, RecoveryTrimmed, RecoveryEpoch, RecoveryLimit, RecoveryUnavailable}
+	results         = []string{ResultAccepted, ResultAuthFailed, ResultOriginRejected, ResultLimitReached, ResultRateLimited, ResultBackplaneUnavailable}
+	dropReasons     = []string{DropSlowConsumer, DropClosed, DropUnknown, DropTooLarge, DropRateLimited, DropShardStopped}
 	// closeCodes are the codes a disconnect is counted under; anything else is "other".
 	closeCodes = []uint16{1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1011, 1013}
 )
@@ -60,6 +73,10 @@ type Metrics struct {
 	BackplaneDisconnectedSeconds *metrics.FloatCounter
 	BackplaneDisconnectedSince   *metrics.Gauge
 
+	// RecoveryReplayed counts the messages replayed to resuming v2 connections.
+	RecoveryReplayed *metrics.Counter
+
+	recovery    map[string]*metrics.Counter
 	connections map[string]*metrics.Counter
 	dropped     map[string]*metrics.Counter
 	disconnects map[uint16]*metrics.Counter
@@ -81,10 +98,15 @@ func New() *Metrics {
 		BackplaneConnected:           s.NewGauge("backplane_connected", nil),
 		BackplaneDisconnectedSeconds: s.NewFloatCounter("backplane_disconnected_seconds_total"),
 		BackplaneDisconnectedSince:   s.NewGauge("backplane_disconnected_since_timestamp_seconds", nil),
+		RecoveryReplayed:             s.NewCounter("websocket_recovery_replayed_messages_total"),
+		recovery:                     map[string]*metrics.Counter{},
 		connections:                  map[string]*metrics.Counter{},
 		dropped:                      map[string]*metrics.Counter{},
 		disconnects:                  map[uint16]*metrics.Counter{},
 		otherClose:                   s.NewCounter(`websocket_disconnects_total{code="other"}`),
+	}
+	for _, r := range recoveryResults {
+		m.recovery[r] = s.NewCounter(fmt.Sprintf(`websocket_recovery_total{result=%q}`, r))
 	}
 	for _, r := range results {
 		m.connections[r] = s.NewCounter(fmt.Sprintf(`websocket_connections_total{result=%q}`, r))
@@ -101,6 +123,13 @@ func New() *Metrics {
 // Connection counts one upgrade attempt by result (a Result* constant).
 func (m *Metrics) Connection(result string) {
 	if c, ok := m.connections[result]; ok {
+		c.Inc()
+	}
+}
+
+// Recovery counts one stream's resume by result (a Recovery* constant).
+func (m *Metrics) Recovery(result string) {
+	if c, ok := m.recovery[result]; ok {
 		c.Inc()
 	}
 }

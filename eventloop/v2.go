@@ -1,0 +1,131 @@
+//go:build linux
+
+package eventloop
+
+import (
+	"github.com/huleedu/websocket-service/resume"
+	"github.com/huleedu/websocket-service/session"
+)
+
+// A notifications.v2 connection (docs/PROTOCOL.md) carries a v2conn. Until its resume is done
+// its deliveries are held in it (counted against the send queue limit with what is queued);
+// the history reads run on the resume Service's goroutines and come back as a taskResumed;
+// the replay is then queued a chunk at a time, each once the socket has taken the last one
+// (flush calls pump), so a long replay never sits in memory per connection.
+
+// v2conn is a v2 connection's resume, in loop.resumes while the connection has flagResuming.
+// Owned by the loop goroutine.
+type v2conn struct {
+	st     resume.State
+	waitAt uint32 // tick by which the resume frame must have come; 0 once it has (or the wait is over)
+}
+
+// resumed carries a connection's history verdicts from the resume Service to its shard.
+type resumed struct {
+	c       *conn
+	v2      *v2conn
+	out     []resume.Outcome
+	release func()
+}
+
+// adoptV2 makes c a v2 connection waiting for its resume frame.
+func (l *loop) adoptV2(c *conn) {
+	c.flags |= flagV2 | flagResuming
+	l.resumes[c] = &v2conn{waitAt: l.now + max(ticksFor(l.e.resume.Wait(), l.tick), 1)}
+}
+
+// v2of is c's resume, nil when it has none under way.
+func (l *loop) v2of(c *conn) *v2conn {
+	if c.flags&flagResuming == 0 {
+		return nil
+	}
+	return l.resumes[c]
+}
+
+// resumeDone ends c's resume: it is live.
+func (l *loop) resumeDone(c *conn) {
+	c.flags &^= flagResuming
+	delete(l.resumes, c)
+}
+
+// onResumeFrame handles a v2 connection's first text message: a resume frame starts the
+// resume and is consumed (true); anything else starts an empty resume and is then handled as
+// usual (false). A later resume frame is ignored (consumed, unanswered).
+func (l *loop) onResumeFrame(c *conn, text []byte) bool {
+	if c.flags&flagV2 == 0 {
+		return false
+	}
+	cursors, ok := resume.ParseResume(text)
+	if v := l.v2of(c); v == nil || !v.st.Awaiting() {
+		return ok // a later resume is ignored
+	}
+	l.startResume(c, cursors)
+	return ok
+}
+
+// startResume reads c's streams' history after cursors, off the loop goroutine.
+func (l *loop) startResume(c *conn, cursors map[string]string) {
+	v := l.v2of(c)
+	if v == nil || !v.st.Begin() {
+		return
+	}
+	v.waitAt = 0
+	svc := l.e.resume
+	svc.Read(svc.Streams(c.id.User, c.id.Groups), cursors, func(out []resume.Outcome, release func()) {
+		if !l.submit(task{kind: taskResumed, resumed: &resumed{c: c, v2: v, out: out, release: release}}) {
+			release() // the shard has stopped: c is gone
+		}
+	})
+}
+
+// applyResumed starts c's replay, unless c has ended meanwhile.
+func (l *loop) applyResumed(r *resumed) {
+	c := r.c
+	if c.state != stateOpen || l.v2of(c) != r.v2 || !r.v2.st.Ready(r.out, r.release) {
+		r.release()
+		return
+	}
+	l.pump(c)
+}
+
+// pump queues c's next chunk of replay while its queue is below half the send queue limit,
+// and reports whether it queued anything.
+func (l *loop) pump(c *conn) bool {
+	v := l.v2of(c)
+	if v == nil || !v.st.Replaying() || c.state != stateOpen {
+		return false
+	}
+	budget := l.sendLimit/2 - c.queued
+	if budget <= 0 {
+		return false
+	}
+	frames, done := v.st.Next(l.chunk[:0], budget, wrapText)
+	if done {
+		l.resumeDone(c)
+	}
+	for i, f := range frames {
+		l.push(c, f)
+		frames[i] = nil
+	}
+	l.chunk = frames[:0]
+	l.e.metrics.MessagesSent.Add(len(frames))
+	return len(frames) > 0
+}
+
+func wrapText(payload []byte) []byte { return encodeFrame(opText, payload) }
+
+// endV2 frees what a v2 connection's resume holds: it has ended.
+func (l *loop) endV2(c *conn) {
+	if v := l.v2of(c); v != nil {
+		v.st.Abort()
+		l.resumeDone(c)
+	}
+}
+
+// v2Reply is what c answers act with: v2's echo frame for an echo.
+func v2Reply(c *conn, act *session.Action, text []byte) []byte {
+	if c.flags&flagV2 == 0 {
+		return act.Reply
+	}
+	return session.V2Reply(act, text)
+}
