@@ -39,3 +39,35 @@ type SinkFunc func(batch []Message)
 
 // Deliver calls f(batch).
 func (f SinkFunc) Deliver(batch []Message) { f(batch) }
+
+// Change is what happened to a channel's subscription, as a Watcher learns it.
+type Change uint8
+
+// Changes of a channel's subscription.
+const (
+	// Started: the node subscribed the channel afresh (it held no subscription on it before):
+	// nothing published earlier is owed to anyone.
+	Started Change = iota + 1
+	// Resumed: the channel is subscribed again after its subscription was lost without the
+	// node asking (a Pub/Sub connection dropped and returned, a cluster slot moved to another
+	// master): messages published in between were not received.
+	Resumed
+	// Stopped: the node no longer subscribes the channel.
+	Stopped
+)
+
+// Subscription is one change of one channel's subscription.
+type Subscription struct {
+	Channel string
+	Change  Change
+}
+
+// Watcher is a Sink that also learns when channels' subscriptions change, in order with their
+// messages: a change reported before a batch happened before every message of that batch on
+// the channel (Resumed: Redis confirmed the new subscription, so every message published from
+// then on arrives after it). It is called from the backplane's receive goroutines, like
+// Deliver, and must not block on I/O either.
+type Watcher interface {
+	Sink
+	Subscriptions(changes []Subscription)
+}

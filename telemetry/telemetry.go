@@ -46,6 +46,14 @@ const (
 	RecoveryUnavailable = "unavailable"
 )
 
+// Results of a gap repair (label of backplane_gap_repairs_total).
+const (
+	RepairRepaired = "repaired" // the missing messages were read from history and delivered
+	RepairLost     = "lost"     // history could not fill the hole: a gap notice went out instead
+)
+
+var repairResults = []string{RepairRepaired, RepairLost}
+
 var (
 	recoveryResults = []string{RecoveryRecovered, RecoveryNew, RecoveryExpired, RecoveryTrimmed, RecoveryEpoch, RecoveryLimit, RecoveryUnavailable}
 	results         = []string{ResultAccepted, ResultAuthFailed, ResultOriginRejected, ResultLimitReached, ResultRateLimited, ResultBackplaneUnavailable}
@@ -78,6 +86,7 @@ type Metrics struct {
 
 	recovery    map[string]*metrics.Counter
 	connections map[string]*metrics.Counter
+	gapRepairs  map[string]*metrics.Counter
 	dropped     map[string]*metrics.Counter
 	disconnects map[uint16]*metrics.Counter
 	otherClose  *metrics.Counter
@@ -101,6 +110,7 @@ func New() *Metrics {
 		RecoveryReplayed:             s.NewCounter("websocket_recovery_replayed_messages_total"),
 		recovery:                     map[string]*metrics.Counter{},
 		connections:                  map[string]*metrics.Counter{},
+		gapRepairs:                   map[string]*metrics.Counter{},
 		dropped:                      map[string]*metrics.Counter{},
 		disconnects:                  map[uint16]*metrics.Counter{},
 		otherClose:                   s.NewCounter(`websocket_disconnects_total{code="other"}`),
@@ -110,6 +120,9 @@ func New() *Metrics {
 	}
 	for _, r := range results {
 		m.connections[r] = s.NewCounter(fmt.Sprintf(`websocket_connections_total{result=%q}`, r))
+	}
+	for _, r := range repairResults {
+		m.gapRepairs[r] = s.NewCounter(fmt.Sprintf(`backplane_gap_repairs_total{result=%q}`, r))
 	}
 	for _, r := range dropReasons {
 		m.dropped[r] = s.NewCounter(fmt.Sprintf(`websocket_messages_dropped_total{reason=%q}`, r))
@@ -138,6 +151,13 @@ func (m *Metrics) Recovery(result string) {
 func (m *Metrics) Dropped(reason string, n int) {
 	if c, ok := m.dropped[reason]; ok {
 		c.Add(n)
+	}
+}
+
+// GapRepair counts one hole in a stream by how it ended (a Repair* constant).
+func (m *Metrics) GapRepair(result string) {
+	if c, ok := m.gapRepairs[result]; ok {
+		c.Inc()
 	}
 }
 
