@@ -79,6 +79,10 @@ type relConn struct {
 	ws     *v2client.Client
 	index  int
 	pumped chan struct{} // closed once every frame of the connection is recorded
+
+	// Only the pump touches these: per stream, whether its sync came, and the last message.
+	synced map[string]bool
+	last   map[string]string
 }
 
 // connect opens a connection to url (a /ws URL with the token) and, on v2, resumes from the
@@ -103,7 +107,7 @@ func (c *relClient) connect(url string) (*relConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", c.sub, err)
 	}
-	rc := &relConn{ws: ws, pumped: make(chan struct{})}
+	rc := &relConn{ws: ws, pumped: make(chan struct{}), synced: map[string]bool{}, last: map[string]string{}}
 	if want := opts.Subprotocols; c.v2 && ws.Selected() != protoV2 || !c.v2 && ws.Selected() != want[0] {
 		ws.Close()
 		return nil, fmt.Errorf("%s: server selected subprotocol %q (v2 %v)", c.sub, ws.Selected(), c.v2)
@@ -113,6 +117,9 @@ func (c *relClient) connect(url string) (*relConn, error) {
 	c.syncs = append(c.syncs, nil)
 	c.conn = rc
 	c.mu.Unlock()
+	if rc.index > 0 {
+		c.rec.NewConnection()
+	}
 	go c.pump(rc)
 	return rc, nil
 }
@@ -213,8 +220,15 @@ func (c *relClient) record(rc *relConn, f v2client.Frame) {
 			c.violation("message on stream %q: %.100q (%v)", f.Stream, f.Raw, err)
 			return
 		}
+		// Said where it came from, so that a duplicate can be told a replay's or a live one's.
+		where := fmt.Sprintf("#%d cursor %s %s", seq, f.CursorString(), map[bool]string{true: "live", false: "replayed"}[rc.synced[f.Stream]])
+		if prev, ok := rc.last[f.Stream]; ok && c.rec.Last(ch) >= seq {
+			c.violation("connection %d, %s: %s after %s", rc.index, f.Stream, where, prev)
+		}
+		rc.last[f.Stream] = where
 		c.rec.Message(ch, seq)
 	case "sync":
+		rc.synced[f.Stream] = true
 		s := syncFrame{Stream: f.Stream, Recovered: f.IsRecovered(), Reason: f.Reason, Missed: -1}
 		if f.Missed != nil {
 			s.Missed = int(*f.Missed)

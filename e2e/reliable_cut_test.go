@@ -72,7 +72,6 @@ func cutFor(t *testing.T, p *toxiproxy.Proxy, c *relClient, d time.Duration, url
 }
 
 func TestNetworkCutOfTwoSecondsResumesWithNothingLost(t *testing.T) {
-	t.Skip("needs notifications.v2 on both engines (resume, replay, sync frames): branch w2-v2resume, not merged yet")
 	eachEngine(t, func(t *testing.T, engine string) {
 		svc, rds := cutNode(t, engine, false)
 		p := cutProxy(t, svc.Addr)
@@ -98,7 +97,6 @@ func TestNetworkCutOfTwoSecondsResumesWithNothingLost(t *testing.T) {
 }
 
 func TestNetworkCutPastTheHistoryTTLIsReportedExpired(t *testing.T) {
-	t.Skip("needs notifications.v2 on both engines (resume, replay, sync frames): branch w2-v2resume, not merged yet")
 	eachEngine(t, func(t *testing.T, engine string) {
 		c, p, url, pub := cutOne(t, engine, "exp")
 		ch := "ws:" + c.sub
@@ -111,7 +109,6 @@ func TestNetworkCutPastTheHistoryTTLIsReportedExpired(t *testing.T) {
 }
 
 func TestNetworkCutMissingMoreThanTheReplayLimitIsReportedLimit(t *testing.T) {
-	t.Skip("needs notifications.v2 on both engines (resume, replay, sync frames): branch w2-v2resume, not merged yet")
 	eachEngine(t, func(t *testing.T, engine string) {
 		c, p, url, pub := cutOne(t, engine, "lim")
 		ch := "ws:" + c.sub

@@ -46,7 +46,8 @@ func stayedConnected(t *testing.T, clients []*relClient) {
 }
 
 func TestClientKillPubSubWhilePublishingLosesNothingV1AndV2(t *testing.T) {
-	t.Skip("needs notifications.v2 (branch w2-v2resume) and the node's gap repair after a Pub/Sub reconnect (branch w1-gaprepair), not merged yet")
+	t.Skip("needs the node's gap repair after a Pub/Sub reconnect delivering to connections (w1-gaprepair: " +
+		"the sequence package is merged, its wiring into the relay was not committed at 04:00)")
 	eachEngine(t, func(t *testing.T, engine string) {
 		rds := redistest.Start(t)
 		_, clients, pub := faultSetup(t, engine, "kill", rds)
@@ -66,7 +67,8 @@ func TestClientKillPubSubWhilePublishingLosesNothingV1AndV2(t *testing.T) {
 }
 
 func TestRedisRestartWithAppendFsyncAlwaysLosesNothingV1AndV2(t *testing.T) {
-	t.Skip("needs notifications.v2 (branch w2-v2resume) and the node's gap repair after a Pub/Sub reconnect (branch w1-gaprepair), not merged yet")
+	t.Skip("needs the node's gap repair after a Pub/Sub reconnect delivering to connections (w1-gaprepair: " +
+		"the sequence package is merged, its wiring into the relay was not committed at 04:00)")
 	eachEngine(t, func(t *testing.T, engine string) {
 		rds := redistest.StartWith(t, "--appendonly", "yes", "--appendfsync", "always")
 		_, clients, pub := faultSetup(t, engine, "aof", rds)
@@ -76,7 +78,8 @@ func TestRedisRestartWithAppendFsyncAlwaysLosesNothingV1AndV2(t *testing.T) {
 }
 
 func TestRedisRestartWithoutPersistenceReportsOneEpochHolePerStream(t *testing.T) {
-	t.Skip("needs notifications.v2 (branch w2-v2resume) and the node's gap repair after a Pub/Sub reconnect (branch w1-gaprepair), not merged yet")
+	t.Skip("needs the node's gap repair after a Pub/Sub reconnect delivering to connections (w1-gaprepair: " +
+		"the sequence package is merged, its wiring into the relay was not committed at 04:00)")
 	eachEngine(t, func(t *testing.T, engine string) {
 		rds := redistest.Start(t)
 		_, clients, pub := faultSetup(t, engine, "epoch", rds)
@@ -90,6 +93,7 @@ func TestRedisRestartWithoutPersistenceReportsOneEpochHolePerStream(t *testing.T
 		// v1 clients cannot be told of the lost history; only the v2 ones are checked.
 		checkDelivery(t, pub, v2)
 		stayedConnected(t, clients)
+		var wrong []string
 		for _, c := range v2 {
 			perStream := map[string][]string{}
 			for _, g := range c.rec.Gaps() {
@@ -97,9 +101,12 @@ func TestRedisRestartWithoutPersistenceReportsOneEpochHolePerStream(t *testing.T
 			}
 			for _, ch := range c.channels() {
 				if got := perStream[ch]; len(got) != 2 || got[0] != "new" || got[1] != "epoch" {
-					t.Errorf("client %s, %s: holes reported %q, want the first sync's \"new\" then exactly one \"epoch\"", c.sub, ch, got)
+					wrong = append(wrong, fmt.Sprintf("%s %s: %q", c.sub, ch, got))
 				}
 			}
+		}
+		if len(wrong) > 0 {
+			t.Errorf("%d streams of %d v2 clients without the first sync's \"new\" then exactly one \"epoch\": %v", len(wrong), len(v2), firstOf(wrong, 5))
 		}
 	})
 }

@@ -13,11 +13,13 @@ type Recorder struct {
 	mu      sync.Mutex
 	streams map[string][]event
 	gaps    []Gap
+	conn    int // connections before the current one
 }
 
 type event struct {
-	seq int // 0 for a reported hole
-	gap Gap
+	seq  int // 0 for a reported hole
+	gap  Gap
+	conn int // the connection it came on, for failure messages
 }
 
 // Gap is one hole the service reported.
@@ -30,18 +32,25 @@ type Gap struct {
 // NewRecorder is an empty recorder.
 func NewRecorder() *Recorder { return &Recorder{streams: map[string][]event{}} }
 
+// NewConnection says that the events from now on come on the client's next connection.
+func (r *Recorder) NewConnection() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.conn++
+}
+
 // Message records number seq of channel.
 func (r *Recorder) Message(channel string, seq int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.streams[channel] = append(r.streams[channel], event{seq: seq})
+	r.streams[channel] = append(r.streams[channel], event{seq: seq, conn: r.conn})
 }
 
 // Hole records that the service reported a hole in channel at this point.
 func (r *Recorder) Hole(g Gap) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.streams[g.Channel] = append(r.streams[g.Channel], event{gap: g})
+	r.streams[g.Channel] = append(r.streams[g.Channel], event{gap: g, conn: r.conn})
 	r.gaps = append(r.gaps, g)
 }
 
@@ -99,7 +108,7 @@ func (r *Recorder) Check(p *Publisher, channels ...string) error {
 	var problems []string
 	for _, ch := range channels {
 		acked := p.acked(ch)
-		prev, hole := 0, false
+		prev, prevConn, hole := 0, 0, false
 		var lost []int
 		covered := func(upTo int) {
 			for s := prev + 1; s < upTo && s <= len(acked); s++ {
@@ -114,11 +123,11 @@ func (r *Recorder) Check(p *Publisher, channels ...string) error {
 				continue
 			}
 			if e.seq <= prev {
-				problems = append(problems, fmt.Sprintf("%s: %d after %d (duplicate or out of order)", ch, e.seq, prev))
+				problems = append(problems, fmt.Sprintf("%s: %d (connection %d) after %d (connection %d): duplicate or out of order", ch, e.seq, e.conn, prev, prevConn))
 				continue
 			}
 			covered(e.seq)
-			prev, hole = e.seq, false
+			prev, prevConn, hole = e.seq, e.conn, false
 		}
 		covered(len(acked) + 1)
 		if len(lost) > 0 {

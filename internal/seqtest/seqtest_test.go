@@ -38,8 +38,8 @@ func TestCheckTellsLossDuplicatesAndOrderFromReportedHoles(t *testing.T) {
 		{name: "a loss at the end", recv: []int{1, 2, 3}, wants: "lost without a reported hole: 4-5"},
 		{name: "a reported hole", recv: []int{1, 0, 4, 5}},
 		{name: "a reported hole at the end", recv: []int{1, 2, 0}},
-		{name: "a duplicate", recv: []int{1, 2, 2, 3, 4, 5}, wants: "2 after 2"},
-		{name: "out of order", recv: []int{1, 3, 2, 4, 5}, wants: "2 after 3"},
+		{name: "a duplicate", recv: []int{1, 2, 2, 3, 4, 5}, wants: "2 (connection 0) after 2"},
+		{name: "out of order", recv: []int{1, 3, 2, 4, 5}, wants: "2 (connection 0) after 3"},
 		{name: "a failed publish may be missing", fail: []int{3}, recv: []int{1, 2, 4, 5}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
