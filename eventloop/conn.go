@@ -31,6 +31,7 @@ const (
 	flagHeld                             // Accept is still writing the 101: queue, but write nothing yet
 	flagV2                               // speaks notifications.v2 (v2.go)
 	flagResuming                         // v2, resume not done: deliveries are held (loop.resumes)
+	flagFloor                            // v2, resume just done: stale deliveries are dropped (loop.resumes)
 )
 
 // conn is one WebSocket connection. It is owned by its shard's loop goroutine: every field is
@@ -86,12 +87,27 @@ func (l *loop) startClose(c *conn, code uint16, reply []byte) {
 		return
 	}
 	l.release(c, code)
+	var msg []byte
 	if reply != nil {
-		l.push(c, encodeFrame(opText, reply))
+		msg = encodeFrame(opText, reply)
 		l.e.metrics.MessagesSent.Inc()
 	}
-	l.push(c, encodeClose(code))
+	l.pushLast(c, msg, encodeClose(code))
 	l.awaitPeerClose(c)
+}
+
+// pushLast queues the last frames c gets (an error reply, if any, and a close frame). They
+// are what the client must see, so they go out even past the send queue limit, but never on
+// top of a full queue: if they would put c over the limit, the queue is dropped first, as for
+// a slow consumer, and the server holds no more for c than the limit allows.
+func (l *loop) pushLast(c *conn, reply, closeFrame []byte) {
+	if l.waiting(c)+len(reply)+len(closeFrame)+2*frameOverhead > l.sendLimit {
+		l.dropQueue(c)
+	}
+	if reply != nil {
+		l.push(c, reply)
+	}
+	l.push(c, closeFrame)
 }
 
 // awaitPeerClose moves c to closing with a deadline for the closing handshake.
@@ -101,8 +117,8 @@ func (l *loop) awaitPeerClose(c *conn) {
 	l.wheel.schedule(c.slot, c.pingAt)
 }
 
-// fail closes c for a protocol violation (1002), bad UTF-8 (1007) or an oversized message
-// (1009, after a MESSAGE_TOO_LARGE ErrorMessage).
+// fail closes c for a protocol violation (1002), bad UTF-8 (1007), an oversized message
+// (1009, after a MESSAGE_TOO_LARGE ErrorMessage) or a frame not completed in time (1001).
 //
 // The parser's state is no longer trustworthy (after a bad header the frame boundaries are
 // unknown; a refused 1009 frame may announce 2^63 bytes), so the client's answering close
@@ -140,7 +156,7 @@ func (l *loop) onPeerClose(c *conn, payload []byte) {
 		if code == message.CloseNoStatus {
 			echo = 0
 		}
-		l.push(c, encodeClose(echo))
+		l.pushLast(c, nil, encodeClose(echo))
 		l.awaitPeerClose(c)
 	}
 	c.flags |= flagFinAfterFlush

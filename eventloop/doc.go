@@ -140,24 +140,32 @@
 // # Reading
 //
 // The parser (parser.go) takes bytes as they come. An idle connection holds no read buffer;
-// only an incomplete frame's bytes are kept (in a buffer of exactly the frame's size, known
-// from its header, which is checked against MaxMessageSize before anything is buffered) and
-// released when complete, plus the payload of a fragmented message while it is open (its
-// UTF-8 is checked as fragments arrive, so bad text fails at once with 1007).
+// only an incomplete frame's bytes are kept, in a buffer that grows as they arrive (a header
+// is a claim: its length is checked against MaxMessageSize, never allocated), released when
+// the frame is complete, plus the payload of a fragmented message while it is open (its
+// UTF-8 is checked as fragments arrive, so bad text fails at once with 1007). An incomplete
+// frame must be complete within session.FrameTimeout of its first byte, however its bytes
+// trickle in; the wheel closes the connection 1001 otherwise.
 //
 // # Writing
 //
 // A delivery is encoded once per shard into an immutable frame; each target gets a reference
 // appended to the loop's write arena and is marked dirty. After the whole batch every dirty
 // connection is written once with writev (writev.go). A partial write moves the rest to the
-// connection's backlog and waits for EPOLLOUT. A target whose queued bytes pass
-// SendQueueLimit inside a batch is first written at once (non-blocking), so a batch bigger than
-// the limit does not condemn a reader that keeps up; if its socket still will not take enough,
-// it loses its queue and is closed 1013 (SLOW_CONSUMER) without delaying anyone else.
+// connection's backlog and waits for EPOLLOUT. Every frame queued for an open connection goes
+// through the same check (loop.send): deliveries, echoes, pongs, heartbeat pings, replies.
+// What counts is each frame's bytes plus a small allowance for the loop's bookkeeping, so a
+// flood of empty pongs is bounded like a few large frames, and the frame being written does
+// not count: SendQueueLimit bounds what waits behind it, so a message larger than the limit
+// still reaches a reader. A target that passes the limit is first written at once
+// (non-blocking), so a burst bigger than the limit does not condemn a reader that keeps up; if
+// its socket still will not take enough, it loses its queue and is closed 1013 (SLOW_CONSUMER)
+// without delaying anyone else. The last frames of a close (an error reply, the close frame)
+// go out even past the limit, but on a full queue the queue is dropped first.
 //
 // # Time
 //
-// Heartbeat pings, the silence timeout, token expiry and the closing handshake's one-second
-// deadline all live in one timing wheel per shard; each connection sits in the slot of its
+// Heartbeat pings, the silence timeout, token expiry, an incomplete frame's deadline and the
+// closing handshake's one-second deadline all live in one timing wheel per shard; each connection sits in the slot of its
 // earliest deadline and the loop sleeps until the next occupied tick.
 package eventloop

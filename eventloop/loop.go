@@ -146,6 +146,7 @@ type loop struct {
 	pingEvery uint32 // ticks; 0: no heartbeat
 	silence   uint32 // ticks; 0: no silence timeout
 	closeWait uint32 // ticks
+	frameWait uint32 // ticks: session.FrameTimeout
 	sendLimit int
 	maxMsg    int
 	ping      []byte // the heartbeat frame, shared by every connection
@@ -178,6 +179,7 @@ func newLoop(id int, e *Engine, tick time.Duration) (*loop, error) {
 		pingEvery: ticksFor(o.HeartbeatInterval, tick),
 		silence:   ticksFor(o.ConnectionTimeout, tick),
 		closeWait: ticksFor(closeWait, tick),
+		frameWait: ticksFor(session.FrameTimeout, tick),
 		sendLimit: o.SendQueueLimit,
 		maxMsg:    o.MaxMessageSize,
 		frameRate: session.FrameRate(o.InboundRate),
@@ -414,6 +416,14 @@ func (l *loop) consumeInput(c *conn, data []byte) {
 	l.cur = nil
 	if code != 0 {
 		l.fail(c, code)
+		return
+	}
+	if c.state != stateOpen {
+		return // closing: the closing deadline bounds it, and the wheel holds that one
+	}
+	if c.parser.begun() { // a new incomplete frame: its deadline starts now and only now
+		c.parser.setDeadline(l.now + l.frameWait)
+		l.schedule(c)
 	}
 }
 
@@ -450,13 +460,10 @@ func (l *loop) onMessage(op byte, payload []byte) bool {
 	return c.state == stateOpen
 }
 
-// reply queues a frame for c, closing it 1013 if that puts it over the send queue limit.
+// reply queues a message for c under the send queue limit.
 func (l *loop) reply(c *conn, frame []byte) {
 	l.e.metrics.MessagesSent.Inc()
-	if !l.enqueue(c, frame) {
-		l.doom(c)
-		l.reapDoomed()
-	}
+	l.send(c, frame)
 }
 
 func (l *loop) onControl(op byte, payload []byte) bool {
@@ -464,7 +471,10 @@ func (l *loop) onControl(op byte, payload []byte) bool {
 	switch op {
 	case opPing:
 		if c.state == stateOpen {
-			l.push(c, encodeFrame(opPong, payload))
+			// Under the limit like any frame: a client that pings and never reads is closed
+			// 1013 once its pongs pass it, instead of growing the server without end.
+			l.send(c, encodeFrame(opPong, payload))
+			return c.state != stateClosed // send may have found the socket broken
 		}
 	case opClose:
 		l.onPeerClose(c, payload)
@@ -655,39 +665,37 @@ func (l *loop) deliver(batch []registry.Delivery) {
 		// v1 gets the payload verbatim (nothing for a gap notice); v2 its frame, built once
 		// for every v2 target of the shard, and only if there is one.
 		var frame, v2 []byte
-		if d.Gap == nil {
-			frame = encodeFrame(opText, d.Payload)
-		}
+		var stream string
 		sent := 0
 		for _, c := range targets {
 			if c.flags&flagDoomed != 0 {
 				continue
 			}
 			f := frame
-			if c.flags&flagV2 != 0 {
+			if c.flags&flagV2 == 0 {
+				if d.Gap != nil {
+					continue
+				}
+				if frame == nil {
+					frame = encodeFrame(opText, d.Payload)
+				}
+				f = frame
+			} else {
 				if v2 == nil {
 					v2 = encodeFrame(opText, resume.DeliveryFrame(d))
 				}
-				if c.flags&flagResuming != 0 {
-					// Held until the resume is done; what it holds counts like its queue.
-					if c.queued+l.resumes[c].st.Hold(d.Target.Stream(), d.Position, v2) > l.sendLimit {
-						l.doom(c)
+				if c.flags&(flagResuming|flagFloor) != 0 {
+					if stream == "" {
+						stream = d.Target.Stream()
 					}
-					continue
+					if l.holdOrDrop(c, stream, d.Position, v2) {
+						continue
+					}
 				}
 				f = v2
-			} else if f == nil {
-				continue
 			}
 			sent++
-			if !l.enqueue(c, f) {
-				l.flush(c)
-				// A held connection (Accept still writing its 101) has written nothing
-				// because it may not yet; that is no sign of a slow reader.
-				if c.queued > l.sendLimit && c.flags&flagHeld == 0 {
-					l.doom(c)
-				}
-			}
+			l.send(c, f)
 		}
 		l.e.metrics.MessagesSent.Add(sent)
 	}
@@ -709,6 +717,9 @@ func (l *loop) schedule(c *conn) {
 	}
 	if v := l.v2of(c); v != nil && v.waitAt != 0 {
 		at = min(at, v.waitAt)
+	}
+	if by := c.parser.deadline(); by != 0 {
+		at = min(at, by)
 	}
 	if at == math.MaxUint32 {
 		l.wheel.cancel(c.slot)
@@ -746,6 +757,11 @@ func (l *loop) onTimer(c *conn) {
 		l.startClose(c, act.Close, act.Reply)
 		return
 	}
+	if by := c.parser.deadline(); by != 0 && now >= by {
+		l.e.metrics.Dropped(telemetry.DropIncompleteFrame, 1)
+		l.fail(c, message.CloseGoingAway)
+		return
+	}
 	if l.silence > 0 && now >= c.seen+l.silence {
 		l.startClose(c, message.CloseGoingAway, nil)
 		return
@@ -754,8 +770,10 @@ func (l *loop) onTimer(c *conn) {
 		l.startResume(c, nil) // no resume frame in time: an empty one
 	}
 	if l.pingEvery > 0 && now >= c.pingAt {
-		l.push(c, l.ping)
 		c.pingAt = now + l.pingEvery
+		if l.send(c, l.ping); c.state != stateOpen {
+			return // over the limit: closing, on the closing deadline
+		}
 	}
 	l.schedule(c)
 }

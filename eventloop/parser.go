@@ -38,10 +38,14 @@ type parser struct {
 // partial is what a connection holds between reads while a frame or a fragmented message is
 // incomplete. It is released as soon as neither is pending.
 type partial struct {
-	pend  []byte // raw (masked) bytes of an incomplete frame; once its header is known, cap is exactly the frame size
+	pend  []byte // raw (masked) bytes of an incomplete frame so far; grows as they arrive
 	msg   []byte // unmasked payload of the fragmented message so far
 	msgOp byte   // opText or opBinary while a fragmented message is open, else 0
 	valid int    // for text: msg[:valid] is known to be whole, valid UTF-8 runes
+	begun bool   // pend's frame began in the last feed (see begun)
+	// by is when pend's frame must be complete, in the loop's ticks (session.FrameTimeout):
+	// kept here, so an idle connection pays nothing for it.
+	by uint32
 }
 
 // header is a decoded client frame header.
@@ -82,7 +86,7 @@ func (p *parser) feed(data []byte, limit int, h frameHandler) uint16 {
 			return code
 		}
 		if hd.size == 0 || len(data) < hd.size+hd.length {
-			p.hold(data, hd)
+			p.hold(data)
 			return 0
 		}
 		frame := data[:hd.size+hd.length]
@@ -95,16 +99,13 @@ func (p *parser) feed(data []byte, limit int, h frameHandler) uint16 {
 	return 0
 }
 
-// hold keeps the bytes of an incomplete frame: a header-sized buffer while the header itself
-// is incomplete, else a buffer of exactly the frame's size.
-func (p *parser) hold(data []byte, hd header) {
-	size := maxClientHeader
-	if hd.size != 0 {
-		size = hd.size + hd.length
-	}
-	buf := make([]byte, len(data), size)
-	copy(buf, data)
-	p.partial().pend = buf
+// hold keeps the bytes of an incomplete frame, in a buffer of their size: a header is a
+// claim, not a fact, so a client that announces a megabyte and sends nothing more costs the
+// few bytes it sent (fill grows the buffer as the rest arrives).
+func (p *parser) hold(data []byte) {
+	rx := p.partial()
+	rx.pend = append(make([]byte, 0, len(data)), data...)
+	rx.begun, rx.by = true, 0
 }
 
 // fill tops up the pending frame from data. It returns the unused rest of data, whether the
@@ -126,15 +127,23 @@ func (p *parser) fill(data []byte, limit int) (rest []byte, done bool, code uint
 		return nil, false, code
 	}
 	total := hd.size + hd.length
-	if cap(pend) < total {
-		grown := make([]byte, len(pend), total)
-		copy(grown, pend)
-		pend = grown
-	}
 	n := min(total-len(pend), len(data))
+	pend = grow(pend, n, total)
 	pend = append(pend, data[:n]...)
 	p.rx.pend = pend
 	return data[n:], len(pend) == total, 0
+}
+
+// grow makes room for n more bytes in pend, doubling its capacity at most (so what is held
+// stays within twice what arrived) and never past total, the frame's size.
+func grow(pend []byte, n, total int) []byte {
+	need := len(pend) + n
+	if need <= cap(pend) {
+		return pend
+	}
+	grown := make([]byte, len(pend), min(max(need, 2*cap(pend)), total))
+	copy(grown, pend)
+	return grown
 }
 
 // headerSize is how many bytes the header starting b needs, as far as b tells (2 until the
@@ -311,6 +320,28 @@ func (p *parser) release() {
 
 // reset drops everything held, for a connection that is going away.
 func (p *parser) reset() { p.rx = nil }
+
+// begun reports whether the frame left incomplete by the last feed began in it, and clears
+// that mark: the caller starts the frame's deadline then, and bytes that trickle in later do
+// not move it.
+func (p *parser) begun() bool {
+	if p.rx == nil || p.rx.pend == nil || !p.rx.begun {
+		return false
+	}
+	p.rx.begun = false
+	return true
+}
+
+// setDeadline records when the incomplete frame must be complete.
+func (p *parser) setDeadline(tick uint32) { p.rx.by = tick }
+
+// deadline is when the incomplete frame must be complete; 0 while no frame is incomplete.
+func (p *parser) deadline() uint32 {
+	if p.rx == nil || p.rx.pend == nil {
+		return 0
+	}
+	return p.rx.by
+}
 
 // held is how many bytes the parser keeps between reads.
 func (p *parser) held() int {

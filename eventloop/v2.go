@@ -3,6 +3,7 @@
 package eventloop
 
 import (
+	"github.com/huleedu/websocket-service/history"
 	"github.com/huleedu/websocket-service/resume"
 	"github.com/huleedu/websocket-service/session"
 )
@@ -16,8 +17,9 @@ import (
 // v2conn is a v2 connection's resume, in loop.resumes while the connection has flagResuming.
 // Owned by the loop goroutine.
 type v2conn struct {
-	st     resume.State
-	waitAt uint32 // tick by which the resume frame must have come; 0 once it has (or the wait is over)
+	st         resume.State
+	waitAt     uint32 // tick by which the resume frame must have come; 0 once it has (or the wait is over)
+	floorUntil uint32 // with flagFloor: tick until which deliveries are checked with st.Stale
 }
 
 // resumed carries a connection's history verdicts from the resume Service to its shard.
@@ -31,10 +33,12 @@ type resumed struct {
 // adoptV2 makes c a v2 connection waiting for its resume frame.
 func (l *loop) adoptV2(c *conn) {
 	c.flags |= flagV2 | flagResuming
-	l.resumes[c] = &v2conn{waitAt: l.now + max(ticksFor(l.e.resume.Wait(), l.tick), 1)}
+	v := &v2conn{waitAt: l.now + max(ticksFor(l.e.resume.Wait(), l.tick), 1)}
+	l.e.resume.Attach(&v.st)
+	l.resumes[c] = v
 }
 
-// v2of is c's resume, nil when it has none under way.
+// v2of is c's resume, nil when it has none under way (floors left over do not count).
 func (l *loop) v2of(c *conn) *v2conn {
 	if c.flags&flagResuming == 0 {
 		return nil
@@ -42,10 +46,44 @@ func (l *loop) v2of(c *conn) *v2conn {
 	return l.resumes[c]
 }
 
-// resumeDone ends c's resume: it is live.
+// resumeDone ends c's resume: it is live, and for resume.FloorTime its deliveries are
+// checked against what the resume covered.
 func (l *loop) resumeDone(c *conn) {
 	c.flags &^= flagResuming
+	if v := l.resumes[c]; v != nil && v.st.Floors() {
+		c.flags |= flagFloor
+		v.floorUntil = l.now + ticksFor(resume.FloorTime, l.tick)
+		return
+	}
 	delete(l.resumes, c)
+}
+
+// dropFloors ends c's checks of stale deliveries.
+func (l *loop) dropFloors(c *conn) {
+	c.flags &^= flagFloor
+	delete(l.resumes, c)
+}
+
+// holdOrDrop takes a delivery's v2 frame for c while its resume is under way (held, and over
+// the send queue limit with what it holds c is doomed) or just done (dropped when stale); it
+// reports whether it took it, else the caller queues it.
+func (l *loop) holdOrDrop(c *conn, stream string, pos history.Position, frame []byte) bool {
+	v := l.resumes[c]
+	if c.flags&flagResuming != 0 {
+		if l.waiting(c)+v.st.Hold(stream, pos, frame) > l.sendLimit {
+			l.doom(c)
+		}
+		return true
+	}
+	if l.now > v.floorUntil {
+		l.dropFloors(c)
+		return false
+	}
+	stale := v.st.Stale(stream, pos)
+	if !v.st.Floors() {
+		l.dropFloors(c)
+	}
+	return stale
 }
 
 // onResumeFrame handles a v2 connection's first text message: a resume frame starts the
@@ -99,7 +137,7 @@ func (l *loop) pump(c *conn) bool {
 	if budget <= 0 {
 		return false
 	}
-	frames, done := v.st.Next(l.chunk[:0], budget, wrapText)
+	frames, done := v.st.Next(l.chunk[:0], budget, frameOverhead, wrapText)
 	if done {
 		l.resumeDone(c)
 	}
@@ -116,9 +154,10 @@ func wrapText(payload []byte) []byte { return encodeFrame(opText, payload) }
 
 // endV2 frees what a v2 connection's resume holds: it has ended.
 func (l *loop) endV2(c *conn) {
-	if v := l.v2of(c); v != nil {
+	if v := l.resumes[c]; v != nil {
 		v.st.Abort()
-		l.resumeDone(c)
+		c.flags &^= flagResuming | flagFloor
+		delete(l.resumes, c)
 	}
 }
 

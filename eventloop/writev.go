@@ -24,17 +24,56 @@ type outRef struct {
 	next  int32
 }
 
+// frameOverhead is what the loop holds for a queued frame besides its bytes: its slice header
+// in the backlog (24 bytes, up to twice that while the backlog's array grows) and the rounding
+// of a small frame's allocation. It counts against the send queue limit with the bytes, so a
+// flood of tiny frames (empty pongs) is bounded by the limit like a few large ones.
+const frameOverhead = 64
+
 // enqueue appends frame to c's outbound queue and reports whether c is still within the send
 // queue limit.
 func (l *loop) enqueue(c *conn, frame []byte) bool {
 	l.push(c, frame)
-	return c.queued <= l.sendLimit
+	return l.waiting(c) <= l.sendLimit
 }
 
-// push appends frame to c's outbound queue regardless of the limit (control frames, replies
-// of a closing connection).
+// waiting is what counts of c's queue against the send queue limit: everything but the frame
+// being written (the first queued). The limit bounds what waits behind that frame, not the
+// size of one message, so a message larger than the limit still reaches a connection that
+// reads it, and what is published right behind it queues normally.
+func (l *loop) waiting(c *conn) int {
+	head := 0
+	if b := c.backlog; b != nil && len(b.frames) > 0 {
+		head = len(b.frames[0]) + frameOverhead
+	} else if c.qhead >= 0 {
+		head = len(l.refs[c.qhead].frame) + frameOverhead
+	}
+	return c.queued - head
+}
+
+// send queues frame for an open connection under the send queue limit, whatever the frame
+// (a delivery, an echo, a pong, a heartbeat ping, a reply): past the limit c is written at
+// once (non-blocking), so a burst bigger than the limit does not condemn a reader that keeps
+// up, and if its socket will not take enough it is doomed (closed 1013 after the fan-out, or
+// at once outside one). A connection still held by Accept wrote nothing because it may not
+// yet: that is no sign of a slow reader.
+func (l *loop) send(c *conn, frame []byte) {
+	if l.enqueue(c, frame) {
+		return
+	}
+	l.flush(c)
+	if c.state == stateOpen && l.waiting(c) > l.sendLimit && c.flags&flagHeld == 0 {
+		l.doom(c)
+		if !l.fanout {
+			l.reapDoomed()
+		}
+	}
+}
+
+// push appends frame to c's outbound queue regardless of the limit: the last frames of a
+// closing connection (see pushLast), a rejected connection's response.
 func (l *loop) push(c *conn, frame []byte) {
-	c.queued += len(frame)
+	c.queued += len(frame) + frameOverhead
 	if b := c.backlog; b != nil {
 		b.frames = append(b.frames, frame)
 		if c.flags&flagWritable == 0 {
@@ -198,6 +237,7 @@ func (l *loop) consume(c *conn, n int) {
 				return
 			}
 			n -= len(b.frames[0])
+			c.queued -= frameOverhead
 			b.frames[0] = nil
 			b.frames = b.frames[1:]
 		}
@@ -213,6 +253,7 @@ func (l *loop) consume(c *conn, n int) {
 			return
 		}
 		n -= len(r.frame)
+		c.queued -= frameOverhead
 		c.qhead = r.next
 	}
 	if c.qhead < 0 {
@@ -273,7 +314,7 @@ func (l *loop) dropQueue(c *conn) {
 	c.backlog, c.queued = nil, 0
 	if keep != nil {
 		c.backlog = &backlog{frames: [][]byte{keep}}
-		c.queued = len(keep)
+		c.queued = len(keep) + frameOverhead
 	}
 	l.e.metrics.Dropped(telemetry.DropSlowConsumer, dropped)
 }

@@ -32,7 +32,8 @@ type conn struct {
 	socket *gws.Conn
 	wire   *wire
 
-	queued  atomic.Int64  // bytes handed to gws's write queue and not yet written
+	out     sendQueue     // frames handed to gws's write queue and not yet written (queue.go)
+	settled func()        // settles a delivery once gws has written it; made once, in Accept
 	expires atomic.Int64  // token expiry, unix nanoseconds
 	code    atomic.Uint32 // close code the server chose; 0 while the server has not begun a close
 	done    chan struct{} // closed once the socket is released
@@ -53,9 +54,8 @@ type conn struct {
 // closing reports whether the server has begun closing c.
 func (c *conn) closing() bool { return c.code.Load() != 0 }
 
-// write sends one frame and waits for it. On the read goroutine that wait is the
-// back-pressure a client that sends faster than it reads deserves; a close bounds it with a
-// write deadline.
+// write sends one frame and waits for it, outside the send queue: only the close path uses
+// it, for the reply in front of the close frame, under the close's write deadline.
 func (c *conn) write(op gws.Opcode, payload []byte) {
 	if err := c.socket.WriteMessage(op, payload); err == nil && op <= gws.OpcodeBinary {
 		c.e.metrics.MessagesSent.Inc()
@@ -71,6 +71,10 @@ func (c *conn) shut(code uint16, reply []byte, urgent bool) bool {
 	if !c.code.CompareAndSwap(0, uint32(code)) {
 		return false
 	}
+	// The reply and close frame are what the client must see, but they never go on top of a
+	// full queue: if they would not fit behind it, the queue is skipped, as for a slow
+	// consumer, and the server holds no more for c than the limit allows.
+	urgent = urgent || !c.out.fits(int64(len(reply))+2*frameOverhead, c.e.sendQueueLimit)
 	_ = c.wire.SetWriteDeadline(time.Now().Add(closeGrace))
 	job := func() {
 		if reply != nil {
@@ -109,28 +113,26 @@ func (c *conn) enqueue(bc *gws.Broadcaster, n int64) error {
 		c.e.metrics.Dropped(telemetry.DropClosed, 1)
 		return nil
 	}
-	if c.queued.Add(n) > c.e.sendQueueLimit {
-		c.queued.Add(-n)
-		if c.shut(message.CloseTryAgainLater, c.e.slowConsumer, true) {
-			c.e.metrics.Dropped(telemetry.DropSlowConsumer, 1)
-		} else {
-			c.e.metrics.Dropped(telemetry.DropClosed, 1)
-		}
+	if !c.out.admit(n+frameOverhead, c.e.sendQueueLimit) {
+		c.slow()
 		return nil
 	}
 	if err := bc.Broadcast(c.socket); err != nil {
-		c.queued.Add(-n)
+		c.out.settle()
 		return err
 	}
 	// gws's write queue runs one job at a time, in order, so this runs once the frame above
 	// has been written (or has failed, which closes the socket).
-	c.socket.Async(func() {
-		c.queued.Add(-n)
-		if !c.wire.closed.Load() {
-			c.e.metrics.MessagesSent.Inc()
-		}
-	})
+	c.socket.Async(c.settled)
 	return nil
+}
+
+// settleDelivery is c.settled: a delivery's frame has been written (or failed).
+func (c *conn) settleDelivery() {
+	c.out.settle()
+	if !c.wire.closed.Load() {
+		c.e.metrics.MessagesSent.Inc()
+	}
 }
 
 // endCode is the close code c ended with, given the error gws's read loop ended on, and

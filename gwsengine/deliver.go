@@ -19,6 +19,7 @@ func (e *Engine) Deliver(batch []registry.Delivery) {
 		// for every v2 target, and only if there is one.
 		var bc, bc2 *gws.Broadcaster
 		var v2 []byte
+		var stream string
 		if d.Gap == nil {
 			bc = gws.NewBroadcaster(gws.OpcodeText, d.Payload)
 		}
@@ -32,8 +33,9 @@ func (e *Engine) Deliver(batch []registry.Delivery) {
 					if v2 == nil {
 						v2 = resume.DeliveryFrame(d)
 						bc2 = gws.NewBroadcaster(gws.OpcodeText, v2)
+						stream = d.Target.Stream()
 					}
-					if !c.v2.live.Load() && c.hold(d, v2) {
+					if (!c.v2.live.Load() || c.v2.floors.Load()) && c.holdOrDrop(stream, d.Position, v2) {
 						continue
 					}
 					b, n = bc2, int64(len(v2))
@@ -43,8 +45,9 @@ func (e *Engine) Deliver(batch []registry.Delivery) {
 				}
 				if err := c.enqueue(b, n); err != nil {
 					s.fanout.RUnlock()
-					// The frame could not be built (not UTF-8, or over gws's write limit): the
-					// same failure awaits every target.
+					// The frame could not be built: the same failure awaits every target. (The
+					// router passes no invalid UTF-8 and gws has no write limit here, so this
+					// is a safeguard, not a path.)
 					e.log.Warn("deliver: payload refused", "target", d.Target.Kind.String(), "bytes", n, "error", err)
 					break shards
 				}

@@ -117,12 +117,17 @@ func New(opts session.Options) (*Engine, error) {
 func (e *Engine) serverOption(subprotocols []string) *gws.ServerOption {
 	return &gws.ServerOption{
 		ReadMaxPayloadSize: e.opts.MaxMessageSize,
-		ReadBufferSize:     readBufferSize,
-		CheckUtf8Enabled:   true,
-		SubProtocols:       subprotocols,
-		NewSession:         func() gws.SessionStorage { return &slot{} },
-		Logger:             logger{e.log},
-		Recovery:           gws.Recovery, // a panic in a callback ends that connection, not the process
+		// gws refuses to write a payload over its limit (16 MiB by default) and fails the
+		// connection instead. What the engine writes is already bounded elsewhere: an echo by
+		// MaxMessageSize plus its prefix, a delivery by what the backplane accepts (the epoll
+		// engine writes it whatever its size). So gws sets no write limit of its own.
+		WriteMaxPayloadSize: math.MaxInt,
+		ReadBufferSize:      readBufferSize,
+		CheckUtf8Enabled:    true,
+		SubProtocols:        subprotocols,
+		NewSession:          func() gws.SessionStorage { return &slot{} },
+		Logger:              logger{e.log},
+		Recovery:            gws.Recovery, // a panic in a callback ends that connection, not the process
 	}
 }
 
@@ -141,6 +146,7 @@ func (e *Engine) Accept(w http.ResponseWriter, r *http.Request, a session.Admiss
 	}
 	s := e.leastLoaded()
 	c := &conn{e: e, shard: s, id: a.Identity, socket: socket, wire: wr, done: make(chan struct{})}
+	c.settled = c.settleDelivery
 	c.expires.Store(math.MaxInt64) // a token without exp (auth refuses those) never expires
 	if !a.Expires.IsZero() {
 		c.expires.Store(a.Expires.UnixNano())
@@ -212,7 +218,7 @@ func (e *Engine) upgrade(w http.ResponseWriter, r *http.Request, subprotocol str
 		_ = nc.Close()
 		return nil, nil, errors.New("gwsengine: upgrade: client sent data before the handshake completed")
 	}
-	wr := newWire(nc, e.opts.MaxMessageSize, hold, e.tooLargeFrame, func() { e.metrics.Dropped(telemetry.DropTooLarge, 1) })
+	wr := newWire(nc, e.opts.MaxMessageSize, hold, e.tooLargeFrame, e.metrics)
 	socket, err := up.UpgradeFromConn(wr, bufio.NewReaderSize(wr, readBufferSize), r)
 	if err != nil {
 		// gws answered 400 (held, if hold) and called Close, which only half-closes a wire.

@@ -22,7 +22,7 @@ type events struct{ e *Engine }
 func (events) OnOpen(*gws.Conn) {}
 
 func (ev events) OnMessage(socket *gws.Conn, msg *gws.Message) {
-	defer msg.Close() // back to gws's pool; the writes below are synchronous
+	defer msg.Close() // back to gws's pool; what is queued below does not point into it
 	c := connOf(socket)
 	if c == nil || c.closing() {
 		return // a rejected socket, or a client still talking after our close frame
@@ -46,16 +46,16 @@ func (ev events) OnMessage(socket *gws.Conn, msg *gws.Message) {
 			return
 		}
 		if reply := c.reply(&act, msg.Bytes()); reply != nil {
-			c.write(gws.OpcodeText, reply)
+			c.send(gws.OpcodeText, reply)
 		}
 	case gws.OpcodeBinary:
-		c.write(gws.OpcodeBinary, msg.Bytes())
+		c.send(gws.OpcodeBinary, append([]byte(nil), msg.Bytes()...)) // msg goes back to gws's pool
 	}
 }
 
 func (events) OnPing(socket *gws.Conn, payload []byte) {
-	if c := connOf(socket); c != nil && !c.closing() {
-		_ = socket.WritePong(payload)
+	if c := connOf(socket); c != nil {
+		c.send(gws.OpcodePong, payload) // gws allocated payload for this ping alone
 	}
 }
 

@@ -71,7 +71,7 @@ func (s *shard) sweep(e *Engine, now int64) {
 	for i, d := range due {
 		switch d.kind {
 		case dutyPing:
-			d.c.socket.WriteAsync(gws.OpcodePing, nil, nil)
+			d.c.send(gws.OpcodePing, nil)
 		case dutySilence:
 			d.c.shut(message.CloseGoingAway, nil, false)
 		case dutyExpired:

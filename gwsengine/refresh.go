@@ -3,6 +3,7 @@ package gwsengine
 import (
 	"github.com/lxzan/gws"
 
+	"github.com/huleedu/websocket-service/resume"
 	"github.com/huleedu/websocket-service/session"
 )
 
@@ -18,11 +19,15 @@ func (c *conn) refresh(act session.Action) {
 	rg := session.NewRegroup(c.id.Groups, act)
 	s.mu.Unlock()
 	if len(rg.Added) == 0 {
-		s.regroup(c, gen, &rg)
+		s.regroup(c, gen, &rg, nil)
 		return
 	}
 	c.e.opts.Hooks.Join(rg.Added, func() {
-		if !s.regroup(c, gen, &rg) {
+		var heads []resume.Outcome
+		if c.v2 != nil { // the sync of an added group carries its cursor
+			heads = c.e.resume.Head(c.e.resume.GroupStreams(rg.Added))
+		}
+		if !s.regroup(c, gen, &rg, heads) {
 			c.e.opts.Hooks.Leave(rg.Added)
 		}
 	})
@@ -31,8 +36,9 @@ func (c *conn) refresh(act session.Action) {
 // regroup makes rg's groups c's and queues the auth_ok behind every frame already queued to
 // c, unless c has ended, is closing or has refreshed again since gen; it reports whether it
 // did. While it removes groups it holds fanout, so no Deliver that looked c up under a removed
-// group before can queue to c after the auth_ok.
-func (s *shard) regroup(c *conn, gen uint32, rg *session.Regroup) bool {
+// group before can queue to c after the auth_ok. A v2 connection then gets unsubscribed for
+// each removed group and a sync for each added one (heads), before any message of it.
+func (s *shard) regroup(c *conn, gen uint32, rg *session.Regroup, heads []resume.Outcome) bool {
 	if rg.Changes() {
 		s.fanout.Lock()
 	}
@@ -45,7 +51,16 @@ func (s *shard) regroup(c *conn, gen uint32, rg *session.Regroup) bool {
 	}
 	s.mu.Unlock()
 	if ok {
-		c.socket.Async(func() { c.write(gws.OpcodeText, rg.Reply) })
+		var more [][]byte
+		if c.v2 != nil {
+			more = resume.RegroupFrames(rg.Removed, heads)
+		}
+		c.socket.Async(func() {
+			c.write(gws.OpcodeText, rg.Reply)
+			for _, f := range more {
+				c.write(gws.OpcodeText, f)
+			}
+		})
 	}
 	if rg.Changes() {
 		s.fanout.Unlock()

@@ -7,11 +7,9 @@ import (
 
 	"github.com/lxzan/gws"
 
-	"github.com/huleedu/websocket-service/message"
-	"github.com/huleedu/websocket-service/registry"
+	"github.com/huleedu/websocket-service/history"
 	"github.com/huleedu/websocket-service/resume"
 	"github.com/huleedu/websocket-service/session"
-	"github.com/huleedu/websocket-service/telemetry"
 )
 
 // A notifications.v2 connection (docs/PROTOCOL.md) carries a v2conn. Until its resume is done
@@ -24,15 +22,17 @@ import (
 // v2conn is the v2 part of a connection, nil for v1. st and timer are guarded by mu; live is
 // set under mu once st is done, and read without it on the delivery path.
 type v2conn struct {
-	live  atomic.Bool
-	mu    sync.Mutex
-	st    resume.State
-	timer *time.Timer
+	live   atomic.Bool
+	floors atomic.Bool // live, and deliveries are still checked with st.Stale (resume.FloorTime)
+	mu     sync.Mutex
+	st     resume.State
+	timer  *time.Timer
 }
 
 // acceptV2 makes c a v2 connection waiting for its resume frame, at most the Service's wait.
 func (c *conn) acceptV2() {
 	v := &v2conn{}
+	c.e.resume.Attach(&v.st)
 	c.v2 = v
 	v.mu.Lock()
 	v.timer = time.AfterFunc(c.e.resume.Wait(), func() { c.startResume(nil) })
@@ -104,12 +104,21 @@ func (c *conn) replay(out []resume.Outcome, release func()) {
 			return
 		}
 		var done bool
-		frames, done = v.st.Next(frames[:0], budget, same)
+		frames, done = v.st.Next(frames[:0], budget, frameOverhead, same)
 		for i, f := range frames {
-			c.queueText(f)
+			c.send(gws.OpcodeText, f)
 			frames[i] = nil
 		}
 		if done {
+			if v.st.Floors() {
+				v.floors.Store(true)
+				time.AfterFunc(resume.FloorTime, func() {
+					v.mu.Lock()
+					v.st.DropFloors()
+					v.floors.Store(false)
+					v.mu.Unlock()
+				})
+			}
 			v.live.Store(true)
 			v.mu.Unlock()
 			return
@@ -129,31 +138,24 @@ func (c *conn) replay(out []resume.Outcome, release func()) {
 
 func same(b []byte) []byte { return b }
 
-// queueText queues one text frame to gws's write queue, counted in c.queued until written.
-func (c *conn) queueText(payload []byte) {
-	n := int64(len(payload))
-	c.queued.Add(n)
-	c.socket.Async(func() {
-		c.queued.Add(-n)
-		c.write(gws.OpcodeText, payload)
-	})
-}
-
-// hold keeps a delivery's v2 frame for c until its resume is done, and reports false when c is
-// live (the caller queues it). Over the send queue limit c is closed 1013.
-func (c *conn) hold(d *registry.Delivery, frame []byte) bool {
+// holdOrDrop takes a delivery's v2 frame for c while its resume is under way (held; over the
+// send queue limit with what it holds, c is closed 1013) or just done (dropped when stale: the
+// resume covered it); it reports whether it took it, else the caller queues it.
+func (c *conn) holdOrDrop(stream string, pos history.Position, frame []byte) bool {
 	v := c.v2
 	v.mu.Lock()
 	if v.live.Load() {
-		v.mu.Unlock()
-		return false
-	}
-	held := v.st.Hold(d.Target.Stream(), d.Position, frame)
-	v.mu.Unlock()
-	if c.queued.Load()+int64(held) > c.e.sendQueueLimit {
-		if c.shut(message.CloseTryAgainLater, c.e.slowConsumer, true) {
-			c.e.metrics.Dropped(telemetry.DropSlowConsumer, 1)
+		stale := v.floors.Load() && v.st.Stale(stream, pos)
+		if !v.st.Floors() {
+			v.floors.Store(false)
 		}
+		v.mu.Unlock()
+		return stale
+	}
+	held := v.st.Hold(stream, pos, frame)
+	v.mu.Unlock()
+	if !c.out.fits(int64(held), c.e.sendQueueLimit) {
+		c.slow()
 	}
 	return true
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/lxzan/gws"
 
 	"github.com/huleedu/websocket-service/message"
+	"github.com/huleedu/websocket-service/telemetry"
 )
 
 // wire is the TCP (or TLS) connection under one gws socket. gws reads and writes through it;
@@ -39,9 +40,9 @@ type wire struct {
 	lastRead atomic.Int64 // unix nanoseconds of the last read that returned data
 	closed   atomic.Bool  // Close was called: gws has given the socket up
 	// tooLarge is the encoded text frame of the MESSAGE_TOO_LARGE ErrorMessage, shared by every
-	// wire of an engine; onTooLarge counts the message that was refused.
-	tooLarge   []byte
-	onTooLarge func()
+	// wire of an engine; metrics (nil in some tests) counts what a wire refuses.
+	tooLarge []byte
+	metrics  *telemetry.Metrics
 
 	// Read side, touched only by the goroutine running gws's read loop (socket is set before
 	// that loop starts).
@@ -52,6 +53,7 @@ type wire struct {
 	born       time.Time
 	readAt     int64 // monotonic nanoseconds since born at the last read: the inbound limits' clock
 	closeSent  bool  // refuse has written its close frame (or found the socket closing)
+	inbound          // an incomplete frame held back from gws, and its deadline (hold.go)
 
 	// Held writes. state is wireDirect once open has run; until then Write appends to held.
 	// mu orders open's flush against a Write or Close that comes meanwhile.
@@ -73,8 +75,8 @@ const (
 // written and gws's own close state is set (see refuse).
 var errFrameTooLarge = errors.New("gwsengine: frame length over the message size limit")
 
-func newWire(c net.Conn, maxPayload int, hold bool, tooLarge []byte, onTooLarge func()) *wire {
-	w := &wire{Conn: c, maxPayload: uint64(maxPayload), tooLarge: tooLarge, onTooLarge: onTooLarge, born: time.Now()}
+func newWire(c net.Conn, maxPayload int, hold bool, tooLarge []byte, metrics *telemetry.Metrics) *wire {
+	w := &wire{Conn: c, maxPayload: uint64(maxPayload), tooLarge: tooLarge, metrics: metrics, born: time.Now()}
 	w.lastRead.Store(w.born.UnixNano())
 	if hold {
 		w.state.Store(wireHolding)
@@ -87,31 +89,61 @@ func (w *wire) Read(p []byte) (int, error) {
 		w.refuse()
 		return 0, errFrameTooLarge
 	}
-	n, err := w.Conn.Read(p)
-	if n > 0 {
-		now := time.Now()
-		w.lastRead.Store(now.UnixNano())
-		w.readAt = int64(now.Sub(w.born))
-		at := w.frames.scan(p[:n], w.maxPayload)
-		if w.frames.started > 0 && w.socket != nil {
-			// Counted before gws parses the frames: over the rate, it answers none of them.
-			if c := connOf(w.socket); c != nil {
-				c.countFrames(w.frames.started, w.readAt)
+	if len(w.ready) > 0 {
+		if w.drainFirst {
+			w.drainFirst = false
+			w.drain()
+		}
+		return w.serveReady(p), nil
+	}
+	for {
+		buf := p
+		if w.pend != nil {
+			// Holding a frame: read no further than its end, so that what follows it goes
+			// to gws the usual way.
+			buf = p[:min(uint64(len(p)), w.frames.missing())]
+		}
+		n, err := w.Conn.Read(buf)
+		if n > 0 {
+			now := time.Now()
+			w.lastRead.Store(now.UnixNano())
+			w.readAt = int64(now.Sub(w.born))
+			at := w.frames.scan(buf[:n], w.maxPayload)
+			if w.frames.started > 0 && w.socket != nil {
+				// Counted before gws parses the frames: over the rate, it answers none of them.
+				if c := connOf(w.socket); c != nil {
+					c.countFrames(w.frames.started, w.readAt)
+				}
+			}
+			w.frames.started = 0
+			if at >= 0 {
+				// The refused frame's header never reaches gws; whole frames before it in
+				// this read do, and the next Read refuses.
+				w.pend, w.refused = nil, true
+				if at > 0 {
+					return at, nil
+				}
+				w.refuse()
+				return 0, errFrameTooLarge
+			}
+			w.track()
+			if at := w.frames.ending; at >= 0 && w.pend == nil {
+				if at > 0 {
+					// gws first gets the frames before it (their replies are queued), then,
+					// once they are written, the frame that ends the connection.
+					w.ready, w.drainFirst = append([]byte(nil), buf[at:n]...), true
+					return at, nil
+				}
+				w.drain()
+			}
+			if k := w.keep(p, n); k > 0 {
+				return k, nil
 			}
 		}
-		w.frames.started = 0
-		if at >= 0 {
-			// The refused frame's header never reaches gws; whole frames before it in this
-			// read do, and the next Read refuses.
-			w.refused = true
-			if at > 0 {
-				return at, nil
-			}
-			w.refuse()
-			return 0, errFrameTooLarge
+		if err != nil {
+			return 0, w.readError(err)
 		}
 	}
-	return n, err
 }
 
 // refuse closes the connection 1009 for a frame too large to read, from the read goroutine,
@@ -124,8 +156,21 @@ func (w *wire) refuse() {
 		return
 	}
 	w.closeSent = true
+	w.closeBehindQueue(message.CloseMessageTooBig)
+}
+
+// closeBehindQueue writes a close frame with code from the read goroutine, behind the replies
+// already queued for the connection (an echo of the frame before the one refused reaches the
+// client first), and waits for it: WriteClose must have stored the code before the read loop
+// ends. The write deadline bounds the wait for a peer that does not read.
+func (w *wire) closeBehindQueue(code uint16) {
 	_ = w.SetWriteDeadline(time.Now().Add(closeGrace))
-	_ = w.socket.WriteClose(message.CloseMessageTooBig, nil)
+	done := make(chan struct{})
+	w.socket.Async(func() {
+		defer close(done)
+		_ = w.socket.WriteClose(code, nil)
+	})
+	<-done
 }
 
 func (w *wire) Write(p []byte) (int, error) {
@@ -146,8 +191,8 @@ func (w *wire) Write(p []byte) (int, error) {
 	if closeCodeOf(p) == message.CloseMessageTooBig && w.tooLarge != nil {
 		// Only gws's read loop and refuse send 1009 (the engine never does otherwise, and a
 		// peer's 1009 is answered with 1000), so this is the oversized-message path.
-		if _, err := w.Conn.Write(w.tooLarge); err == nil && w.onTooLarge != nil {
-			w.onTooLarge()
+		if _, err := w.Conn.Write(w.tooLarge); err == nil && w.metrics != nil {
+			w.metrics.Dropped(telemetry.DropTooLarge, 1)
 		}
 	}
 	return w.Conn.Write(p)
@@ -262,6 +307,14 @@ type frameScan struct {
 	ext     uint8  // extended length bytes still to come
 	length  uint64 // the extended length read so far
 	skip    uint64 // mask key and payload bytes still to come
+	body    uint64 // mask key and payload bytes of the current frame, once its header is read
+	// began is where in the last scanned p the last frame header began, or -1 if none did.
+	began int
+	// ending is where in the last scanned p the first frame that ends the connection (see
+	// endsConnection) begins, 0 if it began in an earlier p, or -1 if none does.
+	ending int
+	first  byte // the first header byte of the frame being scanned
+	frag   bool // a fragmented message is open
 }
 
 const (
@@ -276,16 +329,21 @@ const (
 // where that frame's header starts, 0 if it started in an earlier p, or -1 if all is well.
 func (f *frameScan) scan(p []byte, max uint64) int {
 	start := 0 // where the header being read starts in p
+	f.began, f.ending = -1, -1
 	for i := 0; i < len(p); {
 		switch f.state {
 		case scanFirst:
-			start = i
+			start, f.began = i, i
+			f.first = p[i]
 			f.started++
 			f.state = scanSecond
 			i++
 		case scanSecond:
 			b := p[i]
 			i++
+			if f.ending < 0 && f.endsConnection(b) {
+				f.ending = start
+			}
 			f.masked = b&0x80 != 0
 			switch code := b & 0x7f; code {
 			case 126:
@@ -315,12 +373,39 @@ func (f *frameScan) scan(p []byte, max uint64) int {
 	return -1
 }
 
+// endsConnection reports whether the frame whose header starts with f.first and second
+// makes gws end the connection from its read goroutine, writing a close frame there: a close
+// frame, or a header that breaks the protocol (reserved bits or opcodes, no mask, a fragmented
+// or long control frame, a fragment out of place). It follows the open fragmented message.
+func (f *frameScan) endsConnection(second byte) bool {
+	op, fin := f.first&0x0f, f.first&0x80 != 0
+	switch {
+	case f.first&0x70 != 0, second&0x80 == 0:
+		return true
+	case op >= 0x8:
+		return op == 0x8 || op > 0xA || !fin || second&0x7f > 125
+	case op > 0x2:
+		return true
+	case op == 0x0:
+		if !f.frag {
+			return true
+		}
+		f.frag = !fin
+	default:
+		if f.frag {
+			return true
+		}
+		f.frag = !fin
+	}
+	return false
+}
+
 // begin skips the mask key, if any, and a payload of n bytes.
 func (f *frameScan) begin(n uint64) {
 	if f.masked {
 		n += 4
 	}
-	f.skip, f.state = n, scanSkip
+	f.skip, f.body, f.state = n, n, scanSkip
 	if n == 0 {
 		f.state = scanFirst
 	}

@@ -31,10 +31,7 @@ type Stream struct {
 func Streams(t registry.Topics, user string, groups []string) []Stream {
 	out := make([]Stream, 0, 2+len(groups))
 	out = append(out, Stream{Name: registry.Target{Kind: registry.User}.Stream(), Channel: t.UserChannel(user)})
-	for _, g := range groups {
-		tg := registry.Target{Kind: registry.Group, ID: g}
-		out = append(out, Stream{Name: tg.Stream(), Channel: t.Channel(tg)})
-	}
+	out = append(out, groupStreams(t, groups)...)
 	return append(out, Stream{Name: registry.Target{Kind: registry.Broadcast}.Stream(), Channel: t.Broadcast})
 }
 
@@ -55,9 +52,10 @@ type Options struct {
 
 // Service reads history for resuming connections, a bounded number at a time.
 type Service struct {
-	o    Options
-	wait time.Duration // Wait; package tests shorten it
-	sem  chan struct{}
+	o     Options
+	cache replayCache
+	wait  time.Duration // Wait; package tests shorten it
+	sem   chan struct{}
 }
 
 // NewService makes a Service.
@@ -75,6 +73,9 @@ func (s *Service) Wait() time.Duration { return s.wait }
 func (s *Service) Streams(user string, groups []string) []Stream {
 	return Streams(s.o.Topics, user, groups)
 }
+
+// Attach lets st share replay frames with every other connection of the node.
+func (s *Service) Attach(st *State) { st.cache = &s.cache }
 
 // Read reads, on a goroutine of its own once a slot is free, each stream's history after the
 // client's cursor (cursors by stream name; a stream without one, or with one this service did
@@ -130,4 +131,34 @@ func (s *Service) count(r history.Result) {
 		return
 	}
 	s.o.Metrics.Recovery(string(r.Reason))
+}
+
+// GroupStreams lists the streams of groups.
+func (s *Service) GroupStreams(groups []string) []Stream { return groupStreams(s.o.Topics, groups) }
+
+func groupStreams(t registry.Topics, groups []string) []Stream {
+	out := make([]Stream, 0, len(groups))
+	for _, g := range groups {
+		tg := registry.Target{Kind: registry.Group, ID: g}
+		out = append(out, Stream{Name: tg.Stream(), Channel: t.Channel(tg)})
+	}
+	return out
+}
+
+// RegroupFrames are what a v2 connection is told when a token refresh changes its groups:
+// unsubscribed for each removed group, and for each added one (heads, from Head) a sync with
+// recovered:false, reason new, and the stream's cursor.
+func RegroupFrames(removed []string, heads []Outcome) [][]byte {
+	out := make([][]byte, 0, len(removed)+len(heads))
+	for _, g := range removed {
+		out = append(out, UnsubscribedFrame(registry.Target{Kind: registry.Group, ID: g}.Stream()))
+	}
+	for _, h := range heads {
+		r := h.Result
+		if r.Recovered || r.Reason == "" {
+			r = history.Result{Reason: history.ReasonNew, Missed: -1, Cursor: r.Cursor}
+		}
+		out = append(out, SyncFrame(h.Stream, r, 0))
+	}
+	return out
 }

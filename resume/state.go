@@ -1,6 +1,10 @@
 package resume
 
-import "github.com/huleedu/websocket-service/history"
+import (
+	"time"
+
+	"github.com/huleedu/websocket-service/history"
+)
 
 // phase is where a connection is in its resume.
 type phase uint8
@@ -27,6 +31,7 @@ type State struct {
 	heldBytes int
 	out       []Outcome
 	release   func()
+	cache     *replayCache // the Service's, shared by every connection
 	// The iterator of Next: stream si, its entry ei (len(entries) = its sync next), then
 	// held item hi.
 	si, ei, hi int
@@ -88,11 +93,13 @@ func (s *State) free() {
 }
 
 // Next appends to frames the next frames to send, in order, until about budget bytes, and
-// reports whether the resume is done (the connection is then live). wrap turns a v2 frame it
-// builds (replay, sync) into what the engine queues; held frames are queued as they were held. Per stream: its replayed
+// reports whether the resume is done (the connection is then live). Each frame counts its
+// length plus overhead (what the engine's queue holds per frame besides its bytes) against
+// budget. wrap turns a v2 frame it builds (replay, sync) into what the engine queues; held
+// frames are queued as they were held. Per stream: its replayed
 // messages, then its sync; then every held delivery in arrival order, except those at or
 // before their stream's synced position, which the replay or the client already has.
-func (s *State) Next(frames [][]byte, budget int, wrap func([]byte) []byte) ([][]byte, bool) {
+func (s *State) Next(frames [][]byte, budget, overhead int, wrap func([]byte) []byte) ([][]byte, bool) {
 	if s.phase != replaying {
 		return frames, s.phase == live
 	}
@@ -100,15 +107,20 @@ func (s *State) Next(frames [][]byte, budget int, wrap func([]byte) []byte) ([][
 		o := &s.out[s.si]
 		if s.ei < len(o.Result.Entries) {
 			e := &o.Result.Entries[s.ei]
-			f := wrap(MessageFrame(o.Stream, e.Position, e.Payload))
+			var f []byte
+			if s.cache != nil {
+				f = s.cache.frame(o.Stream, e, wrap)
+			} else {
+				f = wrap(MessageFrame(o.Stream, e.Position, e.Payload))
+			}
 			frames = append(frames, f)
-			budget -= len(f)
+			budget -= len(f) + overhead
 			s.ei++
 			continue
 		}
 		f := wrap(SyncFrame(o.Stream, o.Result, len(o.Result.Entries)))
 		frames = append(frames, f)
-		budget -= len(f)
+		budget -= len(f) + overhead
 		o.Result.Entries = nil // shared with other readers: drop the reference, never modify
 		s.si++
 		s.ei = 0
@@ -119,7 +131,7 @@ func (s *State) Next(frames [][]byte, budget int, wrap func([]byte) []byte) ([][
 		s.heldBytes -= len(h.frame)
 		if !s.covered(h.stream, h.pos) {
 			frames = append(frames, h.frame)
-			budget -= len(h.frame)
+			budget -= len(h.frame) + overhead
 		}
 		*h = held{}
 	}
@@ -127,10 +139,44 @@ func (s *State) Next(frames [][]byte, budget int, wrap func([]byte) []byte) ([][
 		return frames, false
 	}
 	s.free()
-	s.held, s.out, s.heldBytes = nil, nil, 0
+	s.held, s.heldBytes = nil, 0
 	s.phase = live
 	return frames, true
 }
+
+// FloorTime is how long after its resume a connection's live deliveries are checked against
+// its streams' synced positions (Stale). A message the history read already saw may still be
+// on its way through the backplane when the resume is done; it arrives within the backplane's
+// latency, far below this.
+const FloorTime = 30 * time.Second
+
+// Floors reports whether Stale still has streams to check.
+func (s *State) Floors() bool { return s.phase == live && len(s.out) > 0 }
+
+// Stale reports whether a delivery at pos of stream that arrives once the connection is live
+// is at or before the stream's synced position, so already replayed or part of what the sync
+// covered: it must be dropped. The first later position of a stream ends the check for it
+// (a channel is ordered: nothing older can follow).
+func (s *State) Stale(stream string, pos history.Position) bool {
+	if pos.IsZero() || s.phase != live {
+		return false
+	}
+	for i := range s.out {
+		if s.out[i].Stream != stream {
+			continue
+		}
+		c := s.out[i].Result.Cursor
+		if c.Epoch == pos.Epoch && pos.Seq <= c.Seq {
+			return true
+		}
+		s.out = append(s.out[:i], s.out[i+1:]...)
+		return false
+	}
+	return false
+}
+
+// DropFloors ends every Stale check.
+func (s *State) DropFloors() { s.out = nil }
 
 // covered reports whether a delivery at pos of stream is already accounted for by the
 // stream's sync: a position of the synced epoch at or before the synced cursor.

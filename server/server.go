@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/huleedu/websocket-service/auth"
 	"github.com/huleedu/websocket-service/backplane"
@@ -88,7 +89,7 @@ func New(o Options) (*Server, error) {
 	if c.HandshakeRatePerIP > 0 {
 		s.rate = newIPRate(c.HandshakeRatePerIP)
 	}
-	s.router = &router{topics: s.topics, metrics: o.Metrics}
+	s.router = &router{topics: s.topics, metrics: o.Metrics, log: o.Logger}
 	bp, err := o.NewBackplane(s.router)
 	if err != nil {
 		return nil, fmt.Errorf("backplane: %w", err)
@@ -216,16 +217,25 @@ type router struct {
 	topics  registry.Topics
 	metrics *telemetry.Metrics
 	engine  Engine
+	log     *slog.Logger
+	badUTF8 utf8Log
 }
 
 // Deliver maps each message's channel to its audience, dropping (and counting) channels that
-// name none, and hands the batch to the engine.
+// name none and payloads that are not UTF-8 (every delivery is a text frame, and a browser
+// fails the connection on invalid text), and hands the batch to the engine. The payload
+// checked is the one the engines write, once per message, before the fan-out.
 func (r *router) Deliver(batch []backplane.Message) {
 	out := make([]registry.Delivery, 0, len(batch))
 	for _, m := range batch {
 		t, ok := r.topics.Parse(m.Channel)
 		if !ok {
 			r.metrics.Dropped(telemetry.DropUnknown, 1)
+			continue
+		}
+		if !utf8.Valid(m.Payload) {
+			r.metrics.Dropped(telemetry.DropInvalidUTF8, 1)
+			r.badUTF8.note(r.log, m.Channel, len(m.Payload))
 			continue
 		}
 		out = append(out, registry.Delivery{Target: t, Payload: m.Payload, Position: m.Position})

@@ -32,6 +32,9 @@ const (
 	DropTooLarge     = "too_large" // inbound message over MAX_MESSAGE_SIZE
 	DropRateLimited  = "rate_limited"
 	DropShardStopped = "shard_stopped" // an epoll shard stopped (or failed) before applying it
+	DropInvalidUTF8  = "invalid_utf8"  // a backplane payload that cannot be a text frame
+	// DropIncompleteFrame: an inbound frame not completed within its deadline (close 1001).
+	DropIncompleteFrame = "incomplete_frame"
 )
 
 // Results of one stream's resume (label of websocket_recovery_total): recovered, or the
@@ -57,7 +60,7 @@ var repairResults = []string{RepairRepaired, RepairLost}
 var (
 	recoveryResults = []string{RecoveryRecovered, RecoveryNew, RecoveryExpired, RecoveryTrimmed, RecoveryEpoch, RecoveryLimit, RecoveryUnavailable}
 	results         = []string{ResultAccepted, ResultAuthFailed, ResultOriginRejected, ResultLimitReached, ResultRateLimited, ResultBackplaneUnavailable}
-	dropReasons     = []string{DropSlowConsumer, DropClosed, DropUnknown, DropTooLarge, DropRateLimited, DropShardStopped}
+	dropReasons     = []string{DropSlowConsumer, DropClosed, DropUnknown, DropTooLarge, DropRateLimited, DropShardStopped, DropInvalidUTF8, DropIncompleteFrame}
 	// closeCodes are the codes a disconnect is counted under; anything else is "other".
 	closeCodes = []uint16{1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1011, 1013}
 )

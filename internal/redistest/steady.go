@@ -13,11 +13,12 @@ import (
 // Steady is a backend publishing a numbered sequence at a steady pace, for tests of what a
 // stall or an outage costs the subscribers.
 type Steady struct {
-	t    testing.TB
-	conn net.Conn
-	stop chan struct{}
-	once sync.Once
-	wg   sync.WaitGroup
+	t     testing.TB
+	conn  net.Conn
+	stop  chan struct{}
+	once  sync.Once
+	wrote chan struct{} // closed when the writer has returned
+	wg    sync.WaitGroup
 
 	mu    sync.Mutex
 	sent  int           // PUBLISH commands written
@@ -36,7 +37,7 @@ func (s *Server) PublishSteadily(t testing.TB, interval time.Duration, channels 
 	if err != nil {
 		t.Fatalf("redistest: dial %s: %v", s.Addr(), err)
 	}
-	p := &Steady{t: t, conn: conn, stop: make(chan struct{}), more: make(chan struct{}, 1)}
+	p := &Steady{t: t, conn: conn, stop: make(chan struct{}), wrote: make(chan struct{}), more: make(chan struct{}, 1)}
 	p.wg.Add(2)
 	go p.write(interval, channels)
 	go p.read()
@@ -46,6 +47,7 @@ func (s *Server) PublishSteadily(t testing.TB, interval time.Duration, channels 
 
 func (p *Steady) write(interval time.Duration, channels []string) {
 	defer p.wg.Done()
+	defer close(p.wrote)
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for n := 0; ; n++ {
@@ -110,6 +112,9 @@ func (p *Steady) Published() int {
 func (p *Steady) Stop() int {
 	p.once.Do(func() {
 		close(p.stop)
+		// The writer may be past its stop check with a command on its way: count it as sent
+		// before waiting for the replies, or its reply would be cut off by the close below.
+		<-p.wrote
 		deadline := time.After(2 * waitLimit)
 	wait:
 		for {
