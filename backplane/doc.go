@@ -7,6 +7,10 @@
 // Subscribe reports success only for channels confirmed live (liveness.go): through a Redis
 // outage, a stall or a cluster topology change it waits for Redis, or fails when its context
 // ends; it never lets a caller believe a subscription holds that Redis has not confirmed.
+//
+// A Sink that is also a Watcher learns, in order with the messages, when a channel's
+// subscription started, resumed after being lost (a reconnect, a moved slot: what was
+// published meanwhile is missing, and history can fill it) or stopped.
 package backplane
 
 import "github.com/huleedu/websocket-service/history"

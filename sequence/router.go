@@ -3,6 +3,7 @@ package sequence
 import (
 	"log/slog"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/huleedu/websocket-service/backplane"
 	"github.com/huleedu/websocket-service/history"
@@ -55,6 +56,7 @@ type Router struct {
 	queue     []job // repairs waiting for a worker
 	workers   int
 	heldBytes int // payload bytes held by every stream
+	badUTF8   utf8Log
 }
 
 // job is one stream to repair; gen tells a job whose repair was given up meanwhile.
@@ -97,16 +99,25 @@ func (r *Router) Deliver(batch []backplane.Message) {
 	var later []job // repairs to start once out is delivered
 	unknown := 0
 	r.mu.Lock()
-	for i := 0; i < len(batch); i++ {
-		st := r.streams[batch[i].Channel]
-		if st == nil {
-			t, ok := r.opts.Topics.Parse(batch[i].Channel)
-			if !ok {
-				unknown++
-				continue
+	var st *stream
+	for i := range batch {
+		m := &batch[i]
+		if st == nil || st.channel != m.Channel { // a batch often holds runs of one channel
+			if st = r.streams[m.Channel]; st == nil {
+				t, ok := r.opts.Topics.Parse(m.Channel)
+				if !ok {
+					unknown++
+					continue
+				}
+				st = &stream{channel: m.Channel, target: t}
+				r.streams[st.channel] = st
 			}
-			st = &stream{channel: batch[i].Channel, target: t}
-			r.streams[st.channel] = st
+		}
+		if !st.busy {
+			var ok bool
+			if out, ok = r.placeLocked(st, m, out); ok {
+				continue // the hot path: in order
+			}
 		}
 		out = r.feedLocked(st, batch[i:i+1], out, &later)
 	}
@@ -148,7 +159,20 @@ func (r *Router) placeLocked(st *stream, m *backplane.Message, out []registry.De
 	if !m.Position.IsZero() {
 		st.last = m.Position
 	}
-	return append(out, st.delivery(m)), true
+	return r.emitLocked(st, m.Payload, m.Position, out), true
+}
+
+// emitLocked appends a message of st for the engine, unless its payload is not UTF-8: every
+// delivery is a text frame, and a browser fails the connection on invalid text. Such a
+// payload is dropped and counted (its position still counts as delivered: it can never be).
+// The payload checked is the one the engines write, once per message, before the fan-out.
+func (r *Router) emitLocked(st *stream, payload []byte, p history.Position, out []registry.Delivery) []registry.Delivery {
+	if !utf8.Valid(payload) {
+		r.m.Dropped(telemetry.DropInvalidUTF8, 1)
+		r.badUTF8.note(r.log, st.channel, len(payload))
+		return out
+	}
+	return append(out, registry.Delivery{Target: st.target, Payload: payload, Position: p})
 }
 
 // feedLocked places msgs on st in order, as the receive goroutine does: once a jump starts a
@@ -191,7 +215,7 @@ func (r *Router) holdLocked(st *stream, m backplane.Message, out *[]registry.Del
 		r.heldBytes -= len(m.Payload)
 		return st.drained
 	}
-	r.log.Warn("sequence: too much held while repairing a stream; reporting its gap instead", "stream", st.target.Stream(), "held_bytes", st.heldBytes)
+	r.log.Debug("sequence: too much held while repairing a stream; reporting its gap instead", "stream", st.target.Stream(), "held_bytes", st.heldBytes)
 	*out = r.giveUpLocked(st, history.Result{Reason: history.ReasonUnavailable, Missed: -1}, *out, later)
 	return nil
 }

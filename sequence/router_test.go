@@ -1,13 +1,17 @@
 package sequence
 
 import (
+	"bytes"
+	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/huleedu/websocket-service/backplane"
 	"github.com/huleedu/websocket-service/history"
 	"github.com/huleedu/websocket-service/registry"
+	"github.com/huleedu/websocket-service/telemetry"
 )
 
 // fixture is a router over an in-memory history, and a publisher on one channel.
@@ -117,5 +121,77 @@ func BenchmarkRouteInOrder(b *testing.B) {
 	b.StopTimer()
 	if eng.n != b.N {
 		b.Fatalf("delivered %d of %d", eng.n, b.N)
+	}
+}
+
+func TestUnknownChannelsAreDroppedAndCountedTheRestDelivered(t *testing.T) {
+	m := telemetry.New()
+	rec := newRecorder()
+	r := New(Options{Topics: testTopics, Metrics: m}, rec)
+	r.Deliver([]backplane.Message{{Channel: "ws:u1", Payload: []byte("a")}, {Channel: "elsewhere", Payload: []byte("b")}, {Channel: "ws-broadcast", Payload: []byte("c")}})
+	if got := describe(rec.stream(registry.Target{Kind: registry.User, ID: "u1"})) + describe(rec.stream(registry.Target{Kind: registry.Broadcast})); got != " a c" {
+		t.Fatalf("delivered %q", got)
+	}
+	var buf bytes.Buffer
+	m.WritePrometheus(&buf)
+	if !strings.Contains(buf.String(), `websocket_messages_dropped_total{reason="unknown_channel"} 1`) {
+		t.Fatal("the unknown channel was not counted")
+	}
+}
+
+// promText renders metrics in the Prometheus text format.
+type promText struct{ m *telemetry.Metrics }
+
+func (p *promText) String() string {
+	var b bytes.Buffer
+	p.m.WritePrometheus(&b)
+	return b.String()
+}
+
+// grepMetric returns the value of the sample named name in text, "" when absent.
+func grepMetric(text, name string) string {
+	for _, line := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// stuckHistory is a history that never answers until its reader gives up.
+type stuckHistory struct{ reads chan struct{} }
+
+func (s stuckHistory) Read(ctx context.Context, _ string, _ history.Position, _ int) (history.Result, error) {
+	s.reads <- struct{}{}
+	<-ctx.Done()
+	return history.Result{Reason: history.ReasonUnavailable, Missed: -1}, ctx.Err()
+}
+
+// TestStuckRepairIsGivenUpOverTheHeldBound: while a stream's history read hangs, its later
+// messages are held without holding up the caller (other streams flow on); past the held
+// bound the repair is given up: a gap where the hole is, then the held messages, in order.
+func TestStuckRepairIsGivenUpOverTheHeldBound(t *testing.T) {
+	mem, err := history.NewMemory(history.Limits{Size: 100, TTL: time.Minute}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder()
+	stuck := stuckHistory{reads: make(chan struct{}, 1)}
+	r := New(Options{Topics: testTopics, History: stuck, Limit: 100, HeldBytes: 100}, rec)
+	f := &fixture{t: t, mem: mem, rec: rec, router: r}
+	ch := "ws:ann"
+	first := f.publish(ch, "1")
+	f.publish(ch, "2") // lost on the wire
+	r.Deliver([]backplane.Message{first, f.publish(ch, "3")})
+	<-stuck.reads // the repair is reading
+	r.Deliver([]backplane.Message{{Channel: "ws:bob", Payload: []byte("other streams flow")}})
+	if got := describe(rec.stream(registry.Target{Kind: registry.User, ID: "bob"})); got != " other streams flow" {
+		t.Fatalf("another stream got%q while one was repaired", got)
+	}
+	r.Deliver([]backplane.Message{{Channel: ch, Payload: []byte("plain")}, f.publish(ch, strings.Repeat("x", 100))})
+	e := first.Position.Epoch % 1000
+	want := fmt.Sprintf(" %d.1 [gap unavailable 1 to %d.2] %d.3 plain %d.4", e, e, e, e)
+	if got := f.output(ch); got != want {
+		t.Fatalf("got %q, want %q", got, want)
 	}
 }

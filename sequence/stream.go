@@ -73,11 +73,6 @@ func before(m *backplane.Message) history.Position {
 	return history.Position{Epoch: m.Position.Epoch, Seq: m.Position.Seq - 1, Tag: m.Prev}
 }
 
-// delivery is m for the engine.
-func (st *stream) delivery(m *backplane.Message) registry.Delivery {
-	return registry.Delivery{Target: st.target, Payload: m.Payload, Position: m.Position}
-}
-
 // gap is the notice that positions up to at could not be delivered.
 func (st *stream) gap(at history.Position, reason history.Reason, missed int64) registry.Delivery {
 	return registry.Delivery{Target: st.target, Position: at, Gap: &registry.Gap{Reason: reason, Missed: missed}}
@@ -106,6 +101,11 @@ func (st *stream) hole(res history.Result) (end history.Position, missed int64, 
 	}
 	if st.judge(h.Position, h.Prev) == pass {
 		return history.Position{}, 0, false
+	}
+	if h.Position.Epoch != st.last.Epoch {
+		// A new epoch: the rest of the old one is lost, but what the new one published
+		// before h may still be in its history (the drain reads it).
+		return history.Position{Epoch: h.Position.Epoch}, -1, true
 	}
 	end, missed = before(h), -1
 	if res.Reason != history.ReasonEpoch && end.Epoch == st.last.Epoch && end.Seq >= st.last.Seq {
