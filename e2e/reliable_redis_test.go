@@ -46,8 +46,6 @@ func stayedConnected(t *testing.T, clients []*relClient) {
 }
 
 func TestClientKillPubSubWhilePublishingLosesNothingV1AndV2(t *testing.T) {
-	t.Skip("needs the node's gap repair after a Pub/Sub reconnect delivering to connections (w1-gaprepair: " +
-		"the sequence package is merged, its wiring into the relay was not committed at 04:00)")
 	eachEngine(t, func(t *testing.T, engine string) {
 		rds := redistest.Start(t)
 		_, clients, pub := faultSetup(t, engine, "kill", rds)
@@ -67,8 +65,9 @@ func TestClientKillPubSubWhilePublishingLosesNothingV1AndV2(t *testing.T) {
 }
 
 func TestRedisRestartWithAppendFsyncAlwaysLosesNothingV1AndV2(t *testing.T) {
-	t.Skip("needs the node's gap repair after a Pub/Sub reconnect delivering to connections (w1-gaprepair: " +
-		"the sequence package is merged, its wiring into the relay was not committed at 04:00)")
+	t.Skip("fails on main+w1-gaprepair+w2-v2resume at 04:10: the gap repair runs while Redis is down, gives up " +
+		"with recovered:false reason \"unavailable\" for every v2 stream and v1 clients lose the messages " +
+		"acknowledged around the restart (e.g. 4-11); it must repair once Redis is back with its data")
 	eachEngine(t, func(t *testing.T, engine string) {
 		rds := redistest.StartWith(t, "--appendonly", "yes", "--appendfsync", "always")
 		_, clients, pub := faultSetup(t, engine, "aof", rds)
@@ -78,8 +77,8 @@ func TestRedisRestartWithAppendFsyncAlwaysLosesNothingV1AndV2(t *testing.T) {
 }
 
 func TestRedisRestartWithoutPersistenceReportsOneEpochHolePerStream(t *testing.T) {
-	t.Skip("needs the node's gap repair after a Pub/Sub reconnect delivering to connections (w1-gaprepair: " +
-		"the sequence package is merged, its wiring into the relay was not committed at 04:00)")
+	t.Skip("fails on main+w1-gaprepair+w2-v2resume at 04:10: streams get [\"new\" \"epoch\" \"unavailable\"] or " +
+		"[\"new\" \"unavailable\"] instead of exactly one \"epoch\" (the repair gives up while Redis is down)")
 	eachEngine(t, func(t *testing.T, engine string) {
 		rds := redistest.Start(t)
 		_, clients, pub := faultSetup(t, engine, "epoch", rds)
