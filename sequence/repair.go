@@ -10,9 +10,9 @@ import (
 	"github.com/huleedu/websocket-service/telemetry"
 )
 
-// maxReads bounds the history reads of one repair whose held messages still jump after a read
-// that said the stream was continuous (a history that does not hold what its live messages
-// claim): the hole is then reported as unavailable.
+// maxReads bounds the reads in a row that move a repaired stream nowhere while it still has a
+// hole (a history that does not hold what its live messages claim): the hole is then
+// reported as unavailable. A read that delivers something starts the count again.
 const maxReads = 3
 
 // errNoHistory answers every read when the router has no history.
@@ -63,7 +63,8 @@ func (r *Router) work() {
 // the stream's messages, so they reach the engine in order.
 func (r *Router) repairLocked(j job) {
 	st := j.st
-	for reads := 1; ; reads++ {
+	stuck := 0 // reads in a row that moved the stream nowhere
+	for {
 		ctx, cancel := context.WithCancel(context.Background())
 		st.cancel, st.again = cancel, false
 		after := st.last
@@ -80,7 +81,7 @@ func (r *Router) repairLocked(j job) {
 			// counted in backplane_gap_repairs_total{result="lost"}.
 			r.log.Debug("sequence: cannot read a stream's history to repair it", "stream", st.target.Stream(), "err", err)
 		}
-		d := drain{res: res, last: reads >= maxReads}
+		d := drain{res: res, last: stuck+1 >= maxReads}
 		if !res.Recovered {
 			d.out = r.gapLocked(st, res, nil)
 		} else {
@@ -95,6 +96,11 @@ func (r *Router) repairLocked(j job) {
 		}
 		if !again {
 			return
+		}
+		if st.last == after {
+			stuck++
+		} else {
+			stuck = 0
 		}
 	}
 }
