@@ -3,6 +3,7 @@
 package eventloop
 
 import (
+	"github.com/huleedu/websocket-service/registry"
 	"github.com/huleedu/websocket-service/resume"
 	"github.com/huleedu/websocket-service/session"
 )
@@ -57,19 +58,26 @@ func (l *loop) regroupJoined(j *joined) {
 
 // regroup makes rg's groups the connection's and queues the auth_ok: a message of a removed
 // group delivered from now on no longer finds c, and one queued earlier is ahead of the
-// auth_ok in c's queue. A v2 connection then gets unsubscribed for each removed group and a
-// sync for each added one (heads), before any message of it.
+// auth_ok in c's queue. A v2 connection gets, before the auth_ok, unsubscribed for each
+// removed group and a sync for each added one (heads), before any message of it.
 func (l *loop) regroup(c *conn, rg *session.Regroup, heads []resume.Outcome) {
 	if rg.Changes() {
+		if v := l.v2of(c); v != nil {
+			for _, g := range rg.Removed {
+				v.st.Forget(registry.Target{Kind: registry.Group, ID: g}.Stream())
+			}
+		}
 		l.reg.Leave(c, rg.Removed)
 		l.reg.Join(c, rg.Added)
 		c.id.Groups = rg.Groups
 		l.e.hooks.Leave(rg.Removed)
 	}
-	l.reply(c, encodeFrame(opText, rg.Reply))
-	if c.flags&flagV2 != 0 && c.state == stateOpen {
+	if c.flags&flagV2 != 0 {
 		for _, f := range resume.RegroupFrames(rg.Removed, heads) {
 			l.reply(c, encodeFrame(opText, f))
 		}
+	}
+	if c.state == stateOpen {
+		l.reply(c, encodeFrame(opText, rg.Reply))
 	}
 }

@@ -3,6 +3,7 @@ package gwsengine
 import (
 	"github.com/lxzan/gws"
 
+	"github.com/huleedu/websocket-service/registry"
 	"github.com/huleedu/websocket-service/resume"
 	"github.com/huleedu/websocket-service/session"
 )
@@ -36,8 +37,9 @@ func (c *conn) refresh(act session.Action) {
 // regroup makes rg's groups c's and queues the auth_ok behind every frame already queued to
 // c, unless c has ended, is closing or has refreshed again since gen; it reports whether it
 // did. While it removes groups it holds fanout, so no Deliver that looked c up under a removed
-// group before can queue to c after the auth_ok. A v2 connection then gets unsubscribed for
-// each removed group and a sync for each added one (heads), before any message of it.
+// group before can queue to c after the auth_ok. A v2 connection gets, before the auth_ok,
+// unsubscribed for each removed group and a sync for each added one (heads), before any
+// message of it.
 func (s *shard) regroup(c *conn, gen uint32, rg *session.Regroup, heads []resume.Outcome) bool {
 	if rg.Changes() {
 		s.fanout.Lock()
@@ -45,6 +47,13 @@ func (s *shard) regroup(c *conn, gen uint32, rg *session.Regroup, heads []resume
 	s.mu.Lock()
 	ok := s.reg.Has(c) && !c.closing() && c.refreshes.Load() == gen
 	if ok && rg.Changes() {
+		if v := c.v2; v != nil {
+			v.mu.Lock()
+			for _, g := range rg.Removed {
+				v.st.Forget(registry.Target{Kind: registry.Group, ID: g}.Stream())
+			}
+			v.mu.Unlock()
+		}
 		s.reg.Leave(c, rg.Removed)
 		s.reg.Join(c, rg.Added)
 		c.id.Groups = rg.Groups
@@ -56,10 +65,10 @@ func (s *shard) regroup(c *conn, gen uint32, rg *session.Regroup, heads []resume
 			more = resume.RegroupFrames(rg.Removed, heads)
 		}
 		c.socket.Async(func() {
-			c.write(gws.OpcodeText, rg.Reply)
 			for _, f := range more {
 				c.write(gws.OpcodeText, f)
 			}
+			c.write(gws.OpcodeText, rg.Reply)
 		})
 	}
 	if rg.Changes() {

@@ -70,14 +70,13 @@ func (c *conn) startResume(cursors map[string]string) {
 	if begun {
 		v.timer.Stop()
 	}
-	groups := c.id.Groups
 	v.mu.Unlock()
 	if !begun {
 		return
 	}
 	svc := c.e.resume
 	c.shard.mu.Lock() // c.id.Groups changes under it (regroup)
-	groups = c.id.Groups
+	groups := c.id.Groups
 	c.shard.mu.Unlock()
 	svc.Read(svc.Streams(c.id.User, groups), cursors, c.replay)
 }

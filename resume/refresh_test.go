@@ -8,9 +8,9 @@ import (
 	"github.com/huleedu/websocket-service/registry"
 )
 
-// A token refresh that changes the groups tells a v2 client: unsubscribed for a removed group,
-// a sync (recovered:false, reason new, with a cursor) for an added one; then messages of the
-// added group arrive and none of the removed one.
+// A token refresh that changes the groups tells a v2 client, before the auth_ok: unsubscribed
+// for a removed group, a sync (recovered:false, reason new, with a cursor) for an added one;
+// then messages of the added group arrive and none of the removed one.
 func TestRefreshAnnouncesStreamChanges(t *testing.T) {
 	each(t, func(t *testing.T, engine, bp string) {
 		s := newCluster(t, engine, bp, nil).node(t)
@@ -21,11 +21,16 @@ func TestRefreshAnnouncesStreamChanges(t *testing.T) {
 		if err := c.SendText(string(b)); err != nil {
 			t.Fatal(err)
 		}
-		var unsub, sync bool
-		for !unsub || !sync {
+		// Both announcements come before the auth_ok.
+		var unsub, sync, ok bool
+		for !ok {
 			f := next(t, c)
 			switch {
 			case f.Type == "auth_ok":
+				if !unsub || !sync {
+					t.Fatalf("auth_ok before the announcements (unsubscribed %v, sync %v)", unsub, sync)
+				}
+				ok = true
 			case f.Type == "unsubscribed" && f.Stream == "group:a":
 				unsub = true
 			case f.IsSync() && f.Stream == "group:c":

@@ -1,6 +1,7 @@
 package resume
 
 import (
+	"slices"
 	"time"
 
 	"github.com/huleedu/websocket-service/history"
@@ -32,6 +33,7 @@ type State struct {
 	out       []Outcome
 	release   func()
 	cache     *replayCache // the Service's, shared by every connection
+	forgotten []string     // streams a refresh removed before the verdicts came (Forget)
 	// The iterator of Next: stream si, its entry ei (len(entries) = its sync next), then
 	// held item hi.
 	si, ei, hi int
@@ -70,6 +72,10 @@ func (s *State) Ready(out []Outcome, release func()) bool {
 	if s.phase != reading {
 		return false
 	}
+	for _, f := range s.forgotten {
+		out = slices.DeleteFunc(out, func(o Outcome) bool { return o.Stream == f })
+	}
+	s.forgotten = nil
 	s.out, s.release = out, release
 	s.phase = replaying
 	return true
@@ -191,4 +197,34 @@ func (s *State) covered(stream string, pos history.Position) bool {
 		}
 	}
 	return false
+}
+
+// Forget drops what the resume still holds or has still to send of stream: a token refresh
+// removed it, and nothing of it may reach the client after the refresh's reply.
+func (s *State) Forget(stream string) {
+	if s.phase == live {
+		return
+	}
+	if s.phase != replaying {
+		s.forgotten = append(s.forgotten, stream)
+	}
+	kept := s.held[:s.hi]
+	for _, h := range s.held[s.hi:] {
+		if h.stream == stream {
+			s.heldBytes -= len(h.frame)
+			continue
+		}
+		kept = append(kept, h)
+	}
+	clear(s.held[len(kept):])
+	s.held = kept
+	for i := s.si; i < len(s.out); i++ {
+		if s.out[i].Stream == stream {
+			if i == s.si {
+				s.ei = 0
+			}
+			s.out = append(s.out[:i], s.out[i+1:]...)
+			break
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/huleedu/websocket-service/history"
@@ -151,6 +152,37 @@ func sortPerStream(hs []held) {
 		}
 		for k, i := range idx {
 			hs[i] = vals[k]
+		}
+	}
+}
+
+// A stream a refresh removes during the resume sends nothing more: neither what was held nor
+// its replay and sync, whether the verdicts came before the refresh or after it.
+func TestForgetRemovedStream(t *testing.T) {
+	for _, before := range []bool{true, false} {
+		var st State
+		st.Begin()
+		out := []Outcome{
+			{Stream: "group:a", Result: history.Result{Entries: []history.Entry{{Position: pos(1, 1), Payload: payload("group:a", 1)}}, Recovered: true, Cursor: pos(1, 1)}},
+			{Stream: "group:b", Result: history.Result{Recovered: true, Cursor: pos(1, 0)}},
+		}
+		st.Hold("group:a", pos(1, 2), item("group:a", pos(1, 2)).frame)
+		st.Hold("group:b", pos(1, 1), item("group:b", pos(1, 1)).frame)
+		if before {
+			st.Forget("group:a")
+			st.Ready(out, func() {})
+		} else {
+			st.Ready(out, func() {})
+			st.Forget("group:a")
+		}
+		frames, done := st.Next(nil, 1<<20, 0, func(b []byte) []byte { return b })
+		if !done || len(frames) != 2 {
+			t.Fatalf("forgotten before the verdicts %v: frames %q, want group:b's sync and message", before, frames)
+		}
+		for _, f := range frames {
+			if strings.Contains(string(f), "group:a") {
+				t.Fatalf("forgotten before the verdicts %v: %s", before, f)
+			}
 		}
 	}
 }

@@ -239,3 +239,19 @@ func TestHeldOverTheSendQueueLimit(t *testing.T) {
 		}
 	})
 }
+
+// With HISTORY_SIZE=0 nothing is kept: v2 still works, live messages carry cursors, and a
+// client that missed anything is told so (trimmed, with the count) instead of getting a replay.
+func TestResumeWithoutHistory(t *testing.T) {
+	each(t, func(t *testing.T, engine, bp string) {
+		s := newCluster(t, engine, bp, map[string]string{"HISTORY_SIZE": "0"}).node(t)
+		cur := freshCursors(t, s)
+		publishN(t, s, userT, 0, 2)
+		c, fs := userSync(t, s, cur)
+		expectNotRecovered(t, fs, "trimmed", 2)
+		s.Publish(t, userT, `{"live":true}`)
+		if f := next(t, c); string(f.Data) != `{"live":true}` || f.CursorString() == "" {
+			t.Fatalf("live: %s, want the message with a cursor", f.Raw)
+		}
+	})
+}
