@@ -45,6 +45,7 @@ type conn struct {
 	state connState
 	flags uint16
 	timer timerNode
+	place int32 // the registry's: index in its list of the shard's connections, plus one
 	// Deadlines, in wheel ticks.
 	seen   uint32 // last inbound bytes
 	pingAt uint32 // next heartbeat ping; while closing, the end of the closing handshake

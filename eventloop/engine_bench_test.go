@@ -101,6 +101,29 @@ func benchFanOut(b *testing.B, v2 bool, size int) {
 	}
 }
 
+// BenchmarkFanOutToUsers measures queueing a batch of 1,000 messages to 1,000 users, one
+// connection each, among 10,000 on the shard (the per-user audience: one registry lookup per
+// delivery).
+func BenchmarkFanOutToUsers(b *testing.B) {
+	l := benchLoop(b)
+	const n, m = 10000, 1000
+	for i := range n {
+		l.addTestConn(-1, fmt.Sprintf("u%d", i), nil)
+	}
+	batch := make([]registry.Delivery, m)
+	for i := range batch {
+		batch[i] = registry.Delivery{Target: registry.Target{Kind: registry.User, ID: fmt.Sprintf("u%d", i*n/m)}, Payload: []byte("payload")}
+	}
+	l.deliver(batch)
+	l.forgetQueued()
+	b.ReportAllocs()
+	for b.Loop() {
+		l.deliver(batch)
+		l.forgetQueued()
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*m), "ns/delivery")
+}
+
 // BenchmarkWritevFlush measures flushing one connection's queue of 64 frames with writev into
 // a socket pair drained by another goroutine.
 func BenchmarkWritevFlush(b *testing.B) {

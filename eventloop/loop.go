@@ -169,7 +169,7 @@ func newLoop(id int, e *Engine, tick time.Duration) (*loop, error) {
 		id:        id,
 		e:         e,
 		poll:      p,
-		reg:       registry.NewShard[*conn](),
+		reg:       registry.NewIndexedShard(func(c *conn) *int32 { return &c.place }),
 		buf:       make([]byte, readBufferSize),
 		events:    make([]unix.EpollEvent, 256),
 		iov:       make([]unix.Iovec, 0, maxIov),

@@ -14,8 +14,8 @@ import (
 // the replay is then queued a chunk at a time, each once the socket has taken the last one
 // (flush calls pump), so a long replay never sits in memory per connection.
 
-// v2conn is a v2 connection's resume, in loop.resumes while the connection has flagResuming.
-// Owned by the loop goroutine.
+// v2conn is a v2 connection's resume, in loop.resumes while the connection has flagResuming
+// or flagFloor. Owned by the loop goroutine.
 type v2conn struct {
 	st         resume.State
 	waitAt     uint32 // tick by which the resume frame must have come; 0 once it has (or the wait is over)

@@ -102,6 +102,16 @@ func TestReconnectReplaysWhatWasMissed(t *testing.T) {
 					t.Fatalf("%s, %s: sync %s, want recovered:true replayed:%d at the last replayed cursor", where, stream, sync.Raw, n)
 				}
 			}
+			if round == 0 {
+				for series, want := range map[string]float64{
+					`websocket_recovery_total{result="recovered"}`: 3, `websocket_recovery_total{result="new"}`: 3,
+					"websocket_recovery_replayed_messages_total": 3 * n,
+				} {
+					if got := a.Metric(t, series); got != want {
+						t.Fatalf("%s = %v, want %v", series, got, want)
+					}
+				}
+			}
 			s := b
 			s.Publish(t, groupT, `{"live":1}`)
 			if f := next(t, c); f.Stream != "group:class7" || string(f.Data) != `{"live":1}` {
