@@ -238,8 +238,8 @@ func (s *Server) Freeze() (thaw func()) {
 	return thaw
 }
 
-// Restart starts the server again on the same port, with an empty dataset, and waits until
-// it answers.
+// Restart starts the server again on the same port, with an empty dataset (unless it was
+// started with persistence, see StartWith), and waits until it answers.
 func (s *Server) Restart() {
 	s.t.Helper()
 	s.kill()
@@ -278,4 +278,11 @@ func (w *lockedWriter) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.b.String()
+}
+
+// StartWith is Start with extra redis-server arguments, kept across Restart: for example
+// "--appendonly", "yes", "--appendfsync", "always" for a server whose data survives a kill.
+func StartWith(t testing.TB, args ...string) *Server {
+	t.Helper()
+	return start(t, func(int) []string { return args })
 }
