@@ -3,6 +3,7 @@ package sequence
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/huleedu/websocket-service/backplane"
 	"github.com/huleedu/websocket-service/history"
@@ -14,6 +15,10 @@ import (
 // hole (a history that does not hold what its live messages claim): the hole is then
 // reported as unavailable. A read that delivers something starts the count again.
 const maxReads = 3
+
+// retryPause is the longest a repair waits between reads of a history that could not be read,
+// unless the subscription resumes sooner (which says Redis is back).
+const retryPause = time.Second
 
 // errNoHistory answers every read when the router has no history.
 var errNoHistory = errors.New("no history to repair from")
@@ -63,24 +68,34 @@ func (r *Router) work() {
 // the stream's messages, so they reach the engine in order.
 func (r *Router) repairLocked(j job) {
 	st := j.st
-	stuck := 0 // reads in a row that moved the stream nowhere
+	stuck := 0         // reads in a row that moved the stream nowhere
+	var down time.Time // when the reads began to fail (zero: the last one did not)
 	for {
 		ctx, cancel := context.WithCancel(context.Background())
 		st.cancel, st.again = cancel, false
 		after := st.last
 		r.mu.Unlock()
 		res, err := r.read(ctx, st.channel, after)
-		cancel()
 		r.mu.Lock()
 		if st.gen != j.gen {
+			cancel()
 			return // given up meanwhile: its gap and held messages went out already
 		}
-		st.cancel = nil
 		if err != nil {
 			// Debug: during a Redis outage every stream would say it; the gap it becomes is
 			// counted in backplane_gap_repairs_total{result="lost"}.
 			r.log.Debug("sequence: cannot read a stream's history to repair it", "stream", st.target.Stream(), "err", err)
+			if r.retryLocked(ctx, st, err, &down) {
+				cancel()
+				if st.gen != j.gen {
+					return
+				}
+				st.cancel = nil
+				continue
+			}
 		}
+		cancel()
+		st.cancel = nil
 		d := drain{res: res, last: stuck+1 >= maxReads}
 		if !res.Recovered {
 			d.out = r.gapLocked(st, res, nil)
@@ -103,6 +118,43 @@ func (r *Router) repairLocked(j job) {
 			stuck = 0
 		}
 	}
+}
+
+// retryLocked decides whether a failed history read is tried again rather than reported as
+// a gap: the history store being unreachable (Redis restarting) is no answer about the
+// stream, which Redis may well still hold. It waits (with r.mu released) until the
+// subscription resumes, a short pause passes or the repair is given up (ctx ends: the held
+// bound was exceeded), and reports true; once the reads have failed for Options.Outage, it
+// reports false and the hole becomes a gap ("unavailable").
+func (r *Router) retryLocked(ctx context.Context, st *stream, err error, down *time.Time) bool {
+	if errors.Is(err, errNoHistory) || ctx.Err() != nil {
+		return false
+	}
+	now := time.Now()
+	if down.IsZero() {
+		*down = now
+	}
+	if now.Sub(*down) >= r.opts.Outage {
+		return false
+	}
+	if st.again {
+		return true // resumed while reading: Redis is back, read at once
+	}
+	wake := make(chan struct{})
+	st.wake = wake
+	r.mu.Unlock()
+	t := time.NewTimer(retryPause)
+	select {
+	case <-wake:
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	t.Stop()
+	r.mu.Lock()
+	if st.wake == wake {
+		st.wake = nil
+	}
+	return true
 }
 
 func (r *Router) read(ctx context.Context, channel string, after history.Position) (history.Result, error) {

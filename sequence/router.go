@@ -3,6 +3,7 @@ package sequence
 import (
 	"log/slog"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/huleedu/websocket-service/backplane"
@@ -24,6 +25,7 @@ const (
 	DefaultRepairs       = 16
 	DefaultHeldBytes     = 1 << 20
 	DefaultNodeHeldBytes = 64 << 20
+	DefaultOutage        = 30 * time.Second
 )
 
 // Options configure a Router.
@@ -41,8 +43,12 @@ type Options struct {
 	// Over either bound the stream's repair is given up: its hole becomes a gap and its held
 	// messages flow on.
 	HeldBytes, NodeHeldBytes int
-	Metrics                  *telemetry.Metrics
-	Logger                   *slog.Logger
+	// Outage is how long a repair keeps retrying a history that cannot be read (Redis
+	// unreachable) before it reports the hole as a gap ("unavailable"); default
+	// DefaultOutage. Meanwhile the stream's live messages are held, within the bounds above.
+	Outage  time.Duration
+	Metrics *telemetry.Metrics
+	Logger  *slog.Logger
 	// Tracing makes the delivery spans of sampled messages (nil: off).
 	Tracing *tracing.Tracing
 }
@@ -79,6 +85,9 @@ func New(opts Options, engine Engine) *Router {
 	}
 	if opts.NodeHeldBytes <= 0 {
 		opts.NodeHeldBytes = DefaultNodeHeldBytes
+	}
+	if opts.Outage <= 0 {
+		opts.Outage = DefaultOutage
 	}
 	if opts.Metrics == nil {
 		opts.Metrics = telemetry.New()
@@ -284,6 +293,10 @@ func (r *Router) Subscriptions(changes []backplane.Subscription) {
 		switch {
 		case c.Change == backplane.Resumed && st.busy:
 			st.again = true // the read under way may have begun before the resubscription
+			if st.wake != nil {
+				close(st.wake) // a failed read waits for Redis: it is back
+				st.wake = nil
+			}
 		case c.Change == backplane.Resumed && !st.last.IsZero():
 			r.scheduleLocked(st, nil)
 		case c.Change != backplane.Resumed && !st.busy:

@@ -3,8 +3,10 @@ package sequence
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -191,6 +193,79 @@ func TestStuckRepairIsGivenUpOverTheHeldBound(t *testing.T) {
 	r.Deliver([]backplane.Message{{Channel: ch, Payload: []byte("plain")}, f.publish(ch, strings.Repeat("x", 100))})
 	e := first.Position.Epoch % 1000
 	want := fmt.Sprintf(" %d.1 [gap unavailable 1 to %d.2] %d.3 plain %d.4", e, e, e, e)
+	if got := f.output(ch); got != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+}
+
+// downHistory is a history that fails every read, as an unreachable Redis does, until it is
+// brought back; each failed read is signalled on failed.
+type downHistory struct {
+	mem    *history.Memory
+	mu     sync.Mutex
+	down   bool
+	failed chan struct{}
+}
+
+func (d *downHistory) Read(ctx context.Context, ch string, after history.Position, limit int) (history.Result, error) {
+	d.mu.Lock()
+	down := d.down
+	d.mu.Unlock()
+	if down {
+		select {
+		case d.failed <- struct{}{}:
+		default:
+		}
+		return history.Result{Reason: history.ReasonUnavailable, Missed: -1}, errors.New("dial tcp 127.0.0.1:6379: connect: connection refused")
+	}
+	return d.mem.Read(ctx, ch, after, limit)
+}
+
+// awaitFailure waits for a read to fail.
+func (d *downHistory) awaitFailure(t *testing.T) {
+	t.Helper()
+	select {
+	case <-d.failed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no read of the unreachable history (the repair gave up?)")
+	}
+}
+
+func (d *downHistory) setDown(v bool) {
+	d.mu.Lock()
+	d.down = v
+	d.mu.Unlock()
+}
+
+// TestRepairWaitsForAnUnreachableHistoryAndRepairsWhenResumed: a subscription resumes while
+// Redis is still unreachable, so the repair's reads fail; that is no answer about the stream.
+// When the relay reports the channel resumed again (Redis is back), the repair reads again and
+// delivers what was missed: no gap, nothing lost, in order with the messages held meanwhile.
+func TestRepairWaitsForAnUnreachableHistoryAndRepairsWhenResumed(t *testing.T) {
+	mem, err := history.NewMemory(history.Limits{Size: 100, TTL: time.Minute}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder()
+	hist := &downHistory{mem: mem, failed: make(chan struct{}, 1)}
+	// An outage far longer than the test: only the resumption may end the wait.
+	r := New(Options{Topics: testTopics, History: hist, Limit: 100, Outage: time.Hour}, rec)
+	f := &fixture{t: t, mem: mem, rec: rec, router: r}
+	ch := "ws:ann"
+	first := f.publish(ch, "1")
+	r.Deliver([]backplane.Message{first})
+	f.publish(ch, "2") // lost while the Pub/Sub connection was down
+	f.publish(ch, "3")
+	hist.setDown(true)
+	r.Subscriptions([]backplane.Subscription{{Channel: ch, Change: backplane.Resumed}})
+	hist.awaitFailure(t) // the repair found Redis unreachable
+	hist.awaitFailure(t) // and tried again, still unreachable, without giving up
+	r.Deliver([]backplane.Message{f.publish(ch, "4")})
+	hist.setDown(false)
+	r.Subscriptions([]backplane.Subscription{{Channel: ch, Change: backplane.Resumed}})
+	r.Deliver([]backplane.Message{f.publish(ch, "5")})
+	e := first.Position.Epoch % 1000
+	want := fmt.Sprintf(" %d.1 %d.2 %d.3 %d.4 %d.5", e, e, e, e, e)
 	if got := f.output(ch); got != want {
 		t.Fatalf("got %q, want %q", got, want)
 	}

@@ -24,6 +24,7 @@ type stream struct {
 	again     bool // the subscription resumed while busy: read the history once more
 	gen       uint64
 	cancel    context.CancelFunc // ends the repair's history read when it is given up
+	wake      chan struct{}      // closed when the subscription resumes (non-nil while a failed read waits)
 	drained   chan struct{}      // closed when a drain ends (non-nil while draining)
 	held      []backplane.Message
 	heldBytes int
