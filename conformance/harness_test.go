@@ -29,7 +29,7 @@ import (
 const (
 	canaryBudget    = 250 * time.Millisecond
 	canarySlowShare = 0.1
-	canaryStall     = time.Second
+	canaryStall     = 3 * time.Second
 	canaryGiveUp    = 10 * time.Second
 )
 

@@ -431,10 +431,13 @@ func TestHandshakeFloodFromOneAddressIsRateLimitedWith429(t *testing.T) {
 				t.Errorf("%d handshakes ended otherwise: %v", other, statuses)
 			}
 			if len(refusedIn) > 0 {
-				p99 := refusedIn[len(refusedIn)*99/100]
-				t.Logf("%s: 429 answered in median %v, p99 %v", engine, refusedIn[len(refusedIn)/2], p99)
-				if p99 > time.Second {
-					t.Errorf("429 took %v at the 99th percentile, want it quick", p99)
+				// A refusal is answered at once, not held (a tarpit or a timeout would hold every
+				// one for seconds); the time includes queueing behind the other 99 workers on a
+				// machine that may be busy, so the bounds are generous.
+				median, p99 := refusedIn[len(refusedIn)/2], refusedIn[len(refusedIn)*99/100]
+				t.Logf("%s: 429 answered in median %v, p99 %v", engine, median, p99)
+				if median > time.Second || p99 > 4*time.Second {
+					t.Errorf("429 took %v in the median and %v at the 99th percentile, want it quick", median, p99)
 				}
 			}
 			h.finish()
