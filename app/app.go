@@ -15,6 +15,9 @@ import (
 	"github.com/huleedu/websocket-service/backplane"
 	"github.com/huleedu/websocket-service/config"
 	"github.com/huleedu/websocket-service/gwsengine"
+	"github.com/huleedu/websocket-service/history"
+	"github.com/huleedu/websocket-service/registry"
+	"github.com/huleedu/websocket-service/resume"
 	"github.com/huleedu/websocket-service/server"
 	"github.com/huleedu/websocket-service/session"
 	"github.com/huleedu/websocket-service/telemetry"
@@ -29,9 +32,11 @@ type App struct {
 	backplane startable
 }
 
-// startable is the part of a backplane that only the composition root uses.
+// startable is the part of a backplane that only the composition root uses: starting it,
+// and its history, which v2 connections resume from.
 type startable interface {
 	Start(ctx context.Context) error
+	History() history.Reader
 }
 
 // NewVerifier builds the token verifier the configuration describes.
@@ -90,9 +95,15 @@ func New(cfg config.Config, log *slog.Logger) (*App, error) {
 				SendQueueLimit:    cfg.SendQueueLimit,
 				InboundRate:       cfg.InboundRatePerConnection,
 				Policy:            policy,
-				Hooks:             hooks,
-				Metrics:           m,
-				Logger:            log,
+				Resume: resume.NewService(resume.Options{
+					Reader:  a.backplane.History(),
+					Topics:  registry.Topics{UserPrefix: cfg.UserChannelPrefix, GroupPrefix: cfg.GroupChannelPrefix, Broadcast: cfg.BroadcastChannel},
+					Limit:   cfg.RecoveryMaxMessages,
+					Metrics: m,
+				}),
+				Hooks:   hooks,
+				Metrics: m,
+				Logger:  log,
 			}
 			if cfg.Engine == config.EngineGWS {
 				return gwsengine.New(opts)

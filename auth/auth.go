@@ -127,28 +127,77 @@ func (v *Verifier) Verify(token string) (Claims, error) {
 	if len(token) > MaxTokenLength {
 		return Claims{}, fmt.Errorf("%w: %d bytes is over the %d-byte limit", ErrInvalid, len(token), MaxTokenLength)
 	}
-	// MapClaims rather than a struct: the groups claim has a configurable name.
-	mc := jwt.MapClaims{}
-	_, err := v.parser.ParseWithClaims(token, mc, func(*jwt.Token) (any, error) { return v.key, nil })
+	tc := &tokenClaims{groupsClaim: v.groupsClaim}
+	_, err := v.parser.ParseWithClaims(token, tc, v.keyFunc)
+	if errors.Is(err, jwt.ErrTokenMalformed) {
+		return v.verifyMap(token) // not a shape tokenClaims decodes (see there), or malformed
+	}
 	if err != nil {
-		if errors.Is(err, jwt.ErrTokenExpired) {
-			return Claims{}, ErrExpired
-		}
-		return Claims{}, fmt.Errorf("%w: %s", ErrInvalid, reason(err))
+		return Claims{}, refusal(err)
+	}
+	return v.claims(tc.sub, tc.exp, len(tc.groups), tc.groups, nil)
+}
+
+// verifyMap is Verify decoding the claims into jwt.MapClaims: the reference decoding, used
+// for every claims object tokenClaims leaves to it.
+func (v *Verifier) verifyMap(token string) (Claims, error) {
+	mc := jwt.MapClaims{}
+	if _, err := v.parser.ParseWithClaims(token, mc, v.keyFunc); err != nil {
+		return Claims{}, refusal(err)
 	}
 	sub, _ := mc["sub"].(string)
+	exp, err := mc.GetExpirationTime()
+	if err != nil {
+		exp = nil
+	}
+	switch groups := mc[v.groupsClaim].(type) {
+	case nil:
+		return v.claims(sub, exp, 0, nil, nil)
+	case []any:
+		list := make([]string, 0, len(groups))
+		for _, e := range groups {
+			s, ok := e.(string)
+			if !ok {
+				return v.claims(sub, exp, len(groups), nil, errNotStrings)
+			}
+			list = append(list, s)
+		}
+		return v.claims(sub, exp, len(groups), list, nil)
+	default:
+		return v.claims(sub, exp, 0, nil, errors.New("must be a list of strings"))
+	}
+}
+
+func (v *Verifier) keyFunc(*jwt.Token) (any, error) { return v.key, nil }
+
+// refusal is the error for a token the parser refused.
+func refusal(err error) error {
+	if errors.Is(err, jwt.ErrTokenExpired) {
+		return ErrExpired
+	}
+	return fmt.Errorf("%w: %s", ErrInvalid, reason(err))
+}
+
+var errNotStrings = errors.New("must be a list of non-empty strings")
+
+// claims applies the checks past the parser's: a non-empty sub, an exp, and a groups claim of
+// at most MaxGroups (n, counted before duplicates are dropped) non-empty strings; groupsErr is
+// a groups claim of the wrong shape.
+func (v *Verifier) claims(sub string, exp *jwt.NumericDate, n int, groups []string, groupsErr error) (Claims, error) {
 	if sub == "" {
 		return Claims{}, fmt.Errorf("%w: sub claim missing or empty", ErrInvalid)
 	}
-	exp, err := mc.GetExpirationTime()
-	if err != nil || exp == nil {
+	if exp == nil {
 		return Claims{}, fmt.Errorf("%w: exp claim missing", ErrInvalid)
 	}
-	groups, err := stringList(mc[v.groupsClaim])
+	if n > MaxGroups {
+		groupsErr = fmt.Errorf("%d groups is over the limit of %d", n, MaxGroups)
+	}
+	out, err := dedupe(groups, groupsErr)
 	if err != nil {
 		return Claims{}, fmt.Errorf("%w: %s claim: %v", ErrInvalid, v.groupsClaim, err)
 	}
-	return Claims{Subject: sub, Groups: groups, ExpiresAt: exp.Time}, nil
+	return Claims{Subject: sub, Groups: out, ExpiresAt: exp.Time}, nil
 }
 
 // reason maps a jwt error to a short fixed phrase, so no token content can reach a log.
@@ -174,30 +223,25 @@ func reason(err error) string {
 	return "rejected"
 }
 
-func stringList(v any) ([]string, error) {
-	switch t := v.(type) {
-	case nil:
-		return nil, nil
-	case []any:
-		if len(t) > MaxGroups {
-			return nil, fmt.Errorf("%d groups is over the limit of %d", len(t), MaxGroups)
-		}
-		out := make([]string, 0, len(t))
-		seen := make(map[string]struct{}, len(t))
-		for _, e := range t {
-			s, ok := e.(string)
-			if !ok || s == "" {
-				return nil, errors.New("must be a list of non-empty strings")
-			}
-			if _, dup := seen[s]; dup {
-				continue
-			}
-			seen[s] = struct{}{}
-			out = append(out, s)
-		}
-		return out, nil
+// dedupe checks that every group is a non-empty string and drops repeats, keeping the order;
+// nil groups (no claim) stay nil.
+func dedupe(groups []string, err error) ([]string, error) {
+	if err != nil || groups == nil {
+		return nil, err
 	}
-	return nil, errors.New("must be a list of strings")
+	out := make([]string, 0, len(groups))
+	seen := make(map[string]struct{}, len(groups))
+	for _, s := range groups {
+		if s == "" {
+			return nil, errNotStrings
+		}
+		if _, dup := seen[s]; dup {
+			continue
+		}
+		seen[s] = struct{}{}
+		out = append(out, s)
+	}
+	return out, nil
 }
 
 // Minter signs tokens. It exists for the `token` subcommand, tests and the load harness.

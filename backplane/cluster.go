@@ -187,7 +187,7 @@ func (r *Redis) rebuildLocked(t *topology) {
 		next[i] = r.newRelayLocked(addr)
 		started = append(started, next[i])
 	}
-	wants, unwants := map[*relay][]string{}, map[*relay][]string{}
+	wants, adopts, unwants := map[*relay][]string{}, map[*relay][]string{}, map[*relay][]string{}
 	for _, ch := range r.refs.list() {
 		to := next[t.route(ch)]
 		var from *relay
@@ -197,16 +197,23 @@ func (r *Redis) rebuildLocked(t *topology) {
 		if from == to {
 			continue
 		}
-		wants[to] = append(wants[to], ch)
-		if from != nil {
-			unwants[from] = append(unwants[from], ch)
+		if from == nil {
+			wants[to] = append(wants[to], ch)
+			continue
 		}
+		// A moved channel loses what its new master publishes before the new subscription is
+		// confirmed: it resumes there (a Watcher repairs it) rather than starting afresh.
+		adopts[to] = append(adopts[to], ch)
+		unwants[from] = append(unwants[from], ch)
 	}
 	for rl, chans := range wants {
 		rl.want(chans)
 	}
+	for rl, chans := range adopts {
+		rl.adopt(chans)
+	}
 	for rl, chans := range unwants {
-		rl.unwant(chans)
+		rl.handOff(chans)
 	}
 	for _, rl := range old {
 		rl.stop()

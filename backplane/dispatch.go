@@ -10,6 +10,10 @@ type dispatcher struct {
 	batch     []Message
 	arena     arena
 	confirmed bool // a subscription went live since the last flush
+	// changes are subscription changes for a Watcher not yet reported. They and batch are
+	// never both non-empty: each is flushed before the other grows, which keeps them in the
+	// order they were read.
+	changes []Subscription
 }
 
 // add appends a message; buffered (bytes still in the read buffer) sizes a new batch.

@@ -41,6 +41,7 @@ type Embedded struct {
 
 	mu      sync.Mutex
 	refs    *refcount
+	stopped []Subscription // channels released since the last batch, for a Watcher
 	started bool
 	closed  bool
 	cancel  context.CancelFunc
@@ -122,7 +123,9 @@ func (e *Embedded) Unsubscribe(chans []string) {
 	defer e.mu.Unlock()
 	now := time.Now()
 	for _, ch := range chans {
-		e.refs.release(ch, now)
+		if e.refs.release(ch, now) {
+			e.stoppedLocked(ch)
+		}
 	}
 	e.m.BackplaneSubscriptions.Set(float64(e.refs.active))
 }
@@ -236,12 +239,26 @@ func (e *Embedded) dispatch(ctx context.Context) {
 				kept = append(kept, m)
 			}
 		}
+		stopped := e.stopped
+		e.stopped = nil
 		e.mu.Unlock()
+		if w, ok := e.sink.(Watcher); ok && len(stopped) > 0 {
+			// Before the batch: a message in it of a channel held again is a new start.
+			w.Subscriptions(stopped)
+		}
 		clear(batch[len(kept):])
 		if len(kept) > 0 {
 			e.m.BackplaneReceived.Add(len(kept))
 			e.sink.Deliver(kept)
 		}
+	}
+}
+
+// stoppedLocked records that ch is no longer held, for a Watcher (only that: in one process no
+// message is lost, so nothing ever resumes).
+func (e *Embedded) stoppedLocked(ch string) {
+	if _, ok := e.sink.(Watcher); ok {
+		e.stopped = append(e.stopped, Subscription{Channel: ch, Change: Stopped})
 	}
 }
 
@@ -255,7 +272,7 @@ func (e *Embedded) expire(ctx context.Context) {
 			return
 		case now := <-t.C:
 			e.mu.Lock()
-			e.refs.expire(now, func(string) {})
+			e.refs.expire(now, e.stoppedLocked)
 			e.mu.Unlock()
 		}
 	}

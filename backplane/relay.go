@@ -33,6 +33,13 @@ type chanState struct {
 	onWire bool // the last command sent for it on this connection was SUBSCRIBE
 	queued bool // in relay.dirty, waiting for the writer
 	acks   int  // confirmations outstanding
+	// resume: the node held the channel's subscription and lost it without asking (the
+	// connection dropped, the server dropped it, it moved here from another connection), so
+	// its next confirmation is reported to a Watcher as Resumed rather than Started.
+	resume bool
+	// handedOff: it is unsubscribed because it moved to another connection, which reports it
+	// Resumed: its end here is not reported as Stopped.
+	handedOff bool
 }
 
 func (st *chanState) live() bool { return st.onWire && st.acks == 0 }
@@ -47,6 +54,7 @@ type relay struct {
 	sharded bool // SSUBSCRIBE/SUNSUBSCRIBE (Redis Cluster)
 	dial    func(ctx context.Context, addr string) (net.Conn, error)
 	sink    Sink
+	watcher Watcher // sink, when it watches subscription changes; else nil
 	events  relayEvents
 	log     *slog.Logger
 
@@ -83,8 +91,9 @@ type relayEvents interface {
 }
 
 func newRelay(id int, addr string, sharded bool, dial func(context.Context, string) (net.Conn, error), sink Sink, ev relayEvents, log *slog.Logger) *relay {
+	w, _ := sink.(Watcher)
 	return &relay{
-		id: id, addr: addr, sharded: sharded, dial: dial, sink: sink, events: ev,
+		id: id, addr: addr, sharded: sharded, dial: dial, sink: sink, watcher: w, events: ev,
 		log:       log.With("pubsub_conn", id, "addr", addr),
 		tolerance: stallTolerance,
 		epoch:     time.Now(),
@@ -97,12 +106,18 @@ func newRelay(id int, addr string, sharded bool, dial func(context.Context, stri
 }
 
 // want marks channels to be subscribed.
-func (r *relay) want(chans []string) { r.mark(chans, true) }
+func (r *relay) want(chans []string) { r.mark(chans, true, false) }
 
 // unwant marks channels to be unsubscribed.
-func (r *relay) unwant(chans []string) { r.mark(chans, false) }
+func (r *relay) unwant(chans []string) { r.mark(chans, false, false) }
 
-func (r *relay) mark(chans []string, want bool) {
+// adopt marks channels moved here from another connection to be subscribed: they resume.
+func (r *relay) adopt(chans []string) { r.mark(chans, true, true) }
+
+// handOff marks channels moved to another connection to be unsubscribed.
+func (r *relay) handOff(chans []string) { r.mark(chans, false, true) }
+
+func (r *relay) mark(chans []string, want, moved bool) {
 	r.mu.Lock()
 	for _, ch := range chans {
 		st := r.chans[ch]
@@ -114,6 +129,12 @@ func (r *relay) mark(chans []string, want bool) {
 			r.chans[ch] = st
 		}
 		st.want = want
+		if want {
+			st.resume = st.resume || moved
+			st.handedOff = false
+		} else {
+			st.handedOff = moved
+		}
 		if !want && !st.onWire && st.acks == 0 && !st.queued {
 			delete(r.chans, ch) // not on the wire (the server dropped it): nothing to send
 			continue
@@ -230,11 +251,16 @@ func (r *relay) setDown(err error) {
 	report := !r.quiet
 	r.conn, r.err, r.quiet = nil, err, true
 	r.inflight = 0
+	var stopped []Subscription
 	for name, st := range r.chans {
+		st.resume = st.resume || (st.want && st.onWire)
 		st.onWire, st.acks = false, 0
 		if !st.want {
 			st.queued = false
 			delete(r.chans, name)
+			if r.watcher != nil && !st.handedOff {
+				stopped = append(stopped, Subscription{Channel: st.name, Change: Stopped})
+			}
 		}
 	}
 	kept := r.dirty[:0]
@@ -247,6 +273,9 @@ func (r *relay) setDown(err error) {
 	r.dirty = kept
 	r.notifyLocked()
 	r.mu.Unlock()
+	if len(stopped) > 0 {
+		r.watcher.Subscriptions(stopped) // on the reader's goroutine, after its last batch
+	}
 	if report {
 		r.events.disconnected(r, err)
 	}
@@ -307,6 +336,11 @@ func (r *relay) flush(d *dispatcher) {
 		r.events.received(len(batch))
 		r.sink.Deliver(batch)
 	}
+	if len(d.changes) > 0 {
+		r.watcher.Subscriptions(d.changes)
+		clear(d.changes)
+		d.changes = d.changes[:0]
+	}
 }
 
 // readOne reads one reply and applies it.
@@ -342,6 +376,9 @@ func (r *relay) readOne(rr *respReader, d *dispatcher) error {
 			_, err := rr.rd.Discard(size + 2)
 			return err
 		}
+		if len(d.changes) > 0 {
+			r.flush(d) // the subscription changes before the message go first
+		}
 		payload, err := rr.readBulkInto(&d.arena, size)
 		if err != nil {
 			return fmt.Errorf("read message payload: %w", err)
@@ -354,10 +391,16 @@ func (r *relay) readOne(rr *respReader, d *dispatcher) error {
 			return fmt.Errorf("read confirmation: %w", err)
 		}
 		r.mu.Lock()
-		moved := r.confirmLocked(name, k, d)
+		moved, change := r.confirmLocked(name, k, d)
 		r.mu.Unlock()
 		if moved {
 			r.events.slotMoved(r)
+		}
+		if change.Change != 0 && r.watcher != nil {
+			if len(d.batch) > 0 {
+				r.flush(d) // the messages before the change go first
+			}
+			d.changes = append(d.changes, change)
 		}
 		_, err = rr.integer()
 		return err
@@ -376,16 +419,17 @@ func (r *relay) readOne(rr *respReader, d *dispatcher) error {
 // to another master: the channel is then no longer live here, and stays wanted (not re-sent)
 // until the owner reloads the topology and moves it, or resyncs it if it stays here. The
 // connection and every other channel on it are left alone.
-func (r *relay) confirmLocked(name []byte, k pushKind, d *dispatcher) (moved bool) {
+func (r *relay) confirmLocked(name []byte, k pushKind, d *dispatcher) (moved bool, change Subscription) {
 	st := r.chans[string(name)]
 	if st == nil || st.acks == 0 {
 		if k != pushUnsubscribe || !r.sharded {
-			return false
+			return false, change
 		}
 		if st != nil && st.onWire {
 			st.onWire = false
+			st.resume = st.want // messages published until it is subscribed again are lost
 		}
-		return true
+		return true, change
 	}
 	st.acks--
 	r.inflight--
@@ -393,13 +437,20 @@ func (r *relay) confirmLocked(name []byte, k pushKind, d *dispatcher) (moved boo
 		d.confirmed = true // the writer may send what it held back
 	}
 	if st.acks > 0 {
-		return false
+		return false, change
 	}
 	switch {
 	case st.onWire:
 		d.confirmed = true
+		change = Subscription{Channel: st.name, Change: Started}
+		if st.resume {
+			change.Change, st.resume = Resumed, false
+		}
 	case !st.want && !st.queued:
 		delete(r.chans, st.name)
+		if !st.handedOff {
+			change = Subscription{Channel: st.name, Change: Stopped}
+		}
 	}
-	return false
+	return false, change
 }

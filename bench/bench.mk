@@ -5,15 +5,18 @@
 # Redis and on a 3-master Redis Cluster (both engines, classroom/burst/broadcast; under 10
 # minutes on two cores, scaled down to FLEET_CONNS_PER_NODE connections per node). `make
 # bench-storm` kills one of four nodes under a steady publisher and times its clients'
-# reconnects (both engines, STORM_CONNS_PER_NODE connections per node before the kill).
+# reconnects (both engines, STORM_CONNS_PER_NODE connections per node before the kill). `make
+# bench-rollout` drains one of two nodes under ROLLOUT_CLIENTS reference clients (client/, in
+# Node) and checks each stream exactly once, in order, after they resume on the other.
 
 WSBENCH ?= bin/wsbench
 BENCH_GO_PKGS ?= ./bench ./eventloop ./backplane ./gwsengine
 
 FLEET_CONNS_PER_NODE ?= 2000
 STORM_CONNS_PER_NODE ?= 2500
+ROLLOUT_CLIENTS ?= 1000
 
-.PHONY: bench bench-full bench-fleet bench-storm bench-go bench-k6-check wsbench
+.PHONY: bench bench-full bench-fleet bench-storm bench-rollout bench-go bench-k6-check wsbench
 
 wsbench:
 	go build -o $(WSBENCH) ./cmd/wsbench
@@ -29,6 +32,9 @@ bench-fleet: wsbench
 
 bench-storm: wsbench
 	$(WSBENCH) storm --conns-per-node $(STORM_CONNS_PER_NODE) --json-out bin/bench-storm.json
+
+bench-rollout: wsbench
+	$(WSBENCH) rollout --clients $(ROLLOUT_CLIENTS) --json-out bin/bench-rollout.json
 
 # Go benchmarks of the hot path (JWT, registry, topics here; frames, fan-out, dispatch
 # beside their code).

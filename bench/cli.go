@@ -34,6 +34,8 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		return runFleetCommand(ctx, args[1:], stdout, stderr)
 	case "storm":
 		return runStormCommand(ctx, args[1:], stdout, stderr)
+	case "rollout":
+		return runRolloutCommand(ctx, args[1:], stdout, stderr)
 	}
 	p, asJSON, err := parseScenario(args[0], args[1:], stderr)
 	if err != nil {
@@ -85,6 +87,11 @@ usage:
                                           its clients reconnect to the others (backoff, full
                                           jitter): time until all are back, handshakes/s per
                                           survivor, messages lost
+  wsbench rollout   [--clients 1000] [--engines epoll,gws] [--restart-redis]
+                                          reference clients (client/, in Node) on node A of
+                                          two; A drained (SIGTERM), they resume on B: every
+                                          stream exactly once in order, recovered:false count,
+                                          time until all resumed
 Common flags: --src 127.0.0.2,127.0.0.3 (source addresses), --procs K (worker processes),
 --concurrency (dials in flight per process), --json (machine-readable report).
 Run 'wsbench SCENARIO -h' for every flag.

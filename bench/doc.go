@@ -4,6 +4,7 @@
 // latency percentiles, loss, duplicates and the server's memory per connection. It also runs
 // the standard suite that compares the epoll engine with the gws baseline, the fleet bench
 // (several service processes on one Redis or a Redis Cluster) and the reconnect storm (one
-// node of a fleet killed, its clients reconnecting to the others). It is not used by the
-// service itself.
+// node of a fleet killed, its clients reconnecting to the others) and the rollout (the
+// reference client, client/, in Node or in a Chromium page, resuming on one node while the
+// other is drained). It is not used by the service itself.
 package bench

@@ -298,6 +298,7 @@ func (p *proc) logTail() string { return p.out.String() }
 type redisServer struct {
 	*proc
 	port int
+	argv []string // how it was started, for restart
 }
 
 func (r *redisServer) url() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", r.port) }
@@ -332,7 +333,7 @@ func startRedisWith(ctx context.Context, bin, dir string, extra func(port int) (
 		if err != nil {
 			return nil, err
 		}
-		rs := &redisServer{proc: p, port: port}
+		rs := &redisServer{proc: p, port: port, argv: append([]string{path}, args...)}
 		if lastErr = rs.waitReady(ctx); lastErr == nil {
 			return rs, nil
 		}

@@ -169,25 +169,13 @@ func (o observation) summary() string {
 // runChromium runs run.mjs over runs and returns the observations by "engine/mode".
 func runChromium(t *testing.T, node string, runs any) map[string]observation {
 	t.Helper()
-	script, _ := filepath.Abs("run.mjs")
-	cfg, _ := json.Marshal(map[string]any{
-		"chromium": chromiumPath, "userDataDir": t.TempDir(), "timeoutMs": 10000, "runs": runs,
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, script, string(cfg))
-	cmd.WaitDelay = 5 * time.Second
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
 	started := time.Now()
-	out, err := cmd.Output()
 	var res struct {
 		Results []observation `json:"results"`
-		Error   string        `json:"error"`
 	}
-	if jerr := json.Unmarshal(out, &res); jerr != nil || err != nil || res.Error != "" {
-		t.Fatalf("node run.mjs: %v %s (json: %v); stdout %q; stderr %q", err, res.Error, jerr, out, tail(stderr.String(), 4000))
-	}
+	runScript(t, node, "run.mjs", map[string]any{
+		"chromium": chromiumPath, "userDataDir": t.TempDir(), "timeoutMs": 10000, "runs": runs,
+	}, &res)
 	byKey := map[string]observation{}
 	for _, o := range res.Results {
 		if o.Mode == "userAgent" {
@@ -197,6 +185,28 @@ func runChromium(t *testing.T, node string, runs any) map[string]observation {
 		byKey[o.Engine+"/"+o.Mode] = o
 	}
 	return byKey
+}
+
+// runScript runs `node <script> <cfg as JSON>` (for at most two minutes) and decodes the JSON
+// it prints into res; it ends the test when the script fails or prints {"error":…}.
+func runScript(t *testing.T, node, script string, cfg, res any) {
+	t.Helper()
+	path, _ := filepath.Abs(script)
+	arg, _ := json.Marshal(cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, path, string(arg))
+	cmd.WaitDelay = 5 * time.Second
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	var failed struct {
+		Error string `json:"error"`
+	}
+	_ = json.Unmarshal(out, &failed)
+	if jerr := json.Unmarshal(out, res); jerr != nil || err != nil || failed.Error != "" {
+		t.Fatalf("node %s: %v %s (json: %v); stdout %q; stderr %q", script, err, failed.Error, jerr, tail(string(out), 4000), tail(stderr.String(), 4000))
+	}
 }
 
 func tail(s string, n int) string {

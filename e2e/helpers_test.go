@@ -49,8 +49,8 @@ func TestMain(m *testing.M) {
 
 // Backplanes the suite runs over where delivery is concerned.
 const (
-	embedded = "embedded"
-	redisBP  = "redis"
+	embedded = servicetest.Embedded
+	redisBP  = servicetest.Redis
 )
 
 // eachEngine runs f as a parallel subtest per engine.
@@ -67,14 +67,7 @@ func eachEngine(t *testing.T, f func(t *testing.T, engine string)) {
 // eachEngineAndBackplane runs f as a parallel subtest per engine and backplane.
 func eachEngineAndBackplane(t *testing.T, f func(t *testing.T, engine, backplane string)) {
 	t.Helper()
-	for _, e := range servicetest.Engines() {
-		for _, bp := range []string{embedded, redisBP} {
-			t.Run(e+"/"+bp, func(t *testing.T) {
-				t.Parallel()
-				f(t, e, bp)
-			})
-		}
-	}
+	servicetest.EachEngineAndBackplane(t, f)
 }
 
 // node is a service under test with the means to publish to it as a backend would.

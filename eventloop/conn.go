@@ -29,6 +29,9 @@ const (
 	flagBroken                           // a write failed during a fan-out; aborted right after it
 	flagHalfClose                        // shut the write side down (FIN) as soon as the queue is written
 	flagHeld                             // Accept is still writing the 101: queue, but write nothing yet
+	flagV2                               // speaks notifications.v2 (v2.go)
+	flagResuming                         // v2, resume not done: deliveries are held (loop.resumes)
+	flagFloor                            // v2, resume just done: stale deliveries are dropped (loop.resumes)
 )
 
 // conn is one WebSocket connection. It is owned by its shard's loop goroutine: every field is
@@ -42,6 +45,7 @@ type conn struct {
 	state connState
 	flags uint16
 	timer timerNode
+	place int32 // the registry's: index in its list of the shard's connections, plus one
 	// Deadlines, in wheel ticks.
 	seen   uint32 // last inbound bytes
 	pingAt uint32 // next heartbeat ping; while closing, the end of the closing handshake
@@ -69,6 +73,7 @@ func (l *loop) release(c *conn, code uint16) {
 		return
 	}
 	c.flags &^= flagRegistered
+	l.endV2(c)
 	l.reg.Remove(c, c.id.User, c.id.Groups)
 	l.active.Add(-1)
 	l.e.metrics.ConnectionsActive.Dec()

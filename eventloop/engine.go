@@ -17,6 +17,7 @@ import (
 
 	"github.com/huleedu/websocket-service/message"
 	"github.com/huleedu/websocket-service/registry"
+	"github.com/huleedu/websocket-service/resume"
 	"github.com/huleedu/websocket-service/session"
 	"github.com/huleedu/websocket-service/telemetry"
 )
@@ -48,6 +49,7 @@ type Engine struct {
 	closeOnce sync.Once
 
 	faults *faults // tests only; every hook nil otherwise
+	resume *resume.Service
 }
 
 // noHooks is used when Options.Hooks is nil.
@@ -76,7 +78,10 @@ func newEngine(opts session.Options, f *faults) (*Engine, error) {
 	if opts.SendQueueLimit <= 0 {
 		opts.SendQueueLimit = defaultSendQueueLimit
 	}
-	e := &Engine{opts: opts, hooks: opts.Hooks, metrics: opts.Metrics, log: opts.Logger, faults: f}
+	e := &Engine{opts: opts, hooks: opts.Hooks, metrics: opts.Metrics, log: opts.Logger, faults: f, resume: opts.Resume}
+	if e.resume == nil {
+		e.resume = resume.NewService(resume.Options{Metrics: opts.Metrics})
+	}
 	if e.hooks == nil {
 		e.hooks = noHooks{}
 	}

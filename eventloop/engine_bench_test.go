@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/huleedu/websocket-service/history"
 	"github.com/huleedu/websocket-service/registry"
 	"github.com/huleedu/websocket-service/session"
 	"github.com/huleedu/websocket-service/telemetry"
@@ -61,15 +62,33 @@ func (l *loop) forgetQueued() {
 // BenchmarkFanOutEnqueue measures queueing one broadcast to 10,000 connections of a shard:
 // one frame encoding, then one arena entry per target. The allocations per op stay at the
 // frame itself however many targets there are.
+//
+// The v2 runs are the same fan-out to notifications.v2 connections (live, past their resume):
+// the v2 frame is built once per delivery too, so they cost what v1 costs plus that one frame.
 func BenchmarkFanOutEnqueue(b *testing.B) {
-	for _, size := range []int{128, 4096} {
-		b.Run(fmt.Sprintf("10000-conns-%dB", size), func(b *testing.B) {
+	for _, proto := range []string{"v1", "v2"} {
+		for _, size := range []int{128, 4096} {
+			b.Run(fmt.Sprintf("%s-10000-conns-%dB", proto, size), func(b *testing.B) {
+				benchFanOut(b, proto == "v2", size)
+			})
+		}
+	}
+}
+
+func benchFanOut(b *testing.B, v2 bool, size int) {
+	{
+		{
 			l := benchLoop(b)
 			const n = 10000
 			for i := range n {
-				l.addTestConn(-1, fmt.Sprintf("u%d", i), []string{"g"})
+				c := l.addTestConn(-1, fmt.Sprintf("u%d", i), []string{"g"})
+				if v2 {
+					c.flags |= flagV2
+				}
 			}
-			batch := []registry.Delivery{{Target: registry.Target{Kind: registry.Group, ID: "g"}, Payload: bytes.Repeat([]byte("p"), size)}}
+			payload := append([]byte(`{"p":"`), append(bytes.Repeat([]byte("p"), size-8), '"', '}')...)
+			pos := history.Position{Epoch: 1, Seq: 1, Tag: 1}
+			batch := []registry.Delivery{{Target: registry.Target{Kind: registry.Group, ID: "g"}, Payload: payload, Position: pos}}
 			l.deliver(batch) // grow the arena once
 			l.forgetQueued()
 			b.ReportAllocs()
@@ -78,8 +97,31 @@ func BenchmarkFanOutEnqueue(b *testing.B) {
 				l.forgetQueued()
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/target")
-		})
+		}
 	}
+}
+
+// BenchmarkFanOutToUsers measures queueing a batch of 1,000 messages to 1,000 users, one
+// connection each, among 10,000 on the shard (the per-user audience: one registry lookup per
+// delivery).
+func BenchmarkFanOutToUsers(b *testing.B) {
+	l := benchLoop(b)
+	const n, m = 10000, 1000
+	for i := range n {
+		l.addTestConn(-1, fmt.Sprintf("u%d", i), nil)
+	}
+	batch := make([]registry.Delivery, m)
+	for i := range batch {
+		batch[i] = registry.Delivery{Target: registry.Target{Kind: registry.User, ID: fmt.Sprintf("u%d", i*n/m)}, Payload: []byte("payload")}
+	}
+	l.deliver(batch)
+	l.forgetQueued()
+	b.ReportAllocs()
+	for b.Loop() {
+		l.deliver(batch)
+		l.forgetQueued()
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*m), "ns/delivery")
 }
 
 // BenchmarkWritevFlush measures flushing one connection's queue of 64 frames with writev into

@@ -56,15 +56,15 @@ const (
 
 const (
 	response101    = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "
-	responseProto  = "\r\nSec-WebSocket-Protocol: " + session.Subprotocol
+	responseProto  = "\r\nSec-WebSocket-Protocol: "
 	acceptLen      = 28 // base64 of a SHA-1 sum
 	keyLen         = 24 // base64 of the 16-byte nonce
 	keyDecodedSize = 18 // what base64 decoding of keyLen characters may need
 )
 
 // checkHandshake validates an upgrade request (RFC 6455 §4.2.1) and returns the 101 response
-// to send, selecting session.Subprotocol only when the client offered it (the bearer.<JWT>
-// entry is never echoed). It runs on every handshake, so it allocates only the response.
+// to send, selecting what session.Select selects from what the client offered (the
+// bearer.<JWT> entry is never echoed). It runs on every handshake, so it allocates only the response.
 func checkHandshake(r *http.Request) ([]byte, *handshakeError) {
 	switch {
 	case r.Method != http.MethodGet:
@@ -80,16 +80,17 @@ func checkHandshake(r *http.Request) ([]byte, *handshakeError) {
 	if !validKey(key) {
 		return nil, &handshakeError{http.StatusBadRequest, "websocket: Sec-WebSocket-Key must be 16 bytes, base64"}
 	}
-	withProto := headerHasToken(r.Header, hdrProtocol, session.Subprotocol)
+	proto := session.Select(func(p string) bool { return headerHasToken(r.Header, hdrProtocol, p) })
 	n := len(response101) + acceptLen + 4
-	if withProto {
-		n += len(responseProto)
+	if proto != "" {
+		n += len(responseProto) + len(proto)
 	}
 	b := make([]byte, 0, n)
 	b = append(b, response101...)
 	b = appendAccept(b, key)
-	if withProto {
+	if proto != "" {
 		b = append(b, responseProto...)
+		b = append(b, proto...)
 	}
 	return append(b, "\r\n\r\n"...), nil
 }

@@ -166,9 +166,10 @@ func newFaultyHarness(t testing.TB, tune func(*session.Options), f *faults) *har
 			return
 		}
 		a := session.Admission{
-			Identity: session.Identity{User: claims.Subject, Groups: claims.Groups},
-			Expires:  claims.ExpiresAt,
-			Started:  started,
+			Identity:    session.Identity{User: claims.Subject, Groups: claims.Groups},
+			Expires:     claims.ExpiresAt,
+			Started:     started,
+			Subprotocol: session.Select(func(p string) bool { return headerHasToken(r.Header, hdrProtocol, p) }),
 		}
 		select { // tests that want the result read it; others let it drop
 		case h.accepts <- h.engine.Accept(w, r, a):

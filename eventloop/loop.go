@@ -14,6 +14,7 @@ import (
 
 	"github.com/huleedu/websocket-service/message"
 	"github.com/huleedu/websocket-service/registry"
+	"github.com/huleedu/websocket-service/resume"
 	"github.com/huleedu/websocket-service/session"
 	"github.com/huleedu/websocket-service/telemetry"
 )
@@ -39,6 +40,7 @@ const (
 	taskStop                        // close everything and exit
 	taskSent                        // Accept has written an adopted connection's 101
 	taskRegroup                     // the backplane has the groups a refresh added (refresh.go)
+	taskResumed                     // a v2 connection's history has been read (v2.go)
 )
 
 // task is work handed to a shard by another goroutine.
@@ -50,6 +52,8 @@ type task struct {
 	done   chan struct{}
 	size   int64 // taskDeliver: batchBytes(batch), counted in loop.queued until applied
 	join   *joined
+	// taskResumed: the connection and its verdicts.
+	resumed *resumed
 }
 
 // handoff is a hijacked connection on its way into a shard: an accepted one (Accept writes
@@ -129,6 +133,10 @@ type loop struct {
 	// joining holds each connection's latest refresh that waits for Hooks.Join (refresh.go):
 	// only it may apply. An entry lives from the refresh to its taskRegroup.
 	joining map[*conn]*joined
+	chunk   [][]byte // a v2 replay chunk being queued (v2.go), reused
+	// resumes holds the resume of each v2 connection with flagResuming: kept out of conn,
+	// whose size every idle connection pays, since a connection needs it only for a moment.
+	resumes map[*conn]*v2conn
 
 	start     time.Time
 	tick      time.Duration
@@ -161,7 +169,7 @@ func newLoop(id int, e *Engine, tick time.Duration) (*loop, error) {
 		id:        id,
 		e:         e,
 		poll:      p,
-		reg:       registry.NewShard[*conn](),
+		reg:       registry.NewIndexedShard(func(c *conn) *int32 { return &c.place }),
 		buf:       make([]byte, readBufferSize),
 		events:    make([]unix.EpollEvent, 256),
 		iov:       make([]unix.Iovec, 0, maxIov),
@@ -176,6 +184,7 @@ func newLoop(id int, e *Engine, tick time.Duration) (*loop, error) {
 		maxMsg:    o.MaxMessageSize,
 		frameRate: session.FrameRate(o.InboundRate),
 		joining:   map[*conn]*joined{},
+		resumes:   map[*conn]*v2conn{},
 		ping:      encodeFrame(opPing, nil),
 	}
 	l.room.L = &l.mu
@@ -429,6 +438,9 @@ func (l *loop) onMessage(op byte, payload []byte) bool {
 		l.reply(c, encodeFrame(opBinary, payload))
 		return c.state == stateOpen
 	}
+	if l.onResumeFrame(c, payload) {
+		return c.state == stateOpen
+	}
 	act := l.e.opts.Policy.OnText(&c.id, &c.in, l.nanos, payload)
 	if !act.Expires.IsZero() {
 		c.expiry = l.tickOf(act.Expires)
@@ -442,8 +454,8 @@ func (l *loop) onMessage(op byte, payload []byte) bool {
 		l.refresh(c, act)
 		return c.state == stateOpen
 	}
-	if act.Reply != nil {
-		l.reply(c, encodeFrame(opText, act.Reply))
+	if reply := v2Reply(c, &act, payload); reply != nil {
+		l.reply(c, encodeFrame(opText, reply))
 	}
 	return c.state == stateOpen
 }
@@ -518,6 +530,8 @@ func (l *loop) runTasks() (adopted bool) {
 			l.unhold(t.h)
 		case taskRegroup:
 			l.regroupJoined(t.join)
+		case taskResumed:
+			l.applyResumed(t.resumed)
 		}
 		tasks[i] = task{}
 	}
@@ -553,6 +567,9 @@ func (l *loop) adopt(h *handoff) {
 	c.flags |= flagRegistered | flagHeld
 	l.held++
 	h.c = c
+	if h.adm.V2() {
+		l.adoptV2(c)
+	}
 	l.reg.Add(c, c.id.User, c.id.Groups)
 	l.active.Add(1)
 	l.e.metrics.ConnectionsActive.Inc()
@@ -645,14 +662,42 @@ func (l *loop) deliver(batch []registry.Delivery) {
 		if len(targets) == 0 {
 			continue
 		}
-		frame := encodeFrame(opText, d.Payload)
+		// v1 gets the payload verbatim (nothing for a gap notice); v2 its frame, built once
+		// for every v2 target of the shard, and only if there is one.
+		var frame, v2 []byte
+		var stream string
+		sent := 0
 		for _, c := range targets {
 			if c.flags&flagDoomed != 0 {
 				continue
 			}
-			l.send(c, frame)
+			f := frame
+			if c.flags&flagV2 == 0 {
+				if d.Gap != nil {
+					continue
+				}
+				if frame == nil {
+					frame = encodeFrame(opText, d.Payload)
+				}
+				f = frame
+			} else {
+				if v2 == nil {
+					v2 = encodeFrame(opText, resume.DeliveryFrame(d))
+				}
+				if c.flags&(flagResuming|flagFloor) != 0 {
+					if stream == "" {
+						stream = d.Target.Stream()
+					}
+					if l.holdOrDrop(c, stream, d.Position, v2) {
+						continue
+					}
+				}
+				f = v2
+			}
+			sent++
+			l.send(c, f)
 		}
-		l.e.metrics.MessagesSent.Add(len(targets))
+		l.e.metrics.MessagesSent.Add(sent)
 	}
 	l.fanout = false
 	l.reapDoomed()
@@ -669,6 +714,9 @@ func (l *loop) schedule(c *conn) {
 	}
 	if c.expiry != 0 {
 		at = min(at, c.expiry)
+	}
+	if v := l.v2of(c); v != nil && v.waitAt != 0 {
+		at = min(at, v.waitAt)
 	}
 	if by := c.parser.deadline(); by != 0 {
 		at = min(at, by)
@@ -717,6 +765,9 @@ func (l *loop) onTimer(c *conn) {
 	if l.silence > 0 && now >= c.seen+l.silence {
 		l.startClose(c, message.CloseGoingAway, nil)
 		return
+	}
+	if v := l.v2of(c); v != nil && v.waitAt != 0 && now >= v.waitAt {
+		l.startResume(c, nil) // no resume frame in time: an empty one
 	}
 	if l.pingEvery > 0 && now >= c.pingAt {
 		c.pingAt = now + l.pingEvery
@@ -800,6 +851,9 @@ func (l *loop) shutdown() {
 		}
 		if t.kind == taskRegroup {
 			l.regroupJoined(t.join) // every connection is closed: it gives the references back
+		}
+		if t.kind == taskResumed {
+			t.resumed.release()
 		}
 		if t.done != nil {
 			close(t.done)

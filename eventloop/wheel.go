@@ -4,14 +4,22 @@ package eventloop
 
 // timerNode is one entry's place in a timing wheel: a connection keeps one, for its earliest
 // deadline (next ping, silence timeout, token expiry, or the end of its closing handshake).
+//
+// Its wheel slot is not stored (it is at's, masked): every connection holds a node, so its
+// four bytes are kept for the connection's other state.
 type timerNode struct {
-	prev, next int32  // neighbours in the slot's list, -1 at the ends
-	slot       int32  // wheel slot, -1 while not scheduled
+	prev, next int32  // neighbours in the slot's list, -1 at the ends; prev unlinked while not scheduled
 	at         uint32 // tick the entry is due
 }
 
+// unlinked is timerNode.prev of a node that is not scheduled.
+const unlinked = -2
+
 // clear marks the node as not scheduled.
-func (n *timerNode) clear() { *n = timerNode{prev: -1, next: -1, slot: -1} }
+func (n *timerNode) clear() { *n = timerNode{prev: unlinked, next: -1} }
+
+// scheduled reports whether the node is in a wheel.
+func (n *timerNode) scheduled() bool { return n.prev != unlinked }
 
 // wheel is a hashed timing wheel (after Netty's HashedWheelTimer): one per shard, holding every
 // connection of the shard in the slot of its earliest deadline, so a shard needs one wait
@@ -41,12 +49,12 @@ func newWheel(slots int, now uint32, node func(id int32) *timerNode) *wheel {
 // schedule (re)places id to fire at tick at; a tick already expired means the next one.
 func (w *wheel) schedule(id int32, at uint32) {
 	n := w.node(id)
-	if n.slot >= 0 {
+	if n.scheduled() {
 		w.unlink(id, n)
 	}
 	at = max(at, w.cur)
-	slot := int32(at & w.mask)
-	n.at, n.slot, n.prev, n.next = at, slot, -1, w.heads[slot]
+	slot := at & w.mask
+	n.at, n.prev, n.next = at, -1, w.heads[slot]
 	if n.next >= 0 {
 		w.node(n.next).prev = id
 	}
@@ -56,7 +64,7 @@ func (w *wheel) schedule(id int32, at uint32) {
 
 // cancel removes id if it is scheduled.
 func (w *wheel) cancel(id int32) {
-	if n := w.node(id); n.slot >= 0 {
+	if n := w.node(id); n.scheduled() {
 		w.unlink(id, n)
 	}
 }
@@ -65,7 +73,7 @@ func (w *wheel) unlink(id int32, n *timerNode) {
 	if n.prev >= 0 {
 		w.node(n.prev).next = n.next
 	} else {
-		w.heads[n.slot] = n.next
+		w.heads[n.at&w.mask] = n.next
 	}
 	if n.next >= 0 {
 		w.node(n.next).prev = n.prev

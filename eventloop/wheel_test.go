@@ -59,7 +59,7 @@ func TestWheelRescheduleAndCancel(t *testing.T) {
 	if got := w.expire(5); !slices.Equal(got, []int32{2}) {
 		t.Fatalf("tick 5 fired %v", got)
 	}
-	if nodes[2].slot != -1 {
+	if nodes[2].scheduled() {
 		t.Fatal("fired entry still linked")
 	}
 	w.schedule(2, 1) // in the past: fires at the next tick

@@ -123,6 +123,7 @@ func (l *loop) flushDirty() {
 // waits for EPOLLOUT.
 func (l *loop) flush(c *conn) {
 	c.flags &^= flagDirty
+	defer func() { c.flags &^= flagDirty }() // a replay chunk queued here is written here (pump)
 	if c.state == stateClosed {
 		return
 	}
@@ -133,6 +134,10 @@ func (l *loop) flush(c *conn) {
 	for {
 		iov, total := l.gather(c)
 		if len(iov) == 0 {
+			// Everything is written: a v2 replay under way queues its next chunk.
+			if l.pump(c) {
+				continue
+			}
 			break
 		}
 		n, err := writev(int(c.fd), iov)

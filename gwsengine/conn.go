@@ -47,6 +47,8 @@ type conn struct {
 
 	in        session.Inbound // owned by the read goroutine (inbound.go)
 	refreshes atomic.Uint32   // verified token refreshes; a pending regroup applies only if it is the last
+
+	v2 *v2conn // notifications.v2 state (v2.go); nil for v1
 }
 
 // closing reports whether the server has begun closing c.

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/huleedu/websocket-service/history"
 	"github.com/huleedu/websocket-service/registry"
 	"github.com/huleedu/websocket-service/session"
 )
@@ -33,10 +34,22 @@ func sinkRig(t testing.TB) *rig {
 
 func dialSinks(t testing.TB, r *rig, n int, groups []string) []*sink {
 	t.Helper()
+	return dialSinksProto(t, r, n, groups, "")
+}
+
+// dialSinksProto is dialSinks offering subprotocol proto; notifications.v2 sinks send an
+// empty resume and are returned once every one has its syncs (one per stream), so they are
+// live.
+func dialSinksProto(t testing.TB, r *rig, n int, groups []string, proto string) []*sink {
+	t.Helper()
 	tok := r.token("reader", groups, time.Hour)
 	sinks := make([]*sink, n)
+	sent := r.metrics.MessagesSent.Get()
 	for i := range sinks {
-		s := &sink{rawClient: dialRaw(t, r, tok, 0)}
+		s := &sink{rawClient: dialRawProto(t, r, tok, 0, proto)}
+		if proto == session.SubprotocolV2 {
+			s.send(t, 0x81, []byte(`{"type":"resume","streams":{}}`))
+		}
 		buf := make([]byte, 128<<10)
 		go func() {
 			for {
@@ -50,7 +63,26 @@ func dialSinks(t testing.TB, r *rig, n int, groups []string) []*sink {
 		sinks[i] = s
 	}
 	r.waitConns(n)
+	if proto == session.SubprotocolV2 {
+		waitSent(t, r, sent+uint64(n*(len(groups)+2)))
+		r.endFloors()
+	}
 	return sinks
+}
+
+// endFloors ends, on every v2 connection, the checks of stale deliveries that follow a resume
+// for resume.FloorTime, so that a benchmark measures the steady state.
+func (r *rig) endFloors() {
+	for _, s := range r.eng.shards {
+		for _, c := range s.all(nil) {
+			if v := c.v2; v != nil {
+				v.mu.Lock()
+				v.st.DropFloors()
+				v.floors.Store(false)
+				v.mu.Unlock()
+			}
+		}
+	}
 }
 
 // waitSent waits until the engine has written want frames. Its failure names the
@@ -100,12 +132,22 @@ func TestDeliverEncodesOncePerMessage(t *testing.T) {
 
 // BenchmarkDeliverGroupFanout1000 is one notification to a group of 1,000 connections, timed
 // until every connection's frame has been written to its socket.
+//
+// The v2 run is the same to notifications.v2 connections (live, past their resume), with the
+// message at a position: its frame, too, is built once per delivery.
 func BenchmarkDeliverGroupFanout1000(b *testing.B) {
+	for _, proto := range []string{session.Subprotocol, session.SubprotocolV2} {
+		b.Run(proto, func(b *testing.B) { benchGroupFanout(b, proto) })
+	}
+}
+
+func benchGroupFanout(b *testing.B, proto string) {
 	const targets = 1000
 	r := sinkRig(b)
-	dialSinks(b, r, targets, []string{"class"})
+	dialSinksProto(b, r, targets, []string{"class"}, proto)
 	payload := []byte(`{"type":"notification","event_type":"batch_completed","data":{"batch_id":"123","status":"completed"}}`)
-	batch := []registry.Delivery{{Target: registry.Target{Kind: registry.Group, ID: "class"}, Payload: payload}}
+	pos := history.Position{Epoch: 1, Seq: 1, Tag: 1}
+	batch := []registry.Delivery{{Target: registry.Target{Kind: registry.Group, ID: "class"}, Payload: payload, Position: pos}}
 
 	sent := r.metrics.MessagesSent.Get()
 	b.ReportAllocs()

@@ -16,6 +16,7 @@ import (
 	"github.com/lxzan/gws"
 
 	"github.com/huleedu/websocket-service/message"
+	"github.com/huleedu/websocket-service/resume"
 	"github.com/huleedu/websocket-service/session"
 	"github.com/huleedu/websocket-service/telemetry"
 )
@@ -31,6 +32,7 @@ const readBufferSize = 4 << 10
 // state.
 type Engine struct {
 	opts    session.Options
+	resume  *resume.Service // v2 connections' resume
 	metrics *telemetry.Metrics
 	log     *slog.Logger
 	tick    time.Duration
@@ -39,6 +41,7 @@ type Engine struct {
 	// plain upgrades a client that did not offer notifications.v1, withProto one that did:
 	// gws answers 400 when it has SubProtocols and the client offers none of them.
 	plain, withProto *gws.Upgrader
+	withV2           *gws.Upgrader // a client that offered notifications.v2
 
 	sendQueueLimit int64
 	frameRate      session.Rate // INBOUND_RATE_PER_CONNECTION
@@ -84,6 +87,7 @@ func New(opts session.Options) (*Engine, error) {
 	}
 	e := &Engine{
 		opts:           opts,
+		resume:         opts.Resume,
 		metrics:        opts.Metrics,
 		log:            opts.Logger,
 		tick:           tickFor(opts.HeartbeatInterval, opts.ConnectionTimeout),
@@ -93,9 +97,13 @@ func New(opts session.Options) (*Engine, error) {
 		tooLargeFrame:  textFrame(message.ErrorJSON(message.CodeMessageTooLarge)),
 		stop:           make(chan struct{}),
 	}
+	if e.resume == nil {
+		e.resume = resume.NewService(resume.Options{Metrics: opts.Metrics})
+	}
 	e.scratch.New = func() any { s := make([]*conn, 0, 64); return &s }
 	e.plain = gws.NewUpgrader(events{e}, e.serverOption(nil))
 	e.withProto = gws.NewUpgrader(events{e}, e.serverOption([]string{session.Subprotocol}))
+	e.withV2 = gws.NewUpgrader(events{e}, e.serverOption([]string{session.SubprotocolV2}))
 	for i := range opts.Shards {
 		s := newShard(i)
 		e.shards = append(e.shards, s)
@@ -148,6 +156,9 @@ func (e *Engine) Accept(w http.ResponseWriter, r *http.Request, a session.Admiss
 	// The wire still holds the 101 gws wrote: the client sees it only once c is in its shard,
 	// so a message published after the client's open reaches it. A frame delivered between add
 	// and open is held behind the 101 and written with it, in order.
+	if a.V2() {
+		c.acceptV2()
+	}
 	s.add(c)
 	e.metrics.ConnectionsActive.Inc() // counted, like registered, before the client sees the 101
 	if err := wr.open(); err != nil {
@@ -189,8 +200,11 @@ func (e *Engine) Reject(w http.ResponseWriter, r *http.Request, subprotocol, cod
 // its open is called.
 func (e *Engine) upgrade(w http.ResponseWriter, r *http.Request, subprotocol string, hold bool) (*gws.Conn, *wire, error) {
 	up := e.plain
-	if subprotocol == session.Subprotocol {
+	switch subprotocol {
+	case session.Subprotocol:
 		up = e.withProto
+	case session.SubprotocolV2:
+		up = e.withV2
 	}
 	hj, ok := w.(http.Hijacker)
 	if !ok {

@@ -30,6 +30,9 @@ func (ev events) OnMessage(socket *gws.Conn, msg *gws.Message) {
 	ev.e.metrics.MessagesReceived.Inc()
 	switch msg.Opcode {
 	case gws.OpcodeText:
+		if c.onResumeFrame(msg.Bytes()) {
+			return
+		}
 		act := ev.e.opts.Policy.OnText(&c.id, &c.in, c.wire.readAt, msg.Bytes())
 		if !act.Expires.IsZero() {
 			c.expires.Store(act.Expires.UnixNano())
@@ -42,8 +45,8 @@ func (ev events) OnMessage(socket *gws.Conn, msg *gws.Message) {
 			c.refresh(act)
 			return
 		}
-		if act.Reply != nil {
-			c.send(gws.OpcodeText, act.Reply)
+		if reply := c.reply(&act, msg.Bytes()); reply != nil {
+			c.send(gws.OpcodeText, reply)
 		}
 	case gws.OpcodeBinary:
 		c.send(gws.OpcodeBinary, append([]byte(nil), msg.Bytes()...)) // msg goes back to gws's pool
@@ -69,6 +72,7 @@ func (ev events) OnClose(socket *gws.Conn, err error) {
 		return
 	}
 	c.end()
+	c.endV2()
 	code, unanswered := c.endCode(err)
 	if c.shard.remove(c) {
 		ev.e.metrics.ConnectionsActive.Dec()

@@ -150,16 +150,15 @@ func newRig(t testing.TB, opts ...rigOption) *rig {
 		defer r.handlers.Done()
 		started := time.Now()
 		token := req.URL.Query().Get("token")
-		sub := ""
+		offered := map[string]bool{}
 		for _, p := range strings.Split(req.Header.Get("Sec-WebSocket-Protocol"), ",") {
 			p = strings.TrimSpace(p)
-			switch {
-			case p == session.Subprotocol:
-				sub = p
-			case strings.HasPrefix(p, session.BearerPrefix):
+			offered[p] = true
+			if strings.HasPrefix(p, session.BearerPrefix) {
 				token = strings.TrimPrefix(p, session.BearerPrefix)
 			}
 		}
+		sub := session.Select(func(p string) bool { return offered[p] })
 		claims, err := v.Verify(token)
 		if err != nil {
 			code := message.CodeAuthFailed
@@ -359,6 +358,12 @@ type rawClient struct {
 
 func dialRaw(t testing.TB, r *rig, token string, readBuffer int) *rawClient {
 	t.Helper()
+	return dialRawProto(t, r, token, readBuffer, "")
+}
+
+// dialRawProto is dialRaw offering subprotocol proto (none when empty).
+func dialRawProto(t testing.TB, r *rig, token string, readBuffer int, proto string) *rawClient {
+	t.Helper()
 	d := net.Dialer{}
 	if readBuffer > 0 {
 		d.Control = func(_, _ string, rc syscall.RawConn) error {
@@ -377,7 +382,11 @@ func dialRaw(t testing.TB, r *rig, token string, readBuffer int) *rawClient {
 	key := make([]byte, 16)
 	_, _ = rand.Read(key)
 	req := "GET /ws?token=" + token + " HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + base64.StdEncoding.EncodeToString(key) + "\r\n\r\n"
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + base64.StdEncoding.EncodeToString(key) + "\r\n"
+	if proto != "" {
+		req += "Sec-WebSocket-Protocol: " + proto + "\r\n"
+	}
+	req += "\r\n"
 	if _, err := nc.Write([]byte(req)); err != nil {
 		t.Fatal(err)
 	}

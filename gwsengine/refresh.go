@@ -3,6 +3,8 @@ package gwsengine
 import (
 	"github.com/lxzan/gws"
 
+	"github.com/huleedu/websocket-service/registry"
+	"github.com/huleedu/websocket-service/resume"
 	"github.com/huleedu/websocket-service/session"
 )
 
@@ -18,11 +20,15 @@ func (c *conn) refresh(act session.Action) {
 	rg := session.NewRegroup(c.id.Groups, act)
 	s.mu.Unlock()
 	if len(rg.Added) == 0 {
-		s.regroup(c, gen, &rg)
+		s.regroup(c, gen, &rg, nil)
 		return
 	}
 	c.e.opts.Hooks.Join(rg.Added, func() {
-		if !s.regroup(c, gen, &rg) {
+		var heads []resume.Outcome
+		if c.v2 != nil { // the sync of an added group carries its cursor
+			heads = c.e.resume.Head(c.e.resume.GroupStreams(rg.Added))
+		}
+		if !s.regroup(c, gen, &rg, heads) {
 			c.e.opts.Hooks.Leave(rg.Added)
 		}
 	})
@@ -31,21 +37,39 @@ func (c *conn) refresh(act session.Action) {
 // regroup makes rg's groups c's and queues the auth_ok behind every frame already queued to
 // c, unless c has ended, is closing or has refreshed again since gen; it reports whether it
 // did. While it removes groups it holds fanout, so no Deliver that looked c up under a removed
-// group before can queue to c after the auth_ok.
-func (s *shard) regroup(c *conn, gen uint32, rg *session.Regroup) bool {
+// group before can queue to c after the auth_ok. A v2 connection gets, before the auth_ok,
+// unsubscribed for each removed group and a sync for each added one (heads), before any
+// message of it.
+func (s *shard) regroup(c *conn, gen uint32, rg *session.Regroup, heads []resume.Outcome) bool {
 	if rg.Changes() {
 		s.fanout.Lock()
 	}
 	s.mu.Lock()
 	ok := s.reg.Has(c) && !c.closing() && c.refreshes.Load() == gen
 	if ok && rg.Changes() {
+		if v := c.v2; v != nil {
+			v.mu.Lock()
+			for _, g := range rg.Removed {
+				v.st.Forget(registry.Target{Kind: registry.Group, ID: g}.Stream())
+			}
+			v.mu.Unlock()
+		}
 		s.reg.Leave(c, rg.Removed)
 		s.reg.Join(c, rg.Added)
 		c.id.Groups = rg.Groups
 	}
 	s.mu.Unlock()
 	if ok {
-		c.socket.Async(func() { c.write(gws.OpcodeText, rg.Reply) })
+		var more [][]byte
+		if c.v2 != nil {
+			more = resume.RegroupFrames(rg.Removed, heads)
+		}
+		c.socket.Async(func() {
+			for _, f := range more {
+				c.write(gws.OpcodeText, f)
+			}
+			c.write(gws.OpcodeText, rg.Reply)
+		})
 	}
 	if rg.Changes() {
 		s.fanout.Unlock()

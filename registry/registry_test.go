@@ -323,3 +323,64 @@ func TestShardJoinAndLeaveChangeAConnectionsGroups(t *testing.T) {
 		t.Fatalf("entries left after removing with the changed groups: %v", s.groups)
 	}
 }
+
+// TestIndexedShardStaysConsistentUnderChurn is the churn test for a shard that keeps each
+// connection's place in the connection (the epoll engine's), checking every index exactly:
+// a user's connections, one or many, its groups, the whole list and the kept places.
+func TestIndexedShardStaysConsistentUnderChurn(t *testing.T) {
+	type item struct {
+		id    int
+		place int32
+	}
+	s := NewIndexedShard(func(c *item) *int32 { return &c.place })
+	items := make([]*item, 97)
+	for i := range items {
+		items[i] = &item{id: i}
+	}
+	user := func(c int) string { return fmt.Sprintf("u%d", c%29) }
+	group := func(c int) []string { return []string{fmt.Sprintf("g%d", c%5)} }
+	live := map[int]bool{}
+	for i := 0; i < 3000; i++ {
+		c := (i * 31) % 97
+		if live[c] {
+			if !s.Remove(items[c], user(c), group(c)) || s.Remove(items[c], user(c), group(c)) {
+				t.Fatalf("Remove(%d) is not exactly once", c)
+			}
+			delete(live, c)
+		} else {
+			s.Add(items[c], user(c), group(c))
+			s.Add(items[c], user(c), group(c)) // ignored
+			live[c] = true
+		}
+		ids := func(cs []*item) []int {
+			out := make([]int, 0, len(cs))
+			for _, c := range cs {
+				out = append(out, c.id)
+			}
+			return sorted(out)
+		}
+		wantUser := map[string][]int{}
+		for c := range live {
+			wantUser[user(c)] = append(wantUser[user(c)], c)
+		}
+		for u := range 29 {
+			name := fmt.Sprintf("u%d", u)
+			if got, want := ids(s.Lookup(Target{Kind: User, ID: name})), sorted(wantUser[name]); !slices.Equal(got, want) {
+				t.Fatalf("step %d: Lookup(user %s) = %v, want %v", i, name, got, want)
+			}
+		}
+		if s.Len() != len(live) {
+			t.Fatalf("Len %d, want %d", s.Len(), len(live))
+		}
+		for j, c := range s.all {
+			if int(c.place) != j+1 || !s.Has(c) {
+				t.Fatalf("connection %d at %d keeps place %d", c.id, j, c.place)
+			}
+		}
+	}
+	for c := range live {
+		if !slices.ContainsFunc(s.Lookup(Target{Kind: Group, ID: group(c)[0]}), func(x *item) bool { return x.id == c }) {
+			t.Fatalf("connection %d missing from its group", c)
+		}
+	}
+}

@@ -4,29 +4,78 @@ package registry
 // concurrent use: the engine that owns the shard serialises every call (the epoll engine by
 // calling it only from the shard's loop goroutine).
 //
-// Lookups return the shard's own slices, which stay valid only until the next Add or Remove;
-// fan-out iterates them in place, so a delivery allocates nothing here.
+// Lookups return the shard's own slices, which stay valid only until the next Add, Remove or
+// Lookup; fan-out iterates them in place, so a delivery allocates nothing here.
+//
+// It is built to cost little per connection, since an idle connection is mostly its index
+// entries (docs/DESIGN.md, "Memory per connection"): a user with one connection on the shard
+// (nearly every user) is one map entry holding the connection itself, not a list; and a caller
+// that keeps each connection's place in the whole list (NewIndexedShard) saves the map from
+// connection to place.
 type Shard[C comparable] struct {
-	users  map[string][]C
+	users  map[string]C   // a user's connection, while it is the user's only one on the shard
+	multi  map[string][]C // the connections of users with more than one
 	groups map[string][]C
 	all    []C
-	allPos map[C]int // index of each connection in all, for O(1) removal
+	allPos map[C]int      // index of each connection in all, for O(1) removal; nil with place
+	place  func(C) *int32 // where the caller keeps c's index in all, plus one (0: not added)
+	one    [1]C           // Lookup's answer for a user's only connection
 }
 
 // NewShard returns an empty shard index.
 func NewShard[C comparable]() *Shard[C] {
-	return &Shard[C]{users: map[string][]C{}, groups: map[string][]C{}, allPos: map[C]int{}}
+	return &Shard[C]{users: map[string]C{}, multi: map[string][]C{}, groups: map[string][]C{}, allPos: map[C]int{}}
+}
+
+// NewIndexedShard returns an empty shard index that keeps each connection's place in the
+// connection itself: place(c) points at an int32 the caller zeroes before Add and leaves
+// alone while c is on the shard.
+func NewIndexedShard[C comparable](place func(C) *int32) *Shard[C] {
+	return &Shard[C]{users: map[string]C{}, multi: map[string][]C{}, groups: map[string][]C{}, place: place}
+}
+
+// index returns c's index in all.
+func (s *Shard[C]) index(c C) (int, bool) {
+	if s.place == nil {
+		i, ok := s.allPos[c]
+		return i, ok
+	}
+	i := int(*s.place(c)) - 1
+	return i, i >= 0 && i < len(s.all) && s.all[i] == c
+}
+
+func (s *Shard[C]) setIndex(c C, i int) {
+	if s.place == nil {
+		s.allPos[c] = i
+		return
+	}
+	*s.place(c) = int32(i + 1)
+}
+
+func (s *Shard[C]) dropIndex(c C) {
+	if s.place == nil {
+		delete(s.allPos, c)
+		return
+	}
+	*s.place(c) = 0
 }
 
 // Add indexes c under user and each group. Adding a connection twice is a caller bug and is
 // ignored.
 func (s *Shard[C]) Add(c C, user string, groups []string) {
-	if _, dup := s.allPos[c]; dup {
+	if _, dup := s.index(c); dup {
 		return
 	}
-	s.allPos[c] = len(s.all)
+	s.setIndex(c, len(s.all))
 	s.all = append(s.all, c)
-	s.users[user] = append(s.users[user], c)
+	if list, ok := s.multi[user]; ok {
+		s.multi[user] = append(list, c)
+	} else if first, ok := s.users[user]; ok {
+		delete(s.users, user)
+		s.multi[user] = []C{first, c}
+	} else {
+		s.users[user] = c
+	}
 	for _, g := range groups {
 		s.groups[g] = append(s.groups[g], c)
 	}
@@ -35,19 +84,29 @@ func (s *Shard[C]) Add(c C, user string, groups []string) {
 // Remove drops c from every index it was added to; it reports whether c was present, so the
 // caller can make unregistration happen exactly once.
 func (s *Shard[C]) Remove(c C, user string, groups []string) bool {
-	i, ok := s.allPos[c]
+	i, ok := s.index(c)
 	if !ok {
 		return false
 	}
 	last := len(s.all) - 1
 	moved := s.all[last]
 	s.all[i] = moved
-	s.allPos[moved] = i
+	s.setIndex(moved, i)
 	var zero C
 	s.all[last] = zero
 	s.all = s.all[:last]
-	delete(s.allPos, c)
-	removeFrom(s.users, user, c)
+	s.dropIndex(c)
+	if only, ok := s.users[user]; ok {
+		if only == c {
+			delete(s.users, user)
+		}
+	} else {
+		removeFrom(s.multi, user, c)
+		if list := s.multi[user]; len(list) == 1 {
+			delete(s.multi, user)
+			s.users[user] = list[0]
+		}
+	}
 	for _, g := range groups {
 		removeFrom(s.groups, g, c)
 	}
@@ -57,7 +116,7 @@ func (s *Shard[C]) Remove(c C, user string, groups []string) bool {
 // Join indexes c, already added, under each of groups as well (a token refresh that added
 // them); c must not be indexed under any of them yet.
 func (s *Shard[C]) Join(c C, groups []string) {
-	if _, ok := s.allPos[c]; !ok {
+	if !s.Has(c) {
 		return
 	}
 	for _, g := range groups {
@@ -75,7 +134,7 @@ func (s *Shard[C]) Leave(c C, groups []string) {
 
 // Has reports whether c is on the shard.
 func (s *Shard[C]) Has(c C) bool {
-	_, ok := s.allPos[c]
+	_, ok := s.index(c)
 	return ok
 }
 
@@ -104,7 +163,11 @@ func removeFrom[C comparable](m map[string][]C, key string, c C) {
 func (s *Shard[C]) Lookup(t Target) []C {
 	switch t.Kind {
 	case User:
-		return s.users[t.ID]
+		if c, ok := s.users[t.ID]; ok {
+			s.one[0] = c
+			return s.one[:]
+		}
+		return s.multi[t.ID]
 	case Group:
 		return s.groups[t.ID]
 	case Broadcast:

@@ -49,6 +49,8 @@ type Backplane interface {
 	// PublishSequenced appends payload to channel's history and sends it to every node's
 	// subscribers in one step, and returns its position. A timeout is not retried.
 	PublishSequenced(ctx context.Context, channel string, payload []byte, traceparent string) (history.Position, error)
+	// History reads the streams' history (the node's gap repair reads it).
+	History() history.Reader
 	// Ready returns nil while connected, else why not.
 	Ready() error
 	// Close unsubscribes everything and closes the backplane's connections.

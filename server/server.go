@@ -9,13 +9,13 @@ import (
 	"net/http"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/huleedu/websocket-service/auth"
 	"github.com/huleedu/websocket-service/backplane"
 	"github.com/huleedu/websocket-service/config"
 	"github.com/huleedu/websocket-service/history"
 	"github.com/huleedu/websocket-service/registry"
+	"github.com/huleedu/websocket-service/sequence"
 	"github.com/huleedu/websocket-service/session"
 	"github.com/huleedu/websocket-service/telemetry"
 )
@@ -70,7 +70,7 @@ type Server struct {
 	rate      *ipRate // nil when HANDSHAKE_RATE_PER_IP is 0
 	engine    Engine
 	backplane Backplane
-	router    *router
+	router    *sequence.Router
 	http      *http.Server
 	draining  atomic.Bool
 }
@@ -89,7 +89,8 @@ func New(o Options) (*Server, error) {
 	if c.HandshakeRatePerIP > 0 {
 		s.rate = newIPRate(c.HandshakeRatePerIP)
 	}
-	s.router = &router{topics: s.topics, metrics: o.Metrics, log: o.Logger}
+	// Redis → backplane → router (gap repair, docs/DESIGN.md) → engine.
+	s.router = sequence.New(sequence.Options{Topics: s.topics, Limit: c.RecoveryMaxMessages, Metrics: o.Metrics, Logger: o.Logger}, nil)
 	bp, err := o.NewBackplane(s.router)
 	if err != nil {
 		return nil, fmt.Errorf("backplane: %w", err)
@@ -100,7 +101,8 @@ func New(o Options) (*Server, error) {
 		return nil, fmt.Errorf("engine %s: %w", c.Engine, err)
 	}
 	s.backplane, s.engine = bp, eng
-	s.router.engine = eng
+	s.router.SetHistory(bp.History())
+	s.router.SetEngine(eng)
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+PathWS, s.serveWS)
@@ -210,37 +212,4 @@ func (s *Server) Publish(ctx context.Context, target registry.Target, payload []
 		return history.Position{}, fmt.Errorf("publish to %s channel: %w", target.Kind, err)
 	}
 	return p, nil
-}
-
-// router turns backplane messages into deliveries for the engine.
-type router struct {
-	topics  registry.Topics
-	metrics *telemetry.Metrics
-	engine  Engine
-	log     *slog.Logger
-	badUTF8 utf8Log
-}
-
-// Deliver maps each message's channel to its audience, dropping (and counting) channels that
-// name none and payloads that are not UTF-8 (every delivery is a text frame, and a browser
-// fails the connection on invalid text), and hands the batch to the engine. The payload
-// checked is the one the engines write, once per message, before the fan-out.
-func (r *router) Deliver(batch []backplane.Message) {
-	out := make([]registry.Delivery, 0, len(batch))
-	for _, m := range batch {
-		t, ok := r.topics.Parse(m.Channel)
-		if !ok {
-			r.metrics.Dropped(telemetry.DropUnknown, 1)
-			continue
-		}
-		if !utf8.Valid(m.Payload) {
-			r.metrics.Dropped(telemetry.DropInvalidUTF8, 1)
-			r.badUTF8.note(r.log, m.Channel, len(m.Payload))
-			continue
-		}
-		out = append(out, registry.Delivery{Target: t, Payload: m.Payload})
-	}
-	if len(out) > 0 {
-		r.engine.Deliver(out)
-	}
 }

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -106,6 +105,8 @@ func (b *fakeBackplane) PublishSequenced(_ context.Context, channel string, payl
 
 func (b *fakeBackplane) Ready() error { return b.readyErr }
 func (b *fakeBackplane) Close() error { return nil }
+
+func (b *fakeBackplane) History() history.Reader { return nil }
 
 type fixture struct {
 	srv    *Server
@@ -365,60 +366,5 @@ func TestPublishErrorsDoNotEchoTheKey(t *testing.T) {
 	w := publish(f, "pk-wrong-secret-value", `{}`)
 	if w.Code != http.StatusUnauthorized || bytes.Contains(w.Body.Bytes(), []byte("pk-wrong-secret-value")) {
 		t.Fatalf("%d %s", w.Code, w.Body)
-	}
-}
-
-func TestRouterDropsUnknownChannelsAndDeliversTheRest(t *testing.T) {
-	var got []registry.Delivery
-	m := telemetry.New()
-	r := &router{topics: registry.Topics{UserPrefix: "ws:", GroupPrefix: "ws-group:", Broadcast: "ws-broadcast"}, metrics: m,
-		engine: deliverFunc(func(b []registry.Delivery) { got = append(got, b...) })}
-	r.Deliver([]backplane.Message{{Channel: "ws:u1", Payload: []byte("a")}, {Channel: "elsewhere", Payload: []byte("b")}, {Channel: "ws-broadcast", Payload: []byte("c")}})
-	if len(got) != 2 || got[0].Target != (registry.Target{Kind: registry.User, ID: "u1"}) || got[1].Target.Kind != registry.Broadcast {
-		t.Fatalf("delivered %+v", got)
-	}
-	var buf bytes.Buffer
-	m.WritePrometheus(&buf)
-	if !strings.Contains(buf.String(), `websocket_messages_dropped_total{reason="unknown_channel"} 1`) {
-		t.Fatal("the unknown channel was not counted")
-	}
-}
-
-type deliverFunc func([]registry.Delivery)
-
-func (f deliverFunc) Accept(http.ResponseWriter, *http.Request, session.Admission) error { return nil }
-func (f deliverFunc) Reject(http.ResponseWriter, *http.Request, string, string, uint16)  {}
-func (f deliverFunc) Deliver(b []registry.Delivery)                                      { f(b) }
-func (f deliverFunc) Drain(context.Context, time.Duration) error                         { return nil }
-func (f deliverFunc) Close() error                                                       { return nil }
-
-func TestRouterDropsNonUTF8PayloadsCountsEachAndLogsOncePerChannel(t *testing.T) {
-	var got []registry.Delivery
-	var logs bytes.Buffer
-	m := telemetry.New()
-	r := &router{topics: registry.Topics{UserPrefix: "ws:", GroupPrefix: "ws-group:", Broadcast: "ws-broadcast"}, metrics: m,
-		log:    slog.New(slog.NewTextHandler(&logs, nil)),
-		engine: deliverFunc(func(b []registry.Delivery) { got = append(got, b...) })}
-	bad := []byte("x\xff")
-	r.Deliver([]backplane.Message{{Channel: "ws:u1", Payload: bad}, {Channel: "ws:u1", Payload: []byte("ok")}, {Channel: "ws:u1", Payload: bad}})
-	r.Deliver([]backplane.Message{{Channel: "ws:u1", Payload: bad}, {Channel: "ws-broadcast", Payload: bad}})
-	if len(got) != 1 || string(got[0].Payload) != "ok" {
-		t.Fatalf("delivered %+v, want only the valid payload", got)
-	}
-	var buf bytes.Buffer
-	m.WritePrometheus(&buf)
-	if !strings.Contains(buf.String(), `websocket_messages_dropped_total{reason="invalid_utf8"} 4`) {
-		t.Fatal("the four invalid payloads were not counted")
-	}
-	if n := strings.Count(logs.String(), "not UTF-8"); n != 2 {
-		t.Fatalf("%d log lines, want one per channel (2):\n%s", n, logs.String())
-	}
-	// A flood of new channels is logged up to the cap, then once more to say so.
-	logs.Reset()
-	for i := range maxLoggedChannels + 10 {
-		r.Deliver([]backplane.Message{{Channel: "ws:flood" + strconv.Itoa(i), Payload: bad}})
-	}
-	if n := strings.Count(logs.String(), "\n"); n != maxLoggedChannels-2+1 {
-		t.Fatalf("%d log lines for %d new channels, want %d", n, maxLoggedChannels+10, maxLoggedChannels-2+1)
 	}
 }

@@ -126,20 +126,20 @@ func headerHasToken(h http.Header, name, token string) bool {
 }
 
 // credentials finds the token (query `token`, or a `bearer.<JWT>` subprotocol entry) and the
-// subprotocol to select: session.Subprotocol when the client offered it, else none. The
-// bearer entry is never selected, so the token is never echoed in the response.
+// subprotocol to select (session.Select: notifications.v2 when offered, else
+// notifications.v1 when offered, else none). The bearer entry is never selected, so the token
+// is never echoed in the response.
 func credentials(r *http.Request) (token, subprotocol string) {
 	token = r.URL.Query().Get("token")
+	offered := map[string]bool{}
 	for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {
 		for _, p := range strings.Split(v, ",") {
 			p = strings.TrimSpace(p)
-			switch {
-			case p == session.Subprotocol:
-				subprotocol = p
-			case strings.HasPrefix(p, session.BearerPrefix) && token == "":
+			offered[p] = true
+			if strings.HasPrefix(p, session.BearerPrefix) && token == "" {
 				token = strings.TrimPrefix(p, session.BearerPrefix)
 			}
 		}
 	}
-	return token, subprotocol
+	return token, session.Select(func(p string) bool { return offered[p] })
 }

@@ -11,12 +11,29 @@ import (
 
 	"github.com/huleedu/websocket-service/auth"
 	"github.com/huleedu/websocket-service/message"
+	"github.com/huleedu/websocket-service/resume"
 	"github.com/huleedu/websocket-service/telemetry"
 )
 
-// Subprotocol is the only subprotocol the server ever selects. A browser that passes its
+// Subprotocol is protocol notifications.v1: payloads verbatim. A browser that passes its
 // token as the `bearer.<JWT>` subprotocol offers it too; the token is never echoed back.
 const Subprotocol = "notifications.v1"
+
+// SubprotocolV2 is protocol notifications.v2 (docs/PROTOCOL.md): streams, cursors, resume.
+// The server selects it whenever a client offers it, whatever else the client offers.
+const SubprotocolV2 = "notifications.v2"
+
+// Select is the subprotocol the server selects from those a client offered (each already
+// trimmed): v2 when offered, else v1 when offered, else none.
+func Select(offered func(proto string) bool) string {
+	switch {
+	case offered(SubprotocolV2):
+		return SubprotocolV2
+	case offered(Subprotocol):
+		return Subprotocol
+	}
+	return ""
+}
 
 // BearerPrefix marks the subprotocol entry that carries a token.
 const BearerPrefix = "bearer."
@@ -31,9 +48,12 @@ type Identity struct {
 type Admission struct {
 	Identity    Identity
 	Expires     time.Time // token expiry; the engine closes with TOKEN_EXPIRED + 1008 then
-	Subprotocol string    // "" or Subprotocol
+	Subprotocol string    // "", Subprotocol or SubprotocolV2
 	Started     time.Time // when the upgrade request arrived, for the handshake histogram
 }
+
+// V2 reports whether the connection speaks notifications.v2.
+func (a *Admission) V2() bool { return a.Subprotocol == SubprotocolV2 }
 
 // Hooks is what an engine reports back to the service. Closed is called exactly once for each
 // connection that Accept registered, after it is out of the engine's registry, with the close
@@ -64,6 +84,7 @@ type Options struct {
 	SendQueueLimit    int           // outbound bytes queued per connection; 1013 above it
 	InboundRate       int           // inbound frames per second per connection (FrameRate); 0: no limit
 	Policy            *Policy
+	Resume            *resume.Service // v2 connections' resume; nil: they resume with nothing
 	Hooks             Hooks
 	Metrics           *telemetry.Metrics
 	Logger            *slog.Logger
@@ -79,12 +100,14 @@ func NewPolicy(v Verifier) *Policy { return &Policy{verifier: v} }
 
 // Action is what an engine must do after a client text message: send Reply (if any) as a text
 // frame, then close with Close (if non-zero); a non-zero Expires replaces the connection's
-// token expiry at once. Refresh marks a verified token refresh: the connection's groups become
+// token expiry at once. Echo marks Reply as the echo of the text (v2 answers it with an echo
+// frame instead, see Reply). Refresh marks a verified token refresh: the connection's groups become
 // Groups (see Regroup), and Reply goes out only once they have.
 type Action struct {
 	Reply   []byte
 	Close   uint16
 	Expires time.Time
+	Echo    bool
 	Refresh bool
 	Groups  []string
 }
@@ -96,7 +119,7 @@ type Action struct {
 func (p *Policy) OnText(id *Identity, in *Inbound, now int64, text []byte) Action {
 	token, isAuth := message.ParseAuth(text)
 	if !isAuth {
-		return Action{Reply: message.Echo(text)}
+		return Action{Reply: message.Echo(text), Echo: true}
 	}
 	if !in.refreshes.Take(refreshRate, now, 1) {
 		return RateLimited()
@@ -108,6 +131,15 @@ func (p *Policy) OnText(id *Identity, in *Inbound, now int64, text []byte) Actio
 		return Action{Reply: message.ErrorJSON(message.CodeAuthFailed), Close: message.ClosePolicyViolation}
 	}
 	return Action{Reply: message.AuthOKJSON(claims.ExpiresAt.Unix()), Expires: claims.ExpiresAt, Refresh: true, Groups: claims.Groups}
+}
+
+// V2Reply is the reply of a v2 connection for act, the action for text: the echo frame in
+// place of v1's "Echo: X", anything else unchanged.
+func V2Reply(act *Action, text []byte) []byte {
+	if act.Echo {
+		return resume.EchoFrame(text)
+	}
+	return act.Reply
 }
 
 // Expired is the action for a connection whose token expiry has passed.

@@ -37,9 +37,30 @@ const (
 	DropIncompleteFrame = "incomplete_frame"
 )
 
+// Results of one stream's resume (label of websocket_recovery_total): recovered, or the
+// reason it was not (the v2 sync frame's reasons, docs/PROTOCOL.md).
+const (
+	RecoveryRecovered   = "recovered"
+	RecoveryNew         = "new"
+	RecoveryExpired     = "expired"
+	RecoveryTrimmed     = "trimmed"
+	RecoveryEpoch       = "epoch"
+	RecoveryLimit       = "limit"
+	RecoveryUnavailable = "unavailable"
+)
+
+// Results of a gap repair (label of backplane_gap_repairs_total).
+const (
+	RepairRepaired = "repaired" // the missing messages were read from history and delivered
+	RepairLost     = "lost"     // history could not fill the hole: a gap notice went out instead
+)
+
+var repairResults = []string{RepairRepaired, RepairLost}
+
 var (
-	results     = []string{ResultAccepted, ResultAuthFailed, ResultOriginRejected, ResultLimitReached, ResultRateLimited, ResultBackplaneUnavailable}
-	dropReasons = []string{DropSlowConsumer, DropClosed, DropUnknown, DropTooLarge, DropRateLimited, DropShardStopped, DropInvalidUTF8, DropIncompleteFrame}
+	recoveryResults = []string{RecoveryRecovered, RecoveryNew, RecoveryExpired, RecoveryTrimmed, RecoveryEpoch, RecoveryLimit, RecoveryUnavailable}
+	results         = []string{ResultAccepted, ResultAuthFailed, ResultOriginRejected, ResultLimitReached, ResultRateLimited, ResultBackplaneUnavailable}
+	dropReasons     = []string{DropSlowConsumer, DropClosed, DropUnknown, DropTooLarge, DropRateLimited, DropShardStopped, DropInvalidUTF8, DropIncompleteFrame}
 	// closeCodes are the codes a disconnect is counted under; anything else is "other".
 	closeCodes = []uint16{1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1011, 1013}
 )
@@ -63,7 +84,12 @@ type Metrics struct {
 	BackplaneDisconnectedSeconds *metrics.FloatCounter
 	BackplaneDisconnectedSince   *metrics.Gauge
 
+	// RecoveryReplayed counts the messages replayed to resuming v2 connections.
+	RecoveryReplayed *metrics.Counter
+
+	recovery    map[string]*metrics.Counter
 	connections map[string]*metrics.Counter
+	gapRepairs  map[string]*metrics.Counter
 	dropped     map[string]*metrics.Counter
 	disconnects map[uint16]*metrics.Counter
 	otherClose  *metrics.Counter
@@ -84,13 +110,22 @@ func New() *Metrics {
 		BackplaneConnected:           s.NewGauge("backplane_connected", nil),
 		BackplaneDisconnectedSeconds: s.NewFloatCounter("backplane_disconnected_seconds_total"),
 		BackplaneDisconnectedSince:   s.NewGauge("backplane_disconnected_since_timestamp_seconds", nil),
+		RecoveryReplayed:             s.NewCounter("websocket_recovery_replayed_messages_total"),
+		recovery:                     map[string]*metrics.Counter{},
 		connections:                  map[string]*metrics.Counter{},
+		gapRepairs:                   map[string]*metrics.Counter{},
 		dropped:                      map[string]*metrics.Counter{},
 		disconnects:                  map[uint16]*metrics.Counter{},
 		otherClose:                   s.NewCounter(`websocket_disconnects_total{code="other"}`),
 	}
+	for _, r := range recoveryResults {
+		m.recovery[r] = s.NewCounter(fmt.Sprintf(`websocket_recovery_total{result=%q}`, r))
+	}
 	for _, r := range results {
 		m.connections[r] = s.NewCounter(fmt.Sprintf(`websocket_connections_total{result=%q}`, r))
+	}
+	for _, r := range repairResults {
+		m.gapRepairs[r] = s.NewCounter(fmt.Sprintf(`backplane_gap_repairs_total{result=%q}`, r))
 	}
 	for _, r := range dropReasons {
 		m.dropped[r] = s.NewCounter(fmt.Sprintf(`websocket_messages_dropped_total{reason=%q}`, r))
@@ -108,10 +143,24 @@ func (m *Metrics) Connection(result string) {
 	}
 }
 
+// Recovery counts one stream's resume by result (a Recovery* constant).
+func (m *Metrics) Recovery(result string) {
+	if c, ok := m.recovery[result]; ok {
+		c.Inc()
+	}
+}
+
 // Dropped counts n messages dropped for reason (a Drop* constant).
 func (m *Metrics) Dropped(reason string, n int) {
 	if c, ok := m.dropped[reason]; ok {
 		c.Add(n)
+	}
+}
+
+// GapRepair counts one hole in a stream by how it ended (a Repair* constant).
+func (m *Metrics) GapRepair(result string) {
+	if c, ok := m.gapRepairs[result]; ok {
+		c.Inc()
 	}
 }
 

@@ -41,6 +41,25 @@ func Engines() []string {
 	return []string{config.EngineGWS}
 }
 
+// Backplanes a suite runs over: the embedded one, and Redis (a redis-server per test).
+const (
+	Embedded = "embedded"
+	Redis    = "redis"
+)
+
+// EachEngineAndBackplane runs f as a parallel subtest for every engine and both backplanes.
+func EachEngineAndBackplane(t *testing.T, f func(t *testing.T, engine, backplane string)) {
+	t.Helper()
+	for _, e := range Engines() {
+		for _, bp := range []string{Embedded, Redis} {
+			t.Run(e+"/"+bp, func(t *testing.T) {
+				t.Parallel()
+				f(t, e, bp)
+			})
+		}
+	}
+}
+
 // Options choose the service under test.
 type Options struct {
 	Engine   string

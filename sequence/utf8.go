@@ -1,4 +1,4 @@
-package server
+package sequence
 
 import (
 	"log/slog"
@@ -11,8 +11,8 @@ import (
 const maxLoggedChannels = 1024
 
 // utf8Log logs a channel's first non-UTF-8 payload once, not once per message: one broken
-// publisher would otherwise flood the log at its publish rate. Deliver runs on the
-// backplane's reader goroutines, hence the lock.
+// publisher would otherwise flood the log at its publish rate. The router calls it under its
+// own lock, and it keeps one of its own so that it stands alone.
 type utf8Log struct {
 	mu     sync.Mutex
 	logged map[string]struct{}

@@ -1,0 +1,29 @@
+package gwsengine
+
+import (
+	"testing"
+	"time"
+
+	"github.com/huleedu/websocket-service/internal/v2client"
+)
+
+// A gap notice reaches a v2 connection as a mid-session sync recovered:false, between the
+// messages around the hole, and leaves it open; a v1 connection gets nothing for it.
+func TestGapNotice(t *testing.T) {
+	r := newRig(t)
+	v2, err := v2client.Dial(r.wsURL(r.token("u1", []string{"g"}, time.Hour)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v2.Close()
+	if _, err := v2.Syncs(3, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	v1 := dialGWS(t, r.wsURL(r.token("u2", []string{"g"}, time.Hour)), nil)
+	r.waitConns(2)
+	for _, want := range v2client.GapNotice(t, r.eng.Deliver, v2) {
+		if f := v1.next(t); string(f.data) != want {
+			t.Fatalf("v1 got %s, want %s (nothing for the gap)", f.data, want)
+		}
+	}
+}
