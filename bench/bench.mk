@@ -8,6 +8,12 @@
 # reconnects (both engines, STORM_CONNS_PER_NODE connections per node before the kill). `make
 # bench-rollout` drains one of two nodes under ROLLOUT_CLIENTS reference clients (client/, in
 # Node) and checks each stream exactly once, in order, after they resume on the other.
+# Protocol notifications.v2 (docs/PROTOCOL.md): `make bench-v2-fanout` runs the 10,000-member
+# group fan-out with v1 and v2 clients side by side (both published with FCALL ws_publish);
+# `make bench-pubcost` measures what history costs Redis per message and per stored message;
+# `make bench-storm-v2` kills a node holding STORM_V2_CONNS_PER_NODE v2 clients, which resume
+# on the other with their cursors (time until all synced, Redis commands per resume, the
+# survivor's peak memory against k8s/deployment.yaml's limit, recovered:false count).
 
 WSBENCH ?= bin/wsbench
 BENCH_GO_PKGS ?= ./bench ./eventloop ./backplane ./gwsengine
@@ -15,8 +21,9 @@ BENCH_GO_PKGS ?= ./bench ./eventloop ./backplane ./gwsengine
 FLEET_CONNS_PER_NODE ?= 2000
 STORM_CONNS_PER_NODE ?= 2500
 ROLLOUT_CLIENTS ?= 1000
+STORM_V2_CONNS_PER_NODE ?= 10000
 
-.PHONY: bench bench-full bench-fleet bench-storm bench-rollout bench-go bench-k6-check wsbench
+.PHONY: bench bench-full bench-fleet bench-storm bench-rollout bench-v2-fanout bench-pubcost bench-storm-v2 bench-go bench-k6-check wsbench
 
 wsbench:
 	go build -o $(WSBENCH) ./cmd/wsbench
@@ -35,6 +42,15 @@ bench-storm: wsbench
 
 bench-rollout: wsbench
 	$(WSBENCH) rollout --clients $(ROLLOUT_CLIENTS) --json-out bin/bench-rollout.json
+
+bench-v2-fanout: wsbench
+	$(WSBENCH) suite --full --only classroom --protocol both --json-out bin/bench-v2-fanout.json
+
+bench-pubcost: wsbench
+	$(WSBENCH) pubcost --json-out bin/bench-pubcost.json
+
+bench-storm-v2: wsbench
+	$(WSBENCH) storm --protocol v2 --nodes 2 --conns-per-node $(STORM_V2_CONNS_PER_NODE) --json-out bin/bench-storm-v2.json
 
 # Go benchmarks of the hot path (JWT, registry, topics here; frames, fan-out, dispatch
 # beside their code).

@@ -36,6 +36,8 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		return runStormCommand(ctx, args[1:], stdout, stderr)
 	case "rollout":
 		return runRolloutCommand(ctx, args[1:], stdout, stderr)
+	case "pubcost":
+		return runPubCostCommand(ctx, args[1:], stdout, stderr)
 	}
 	p, asJSON, err := parseScenario(args[0], args[1:], stderr)
 	if err != nil {
@@ -71,13 +73,16 @@ const usage = `wsbench: load harness for websocket-service (loopback)
 usage:
   wsbench idle      --url ws://127.0.0.1:8004/ws --secret S --conns N [--hold 5s] [--pid SERVER_PID]
   wsbench fanout    --conns N --users U --messages M (--redis URL | --api-key K) [--drop-consumers K]
+                    (any scenario: --protocol v2 for notifications.v2 clients, --publish fcall
+                    to publish with FCALL ws_publish)
   wsbench classroom --groups C --size S [--repeat R] (--redis URL | --api-key K)
   wsbench broadcast --conns N [--repeat R] (--redis URL | --api-key K)
   wsbench churn     --rate R --duration D [--churn-hold H] [--pid SERVER_PID]
   wsbench echo      --conns N --duration D
   wsbench suite     --quick | --full      build and start the service (both engines) and a
                                           private redis-server, run the standard scenarios,
-                                          print a side-by-side table
+                                          print a side-by-side table; --protocol both runs
+                                          the group fan-out with v1 and v2 clients side by side
   wsbench fleet     [--nodes 1,2,4] [--backends redis,cluster] [--conns-per-node 2000]
                                           N service processes on one Redis and on a 3-master
                                           Redis Cluster; classroom, burst and broadcast on both
@@ -86,7 +91,12 @@ usage:
                                           kill one node of a fleet under a steady publisher;
                                           its clients reconnect to the others (backoff, full
                                           jitter): time until all are back, handshakes/s per
-                                          survivor, messages lost
+                                          survivor, messages lost; --protocol v2: clients
+                                          resume with their cursors: time until all synced,
+                                          Redis commands per resume, peak memory vs limit
+  wsbench pubcost   [--streams 1000] [--messages 100000] [--rate 5000]
+                                          Redis CPU per message and bytes per stored message
+                                          of FCALL ws_publish (history) against PUBLISH
   wsbench rollout   [--clients 1000] [--engines epoll,gws] [--restart-redis]
                                           reference clients (client/, in Node) on node A of
                                           two; A drained (SIGTERM), they resume on B: every
@@ -122,7 +132,8 @@ func parseScenario(name string, args []string, stderr io.Writer) (Params, bool, 
 	fs.IntVar(&p.Messages, "messages", 10000, "fanout: messages M, round-robin over the users")
 	fs.IntVar(&p.Repeat, "repeat", 1, "classroom/broadcast: publishes per group / broadcasts")
 	fs.IntVar(&p.Payload, "payload", 0, "pad payloads to this many bytes")
-	fs.StringVar(&p.PublishVia, "publish", "", "redis or api (default: redis when --redis is set, else api)")
+	fs.StringVar(&p.PublishVia, "publish", "", "redis (PUBLISH), fcall (FCALL ws_publish, with history) or api (default: redis when --redis is set, else api)")
+	fs.StringVar(&p.Protocol, "protocol", ProtocolV1, "clients' protocol: v1, or v2 (notifications.v2: resume frame, stream and cursor per message)")
 	fs.StringVar(&p.RedisURL, "redis", "", "Redis URL the service listens on, e.g. redis://127.0.0.1:16379/0")
 	fs.StringVar(&p.APIKey, "api-key", os.Getenv("WEBSOCKET_SERVICE_PUBLISH_API_KEY"), "PUBLISH_API_KEY for POST /api/publish")
 	fs.StringVar(&p.APIURL, "api-url", "", "publish API URL (default: derived from --url)")

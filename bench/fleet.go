@@ -49,12 +49,14 @@ type fleet struct {
 	firstRecv, lastRecv                          atomic.Int64 // unix ns
 	closedByServer, dropped                      atomic.Int64
 	echoes                                       atomic.Int64
+	syncs, lastResumeSync                        atomic.Int64  // v2: sync frames; when the last one on a reconnected connection came
 	progress                                     chan struct{} // poked (non-blocking) on each delivery
 
 	mu          sync.Mutex
 	errorFrames map[string]int // server ErrorMessage codes received
 	closeCodes  map[string]int // close codes of connections the server closed
 	dialErrors  map[string]int // dial failures by kind
+	unrecovered map[string]int // v2: syncs with recovered:false, by reason
 	echoLost    int64          // echo round trips that got no answer
 	wg          sync.WaitGroup // one per running read loop
 }
@@ -64,9 +66,12 @@ func newFleet(p *Params, tokens *Tokens) (*fleet, error) {
 		p: p, tokens: tokens, targets: p.Targets(), run: []byte(p.Run),
 		conns:     make([]*client, p.Hi-p.Lo),
 		handshake: NewHistogram(), latency: NewHistogram(), echoRTT: NewHistogram(), redial: NewHistogram(),
-		resume: freshStart{}, stopping: make(chan struct{}),
+		resume: freshStart{}, stopping: make(chan struct{}), unrecovered: map[string]int{},
 		progress:    make(chan struct{}, 1),
 		errorFrames: map[string]int{}, closeCodes: map[string]int{}, dialErrors: map[string]int{},
+	}
+	if p.Protocol == ProtocolV2 {
+		f.resume = v2Resume{}
 	}
 	for _, s := range p.Src {
 		ip := net.ParseIP(strings.TrimSpace(s))
@@ -95,6 +100,11 @@ type client struct {
 	dropped    bool  // reached dropAt: gone as far as the application is concerned
 	closing    bool  // we started the close, so the server did not end it
 	gotClose   bool
+	cursors    map[string][]byte // v2: per stream, the cursor to resume from
+	synced     bool              // v2: a sync arrived since the last (re)connect
+	// v2: the first connect's syncs still to come; ready closes when the last one arrives.
+	pendingSyncs int
+	ready        chan struct{}
 }
 
 // OnMessage accounts for one frame. Frames are tiny and the work constant, so it runs inline
@@ -111,6 +121,9 @@ func (c *client) OnMessage(socket *gws.Conn, m *gws.Message) {
 			}
 			return
 		}
+	}
+	if c.f.p.Protocol == ProtocolV2 && c.v2Frame(b, now) {
+		return
 	}
 	run, target, seq, sent, ok := ParseStamp(b)
 	if !ok {
@@ -229,19 +242,30 @@ func (f *fleet) dial(ctx context.Context, i int) (*client, error) {
 	if i < f.p.Drop {
 		c.dropAt = max(c.tally.expected()/2, 1)
 	}
+	if f.p.Protocol == ProtocolV2 {
+		// Its streams: user, broadcast and each group.
+		c.pendingSyncs = 2 + len(f.p.Identity(i).Groups)
+		c.ready = make(chan struct{})
+	}
 	start := time.Now()
-	socket, err := f.handshakeTo(c, f.p.endpoint(i), nil)
+	socket, err := f.handshakeTo(c, f.p.endpoint(i))
 	if err != nil {
 		return nil, err
 	}
 	f.handshake.RecordDuration(time.Since(start))
 	f.serve(c, socket)
+	if c.ready != nil {
+		if err := c.awaitReady(ctx); err != nil {
+			c.close()
+			return nil, dialError{err: err}
+		}
+	}
 	return c, nil
 }
 
 // handshakeTo opens a WebSocket to url as connection c, with a fresh token (as a client
-// fetches one before each connect); adjust, when set, changes the dial options.
-func (f *fleet) handshakeTo(c *client, url string, adjust func(*gws.ClientOption)) (*gws.Conn, error) {
+// fetches one before each connect), in the fleet's protocol.
+func (f *fleet) handshakeTo(c *client, url string) (*gws.Conn, error) {
 	tok, err := f.tokens.Token(c.idx, f.p.Identity(c.idx))
 	if err != nil {
 		return nil, err
@@ -257,9 +281,7 @@ func (f *fleet) handshakeTo(c *client, url string, adjust func(*gws.ClientOption
 		HandshakeTimeout: dialTimeout,
 		NewDialer:        func() (gws.Dialer, error) { return dialer, nil },
 	}
-	if adjust != nil {
-		adjust(opt)
-	}
+	f.resume.dialOptions(c, opt)
 	socket, resp, err := gws.NewClient(c, opt)
 	if err != nil {
 		de := dialError{err: err}
@@ -267,6 +289,10 @@ func (f *fleet) handshakeTo(c *client, url string, adjust func(*gws.ClientOption
 			de.status = resp.StatusCode
 		}
 		return nil, de
+	}
+	if err := f.resume.opened(c, socket); err != nil {
+		_ = socket.NetConn().Close()
+		return nil, dialError{err: err}
 	}
 	return socket, nil
 }

@@ -49,6 +49,12 @@ type Part struct {
 	Reconnected     int           `json:"reconnected,omitempty"`
 	LostReconnected int64         `json:"lost_reconnected,omitempty"`
 	MaxLostOne      int64         `json:"max_lost_one,omitempty"` // the most one reconnected connection lost
+	// v2 clients (Params.Protocol v2): sync frames, recovered:false ones by reason, reconnected
+	// connections synced since, and when the last of those syncs came.
+	Syncs            int64          `json:"syncs,omitempty"`
+	Unrecovered      map[string]int `json:"unrecovered,omitempty"`
+	ResumedSynced    int            `json:"resumed_synced,omitempty"`
+	LastResumeSyncNs int64          `json:"last_resume_sync_ns,omitempty"`
 	// HarnessCPU is a worker process's own CPU seconds from its connections being open to
 	// its part being ready (0 for the parent's own share, which the parent measures).
 	HarnessCPU float64 `json:"harness_cpu_seconds"`
@@ -73,6 +79,8 @@ func partOf(f *fleet, connected int, start, end time.Time) Part {
 		Reconnects: f.reconnects.Load(), RedialFailures: f.redialFailures.Load(),
 		LastReconnectNs: f.lastReconnect.Load(), Redial: f.redial.wire(),
 		Reconnected: f.reconnected(),
+		Syncs:       f.syncs.Load(), Unrecovered: maps.Clone(f.unrecovered),
+		ResumedSynced: f.resumedSynced(), LastResumeSyncNs: f.lastResumeSync.Load(),
 	}
 	p.LostReconnected, p.MaxLostOne = f.lostReconnected()
 	return p
@@ -116,6 +124,10 @@ func (p *Part) add(o Part) error {
 	p.Reconnected += o.Reconnected
 	p.LostReconnected += o.LostReconnected
 	p.MaxLostOne = max(p.MaxLostOne, o.MaxLostOne)
+	p.Syncs += o.Syncs
+	p.Unrecovered = addCounts(p.Unrecovered, o.Unrecovered)
+	p.ResumedSynced += o.ResumedSynced
+	p.LastResumeSyncNs = max(p.LastResumeSyncNs, o.LastResumeSyncNs)
 	p.HarnessCPU += o.HarnessCPU
 	p.HarnessConnectCPU += o.HarnessConnectCPU
 	return nil

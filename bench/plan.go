@@ -39,8 +39,14 @@ type Params struct {
 	Repeat   int `json:"repeat"`   // publishes per group (classroom) or broadcasts
 	Payload  int `json:"payload"`  // payload size in bytes (padded)
 
-	PublishVia string `json:"publish_via"`         // "redis" or "api"
-	RedisURL   string `json:"redis_url,omitempty"` // for PublishVia redis
+	// PublishVia is "redis" (plain PUBLISH: live only), "fcall" (the service's Redis function,
+	// FCALL ws_publish: appended to the stream's history, so v2 clients can resume it) or "api".
+	PublishVia string `json:"publish_via"`
+	RedisURL   string `json:"redis_url,omitempty"` // for PublishVia redis and fcall
+	// Protocol is the clients' protocol: "v1" (the default) or "v2" (they offer
+	// notifications.v2, send a resume frame on open, and resume with their cursors after a
+	// reconnect; docs/PROTOCOL.md).
+	Protocol string `json:"protocol,omitempty"`
 	// RedisCluster publishes with SPUBLISH to the master serving each channel's slot, as the
 	// service subscribes on a cluster (sharded Pub/Sub); RedisURL then lists seed nodes.
 	RedisCluster bool    `json:"redis_cluster,omitempty"`
@@ -275,9 +281,14 @@ func (p *Params) Normalize() error {
 	default:
 		return fmt.Errorf("unknown scenario %q (want one of %v)", p.Scenario, scenarioNames)
 	}
+	switch p.Protocol {
+	case "", ProtocolV1, ProtocolV2:
+	default:
+		return fmt.Errorf("--protocol must be v1 or v2, not %q", p.Protocol)
+	}
 	if p.usesPublisher() {
 		switch p.PublishVia {
-		case "redis":
+		case "redis", "fcall":
 			if p.RedisURL == "" {
 				return fmt.Errorf("publishing through redis needs --redis URL")
 			}
@@ -286,7 +297,7 @@ func (p *Params) Normalize() error {
 				return fmt.Errorf("publishing through the API needs --api-key (and the server's PUBLISH_API_KEY set)")
 			}
 		default:
-			return fmt.Errorf("--publish must be redis or api, not %q", p.PublishVia)
+			return fmt.Errorf("--publish must be redis, fcall or api, not %q", p.PublishVia)
 		}
 		if p.Drop > p.Conns {
 			return fmt.Errorf("--drop-consumers %d is more than --conns %d", p.Drop, p.Conns)

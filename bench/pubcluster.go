@@ -55,5 +55,5 @@ func publishCluster(ctx context.Context, p *Params, targets []Target) (PublishSt
 			routeOf[j] = base + n%conns
 		}
 	}
-	return rawPublisher{opt: first}.publishRoutes(ctx, p, targets, routes, "SPUBLISH")
+	return rawPublisher{opt: first}.publishRoutes(ctx, p, targets, routes, publishVerb(p, "SPUBLISH"))
 }

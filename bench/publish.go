@@ -84,6 +84,9 @@ func publishRedis(ctx context.Context, p *Params, targets []Target) (PublishStat
 	if opt.TLSConfig == nil && !p.LibraryPublisher {
 		return rawPublisher{opt: opt}.publish(ctx, p, targets)
 	}
+	if p.PublishVia == "fcall" {
+		return PublishStats{}, fmt.Errorf("--publish fcall streams plain RESP: it needs a redis:// URL and no --library-publisher")
+	}
 	conns := max(1, min(p.Publishers, len(targets)))
 	opt.PoolSize = conns
 	rdb := redis.NewClient(opt)

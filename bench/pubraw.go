@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/huleedu/websocket-service/history"
 )
 
 // rawPublisher streams PUBLISH commands over plain RESP connections: a writer fills the
@@ -31,7 +34,7 @@ func (rp rawPublisher) publish(ctx context.Context, p *Params, targets []Target)
 	for k := range routes {
 		routes[k] = route{addr: rp.opt.Addr, owns: func(j int) bool { return j%conns == k }}
 	}
-	return rp.publishRoutes(ctx, p, targets, routes, "PUBLISH")
+	return rp.publishRoutes(ctx, p, targets, routes, publishVerb(p, "PUBLISH"))
 }
 
 // route is one publishing connection: the Redis node it talks to and the targets it carries
@@ -114,6 +117,7 @@ func (rp rawPublisher) stream(ctx context.Context, c net.Conn, p *Params, target
 	w := bufio.NewWriterSize(c, 16<<10)
 	payload := make([]byte, 0, 256+p.Payload)
 	cmd := make([]byte, 0, 512+p.Payload)
+	keys := make([]historyKeys, len(targets))
 	var n int64
 	var werr error
 	for m := 0; m < total && werr == nil; m++ {
@@ -131,7 +135,11 @@ func (rp rawPublisher) stream(ctx context.Context, c net.Conn, p *Params, target
 			}
 		}
 		payload = AppendPayload(payload[:0], Stamp{Run: p.Run, Target: j, Seq: seq, SentNs: time.Now().UnixNano()}, p.Payload)
-		cmd = appendPublish(cmd[:0], verb, targets[j].Channel, payload)
+		if verb == verbFCall {
+			cmd = appendFCall(cmd[:0], &keys[j], targets[j].Channel, payload)
+		} else {
+			cmd = appendPublish(cmd[:0], verb, targets[j].Channel, payload)
+		}
 		if _, werr = w.Write(cmd); werr == nil {
 			n++
 			sent.Store(n)
@@ -186,6 +194,12 @@ func readReplies(c net.Conn, sent *atomic.Int64, written <-chan int64, st *Publi
 		}
 		got++
 		switch {
+		case len(line) > 0 && line[0] == '*':
+			// FCALL ws_publish answers the message's position: an array of bulk strings.
+			if err := skipBulks(r, line); err != nil {
+				return fmt.Errorf("after %d replies: %w", got, err)
+			}
+			st.Published++
 		case len(line) > 0 && line[0] == ':':
 			st.Published++
 			if string(line) == ":0\r\n" {
@@ -215,17 +229,74 @@ func appendPublish(dst []byte, verb, channel string, payload []byte) []byte {
 	return append(dst, "\r\n"...)
 }
 
+// appendBulk appends a as a RESP bulk string.
+func appendBulk(dst []byte, a string) []byte {
+	dst = append(dst, '$')
+	dst = strconv.AppendInt(dst, int64(len(a)), 10)
+	dst = append(dst, "\r\n"...)
+	dst = append(dst, a...)
+	return append(dst, "\r\n"...)
+}
+
 // appendCommand appends a RESP array of bulk strings.
 func appendCommand(dst []byte, args ...string) []byte {
 	dst = append(dst, '*')
 	dst = strconv.AppendInt(dst, int64(len(args)), 10)
 	dst = append(dst, "\r\n"...)
 	for _, a := range args {
-		dst = append(dst, '$')
-		dst = strconv.AppendInt(dst, int64(len(a)), 10)
-		dst = append(dst, "\r\n"...)
-		dst = append(dst, a...)
-		dst = append(dst, "\r\n"...)
+		dst = appendBulk(dst, a)
 	}
 	return dst
+}
+
+// verbFCall is the command that publishes through the service's Redis function.
+const verbFCall = "FCALL"
+
+// publishVerb is verb (PUBLISH or SPUBLISH) for plain publishing, FCALL for p's sequenced one.
+func publishVerb(p *Params, verb string) string {
+	if p.PublishVia == "fcall" {
+		return verbFCall
+	}
+	return verb
+}
+
+// historyKeys are a channel's history and meta keys, derived once per target.
+type historyKeys struct{ h, m string }
+
+// appendFCall appends FCALL ws_publish 2 <history key> <meta key> channel payload in RESP
+// (docs/PROTOCOL.md "Publishing"); k caches the channel's keys.
+func appendFCall(dst []byte, k *historyKeys, channel string, payload []byte) []byte {
+	if k.h == "" {
+		k.h, k.m = history.Keys(channel)
+	}
+	dst = append(dst, "*7\r\n"...)
+	for _, a := range []string{verbFCall, history.PublishFunction, "2", k.h, k.m, channel} {
+		dst = appendBulk(dst, a)
+	}
+	dst = append(dst, '$')
+	dst = strconv.AppendInt(dst, int64(len(payload)), 10)
+	dst = append(dst, "\r\n"...)
+	dst = append(dst, payload...)
+	return append(dst, "\r\n"...)
+}
+
+// skipBulks reads the elements of the array whose header line is head, each a bulk string
+// (or nil) on two lines.
+func skipBulks(r *bufio.Reader, head []byte) error {
+	n, err := strconv.Atoi(strings.TrimSpace(string(head[1:])))
+	if err != nil {
+		return fmt.Errorf("array header %q: %w", head, err)
+	}
+	for range n {
+		line, err := r.ReadSlice('\n')
+		if err != nil {
+			return err
+		}
+		if len(line) > 0 && line[0] == '$' && !strings.HasPrefix(string(line), "$-1") {
+			if _, err := r.ReadSlice('\n'); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -47,14 +47,17 @@ func (r ReconnectPolicy) delay(attempt int, throttled bool, random func() float6
 // presenting the client's saved cursors on the reconnect and counting what the server
 // replays as recovered, so the storm report can put lost and recovered side by side.
 type resumer interface {
-	// redialOptions adjusts the dial of a reconnect of c.
-	redialOptions(c *client, opt *gws.ClientOption)
+	// dialOptions adjusts every dial of c, the first and the reconnects.
+	dialOptions(c *client, opt *gws.ClientOption)
+	// opened runs once the handshake of c succeeded, before its read loop starts.
+	opened(c *client, socket *gws.Conn) error
 }
 
 // freshStart is v1: nothing to resume.
 type freshStart struct{}
 
-func (freshStart) redialOptions(*client, *gws.ClientOption) {}
+func (freshStart) dialOptions(*client, *gws.ClientOption) {}
+func (freshStart) opened(*client, *gws.Conn) error        { return nil }
 
 // reconnect brings c back after the server dropped it: backoff, then a handshake to another
 // node, until one succeeds or the fleet is closing.
@@ -75,7 +78,7 @@ func (f *fleet) reconnect(c *client) {
 		c.mu.Unlock()
 		node := f.otherNode(from)
 		start := time.Now()
-		socket, err := f.handshakeTo(c, f.p.URLs[node], func(opt *gws.ClientOption) { f.resume.redialOptions(c, opt) })
+		socket, err := f.handshakeTo(c, f.p.URLs[node])
 		if err != nil {
 			f.redialFailures.Add(1)
 			var de dialError
@@ -88,6 +91,7 @@ func (f *fleet) reconnect(c *client) {
 		c.mu.Lock()
 		c.node, c.socket = node, socket
 		c.reconnects++
+		c.synced = false
 		closing := c.closing
 		c.mu.Unlock()
 		f.readLoop(socket)

@@ -52,6 +52,8 @@ type Report struct {
 
 	Churn     *ChurnReport     `json:"churn,omitempty"`
 	Reconnect *ReconnectReport `json:"reconnect,omitempty"`
+	Protocol  string           `json:"protocol,omitempty"`
+	V2        *V2Report        `json:"v2,omitempty"`
 	Echo      *EchoReport      `json:"echo,omitempty"`
 
 	// HarnessCPU is the CPU seconds wsbench itself (every process) used from the
@@ -185,6 +187,11 @@ func newReport(p *Params, sum Part, pub *PublishStats) (*Report, error) {
 			RedialFailures: sum.RedialFailures, LastReconnectNs: sum.LastReconnectNs, Handshake: hs.Summary(),
 			Lost: sum.LostReconnected, MaxLost: sum.MaxLostOne}
 	}
+	r.Protocol = p.Protocol
+	if p.Protocol == ProtocolV2 {
+		r.V2 = &V2Report{Syncs: sum.Syncs, Unrecovered: sum.Unrecovered, ResumedSynced: sum.ResumedSynced,
+			LastResumeSyncNs: sum.LastResumeSyncNs}
+	}
 	if p.Scenario == ScenarioEcho {
 		rtt, err := sum.EchoRTT.histogram()
 		if err != nil {
@@ -309,6 +316,10 @@ func (r *Report) Write(w io.Writer) {
 		fmt.Fprintf(w, "reconnected   %d connections (%d reconnects, %d failed redials), lost %d while away (at most %d by one)\n",
 			rc.Reconnected, rc.Reconnects, rc.RedialFailures, rc.Lost, rc.MaxLost)
 		fmt.Fprintf(w, "redial        %s\n", rc.Handshake)
+	}
+	if v := r.V2; v != nil {
+		fmt.Fprintf(w, "v2            %d syncs, recovered:false %d %v, %d reconnected connections synced\n",
+			v.Syncs, v.unrecoveredTotal(), v.Unrecovered, v.ResumedSynced)
 	}
 	if c := r.Churn; c != nil {
 		fmt.Fprintf(w, "churn         %d cycles (%.0f/s), %d errors, %d ticks behind\n", c.Cycles, c.Rate, c.Errors, c.Behind)

@@ -20,6 +20,7 @@ type StormOptions struct {
 	ConnsPerNode int
 	Engines      []string // run in this order, each on a fresh set of nodes
 	Backend      string   // BackendRedis or BackendCluster
+	Protocol     string   // the clients': ProtocolV1 (default) or ProtocolV2
 	GroupSize    int      // members per group; every group has members on every node
 	GroupRate    float64  // messages per second to each group
 	Duration     time.Duration
@@ -36,11 +37,15 @@ const fullStormConnsPerNode = 12000
 
 // StormResult is every storm of a run, one per engine.
 type StormResult struct {
-	Date         string     `json:"date"`
-	Nodes        int        `json:"nodes"`
-	ConnsPerNode int        `json:"conns_per_node"`
-	Note         string     `json:"note,omitempty"`
-	Runs         []StormRun `json:"runs"`
+	Date         string `json:"date"`
+	Nodes        int    `json:"nodes"`
+	ConnsPerNode int    `json:"conns_per_node"`
+	Protocol     string `json:"protocol"`
+	// MemoryLimitMiB is the container memory limit of k8s/deployment.yaml, for the
+	// survivors' peaks.
+	MemoryLimitMiB int64      `json:"memory_limit_mib"`
+	Note           string     `json:"note,omitempty"`
+	Runs           []StormRun `json:"runs"`
 }
 
 // StormRun is one storm.
@@ -58,10 +63,12 @@ type StormRun struct {
 	Survivors            []Survivor `json:"survivors"`
 	// PublishedDuring is what the paced publisher sent between the kill and AllBack, in all
 	// and to each group (every reconnecting client is in one group).
-	PublishedDuring int64    `json:"published_during"`
-	PerGroupDuring  float64  `json:"per_group_during"`
-	Report          *Report  `json:"report"`
-	Problems        []string `json:"problems"`
+	PublishedDuring int64   `json:"published_during"`
+	PerGroupDuring  float64 `json:"per_group_during"`
+	Report          *Report `json:"report"`
+	// Resume is what the v2 clients' resumes took (protocol v2 only).
+	Resume   *StormResume `json:"resume,omitempty"`
+	Problems []string     `json:"problems"`
 }
 
 // Survivor is one surviving node's share of the storm.
@@ -74,6 +81,8 @@ type Survivor struct {
 	// CPUPerHandshakeUs is the node's CPU time over the same span per handshake; it includes
 	// the node's share of the steady delivery meanwhile, so it is an upper bound.
 	CPUPerHandshakeUs float64 `json:"cpu_per_handshake_us"`
+	// PeakKiB is the node's peak resident memory (VmHWM) once the storm is over.
+	PeakKiB int64 `json:"peak_kib"`
 }
 
 // stormParams is the storm's plan: groups spread over every node, fed at GroupRate each.
@@ -87,6 +96,7 @@ func stormParams(o *StormOptions) Params {
 	p.PublishRate = float64(p.Groups*p.Repeat) / o.Duration.Seconds()
 	pol := o.Reconnect
 	p.Reconnect = &pol
+	p.Protocol = o.Protocol
 	perProc := MachineCapacity().PerProc()
 	p.Procs = max(o.Procs, 2, (total+perProc-1)/perProc)
 	return p
@@ -105,7 +115,19 @@ func RunStorm(ctx context.Context, o StormOptions, progress io.Writer) (*StormRe
 		return nil, err
 	}
 	defer cleanup()
-	res := &StormResult{Date: time.Now().UTC().Format(time.RFC3339), Nodes: o.Nodes, ConnsPerNode: o.ConnsPerNode}
+	switch o.Protocol {
+	case "":
+		o.Protocol = ProtocolV1
+	case ProtocolV1, ProtocolV2:
+	default:
+		return nil, fmt.Errorf("--protocol must be v1 or v2, not %q", o.Protocol)
+	}
+	limit, err := deploymentMemoryLimitMiB()
+	if err != nil {
+		return nil, err
+	}
+	res := &StormResult{Date: time.Now().UTC().Format(time.RFC3339), Nodes: o.Nodes, ConnsPerNode: o.ConnsPerNode,
+		Protocol: o.Protocol, MemoryLimitMiB: limit}
 	if o.ConnsPerNode < fullStormConnsPerNode {
 		res.Note = fmt.Sprintf("scaled down: %d connections per node instead of ~%d, so the storm fits this machine "+
 			"(2 cores shared by %d servers, Redis and the clients); raise --conns-per-node on a larger machine",
@@ -122,6 +144,7 @@ func RunStorm(ctx context.Context, o StormOptions, progress io.Writer) (*StormRe
 		fmt.Fprintf(progress, "-- storm: %d %s nodes × %d connections, backplane %s\n", o.Nodes, eng, o.ConnsPerNode, b.kind)
 		sr, err := stormOnce(ctx, &o, b, eng, bin, secret, apiKey, work)
 		if sr != nil {
+			sr.Problems = append(sr.Problems, sr.overLimit(limit)...)
 			res.Runs = append(res.Runs, *sr)
 			sr.Report.Write(progress)
 			fmt.Fprintln(progress)
@@ -152,16 +175,55 @@ func stormOnce(ctx context.Context, o *StormOptions, b *backend, eng, bin, secre
 	p.URLs = set.urls()
 	p.URL = p.URLs[0]
 	p.PublishVia, p.RedisURL, p.RedisCluster = "redis", b.url(), b.cluster()
+	v2 := o.Protocol == ProtocolV2
+	if v2 {
+		// Only sequenced messages have positions a resume can replay.
+		p.PublishVia = "fcall"
+	}
 	p.Tokens = TokenOptions{Secret: secret, TTL: time.Hour}
 	p.RedisPIDs = b.pids()
 	p.Run = "st" + eng[:1] + strconv.FormatInt(time.Now().UnixNano()%1e6, 36)
 	sr := &StormRun{Engine: eng, Backend: b.kind, Killed: o.Nodes - 1}
 	var killedAt time.Time
 	rep, err := runWith(ctx, p, func(ctx context.Context, start time.Time) error {
-		sleep(ctx, time.Until(start.Add(o.KillAfter)))
+		var first, atKill callSample
 		var err error
-		killedAt, err = sr.killAndWatch(ctx, set, p.PublishRate, time.Until(start.Add(o.Duration))+time.Minute)
-		return err
+		if v2 {
+			if first, err = sampleCalls(ctx, b.addrs()); err != nil {
+				return err
+			}
+		}
+		sleep(ctx, time.Until(start.Add(o.KillAfter)))
+		if v2 {
+			if atKill, err = sampleCalls(ctx, b.addrs()); err != nil {
+				return err
+			}
+		}
+		limit := time.Until(start.Add(o.Duration)) + time.Minute
+		var before []nodeCounts
+		killedAt, before, err = sr.killAndWatch(ctx, set, p.PublishRate, limit)
+		if err != nil {
+			return err
+		}
+		if v2 {
+			sr.Resume = &StormResume{}
+			var done callSample
+			sr.Resume.Recoveries, done, err = awaitRecoveries(ctx, set[:sr.Killed], before, b.addrs(), limit)
+			if err != nil {
+				return err
+			}
+			sr.Resume.RedisCommandsByName = stormCommands(first, atKill, done)
+			for _, n := range sr.Resume.RedisCommandsByName {
+				sr.Resume.RedisCommands += n
+			}
+			sr.Resume.RedisCommandsPerClient = ratio(float64(sr.Resume.RedisCommands), float64(sr.KilledConns))
+		}
+		for k := range sr.Survivors {
+			if sr.Survivors[k].PeakKiB, err = peakKiB(set[k].cmd.Process.Pid); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w\n%s", err, set.logTails(true))
@@ -171,19 +233,22 @@ func stormOnce(ctx context.Context, o *StormOptions, b *backend, eng, bin, secre
 	if rc := rep.Reconnect; rc != nil && rc.LastReconnectNs > 0 && !killedAt.IsZero() {
 		sr.LastReconnectSeconds = float64(rc.LastReconnectNs-killedAt.UnixNano()) / 1e9
 	}
+	if r := sr.Resume; r != nil && rep.V2 != nil {
+		r.SyncAllSeconds, r.Synced, r.Unrecovered = rep.V2.since(killedAt), rep.V2.ResumedSynced, rep.V2.Unrecovered
+	}
 	sr.Problems = sr.problems()
 	return sr, nil
 }
 
 // killAndWatch kills the last node, then follows the survivors until they hold every
 // connection again (or limit passes), and reads how many handshakes each took meanwhile.
-func (sr *StormRun) killAndWatch(ctx context.Context, set nodeSet, publishRate float64, limit time.Duration) (time.Time, error) {
+func (sr *StormRun) killAndWatch(ctx context.Context, set nodeSet, publishRate float64, limit time.Duration) (time.Time, []nodeCounts, error) {
 	before := make([]nodeCounts, len(set))
 	var total int64
 	for k, s := range set {
 		c, err := s.counts(ctx)
 		if err != nil {
-			return time.Time{}, err
+			return time.Time{}, nil, err
 		}
 		before[k] = c
 		total += c.active
@@ -192,7 +257,7 @@ func (sr *StormRun) killAndWatch(ctx context.Context, set nodeSet, publishRate f
 	sr.KilledConns = int(before[sr.Killed].active)
 	killedAt := time.Now()
 	if err := victim.cmd.Process.Kill(); err != nil {
-		return time.Time{}, fmt.Errorf("kill node %d: %w", sr.Killed, err)
+		return time.Time{}, nil, fmt.Errorf("kill node %d: %w", sr.Killed, err)
 	}
 	survivors := set[:sr.Killed]
 	deadline := killedAt.Add(limit)
@@ -203,7 +268,7 @@ func (sr *StormRun) killAndWatch(ctx context.Context, set nodeSet, publishRate f
 		for _, s := range survivors {
 			c, err := s.counts(ctx)
 			if err != nil {
-				return killedAt, err
+				return killedAt, nil, err
 			}
 			after = append(after, c)
 			held += c.active
@@ -228,7 +293,7 @@ func (sr *StormRun) killAndWatch(ctx context.Context, set nodeSet, publishRate f
 			Handshakes: n, HandshakesSec: ratio(float64(n), window),
 			CPUPerHandshakeUs: ratio((after[k].cpu-before[k].cpu)*1e6, float64(n))})
 	}
-	return killedAt, nil
+	return killedAt, before, nil
 }
 
 // problems lists what makes the storm a failure: connections never all back, duplicates, or
@@ -246,12 +311,37 @@ func (sr *StormRun) problems() []string {
 	if reconnected < sr.KilledConns {
 		out = append(out, fmt.Sprintf("only %d of the killed node's %d connections reconnected", reconnected, sr.KilledConns))
 	}
+	if r := sr.Resume; r != nil {
+		// The storm stays inside the history window: every resume must be continuous.
+		if r.Synced < reconnected {
+			out = append(out, fmt.Sprintf("only %d of %d reconnected v2 clients got a sync", r.Synced, reconnected))
+		}
+		if n := (&V2Report{Unrecovered: r.Unrecovered}).unrecoveredTotal(); n > 0 {
+			out = append(out, fmt.Sprintf("%d syncs said recovered:false %v", n, r.Unrecovered))
+		}
+		if sr.Report.Lost > 0 {
+			out = append(out, fmt.Sprintf("v2 clients lost %d messages", sr.Report.Lost))
+		}
+	}
+	return out
+}
+
+// overLimit lists the survivors whose peak memory passed the deployment's limit (MiB).
+func (sr *StormRun) overLimit(limitMiB int64) []string {
+	var out []string
+	for _, s := range sr.Survivors {
+		if s.PeakKiB > limitMiB*1024 {
+			out = append(out, fmt.Sprintf("survivor %d peaked at %.0f MiB, over the %d MiB limit of k8s/deployment.yaml",
+				s.Node, float64(s.PeakKiB)/1024, limitMiB))
+		}
+	}
 	return out
 }
 
 // nodeCounts is what the storm reads from a node's /metrics.
 type nodeCounts struct {
 	active, accepted int64
+	recoveries       int64   // stream resumes, every result (websocket_recovery_total)
 	cpu              float64 // the process's CPU seconds, from /proc
 }
 
@@ -285,6 +375,15 @@ func scrapeCounts(ctx context.Context, addr string) (nodeCounts, error) {
 			continue
 		}
 		var dst *int64
+		switch {
+		case strings.HasPrefix(name, "websocket_recovery_total{"):
+			v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+			if err != nil {
+				return nodeCounts{}, fmt.Errorf("metrics of %s: %s: %w", addr, name, err)
+			}
+			c.recoveries += int64(v)
+			continue
+		}
 		switch name {
 		case "websocket_connections_active":
 			dst = &c.active

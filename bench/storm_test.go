@@ -11,17 +11,7 @@ import (
 // publisher and checks, end to end, that its clients all come back on the others, that the
 // survivors' handshakes account for them, and that nobody else lost or got twice a message.
 func TestReconnectStormSmallestConfiguration(t *testing.T) {
-	o := StormOptions{Nodes: 4, ConnsPerNode: 10, Engines: []string{"gws", "epoll"}, Backend: BackendRedis,
-		GroupSize: 8, GroupRate: 5, Duration: 3 * time.Second, KillAfter: time.Second,
-		Reconnect: ReconnectPolicy{Initial: 200 * time.Millisecond, Max: time.Second, Throttle: time.Second},
-		ServerBin: testServerBin(t)}
-	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
-	defer cancel()
-	var progress strings.Builder
-	res, err := RunStorm(ctx, o, &progress)
-	if err != nil {
-		t.Fatalf("storm: %v\n%s", err, progress.String())
-	}
+	res, progress := runTestStorm(t, 4, 8, ProtocolV1)
 	if len(res.Runs) != 2 {
 		t.Fatalf("%d storms, want one per engine", len(res.Runs))
 	}
@@ -59,6 +49,24 @@ func TestReconnectStormSmallestConfiguration(t *testing.T) {
 	}
 }
 
+// runTestStorm runs the smallest storm on both engines: 10 connections on each of nodes,
+// groups of groupSize fed 5 messages a second for 3 s, the last node killed after 1 s.
+func runTestStorm(t *testing.T, nodes, groupSize int, protocol string) (*StormResult, *strings.Builder) {
+	t.Helper()
+	o := StormOptions{Nodes: nodes, ConnsPerNode: 10, Engines: []string{"gws", "epoll"}, Backend: BackendRedis,
+		Protocol: protocol, GroupSize: groupSize, GroupRate: 5, Duration: 3 * time.Second, KillAfter: time.Second,
+		Reconnect: ReconnectPolicy{Initial: 200 * time.Millisecond, Max: time.Second, Throttle: time.Second},
+		ServerBin: testServerBin(t)}
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	var progress strings.Builder
+	res, err := RunStorm(ctx, o, &progress)
+	if err != nil {
+		t.Fatalf("storm: %v\n%s", err, progress.String())
+	}
+	return res, &progress
+}
+
 // TestReconnectDelayIsCappedExponentialWithFullJitter: the reference client's backoff.
 func TestReconnectDelayIsCappedExponentialWithFullJitter(t *testing.T) {
 	pol := DefaultReconnectPolicy()
@@ -77,5 +85,60 @@ func TestReconnectDelayIsCappedExponentialWithFullJitter(t *testing.T) {
 	}
 	if d := pol.delay(0, true, bottom); d != pol.Throttle {
 		t.Errorf("throttled: delay %s, want the throttle floor %s", d, pol.Throttle)
+	}
+}
+
+// TestResumeStormSmallestConfiguration: the v2 storm. The killed node's clients resume with
+// their cursors on the survivors: each gets its sync, none loses or gets twice a message,
+// no sync says recovered:false, and the table reports the resume figures.
+func TestResumeStormSmallestConfiguration(t *testing.T) {
+	res, progress := runTestStorm(t, 2, 5, ProtocolV2)
+	if len(res.Runs) != 2 || res.MemoryLimitMiB <= 0 {
+		t.Fatalf("%d storms, memory limit %d MiB; want one per engine and the deployment's limit", len(res.Runs), res.MemoryLimitMiB)
+	}
+	for _, r := range res.Runs {
+		rep, rs := r.Report, r.Resume
+		if len(r.Problems) > 0 || rs == nil || rep.V2 == nil {
+			t.Errorf("%s: problems %v\n%s", r.Engine, r.Problems, progress.String())
+			continue
+		}
+		if r.KilledConns != 10 || rs.Synced != 10 || rs.SyncAllSeconds <= 0 || rs.Recoveries < 10 {
+			t.Errorf("%s: killed node held %d, %d synced after %.2fs, %d stream resumes; want 10, 10, >0, ≥10",
+				r.Engine, r.KilledConns, rs.Synced, rs.SyncAllSeconds, rs.Recoveries)
+		}
+		if rep.Lost != 0 || rep.Duplicated != 0 || rep.Delivered == 0 || rep.V2.unrecoveredTotal() != 0 {
+			t.Errorf("%s: lost %d, duplicated %d, delivered %d, recovered:false %v", r.Engine, rep.Lost, rep.Duplicated,
+				rep.Delivered, rep.V2.Unrecovered)
+		}
+		if len(r.Survivors) != 1 || r.Survivors[0].PeakKiB <= 0 {
+			t.Errorf("%s: survivors %+v, want one with its peak memory", r.Engine, r.Survivors)
+		}
+	}
+	var table strings.Builder
+	WriteStormTable(&table, res)
+	if testing.Verbose() {
+		t.Log("\n" + table.String())
+	}
+	if !strings.Contains(table.String(), "per resuming client") || strings.Contains(table.String(), "PROBLEM") {
+		t.Errorf("storm table:\n%s", table.String())
+	}
+}
+
+// TestStormFlagsASurvivorOverTheMemoryLimit: the deployment's limit is read from
+// k8s/deployment.yaml, and a survivor peaking above it is a problem of the storm.
+func TestStormFlagsASurvivorOverTheMemoryLimit(t *testing.T) {
+	limit, err := deploymentMemoryLimitMiB()
+	if err != nil || limit <= 0 {
+		t.Fatalf("limit %d MiB, %v", limit, err)
+	}
+	sr := StormRun{Survivors: []Survivor{{Node: 0, PeakKiB: limit * 1024}, {Node: 1, PeakKiB: limit*1024 + 1}}}
+	if p := sr.overLimit(limit); len(p) != 1 || !strings.Contains(p[0], "survivor 1") {
+		t.Errorf("problems %v, want survivor 1 only", p)
+	}
+	if _, err := parseMemoryLimitMiB([]byte("resources:\n  limits:\n    memory: 1Gi\n")); err != nil {
+		t.Error(err)
+	}
+	if _, err := parseMemoryLimitMiB([]byte("limits:\n  memory: 512M\n")); err == nil {
+		t.Error("512M (not Mi or Gi) accepted")
 	}
 }

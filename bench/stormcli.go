@@ -11,7 +11,7 @@ import (
 
 // WriteStormTable prints the storms as Markdown: one row per engine, then each survivor.
 func WriteStormTable(w io.Writer, res *StormResult) {
-	fmt.Fprintf(w, "reconnect storm %s, %d nodes × %d connections, one killed (SIGKILL)\n", res.Date, res.Nodes, res.ConnsPerNode)
+	fmt.Fprintf(w, "reconnect storm %s, %d nodes × %d %s connections, one killed (SIGKILL)\n", res.Date, res.Nodes, res.ConnsPerNode, res.Protocol)
 	if res.Note != "" {
 		fmt.Fprintf(w, "(%s)\n", res.Note)
 	}
@@ -28,17 +28,35 @@ func WriteStormTable(w io.Writer, res *StormResult) {
 			r.PublishedDuring, r.PerGroupDuring, rc.Lost, ratio(float64(rc.Lost), float64(rc.Reconnected)), rc.MaxLost,
 			rep.Lost-rc.Lost, rep.Duplicated)
 	}
-	fmt.Fprintln(w, "\n| engine | survivor | conns before | conns after | handshakes | handshakes/s | server µs/handshake (with delivery) |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|")
+	writeResumeTable(w, res)
+	fmt.Fprintf(w, "\n| engine | survivor | conns before | conns after | handshakes | handshakes/s | server µs/handshake (with delivery) | peak MiB (VmHWM; limit %d) |\n", res.MemoryLimitMiB)
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range res.Runs {
 		for _, s := range r.Survivors {
-			fmt.Fprintf(w, "| %s | %d | %d | %d | %d | %.0f | %.0f |\n", r.Engine, s.Node, s.ConnsBefore, s.ConnsAfter,
-				s.Handshakes, s.HandshakesSec, s.CPUPerHandshakeUs)
+			fmt.Fprintf(w, "| %s | %d | %d | %d | %d | %.0f | %.0f | %.1f |\n", r.Engine, s.Node, s.ConnsBefore, s.ConnsAfter,
+				s.Handshakes, s.HandshakesSec, s.CPUPerHandshakeUs, float64(s.PeakKiB)/1024)
 		}
 	}
 	for _, r := range res.Runs {
 		for _, p := range r.Problems {
 			fmt.Fprintf(w, "PROBLEM storm on %s: %s\n", r.Engine, p)
+		}
+	}
+}
+
+// writeResumeTable is the v2 storm's resume figures, one row per engine.
+func writeResumeTable(w io.Writer, res *StormResult) {
+	if res.Protocol != ProtocolV2 {
+		return
+	}
+	fmt.Fprintln(w, "\n| engine | resumed clients synced | all synced after s | stream resumes | redis commands (beyond publishing) | per resuming client | by command, per client | recovered:false |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---|---|")
+	for _, r := range res.Runs {
+		if rs := r.Resume; rs != nil {
+			fmt.Fprintf(w, "| %s | %d of %d | %.2f | %d | %d | %.2f | %s | %d %v |\n", r.Engine, rs.Synced, r.KilledConns,
+				rs.SyncAllSeconds, rs.Recoveries, rs.RedisCommands, rs.RedisCommandsPerClient,
+				perClient(rs.RedisCommandsByName, r.KilledConns),
+				(&V2Report{Unrecovered: rs.Unrecovered}).unrecoveredTotal(), rs.Unrecovered)
 		}
 	}
 }
@@ -53,6 +71,7 @@ func runStormCommand(ctx context.Context, args []string, stdout, stderr io.Write
 	fs.IntVar(&o.ConnsPerNode, "conns-per-node", 2500, "connections per node before the kill (the issue's storm: 12000)")
 	fs.StringVar(&engines, "engines", "gws,epoll", "engines, one storm each")
 	fs.StringVar(&o.Backend, "backend", BackendRedis, "backplane: redis or cluster")
+	fs.StringVar(&o.Protocol, "protocol", ProtocolV1, "clients' protocol: v1 (a reconnect starts afresh) or v2 (publishes with FCALL ws_publish; clients resume with their cursors)")
 	fs.IntVar(&o.GroupSize, "group-size", 50, "members per group (spread over every node)")
 	fs.Float64Var(&o.GroupRate, "group-rate", 1, "messages per second to each group, steadily")
 	fs.DurationVar(&o.Duration, "duration", 15*time.Second, "how long the publisher runs")

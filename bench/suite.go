@@ -34,6 +34,12 @@ type SuiteOptions struct {
 	JSONOut     string   // also write every report here
 	Only        []string // run only these scenario steps (by name)
 	Rounds      int      // times every step runs on every engine
+	// Protocol is the clients' protocol in the group fan-out (classroom) steps: "v1" (the
+	// default: as before), "v2", or "both" (each such step twice, v1 and v2 clients, both
+	// published with FCALL ws_publish, so only the protocol differs; see protocolSteps).
+	Protocol string
+	// steps replaces the standard steps (tests run a small one).
+	steps []step
 }
 
 // step is one scenario of the suite, run once per engine.
@@ -97,6 +103,8 @@ type SuiteResult struct {
 	Engines []string                        `json:"engines"`
 	Steps   []string                        `json:"steps"`
 	Reports map[string]map[string][]*Report `json:"reports"` // step → engine → one per round
+	// Protocol is SuiteOptions.Protocol ("" for v1).
+	Protocol string `json:"protocol,omitempty"`
 }
 
 // RunSuite builds and starts what it needs, runs every step against every engine
@@ -122,7 +130,14 @@ func RunSuite(ctx context.Context, o SuiteOptions, progress io.Writer) (*SuiteRe
 	res := &SuiteResult{Date: time.Now().UTC().Format(time.RFC3339), Mode: mode, Rounds: rounds, Engines: o.Engines,
 		Reports: map[string]map[string][]*Report{}}
 	secret, apiKey := randomHex(32), randomHex(16)
-	all := steps(o.Full)
+	all := o.steps
+	if all == nil {
+		all = steps(o.Full)
+	}
+	if all, err = protocolSteps(all, o.Protocol); err != nil {
+		return nil, err
+	}
+	res.Protocol = o.Protocol
 	for _, st := range all {
 		if len(o.Only) == 0 || contains(o.Only, st.name) {
 			res.Steps = append(res.Steps, st.name)
@@ -183,7 +198,10 @@ func runStep(ctx context.Context, st step, eng, bin string, rs *redisServer, sec
 	p.Label = eng
 	p.URL = "ws://" + srv.addr + "/ws"
 	p.APIURL, p.APIKey = "http://"+srv.addr+"/api/publish", apiKey
-	p.PublishVia, p.RedisURL = "redis", rs.url()
+	if p.PublishVia == "" {
+		p.PublishVia = "redis"
+	}
+	p.RedisURL = rs.url()
 	p.Tokens = TokenOptions{Secret: secret, TTL: time.Hour}
 	p.PID, p.RedisPID = srv.cmd.Process.Pid, rs.cmd.Process.Pid
 	p.Run = st.name[:1] + eng[:1] + strconv.FormatInt(time.Now().UnixNano()%1e6, 36)
@@ -493,6 +511,7 @@ func runSuiteCommand(ctx context.Context, args []string, stdout, stderr io.Write
 	fs.StringVar(&o.RedisServer, "redis-server", "redis-server", "redis-server binary")
 	fs.StringVar(&o.JSONOut, "json-out", "", "also write every report as JSON to this file")
 	fs.StringVar(&only, "only", "", "run only these steps (comma-separated: idle,fanout,…)")
+	fs.StringVar(&o.Protocol, "protocol", ProtocolV1, "clients of the group fan-out (classroom) steps: v1, v2, or both (side by side, both published with FCALL ws_publish)")
 	fs.IntVar(&o.Rounds, "rounds", 0, "times each step runs on each engine (default: 3 quick, 1 full)")
 	if err := fs.Parse(args); err != nil {
 		return 2

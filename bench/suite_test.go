@@ -1,9 +1,11 @@
 package bench
 
 import (
+	"context"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestServerEnvDropsInheritedServiceVariables(t *testing.T) {
@@ -52,5 +54,49 @@ func TestSuiteStepsFitTheMachine(t *testing.T) {
 				t.Fatalf("%s (full %v): %v", st.name, full, err)
 			}
 		}
+	}
+}
+
+// TestSuiteGroupFanOutComparesV1AndV2Clients runs the smallest group fan-out with v1 and v2
+// clients on both engines: v2 clients get every message once, in frames they account for by
+// stream and cursor, and the table sets v2 against v1.
+func TestSuiteGroupFanOutComparesV1AndV2Clients(t *testing.T) {
+	small := Params{Scenario: ScenarioClassroom, Groups: 2, Size: 5, Repeat: 20, Concurrency: 8,
+		Wait: 30 * time.Second, Quiet: 3 * time.Second, Pipeline: 256}
+	o := SuiteOptions{Engines: []string{"gws", "epoll"}, ServerBin: testServerBin(t), Rounds: 1, Protocol: protocolBoth,
+		steps: []step{{name: "classroom", params: small}}}
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	var progress strings.Builder
+	res, err := RunSuite(ctx, o, &progress)
+	if err != nil {
+		t.Fatalf("suite: %v\n%s", err, progress.String())
+	}
+	if want := []string{"classroom-v1", "classroom-v2"}; !slices.Equal(res.Steps, want) {
+		t.Fatalf("steps %v, want %v", res.Steps, want)
+	}
+	for _, st := range res.Steps {
+		for _, eng := range o.Engines {
+			for _, r := range res.Reports[st][eng] {
+				v2 := strings.HasSuffix(st, "-v2")
+				if r.Delivered != 200 || r.Lost != 0 || r.Duplicated != 0 || r.Reordered != 0 || len(r.Problems) > 0 ||
+					r.PublishVia != "fcall" || (r.V2 != nil) != v2 || r.Server == nil {
+					t.Errorf("%s on %s: delivered %d of 200, lost %d, dup %d, reordered %d, problems %v, via %s, v2 %+v",
+						st, eng, r.Delivered, r.Lost, r.Duplicated, r.Reordered, r.Problems, r.PublishVia, r.V2)
+				}
+				if v2 && (r.V2.Syncs != 30 || r.V2.unrecoveredTotal() != 0 || len(r.ErrorFrames) > 0) {
+					t.Errorf("%s on %s: %d syncs (want 3 per connection), recovered:false %v, other frames %v",
+						st, eng, r.V2.Syncs, r.V2.Unrecovered, r.ErrorFrames)
+				}
+			}
+		}
+	}
+	var table strings.Builder
+	WriteTable(&table, res)
+	if testing.Verbose() {
+		t.Log("\n" + table.String())
+	}
+	if !strings.Contains(table.String(), "v2 vs v1 clients") || strings.Count(table.String(), "\nclassroom ") != 2 {
+		t.Errorf("table:\n%s", table.String())
 	}
 }

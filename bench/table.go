@@ -167,6 +167,7 @@ func WriteTable(w io.Writer, res *SuiteResult) {
 	fmt.Fprintf(w, "wsbench suite (%s) %s, %d round(s): rates and latencies are medians over rounds, lost/duplicated totals\n",
 		res.Mode, res.Date, res.Rounds)
 	writeColumns(w, lines)
+	writeProtocolComparison(w, res)
 	if len(engines) == 2 {
 		fmt.Fprintln(w)
 		for _, t := range Targets(res, engines[0], engines[1]) {
