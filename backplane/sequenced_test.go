@@ -138,7 +138,12 @@ func TestRedisBackplaneInstallsTheFunctionsForOtherPublishers(t *testing.T) {
 		eventually(t, 15*time.Second, "library installed again after the restart", func() bool {
 			return libraryInstalled(c)
 		})
-		eventually(t, 15*time.Second, "resubscribed", func() bool { return r.Ready() == nil })
+		// Redis itself says when the relay has subscribed again: Ready only says its connection
+		// is up, which it may be (or still look) before the SUBSCRIBE has reached the new server.
+		eventually(t, 15*time.Second, "resubscribed", func() bool {
+			n, err := c.PubSubNumSub(ctx, "ws:u1").Result()
+			return err == nil && n["ws:u1"] == 1 && r.Ready() == nil
+		})
 		fcallOnce(t, c, sink, "ws:u1", 2)
 	})
 	t.Run("redis cluster", func(t *testing.T) {

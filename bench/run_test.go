@@ -111,8 +111,12 @@ func TestChurnCyclesAndCountsServerFDs(t *testing.T) {
 	p := fakeParams(f, ScenarioChurn)
 	p.Conns, p.Rate, p.Duration, p.ChurnHold, p.PID = 20, 100, 500*time.Millisecond, 10*time.Millisecond, os.Getpid()
 	rep := run(t, p)
-	if rep.Churn == nil || rep.Churn.Cycles < 30 || rep.Churn.Errors != 0 || rep.Churn.FDsBefore == 0 {
-		t.Fatalf("churn %+v problems %v", rep.Churn, rep.Problems)
+	// The ticker paces the cycles: never more than the rate allows over the duration, and on
+	// a busy machine fewer (its ticks are dropped while this process waits for a CPU; 16 of
+	// 50 were seen), so the lower bound asks only that it keeps cycling.
+	most := int(p.Rate*p.Duration.Seconds()) + 1
+	if rep.Churn == nil || rep.Churn.Cycles < 2 || rep.Churn.Cycles > most || rep.Churn.Errors != 0 || rep.Churn.FDsBefore == 0 {
+		t.Fatalf("churn %+v problems %v (want 2 to %d cycles)", rep.Churn, rep.Problems, most)
 	}
 }
 

@@ -3,6 +3,7 @@ package conformance
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"runtime"
 	"slices"
@@ -18,14 +19,18 @@ import (
 // a canary connection keeps getting its echoes promptly throughout, no connection is left
 // registered, and the heap returns to where it was before the attack.
 
-// canaryBudget is how long the canary should wait for an echo while an attack runs. The test
+// canaryBudget is how much longer than a plain loopback echo (reference, measured at the same
+// moment in the same process) the canary may wait for its echo while an attack runs. The test
 // machine may be busy with other tests (go test runs packages in parallel, -race slows
-// everything), so a few slow echoes are tolerated — at most canarySlowShare of them, and at
-// least one — but none may take canaryStall: that is a stalled server.
+// everything, the attack's own clients share the CPU with the server), which delays both
+// alike; what the server adds is the canary's own wait. A few slow echoes are tolerated — at
+// most canarySlowShare of them, and at least one — but none may exceed the reference by
+// canaryStall: that is a stalled server. canaryGiveUp bounds the wait for one echo.
 const (
-	canaryBudget    = 100 * time.Millisecond
+	canaryBudget    = 250 * time.Millisecond
 	canarySlowShare = 0.1
-	canaryStall     = time.Second
+	canaryStall     = 3 * time.Second
+	canaryGiveUp    = 10 * time.Second
 )
 
 // canaryInterval is the canary's pace: one echo round trip every interval.
@@ -108,12 +113,14 @@ func heapInuse() uint64 {
 // canary is a client that keeps asking for echoes and records the slowest.
 type canary struct {
 	conn   *Conn
+	ref    *reference
 	stop   chan struct{}
 	done   chan struct{}
 	mu     sync.Mutex
 	errs   []string
-	slow   []time.Duration // echoes over canaryBudget
+	slow   []time.Duration // echoes over the reference's by more than canaryBudget
 	worst  time.Duration
+	excess time.Duration // the most an echo took over the reference's
 	rounds atomic.Int64
 }
 
@@ -125,7 +132,7 @@ func startCanary(t *testing.T, svc *servicetest.Service) *canary {
 	}
 	t.Cleanup(func() { conn.Close() })
 	conn.StartReading()
-	c := &canary{conn: conn, stop: make(chan struct{}), done: make(chan struct{})}
+	c := &canary{conn: conn, ref: startReference(t), stop: make(chan struct{}), done: make(chan struct{})}
 	if err := c.roundTrip(0, time.Second); err != nil { // warm up before any budget applies
 		t.Fatalf("canary: %v", err)
 	}
@@ -158,15 +165,22 @@ func (c *canary) run() {
 			return
 		case <-tick.C:
 		}
+		refTook := make(chan time.Duration, 1)
+		go func() { refTook <- c.ref.roundTrip() }()
 		started := time.Now()
-		err := c.roundTrip(i, canaryStall)
+		err := c.roundTrip(i, canaryGiveUp)
 		took := time.Since(started)
+		excess := took - <-refTook
+		if err == nil && excess > canaryStall {
+			err = fmt.Errorf("echo %d took %v, %v more than a plain loopback echo", i, took, excess)
+		}
 		c.rounds.Add(1)
 		c.mu.Lock()
 		c.worst = max(c.worst, took)
+		c.excess = max(c.excess, excess)
 		if err != nil {
 			c.errs = append(c.errs, err.Error())
-		} else if took > canaryBudget {
+		} else if excess > canaryBudget {
 			c.slow = append(c.slow, took)
 		}
 		c.mu.Unlock()
@@ -197,13 +211,84 @@ func (c *canary) stopAndCheck(t *testing.T) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	rounds := c.rounds.Load()
-	t.Logf("canary: %d echoes, slowest %v, %d over %v", rounds, c.worst.Round(time.Microsecond), len(c.slow), canaryBudget)
+	t.Logf("canary: %d echoes, slowest %v, at most %v over a plain loopback echo, %d more than %v over",
+		rounds, c.worst.Round(time.Microsecond), c.excess.Round(time.Microsecond), len(c.slow), canaryBudget)
 	if len(c.errs) > 0 {
 		t.Errorf("canary stalled: %s", c.errs[0])
 	}
 	if allowed := max(1, int(float64(rounds)*canarySlowShare)); len(c.slow) > allowed {
-		t.Errorf("canary: %d of %d echoes took longer than %v (at most %d may): %v", len(c.slow), rounds, canaryBudget, allowed, c.slow)
+		t.Errorf("canary: %d of %d echoes took more than %v longer than a plain loopback echo (at most %d may): %v",
+			len(c.slow), rounds, canaryBudget, allowed, c.slow)
 	}
+}
+
+// reference is a plain TCP echo over loopback in the test's process, its replies read by a
+// goroutine of their own and handed over on a channel as the canary's are: the time its round
+// trip takes is what the machine's load alone costs an echo at that moment.
+type reference struct {
+	conn    net.Conn
+	replies chan struct{}
+}
+
+func startReference(t *testing.T) *reference {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("reference echo: %v", err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- nc
+		_, _ = io.Copy(nc, nc)
+	}()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatalf("reference echo: %v", err)
+	}
+	server, ok := <-accepted
+	if !ok {
+		t.Fatal("reference echo: accept failed")
+	}
+	t.Cleanup(func() { conn.Close(); server.Close() })
+	r := &reference{conn: conn, replies: make(chan struct{}, 1)}
+	go func() {
+		var buf [referenceSize]byte
+		for {
+			if _, err := io.ReadFull(conn, buf[:]); err != nil {
+				close(r.replies)
+				return
+			}
+			r.replies <- struct{}{}
+		}
+	}()
+	return r
+}
+
+const referenceSize = 16
+
+// roundTrip is one echo; a failed one counts as taking no time (the canary's own echo is then
+// judged on its own).
+func (r *reference) roundTrip() time.Duration {
+	started := time.Now()
+	var buf [referenceSize]byte
+	if _, err := r.conn.Write(buf[:]); err != nil {
+		return 0
+	}
+	select {
+	case _, ok := <-r.replies:
+		if !ok {
+			return 0
+		}
+	case <-time.After(canaryGiveUp):
+		return 0
+	}
+	return time.Since(started)
 }
 
 // failure is how the server ended a connection it failed: the close frame (if any) and the

@@ -113,7 +113,11 @@ func TestSlowConsumerIsClosedWith1013WhileOthersKeepReceiving(t *testing.T) {
 			fast := h.dial(DialOptions{}, "fast", "room")
 			fast.StartReading()
 
-			const n, size = 3000, 4096
+			// The fast client never has more than window messages (128 KiB) in flight: however
+			// slowly this machine runs the server's writer or the client's reader, it keeps up
+			// by construction, so only the slow client may pass the 256 KiB limit.
+			const n, size, window = 3000, 4096, 32
+			inFlight := make(chan struct{}, window)
 			received := make(chan error, 1)
 			go func() {
 				for i := 0; i < n; i++ {
@@ -122,17 +126,19 @@ func TestSlowConsumerIsClosedWith1013WhileOthersKeepReceiving(t *testing.T) {
 						received <- fmt.Errorf("fast client, message %d: got %v (ok=%v)", i, e, ok)
 						return
 					}
+					<-inFlight
 				}
 				received <- nil
 			}()
-			// 12 MiB at about 20 MiB/s: far more than the slow client's kernel buffers and queue
-			// hold, at a pace a reading client follows easily.
+			// 12 MiB: far more than the slow client's kernel buffers and queue hold.
 			pad := strings.Repeat("x", size-6)
 			for i := 0; i < n; i++ {
-				h.svc.Publish(t, registry.Target{Kind: registry.Group, ID: "room"}, fmt.Sprintf("%06d%s", i, pad))
-				if i%10 == 9 {
-					time.Sleep(2 * time.Millisecond)
+				select {
+				case inFlight <- struct{}{}:
+				case err := <-received:
+					t.Fatal(err)
 				}
+				h.svc.Publish(t, registry.Target{Kind: registry.Group, ID: "room"}, fmt.Sprintf("%06d%s", i, pad))
 			}
 			if err := <-received; err != nil {
 				t.Fatal(err)
@@ -376,7 +382,9 @@ func TestTenMegabyteMessageIsClosedWith1009(t *testing.T) {
 }
 
 func TestHandshakeFloodFromOneAddressIsRateLimitedWith429(t *testing.T) {
-	const attempts, workers, rate = 10000, 100, 100
+	// rate is low enough that the bucket grants a small share of the flood even when this
+	// machine needs a minute for it (it took 13-20 s under load with -race).
+	const attempts, workers, rate = 10000, 100, 25
 	for _, engine := range servicetest.Engines() {
 		t.Run(engine, func(t *testing.T) {
 			recordCheck(t, engine)
@@ -410,21 +418,26 @@ func TestHandshakeFloodFromOneAddressIsRateLimitedWith429(t *testing.T) {
 			elapsed := time.Since(started)
 			sort.Slice(refusedIn, func(i, j int) bool { return refusedIn[i] < refusedIn[j] })
 			t.Logf("%s: %d handshakes in %v: %v", engine, attempts, elapsed.Round(time.Millisecond), statuses)
-			allowed := int(elapsed.Seconds()*rate) + rate + 1 // the bucket's burst plus its refill
+			// The bucket grants its burst plus its refill over however long the flood took on
+			// this machine; every other handshake must be refused with 429.
+			allowed := int(elapsed.Seconds()*rate) + rate + 1
 			if statuses[http.StatusSwitchingProtocols] > allowed {
 				t.Errorf("%d upgrades accepted in %v at %d/s (at most %d expected)", statuses[101], elapsed, rate, allowed)
 			}
-			if statuses[http.StatusTooManyRequests] < attempts*8/10 {
-				t.Errorf("only %d of %d handshakes got 429", statuses[http.StatusTooManyRequests], attempts)
+			if refused := statuses[http.StatusTooManyRequests]; refused < attempts-allowed {
+				t.Errorf("only %d of %d handshakes got 429 in %v (at least %d expected)", refused, attempts, elapsed, attempts-allowed)
 			}
 			if other := attempts - statuses[101] - statuses[429]; other > 0 {
 				t.Errorf("%d handshakes ended otherwise: %v", other, statuses)
 			}
 			if len(refusedIn) > 0 {
-				p99 := refusedIn[len(refusedIn)*99/100]
-				t.Logf("%s: 429 answered in median %v, p99 %v", engine, refusedIn[len(refusedIn)/2], p99)
-				if p99 > time.Second {
-					t.Errorf("429 took %v at the 99th percentile, want it quick", p99)
+				// A refusal is answered at once, not held (a tarpit or a timeout would hold every
+				// one for seconds); the time includes queueing behind the other 99 workers on a
+				// machine that may be busy, so the bounds are generous.
+				median, p99 := refusedIn[len(refusedIn)/2], refusedIn[len(refusedIn)*99/100]
+				t.Logf("%s: 429 answered in median %v, p99 %v", engine, median, p99)
+				if median > time.Second || p99 > 4*time.Second {
+					t.Errorf("429 took %v in the median and %v at the 99th percentile, want it quick", median, p99)
 				}
 			}
 			h.finish()

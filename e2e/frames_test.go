@@ -284,13 +284,20 @@ func TestSlowConsumerReadingAtLastSeesSlowConsumerThenClose1013(t *testing.T) {
 		// Default socket buffers: once it reads, it reads at loopback speed.
 		slow := rawDial(t, n.Addr, "/ws?token="+n.Token(t, "slow"), rawOptions{})
 		waitActive(t, n.Service, 1)
+		// Publish until the server gives up on the connection that reads nothing (its socket
+		// buffers, ~4 MiB here, and its 512 KiB queue are full: it drops what is queued), then
+		// read at once. A delivery reaches the connection some time after Publish returns (the
+		// engine queues it), so a fixed amount published says nothing about what the connection
+		// has been handed when the client starts to read; and the server gives the closing
+		// handshake a second before it closes the socket (the disconnect is counted then on
+		// gws), so the client must resume promptly once the server has given up.
 		pad := strings.Repeat("z", 8<<10)
-		for i := 0; i < slowBatches*slowBatchSize; i++ {
+		for i := 0; n.Metric(t, `websocket_messages_dropped_total{reason="slow_consumer"}`) < 1; i++ {
+			if i == 4*slowBatches*slowBatchSize {
+				t.Fatalf("%d messages of 8 KiB published, the connection that reads nothing is still open", i)
+			}
 			n.Publish(t, everyone, fmt.Sprintf(`{"seq":%d,"pad":"%s"}`, i, pad))
 		}
-		// 8 MiB were handed to a connection that reads nothing, whose queue may hold 512 KiB
-		// and whose socket buffers hold ~4 MiB: it is over the limit now. Read at once, well
-		// within any close grace period.
 		frames, err := slow.readUntilClose(wait)
 		n.WaitMetric(t, `websocket_disconnects_total{code="1013"}`, 1, wait)
 		if err != nil {

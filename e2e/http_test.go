@@ -135,6 +135,9 @@ func TestMetricsExposeEverySpecName(t *testing.T) {
 		c := dial(t, n.Service, "u1")
 		c.Send(t, "x")
 		expectText(t, c, "Echo: x")
+		// gws counts a frame sent once its write has returned, which may be after the client
+		// has read it.
+		n.WaitMetric(t, "websocket_messages_sent_total", 1, wait)
 		status, body := n.Get(t, "/metrics")
 		if status != http.StatusOK {
 			t.Fatalf("/metrics %d", status)
