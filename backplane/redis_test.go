@@ -226,7 +226,7 @@ func TestRedisOutageReportsNotReadyThenResubscribes(t *testing.T) {
 	if err := r.Subscribe(short, []string{"ws:late"}); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("subscribe while down = %v, want the context's deadline", err)
 	}
-	time.Sleep(time.Second)
+	time.Sleep(time.Second) // the outage itself: Redis is down, nothing to wait for
 	srv.Restart()
 	eventually(t, 10*time.Second, "ready after restart", func() bool { return r.Ready() == nil })
 

@@ -140,10 +140,18 @@ func RunSuite(ctx context.Context, o SuiteOptions, progress io.Writer) (*SuiteRe
 		return nil, err
 	}
 	res.Protocol = o.Protocol
+	var names []string
 	for _, st := range all {
+		names = append(names, st.name)
 		if len(o.Only) == 0 || contains(o.Only, st.name) {
 			res.Steps = append(res.Steps, st.name)
 			res.Reports[st.name] = map[string][]*Report{}
+		}
+	}
+	for _, name := range o.Only {
+		if !contains(names, name) {
+			// A misspelt or renamed step would otherwise run nothing and report success.
+			return nil, fmt.Errorf("--only %s: no such step (this suite has %s)", name, strings.Join(names, ","))
 		}
 	}
 	turn := 0

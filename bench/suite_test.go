@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"io"
 	"slices"
 	"strings"
 	"testing"
@@ -98,5 +99,18 @@ func TestSuiteGroupFanOutComparesV1AndV2Clients(t *testing.T) {
 	}
 	if !strings.Contains(table.String(), "v2 vs v1 clients") || strings.Count(table.String(), "\nclassroom ") != 2 {
 		t.Errorf("table:\n%s", table.String())
+	}
+}
+
+// TestSuiteRefusesAStepItDoesNotHave: --only with a name the suite does not have (here the
+// step --protocol both renamed) is an error naming the steps, not a run of nothing.
+func TestSuiteRefusesAStepItDoesNotHave(t *testing.T) {
+	small := Params{Scenario: ScenarioClassroom, Groups: 1, Size: 2, Repeat: 1, Concurrency: 1,
+		Wait: 10 * time.Second, Quiet: time.Second, Pipeline: 16}
+	o := SuiteOptions{Engines: []string{"epoll"}, ServerBin: testServerBin(t), Rounds: 1, Protocol: protocolBoth,
+		Only: []string{"classroom"}, steps: []step{{name: "classroom", params: small}}}
+	_, err := RunSuite(t.Context(), o, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "classroom-v1,classroom-v2") {
+		t.Fatalf("RunSuite with --only classroom and --protocol both = %v, want an error naming classroom-v1,classroom-v2", err)
 	}
 }
