@@ -8,6 +8,7 @@ import (
 
 	"github.com/huleedu/websocket-service/registry"
 	"github.com/huleedu/websocket-service/server"
+	"github.com/huleedu/websocket-service/session"
 )
 
 // The server consumes the engine through this interface; package server does not import
@@ -16,6 +17,8 @@ import (
 var _ server.Engine = (*Engine)(nil)
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func withMaxMessage(n int) rigOption { return func(o *session.Options) { o.MaxMessageSize = n } }
 
 // A text frame must be UTF-8; a payload that is not is refused once, for every target, and
 // the connection carries on. (The service drops such payloads before any engine, in package

@@ -8,10 +8,7 @@ import (
 	"time"
 
 	"github.com/huleedu/websocket-service/internal/heaptest"
-	"github.com/huleedu/websocket-service/session"
 )
-
-func withMaxMessage(n int) rigOption { return func(o *session.Options) { o.MaxMessageSize = n } }
 
 // A frame header is a claim, not a fact: connections that each sent only the header of a
 // frame of MaxMessageSize (1 MiB) cost the server a few KiB each, not the megabyte announced.
