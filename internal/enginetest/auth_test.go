@@ -117,8 +117,9 @@ func TestSubprotocolSelectedOnlyWhenOfferedAndTokenNeverEchoed(t *testing.T) {
 func TestTokenExpiryCloses1008AndARefreshMovesIt(t *testing.T) {
 	each(t, func(t *testing.T, k enginetest.Kind) {
 		r := enginetest.New(t, k, func(o *session.Options) { o.Shards = 1 })
-		// exp has one-second resolution: a 2 s token lives between one and two seconds.
-		short := r.Token("ann", 2*time.Second)
+		// exp has one-second resolution: a 3 s token lives between two and three seconds,
+		// time enough for the refreshes below however slowly this machine runs.
+		short := r.Token("ann", 3*time.Second)
 		expiring := servicetest.Dial(t, r.DialURL(short))
 		renewed := servicetest.Dial(t, r.DialURL(short))
 		shortened := servicetest.Dial(t, r.UserURL("bea"))
@@ -133,7 +134,7 @@ func TestTokenExpiryCloses1008AndARefreshMovesIt(t *testing.T) {
 			ok.Type != message.TypeAuthOK || ok.Exp != expOf(t, fresh) {
 			t.Fatalf("refresh answer %q, want an auth_ok with exp %d", m, expOf(t, fresh))
 		}
-		shortened.Send(t, `{"type":"auth","token":"`+r.Token("bea", 2*time.Second)+`"}`)
+		shortened.Send(t, `{"type":"auth","token":"`+r.Token("bea", 3*time.Second)+`"}`)
 		if m := shortened.NextText(t, enginetest.Wait); !strings.Contains(m, `"auth_ok"`) {
 			t.Fatalf("refresh answer %q, want auth_ok", m)
 		}
