@@ -1,8 +1,8 @@
 // Package refreshtest is the contract a token refresh's change of groups keeps on every
-// engine, written once as scenarios (Run) that each engine's tests drive through a small
-// adapter. Gated hooks hold each Hooks.Join until the scenario lets it finish and record every
-// Hooks.Leave, so a scenario can order a refresh against deliveries, a later refresh or the
-// connection's end.
+// engine, written once as scenarios (Run) that the engine contract suite (internal/enginetest)
+// drives for both engines through a small adapter. Gated hooks hold each Hooks.Join until the
+// scenario lets it finish and record every Hooks.Leave, so a scenario can order a refresh
+// against deliveries, a later refresh or the connection's end.
 package refreshtest
 
 import (
