@@ -47,7 +47,10 @@ type Options struct {
 	Topics   registry.Topics
 	Limit    int // RECOVERY_MAX_MESSAGES
 	InFlight int // resumes at once, node-wide; 0: a default
-	Metrics  *telemetry.Metrics
+	// NoHistory is HISTORY_SIZE=0: nothing can be replayed, so no resume is continuous, even
+	// one that missed nothing (docs/PROTOCOL.md: every resume then reports recovered:false).
+	NoHistory bool
+	Metrics   *telemetry.Metrics
 }
 
 // Service reads history for resuming connections, a bounded number at a time.
@@ -117,6 +120,9 @@ func (s *Service) readOne(ctx context.Context, channel string, after history.Pos
 	r, err := s.o.Reader.Read(ctx, channel, after, s.o.Limit)
 	if err != nil {
 		return history.Result{Reason: history.ReasonUnavailable, Missed: -1, Cursor: r.Cursor}
+	}
+	if s.o.NoHistory && r.Recovered {
+		return history.Result{Reason: history.ReasonTrimmed, Cursor: r.Cursor}
 	}
 	return r
 }
