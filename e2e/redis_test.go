@@ -38,7 +38,7 @@ func TestRedisOutageMakesReadyz503AndOpenConnectionsReceiveAgainAfterRestart(t *
 			if status, body := n.Get(t, "/readyz"); status != http.StatusServiceUnavailable {
 				t.Fatalf("/readyz %d %s while Redis is down", status, body)
 			}
-			time.Sleep(250 * time.Millisecond)
+			time.Sleep(250 * time.Millisecond) // samples the outage, whose length is under test
 		}
 		n.redis.Restart()
 		eventually(t, 3*wait, "/readyz 200 after Redis is back", func() bool {

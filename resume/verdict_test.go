@@ -99,7 +99,7 @@ func TestResumeExpiredAndQuiet(t *testing.T) {
 			if time.Now().After(deadline) {
 				t.Fatalf("history never expired: %s", raws(fs))
 			}
-			time.Sleep(200 * time.Millisecond) // poll interval
+			time.Sleep(200 * time.Millisecond) // poll interval: each poll is a connection and a sync
 		}
 		_, fs = userSync(t, s, top)
 		if len(fs) != 1 || !fs[0].IsRecovered() || *fs[0].Replayed != 0 || fs[0].CursorString() != top["user"] {
