@@ -17,7 +17,7 @@ import (
 	"github.com/huleedu/websocket-service/internal/servicetest"
 )
 
-// SPEC §2 "Authentication and rejection".
+// docs/PROTOCOL.md "Connecting" and "Authentication": refusals.
 
 func TestTokenInQueryIsAccepted(t *testing.T) {
 	eachEngine(t, func(t *testing.T, engine string) {
@@ -209,7 +209,7 @@ func TestRefusedTokenNeverAppearsInTheReply(t *testing.T) {
 	})
 }
 
-// SPEC §2 "Token lifetime".
+// docs/PROTOCOL.md "Token refresh, keep-alive and limits": token lifetime.
 
 func TestLiveTokenExpiryClosesWithTokenExpiredAnd1008(t *testing.T) {
 	eachEngine(t, func(t *testing.T, engine string) {
@@ -284,7 +284,7 @@ func expOf(t *testing.T, tok string) int64 {
 	return exp.Unix()
 }
 
-// SPEC §2: Origin.
+// docs/PROTOCOL.md "Authentication": Origin.
 
 func TestAllowedOriginIsAccepted(t *testing.T) {
 	eachEngine(t, func(t *testing.T, engine string) {

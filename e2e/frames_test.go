@@ -13,7 +13,8 @@ import (
 	"github.com/lxzan/gws"
 )
 
-// SPEC §3: client → server messages and close codes.
+// docs/PROTOCOL.md ("Connecting", "Protocol notifications.v1"): client → server messages and
+// close codes.
 
 func TestTextIsEchoedWithPrefix(t *testing.T) {
 	eachEngine(t, func(t *testing.T, engine string) {
@@ -275,9 +276,10 @@ func TestSlowConsumerDoesNotHoldUpDeliveryToAnIndependentClient(t *testing.T) {
 	})
 }
 
-// SPEC §3: 1013 is how a client learns it was too slow. Once it reads again it must find
-// whole frames (never a frame cut in the middle), then the SLOW_CONSUMER ErrorMessage and the
-// close frame with 1013: a browser tab that was frozen and resumes can tell why it was dropped.
+// docs/PROTOCOL.md "Close codes": 1013 is how a client learns it was too slow. Once it reads
+// again it must find whole frames (never a frame cut in the middle), then the SLOW_CONSUMER
+// ErrorMessage and the close frame with 1013: a browser tab that was frozen and resumes can
+// tell why it was dropped.
 func TestSlowConsumerReadingAtLastSeesSlowConsumerThenClose1013(t *testing.T) {
 	eachEngine(t, func(t *testing.T, engine string) {
 		n := startNode(t, engine, embedded, slowConsumerEnv)

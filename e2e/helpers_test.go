@@ -176,7 +176,7 @@ func expectText(t *testing.T, c *servicetest.Client, want string) {
 	}
 }
 
-// errorMessage is SPEC §3's ErrorMessage.
+// errorMessage is the error message of docs/PROTOCOL.md "Error codes".
 type errorMessage struct {
 	Type    string `json:"type"`
 	Code    string `json:"code"`

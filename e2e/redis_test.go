@@ -15,7 +15,8 @@ import (
 	"github.com/huleedu/websocket-service/internal/servicetest"
 )
 
-// SPEC §4 and §7 on the Redis backplane: outages, and a fixed set of connections.
+// docs/PROTOCOL.md "Channels" and docs/OPERATIONS.md "Lifecycle" on the Redis backplane:
+// outages, and a fixed set of connections.
 
 func TestRedisOutageMakesReadyz503AndOpenConnectionsReceiveAgainAfterRestart(t *testing.T) {
 	eachEngine(t, func(t *testing.T, engine string) {
