@@ -104,10 +104,11 @@ func New(cfg config.Config, log *slog.Logger) (*App, error) {
 				InboundRate:       cfg.InboundRatePerConnection,
 				Policy:            policy,
 				Resume: resume.NewService(resume.Options{
-					Reader:  a.backplane.History(),
-					Topics:  registry.Topics{UserPrefix: cfg.UserChannelPrefix, GroupPrefix: cfg.GroupChannelPrefix, Broadcast: cfg.BroadcastChannel},
-					Limit:   cfg.RecoveryMaxMessages,
-					Metrics: m,
+					Reader:    a.backplane.History(),
+					Topics:    registry.Topics{UserPrefix: cfg.UserChannelPrefix, GroupPrefix: cfg.GroupChannelPrefix, Broadcast: cfg.BroadcastChannel},
+					Limit:     cfg.RecoveryMaxMessages,
+					NoHistory: cfg.HistorySize == 0,
+					Metrics:   m,
 				}),
 				Hooks:   hooks,
 				Metrics: m,
@@ -134,7 +135,7 @@ func (a *App) Server() *server.Server { return a.server }
 func (a *App) Metrics() *telemetry.Metrics { return a.metrics }
 
 // Start connects the backplane in the background: a Redis that is down at start is retried
-// while readiness reports why, as SPEC §7 asks.
+// while readiness reports why (docs/OPERATIONS.md "Lifecycle").
 func (a *App) Start(ctx context.Context) error {
 	if err := a.backplane.Start(ctx); err != nil {
 		return fmt.Errorf("start backplane: %w", err)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/huleedu/websocket-service/history"
 	"github.com/huleedu/websocket-service/internal/redistest"
+	"github.com/huleedu/websocket-service/internal/testenv"
 )
 
 func TestClusterUsesShardedPubSubEndToEnd(t *testing.T) {
@@ -82,7 +83,7 @@ func TestClusterSlotMigrationResubscribesOnTheNewMaster(t *testing.T) {
 	m := openMasters(t, cl)
 	_, dst := m.migrate(t, ch)
 
-	eventually(t, 10*time.Second, "subscription moved to the new master", func() bool {
+	testenv.Eventually(t, 10*time.Second, "subscription moved to the new master", func() bool {
 		return m.nodes[dst].PubSubShardNumSub(ctx, ch).Val()[ch] == 1
 	})
 	if err := m.nodes[dst].SPublish(ctx, ch, "after migration").Err(); err != nil {
@@ -92,7 +93,7 @@ func TestClusterSlotMigrationResubscribesOnTheNewMaster(t *testing.T) {
 	if string(got[len(got)-1].Payload) != "after migration" {
 		t.Fatalf("got %q", got[len(got)-1].Payload)
 	}
-	eventually(t, 5*time.Second, "ready after the migration", func() bool { return r.Ready() == nil })
+	testenv.Eventually(t, 5*time.Second, "ready after the migration", func() bool { return r.Ready() == nil })
 }
 
 // A topology change moves only the channels whose master changed: every other subscription
@@ -112,10 +113,10 @@ func TestClusterSlotMigrationLeavesEveryOtherSubscriptionInPlace(t *testing.T) {
 	m := openMasters(t, cl)
 	before := m.pubsubClients(t)
 	_, dst := m.migrate(t, ch)
-	eventually(t, 10*time.Second, "subscription moved to the new master", func() bool {
+	testenv.Eventually(t, 10*time.Second, "subscription moved to the new master", func() bool {
 		return m.nodes[dst].PubSubShardNumSub(ctx, ch).Val()[ch] == 1
 	})
-	eventually(t, 10*time.Second, "ready after the migration", func() bool { return r.Ready() == nil })
+	testenv.Eventually(t, 10*time.Second, "ready after the migration", func() bool { return r.Ready() == nil })
 	after := m.pubsubClients(t)
 	for addr, id := range before {
 		if after[addr] != id {
@@ -241,7 +242,7 @@ func TestSubscribeFollowsItsChannelAcrossAClusterRebuild(t *testing.T) {
 		err := r.Subscribe(long, []string{ch})
 		done <- result{err, time.Now()}
 	}()
-	eventually(t, 10*time.Second, "SSUBSCRIBE sent, unconfirmed", func() bool {
+	testenv.Eventually(t, 10*time.Second, "SSUBSCRIBE sent, unconfirmed", func() bool {
 		r.mu.Lock()
 		rl := r.relays[r.topo.route(ch)]
 		r.mu.Unlock()

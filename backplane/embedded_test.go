@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/huleedu/websocket-service/internal/testenv"
 	"github.com/huleedu/websocket-service/telemetry"
 )
 
@@ -63,8 +64,9 @@ func TestEmbeddedUnsubscribedChannelIsNotDelivered(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// One queue, one dispatcher: ws:a, published last, reaches the sink after anything
+	// published before it, so once it arrived ws:b would have too.
 	sink.waitFor(t, 1, time.Second)
-	time.Sleep(50 * time.Millisecond)
 	if got, _ := sink.snapshot(); len(got) != 1 || got[0].Channel != "ws:a" {
 		t.Fatalf("delivered %v, want only ws:a", got)
 	}
@@ -72,13 +74,14 @@ func TestEmbeddedUnsubscribedChannelIsNotDelivered(t *testing.T) {
 
 func TestEmbeddedReferencesAndLinger(t *testing.T) {
 	sink := newCollector()
-	linger := 200 * time.Millisecond
+	linger := 300 * time.Millisecond
 	e := startEmbedded(t, EmbeddedOptions{Linger: linger}, sink)
-	held := func() bool {
+	holds := func(ch string) bool {
 		e.mu.Lock()
 		defer e.mu.Unlock()
-		return e.refs.held("ws:u")
+		return e.refs.held(ch)
 	}
+	held := func() bool { return holds("ws:u") }
 	_ = e.Subscribe(ctx, []string{"ws:u"})
 	_ = e.Subscribe(ctx, []string{"ws:u"})
 	e.Unsubscribe([]string{"ws:u"})
@@ -87,12 +90,12 @@ func TestEmbeddedReferencesAndLinger(t *testing.T) {
 		t.Fatal("released at once despite the linger")
 	}
 	_ = e.Subscribe(ctx, []string{"ws:u"}) // back within the linger
-	time.Sleep(2 * linger)
+	lingerEnds(t, e, func(ch string) bool { return !holds(ch) })
 	if !held() {
 		t.Fatal("re-referenced channel expired")
 	}
 	e.Unsubscribe([]string{"ws:u"})
-	eventually(t, 5*linger, "released after the linger", func() bool { return !held() })
+	testenv.Eventually(t, 10*time.Second, "released after the linger", func() bool { return !held() })
 }
 
 func TestEmbeddedKeepsPublishOrderInBatches(t *testing.T) {

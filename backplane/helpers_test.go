@@ -2,12 +2,14 @@ package backplane
 
 import (
 	"context"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/huleedu/websocket-service/internal/testenv"
 	"github.com/huleedu/websocket-service/telemetry"
 )
 
@@ -57,18 +59,6 @@ func (c *collector) waitFor(t testing.TB, n int, within time.Duration) []Message
 	}
 }
 
-// eventually polls cond every 20ms until it holds or within passes.
-func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", within, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // startRedis makes a started Redis backplane, closed when the test ends, and waits until it
 // is ready.
 func startRedis(t testing.TB, opts RedisOptions, sink Sink) *Redis {
@@ -88,6 +78,24 @@ func startRedis(t testing.TB, opts RedisOptions, sink Sink) *Redis {
 			t.Errorf("close: %v", err)
 		}
 	})
-	eventually(t, 10*time.Second, "backplane ready", func() bool { return r.Ready() == nil })
+	testenv.Eventually(t, 10*time.Second, "backplane ready", func() bool { return r.Ready() == nil })
 	return r
+}
+
+// lingerEnds waits until a linger beginning now has ended and the backplane's sweep has acted
+// on it, without guessing how long that takes on a loaded machine: it takes and drops a
+// reference on a sentinel channel nobody else holds and waits until released reports the
+// sentinel gone. The sweep expires channels in the order they were released (refcount.expire),
+// so every channel released before this call has by then been dealt with: expired, or kept
+// because it was referenced again.
+func lingerEnds(t testing.TB, b backplane, released func(ch string) bool) {
+	t.Helper()
+	sentinel := "ws:linger-sentinel-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	if err := b.Subscribe(context.Background(), []string{sentinel}); err != nil {
+		t.Fatal(err)
+	}
+	b.Unsubscribe([]string{sentinel})
+	testenv.Eventually(t, 10*time.Second, "the sentinel channel expired after its linger", func() bool {
+		return released(sentinel)
+	})
 }

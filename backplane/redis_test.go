@@ -14,6 +14,7 @@ import (
 
 	"github.com/huleedu/websocket-service/history"
 	"github.com/huleedu/websocket-service/internal/redistest"
+	"github.com/huleedu/websocket-service/internal/testenv"
 )
 
 var ctx = context.Background()
@@ -41,13 +42,13 @@ func TestPublishReachesSubscribedSink(t *testing.T) {
 func TestUnsubscribedChannelIsNotDelivered(t *testing.T) {
 	srv := redistest.Start(t)
 	sink := newCollector()
-	r := startRedis(t, RedisOptions{URL: srv.URL(), Linger: -1}, sink)
+	r := startRedis(t, RedisOptions{URL: srv.URL(), Linger: -1, PubSubConns: 1}, sink)
 	if err := r.Subscribe(ctx, []string{"ws:a", "ws:b"}); err != nil {
 		t.Fatal(err)
 	}
 	r.Unsubscribe([]string{"ws:b"})
 	probe := srv.Client(t)
-	eventually(t, 5*time.Second, "ws:b unsubscribed on redis", func() bool {
+	testenv.Eventually(t, 5*time.Second, "ws:b unsubscribed on redis", func() bool {
 		return probe.PubSubNumSub(ctx, "ws:b").Val()["ws:b"] == 0
 	})
 	for _, ch := range []string{"ws:never", "ws:b", "ws:a"} {
@@ -55,8 +56,9 @@ func TestUnsubscribedChannelIsNotDelivered(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// ws:a was published last and, with one Pub/Sub connection, reaches the sink after
+	// anything published before it: once it arrived, ws:b would have too.
 	sink.waitFor(t, 1, 5*time.Second)
-	time.Sleep(100 * time.Millisecond)
 	got, _ := sink.snapshot()
 	if len(got) != 1 || got[0].Channel != "ws:a" {
 		t.Fatalf("delivered %v, want only ws:a", got)
@@ -66,9 +68,12 @@ func TestUnsubscribedChannelIsNotDelivered(t *testing.T) {
 func TestReferencesAndLingerKeepTheRedisSubscription(t *testing.T) {
 	srv := redistest.Start(t)
 	probe := srv.Client(t)
-	linger := 300 * time.Millisecond
-	r := startRedis(t, RedisOptions{URL: srv.URL(), Linger: linger}, newCollector())
+	linger := 500 * time.Millisecond
+	// One Pub/Sub connection: UNSUBSCRIBEs reach Redis in the order the sweep issues them,
+	// which lingerEnds relies on.
+	r := startRedis(t, RedisOptions{URL: srv.URL(), Linger: linger, PubSubConns: 1}, newCollector())
 	numsub := func() int64 { return probe.PubSubNumSub(ctx, "ws:u").Val()["ws:u"] }
+	unsubscribed := func(ch string) bool { return probe.PubSubNumSub(ctx, ch).Val()[ch] == 0 }
 
 	// Two connections of one user: one Redis subscription, kept while either holds it.
 	for i := 0; i < 2; i++ {
@@ -77,7 +82,7 @@ func TestReferencesAndLingerKeepTheRedisSubscription(t *testing.T) {
 		}
 	}
 	r.Unsubscribe([]string{"ws:u"})
-	time.Sleep(2 * linger)
+	lingerEnds(t, r, unsubscribed)
 	if n := numsub(); n != 1 {
 		t.Fatalf("NUMSUB with one reference left = %d, want 1", n)
 	}
@@ -85,19 +90,20 @@ func TestReferencesAndLingerKeepTheRedisSubscription(t *testing.T) {
 		t.Fatalf("backplane_subscriptions_active = %v, want 1", a)
 	}
 
-	// The last reference goes; the client reconnects within the linger.
+	// The last reference goes; the client reconnects within the linger (at once: how soon
+	// does not matter, only that it is before the linger ends).
+	probe.ConfigResetStat(ctx)
 	r.Unsubscribe([]string{"ws:u"})
-	time.Sleep(linger / 3)
 	if err := r.Subscribe(ctx, []string{"ws:u"}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2 * linger)
+	lingerEnds(t, r, unsubscribed)
 	if n := numsub(); n != 1 {
 		t.Fatalf("NUMSUB after re-subscribing within the linger = %d, want 1", n)
 	}
 	info := probe.Info(ctx, "commandstats").Val()
-	if calls := commandCalls(info, "unsubscribe"); calls != 0 {
-		t.Fatalf("UNSUBSCRIBE sent %d times, want none", calls)
+	if calls := commandCalls(info, "unsubscribe"); calls != 1 {
+		t.Fatalf("UNSUBSCRIBE sent %d times, want once (for lingerEnds' sentinel only)", calls)
 	}
 
 	// Gone for good: unsubscribed once the linger has passed.
@@ -105,7 +111,7 @@ func TestReferencesAndLingerKeepTheRedisSubscription(t *testing.T) {
 	if n := numsub(); n != 1 {
 		t.Fatalf("NUMSUB right after the last release = %d, want 1 (lingering)", n)
 	}
-	eventually(t, 5*linger, "unsubscribed after the linger", func() bool { return numsub() == 0 })
+	testenv.Eventually(t, 10*linger, "unsubscribed after the linger", func() bool { return numsub() == 0 })
 	if a := r.m.BackplaneSubscriptions.Get(); a != 0 {
 		t.Fatalf("backplane_subscriptions_active = %v, want 0", a)
 	}
@@ -210,7 +216,7 @@ func TestRedisOutageReportsNotReadyThenResubscribes(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.Stop()
-	eventually(t, 5*time.Second, "not ready during the outage", func() bool { return r.Ready() != nil })
+	testenv.Eventually(t, 5*time.Second, "not ready during the outage", func() bool { return r.Ready() != nil })
 	t.Logf("Ready during the outage: %v", r.Ready())
 	if r.m.BackplaneConnected.Get() != 0 {
 		t.Fatal("backplane_connected is 1 during the outage")
@@ -228,10 +234,10 @@ func TestRedisOutageReportsNotReadyThenResubscribes(t *testing.T) {
 	}
 	time.Sleep(time.Second) // the outage itself: Redis is down, nothing to wait for
 	srv.Restart()
-	eventually(t, 10*time.Second, "ready after restart", func() bool { return r.Ready() == nil })
+	testenv.Eventually(t, 10*time.Second, "ready after restart", func() bool { return r.Ready() == nil })
 
 	probe := srv.Client(t)
-	eventually(t, 5*time.Second, "subscriptions restored", func() bool {
+	testenv.Eventually(t, 5*time.Second, "subscriptions restored", func() bool {
 		n := probe.PubSubNumSub(ctx, "ws:x", "ws-group:g", "ws:late").Val()
 		return n["ws:x"] == 1 && n["ws-group:g"] == 1 && n["ws:late"] == 1
 	})
@@ -351,14 +357,14 @@ func TestCloseEndsEverySubscription(t *testing.T) {
 	if err := r.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "ready", func() bool { return r.Ready() == nil })
+	testenv.Eventually(t, 5*time.Second, "ready", func() bool { return r.Ready() == nil })
 	if err := r.Subscribe(ctx, []string{"ws:c1", "ws:c2"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "no subscriptions left on redis", func() bool {
+	testenv.Eventually(t, 5*time.Second, "no subscriptions left on redis", func() bool {
 		return len(probe.PubSubChannels(ctx, "*").Val()) == 0
 	})
 	if r.Ready() == nil || r.Subscribe(ctx, []string{"x"}) == nil || r.Publish(ctx, "x", nil) == nil {
@@ -381,14 +387,14 @@ func TestStartWithRedisDownRetriesUntilItComes(t *testing.T) {
 	// Waits for Redis to come and confirm the channel.
 	subscribed := make(chan error, 1)
 	go func() { subscribed <- r.Subscribe(ctx, []string{"ws:early"}) }()
-	eventually(t, 2*time.Second, "not ready", func() bool { return r.Ready() != nil })
+	testenv.Eventually(t, 2*time.Second, "not ready", func() bool { return r.Ready() != nil })
 	srv.Restart()
 	if err := <-subscribed; err != nil {
 		t.Fatalf("Subscribe with redis down at start: %v", err)
 	}
-	eventually(t, 10*time.Second, "ready once redis is up", func() bool { return r.Ready() == nil })
+	testenv.Eventually(t, 10*time.Second, "ready once redis is up", func() bool { return r.Ready() == nil })
 	probe := srv.Client(t)
-	eventually(t, 5*time.Second, "subscribed", func() bool {
+	testenv.Eventually(t, 5*time.Second, "subscribed", func() bool {
 		return probe.PubSubNumSub(ctx, "ws:early").Val()["ws:early"] == 1
 	})
 	if err := r.Publish(ctx, "ws:early", []byte("x")); err != nil {

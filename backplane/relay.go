@@ -365,14 +365,16 @@ func (r *relay) readOne(rr *respReader, d *dispatcher) error {
 		// Looking the channel up gives its name as a string without allocating one, and drops
 		// a message that raced with an UNSUBSCRIBE. It must happen before the next read,
 		// which may overwrite name.
+		// want is read under the lock: unwant changes it from the sweep's goroutine.
 		r.mu.Lock()
 		st := r.chans[string(name)]
+		wanted := st != nil && st.want
 		r.mu.Unlock()
 		size, err := rr.bulkLen()
 		if err != nil || size < 0 {
 			return fmt.Errorf("read message payload: %w", errors.Join(err, errProtocol))
 		}
-		if st == nil || !st.want {
+		if !wanted {
 			_, err := rr.rd.Discard(size + 2)
 			return err
 		}

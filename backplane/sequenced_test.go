@@ -10,6 +10,7 @@ import (
 
 	"github.com/huleedu/websocket-service/history"
 	"github.com/huleedu/websocket-service/internal/redistest"
+	"github.com/huleedu/websocket-service/internal/testenv"
 )
 
 var testHistory = history.Limits{Size: 16, TTL: time.Minute}
@@ -135,12 +136,12 @@ func TestRedisBackplaneInstallsTheFunctionsForOtherPublishers(t *testing.T) {
 		c := srv.Client(t)
 		fcallOnce(t, c, sink, "ws:u1", 1)
 		srv.Restart()
-		eventually(t, 15*time.Second, "library installed again after the restart", func() bool {
+		testenv.Eventually(t, 15*time.Second, "library installed again after the restart", func() bool {
 			return libraryInstalled(c)
 		})
 		// Redis itself says when the relay has subscribed again: Ready only says its connection
 		// is up, which it may be (or still look) before the SUBSCRIBE has reached the new server.
-		eventually(t, 15*time.Second, "resubscribed", func() bool {
+		testenv.Eventually(t, 15*time.Second, "resubscribed", func() bool {
 			n, err := c.PubSubNumSub(ctx, "ws:u1").Result()
 			return err == nil && n["ws:u1"] == 1 && r.Ready() == nil
 		})
@@ -152,7 +153,7 @@ func TestRedisBackplaneInstallsTheFunctionsForOtherPublishers(t *testing.T) {
 		r := startRedis(t, RedisOptions{URL: cl.URL(), Cluster: true, History: testHistory}, sink)
 		for _, addr := range cl.Addrs() {
 			n := redis.NewClient(&redis.Options{Addr: addr})
-			eventually(t, 15*time.Second, "library on "+addr, func() bool { return libraryInstalled(n) })
+			testenv.Eventually(t, 15*time.Second, "library on "+addr, func() bool { return libraryInstalled(n) })
 			_ = n.Close()
 		}
 		chans := []string{"ws:a", "ws:b", "ws:c", "ws:d", "ws:e", "ws:f"} // spread over the masters

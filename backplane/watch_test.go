@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/huleedu/websocket-service/internal/redistest"
+	"github.com/huleedu/websocket-service/internal/testenv"
 )
 
 // watchLog is a Watcher that records messages and subscription changes in the order they
@@ -62,13 +63,13 @@ func TestResubscriptionAfterAKilledConnectionIsReportedResumed(t *testing.T) {
 		t.Fatal(err)
 	}
 	started, resumed := fmt.Sprintf("ws:a %d", Started), fmt.Sprintf("ws:a %d", Resumed)
-	eventually(t, 10*time.Second, "started reported", func() bool { return w.has(started) })
+	testenv.Eventually(t, 10*time.Second, "started reported", func() bool { return w.has(started) })
 
 	client := srv.Client(t)
 	if err := client.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "resumed reported", func() bool { return w.has(resumed) })
+	testenv.Eventually(t, 10*time.Second, "resumed reported", func() bool { return w.has(resumed) })
 	if err := bp.Publish(ctx, "ws:a", []byte("after")); err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +80,7 @@ func TestResubscriptionAfterAKilledConnectionIsReportedResumed(t *testing.T) {
 
 	bp.Unsubscribe([]string{"ws:a"})
 	stopped := fmt.Sprintf("ws:a %d", Stopped)
-	eventually(t, 10*time.Second, "stopped reported", func() bool { return w.has(stopped) })
+	testenv.Eventually(t, 10*time.Second, "stopped reported", func() bool { return w.has(stopped) })
 }
 
 // TestChannelMovedToAnotherMasterIsReportedResumed: a slot migration moves a channel's
@@ -94,10 +95,10 @@ func TestChannelMovedToAnotherMasterIsReportedResumed(t *testing.T) {
 	if err := r.Subscribe(ctx, []string{ch}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "started reported", func() bool { return w.has(fmt.Sprintf("%s %d", ch, Started)) })
+	testenv.Eventually(t, 10*time.Second, "started reported", func() bool { return w.has(fmt.Sprintf("%s %d", ch, Started)) })
 	m := openMasters(t, cl)
 	m.migrate(t, ch)
-	eventually(t, 10*time.Second, "resumed reported", func() bool { return w.has(fmt.Sprintf("%s %d", ch, Resumed)) })
+	testenv.Eventually(t, 10*time.Second, "resumed reported", func() bool { return w.has(fmt.Sprintf("%s %d", ch, Resumed)) })
 	if w.has(fmt.Sprintf("%s %d", ch, Stopped)) {
 		t.Errorf("the moved channel was reported stopped: %v", w.entries())
 	}

@@ -11,9 +11,11 @@
 # Protocol notifications.v2 (docs/PROTOCOL.md): `make bench-v2-fanout` runs the 10,000-member
 # group fan-out with v1 and v2 clients side by side (both published with FCALL ws_publish);
 # `make bench-pubcost` measures what history costs Redis per message and per stored message;
-# `make bench-storm-v2` kills a node holding STORM_V2_CONNS_PER_NODE v2 clients, which resume
-# on the other with their cursors (time until all synced, Redis commands per resume, the
-# survivor's peak memory against k8s/deployment.yaml's limit, recovered:false count).
+# `make bench-storm-v2` kills one of three nodes holding STORM_V2_CONNS_PER_NODE v2 clients
+# each; its clients resume on the two others with their cursors (three nodes so that each
+# survivor stays under the 20,000-descriptor limit with its share; time until all synced,
+# Redis commands per resume, the survivors' peak memory against k8s/deployment.yaml's limit,
+# recovered:false count).
 
 WSBENCH ?= bin/wsbench
 BENCH_GO_PKGS ?= ./bench ./eventloop ./backplane ./gwsengine
@@ -50,7 +52,7 @@ bench-pubcost: wsbench
 	$(WSBENCH) pubcost --json-out bin/bench-pubcost.json
 
 bench-storm-v2: wsbench
-	$(WSBENCH) storm --protocol v2 --nodes 2 --conns-per-node $(STORM_V2_CONNS_PER_NODE) --json-out bin/bench-storm-v2.json
+	$(WSBENCH) storm --protocol v2 --nodes 3 --conns-per-node $(STORM_V2_CONNS_PER_NODE) --json-out bin/bench-storm-v2.json
 
 # Go benchmarks of the hot path (JWT, registry, topics here; frames, fan-out, dispatch
 # beside their code).

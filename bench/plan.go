@@ -86,7 +86,7 @@ type Params struct {
 	Hi int `json:"hi"`
 }
 
-// Names is how channels and audiences are named (SPEC §4 defaults).
+// Names is how channels and audiences are named (the defaults of docs/PROTOCOL.md "Channels").
 type Names struct {
 	UserPrefix  string `json:"user_prefix"`
 	GroupPrefix string `json:"group_prefix"`

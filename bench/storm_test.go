@@ -142,3 +142,15 @@ func TestStormFlagsASurvivorOverTheMemoryLimit(t *testing.T) {
 		t.Error("512M (not Mi or Gi) accepted")
 	}
 }
+
+// TestStormHoldsTheDeployedEngineToTheLimit: the limit is sized for the engine k8s/ runs (the
+// default, epoll, while configmap.yaml sets none); another engine's survivors are reported only.
+func TestStormHoldsTheDeployedEngineToTheLimit(t *testing.T) {
+	eng, err := deploymentEngine()
+	if err != nil || eng != "epoll" {
+		t.Fatalf("deployed engine %q, %v; want epoll (k8s/configmap.yaml sets no engine)", eng, err)
+	}
+	if got := parseEngine([]byte("data:\n  WEBSOCKET_SERVICE_ENGINE: \"gws\"\n")); got != "gws" {
+		t.Errorf("engine %q from a configmap setting gws", got)
+	}
+}

@@ -29,7 +29,7 @@ func WriteStormTable(w io.Writer, res *StormResult) {
 			rep.Lost-rc.Lost, rep.Duplicated)
 	}
 	writeResumeTable(w, res)
-	fmt.Fprintf(w, "\n| engine | survivor | conns before | conns after | handshakes | handshakes/s | server µs/handshake (with delivery) | peak MiB (VmHWM; limit %d) |\n", res.MemoryLimitMiB)
+	fmt.Fprintf(w, "\n| engine | survivor | conns before | conns after | handshakes | handshakes/s | server µs/handshake (with delivery) | peak MiB (VmHWM; limit %d, for %s) |\n", res.MemoryLimitMiB, res.MemoryLimitEngine)
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range res.Runs {
 		for _, s := range r.Survivors {

@@ -163,6 +163,31 @@ func deploymentMemoryLimitMiB() (int64, error) {
 	return parseMemoryLimitMiB(b)
 }
 
+// deploymentEngine is the engine the pods of k8s/ run: WEBSOCKET_SERVICE_ENGINE from
+// k8s/configmap.yaml, else the service's default on Linux (epoll). The memory limit is sized
+// for it (deployment.yaml says to raise memory before switching engines), so a survivor of
+// another engine is reported but not held to that limit.
+func deploymentEngine() (string, error) {
+	root, err := moduleRoot()
+	if err != nil {
+		return "", err
+	}
+	b, err := os.ReadFile(filepath.Join(root, "k8s", "configmap.yaml"))
+	if err != nil {
+		return "", fmt.Errorf("deployed engine: %w", err)
+	}
+	return parseEngine(b), nil
+}
+
+func parseEngine(configmap []byte) string {
+	_, rest, ok := bytes.Cut(configmap, []byte("WEBSOCKET_SERVICE_ENGINE:"))
+	if !ok {
+		return "epoll"
+	}
+	v, _, _ := bytes.Cut(rest, []byte("\n"))
+	return strings.Trim(strings.TrimSpace(string(v)), `"'`)
+}
+
 func parseMemoryLimitMiB(yaml []byte) (int64, error) {
 	_, rest, ok := bytes.Cut(yaml, []byte("limits:"))
 	if !ok {

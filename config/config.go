@@ -1,7 +1,7 @@
 // Package config is the service's one source of configuration: every WEBSOCKET_SERVICE_*
-// variable of SPEC §5, its default, and every cross-field rule, checked in one place so that a
-// bad deployment fails before it listens, naming each bad variable. Nothing else in the
-// service reads the environment.
+// variable of the README's configuration table, its default, and every cross-field rule,
+// checked in one place so that a bad deployment fails before it listens, naming each bad
+// variable. Nothing else in the service reads the environment.
 package config
 
 import (
@@ -27,7 +27,7 @@ import (
 // Prefix is prepended to every variable name.
 const Prefix = "WEBSOCKET_SERVICE_"
 
-// DefaultJWTSecret is the plan's placeholder secret; production refuses it.
+// DefaultJWTSecret is the development placeholder secret (README); production refuses it.
 const DefaultJWTSecret = "your-secret-key-here"
 
 // DevPublishAPIKey is the publish API key of ENVIRONMENT=development when PUBLISH_API_KEY is
@@ -122,7 +122,7 @@ func (c Config) History() history.Limits {
 // Production reports whether the stricter production rules apply.
 func (c Config) Production() bool { return c.Environment == "production" }
 
-// Seconds is a duration given in (possibly fractional) seconds, as the plan's variables are.
+// Seconds is a duration given in (possibly fractional) seconds, as the README's variables are.
 type Seconds time.Duration
 
 // UnmarshalText parses "30" or "0.5" as seconds.

@@ -14,7 +14,7 @@ import (
 // deliberate:
 //   - text is echoed as "Echo: " + text (the service's echo); binary and pongs unchanged;
 //   - a failed connection must carry its close code (1002 protocol error, 1007 invalid UTF-8):
-//     Autobahn also accepts a bare TCP drop in some cases, SPEC §3 does not;
+//     Autobahn also accepts a bare TCP drop in some cases, docs/PROTOCOL.md does not;
 //   - Autobahn's waits of 1 s are 200 ms, and group 9 (limits/performance) is scaled down:
 //     sizes divided by 16 (16 MiB -> 1 MiB), 1,000 round trips -> 100.
 // Not applicable: 10.* (auto-fragmentation is a client/echo-server feature), 12.*/13.*

@@ -101,7 +101,7 @@ func perFrame(frames ...Frame) action {
 			if err := r.conn.Send(f); err != nil {
 				return err
 			}
-			time.Sleep(2 * time.Millisecond)
+			time.Sleep(2 * time.Millisecond) // the chop under test: the server reads each frame alone
 		}
 		return nil
 	}
@@ -119,7 +119,7 @@ func chopped(n int, frames ...Frame) action {
 
 // pause waits d (Autobahn's continueLater, scaled down).
 func pause(d time.Duration) action {
-	return func(*caseRun) error { time.Sleep(d); return nil }
+	return func(*caseRun) error { time.Sleep(d); return nil } // the pause under test, not a wait
 }
 
 // markLastPart names the moment the last part of a message is sent (6.4.x).

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/huleedu/websocket-service/internal/servicetest"
+	"github.com/huleedu/websocket-service/internal/testenv"
 )
 
 // What every hostile-input test promises besides its own check: the server does not crash,
@@ -83,20 +84,13 @@ func (h *harness) finish() {
 	h.canary.awaitRounds(3, 5*time.Second)
 	h.canary.stopAndCheck(h.t)
 	h.svc.WaitMetric(h.t, "websocket_connections_active", 1, 15*time.Second)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		now := heapInuse()
-		if now <= h.baseline+heapTolerance {
-			h.t.Logf("%s: heap in use %.1f MiB, baseline %.1f MiB", h.engine, mib(now), mib(h.baseline))
-			return
-		}
-		if time.Now().After(deadline) {
-			h.t.Errorf("%s: heap in use %.1f MiB 10s after the attack, baseline %.1f MiB (tolerance %.0f MiB)",
-				h.engine, mib(now), mib(h.baseline), mib(heapTolerance))
-			return
-		}
-		time.Sleep(200 * time.Millisecond)
+	var now uint64
+	if !testenv.Until(10*time.Second, func() bool { now = heapInuse(); return now <= h.baseline+heapTolerance }) {
+		h.t.Errorf("%s: heap in use %.1f MiB 10s after the attack, baseline %.1f MiB (tolerance %.0f MiB)",
+			h.engine, mib(now), mib(h.baseline), mib(heapTolerance))
+		return
 	}
+	h.t.Logf("%s: heap in use %.1f MiB, baseline %.1f MiB", h.engine, mib(now), mib(h.baseline))
 }
 
 func mib(n uint64) float64 { return float64(n) / (1 << 20) }

@@ -30,8 +30,8 @@ var (
 	// tableVar is a variable documented as a row of the configuration table.
 	tableVar = regexp.MustCompile("(?m)^\\| `(" + regexp.QuoteMeta(config.Prefix) + "[A-Z0-9_]+)` \\|")
 	// metricMention is a metric of ours (or a process metric of the Go client) with optional
-	// label matchers.
-	metricMention = regexp.MustCompile(`\b((?:websocket|backplane|eventloop|process)_[a-z_]+)(\{[^}]*\})?`)
+	// label matchers, or with a trailing * a family of them named by a prefix (`backplane_*`).
+	metricMention = regexp.MustCompile(`\b((?:websocket|backplane|eventloop|process)_[a-z_]*)(\*)?(\{[^}]*\})?`)
 	labelPair     = regexp.MustCompile(`([a-z_]+)="([^"]*)"`)
 	heading       = regexp.MustCompile(`(?m)^#{2,4} (.+)$`)
 	yamlBlock     = regexp.MustCompile("(?s)## Alert rules.*?```yaml\n(.*?)```")
@@ -92,18 +92,51 @@ func checkDocVariables(doc string) error {
 	return p.err()
 }
 
+// exportedLabelValues returns every label value of series, e.g. backplane_unavailable (a
+// result of websocket_connections_total): a word the guide may name on its own that looks
+// like a metric but is not one.
+func exportedLabelValues(series map[string][]string) map[string]bool {
+	values := map[string]bool{}
+	for _, lines := range series {
+		for _, pair := range labelPair.FindAllStringSubmatch(strings.Join(lines, "\n"), -1) {
+			values[pair[2]] = true
+		}
+	}
+	return values
+}
+
+// exportsFamily reports whether some exported metric's name starts with prefix.
+func exportsFamily(series map[string][]string, prefix string) bool {
+	for name := range series {
+		if strings.HasPrefix(name, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
 // checkDocMetrics: every metric the guide (runbook, alert rules) names is exported, with the
-// label values it uses.
+// label values it uses; every family it names by prefix has an exported member.
 func checkDocMetrics(doc string) error {
 	var p problems
 	seen := map[string]bool{}
 	series := exportedSeries()
+	labelValues := exportedLabelValues(series)
 	for _, m := range metricMention.FindAllStringSubmatch(doc, -1) {
-		name, matchers := m[1], m[2]
+		name, family, matchers := m[1], m[2] != "", m[3]
 		if name == "websocket_service" || seen[m[0]] {
 			continue // websocket_service: the default SERVICE_NAME and the Compose service
 		}
 		seen[m[0]] = true
+		if family {
+			if !exportsFamily(series, name) {
+				p.addf("OPERATIONS.md: no exported metric starts with %s", name)
+			}
+			continue
+		}
+		if matchers == "" && labelValues[name] {
+			continue // a label value named on its own, not a metric
+		}
 		lines, ok := exportedMetric(series, name)
 		if !ok {
 			p.addf("OPERATIONS.md: metric %s is not exported by the service", name)
@@ -264,6 +297,32 @@ func TestDocsStateTheTokenLimitsAuthEnforces(t *testing.T) {
 		if err := checkDocLimits(name, string(readFile(t, p))); err != nil {
 			t.Errorf("%s", describe(err))
 		}
+	}
+}
+
+// TestDocMetricMentions: what the metric check takes for a metric. A label value or a family
+// named by prefix is not a metric to look up; a name nothing exports, or a family with no
+// exported member, is a finding.
+func TestDocMetricMentions(t *testing.T) {
+	for _, c := range []struct{ text, want string }{
+		{"`backplane_*`, `eventloop_shard_*` and `websocket_recovery*`", ""},
+		{"upgrades refused as `backplane_unavailable`", ""},
+		{`websocket_connections_total{result="backplane_unavailable"}`, ""},
+		{"`backplane_up`", "metric backplane_up is not exported"},
+		{"`backplane_unavailable_total`", "metric backplane_unavailable_total is not exported"},
+		{"`websocket_nothing_*`", "no exported metric starts with websocket_nothing_"},
+		{`websocket_connections_total{result="backplane_up"}`, `no series with result="backplane_up"`},
+	} {
+		t.Run(c.text, func(t *testing.T) {
+			err := checkDocMetrics(c.text)
+			if c.want == "" {
+				if err != nil {
+					t.Fatalf("checkDocMetrics(%q) found:%s", c.text, describe(err))
+				}
+				return
+			}
+			expectFinding(t, err, c.want)
+		})
 	}
 }
 

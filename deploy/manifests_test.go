@@ -478,7 +478,8 @@ func checkSecretRefs(m *manifests) error {
 	return p.err()
 }
 
-// checkTermination: the pod is given the time SPEC §7 needs on SIGTERM. Kubernetes runs the
+// checkTermination: the pod is given the time a drain needs on SIGTERM (docs/OPERATIONS.md
+// "Lifecycle"). Kubernetes runs the
 // preStop hook first and counts it against terminationGracePeriodSeconds; then the service
 // drains over SHUTDOWN_DRAIN_TIMEOUT and needs shutdownMargin to exit. A shorter grace period
 // means SIGKILL mid-drain: every remaining client drops at once, which is exactly the

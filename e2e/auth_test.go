@@ -16,7 +16,7 @@ import (
 	"github.com/huleedu/websocket-service/internal/servicetest"
 )
 
-// SPEC §2 "Authentication and rejection".
+// docs/PROTOCOL.md "Connecting" and "Authentication": refusals.
 
 func TestTokenInQueryIsAccepted(t *testing.T) {
 	eachEngine(t, func(t *testing.T, engine string) {
@@ -208,7 +208,7 @@ func TestRefusedTokenNeverAppearsInTheReply(t *testing.T) {
 	})
 }
 
-// SPEC §2 "Token lifetime".
+// docs/PROTOCOL.md "Token refresh, keep-alive and limits": token lifetime.
 
 // expOf reads the exp claim of a token without verifying it.
 func expOf(t *testing.T, tok string) int64 {
@@ -224,7 +224,7 @@ func expOf(t *testing.T, tok string) int64 {
 	return exp.Unix()
 }
 
-// SPEC §2: Origin.
+// docs/PROTOCOL.md "Authentication": Origin.
 
 func TestAllowedOriginIsAccepted(t *testing.T) {
 	eachEngine(t, func(t *testing.T, engine string) {

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/huleedu/websocket-service/internal/testenv"
 )
 
 // The real binary, built once per run of the suite, for the tests that need a process:
@@ -122,25 +124,41 @@ func startProcessIn(t *testing.T, dir string, env []string, port int, args ...st
 			t.Logf("binary output:\n%s", p.out.String())
 		}
 	})
-	deadline := time.Now().Add(2 * wait)
-	for {
+	awaitOK(t, "http://"+p.addr+"/healthz", 2*wait, p.exited, p.out.String)
+	return p
+}
+
+// awaitOK polls url until it answers 200 OK. It ends the test, showing the server's output,
+// when exited is closed first (the server died) or within passes.
+func awaitOK(t *testing.T, url string, within time.Duration, exited <-chan struct{}, output func() string) {
+	t.Helper()
+	died := false
+	ok := testenv.Until(within, func() bool {
 		select {
-		case <-p.exited:
-			t.Fatalf("binary exited at start (%v):\n%s", p.err, p.out.String())
+		case <-exited:
+			died = true
+			return true
 		default:
 		}
-		resp, err := http.Get("http://" + p.addr + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("binary not serving /healthz on %s within %v:\n%s", p.addr, 2*wait, p.out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
+		return statusOf(url) == http.StatusOK
+	})
+	switch {
+	case died:
+		t.Fatalf("server exited before %s answered 200:\n%s", url, output())
+	case !ok:
+		t.Fatalf("%s not answering 200 within %v:\n%s", url, within, output())
 	}
+}
+
+// statusOf is the status of GET url, 0 when the request failed. It uses the default client,
+// whose idle connections TestMain closes before its leak check.
+func statusOf(url string) int {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 // signal sends sig to the process.

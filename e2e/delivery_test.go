@@ -12,7 +12,7 @@ import (
 	"github.com/huleedu/websocket-service/internal/servicetest"
 )
 
-// SPEC §4: who receives what.
+// docs/PROTOCOL.md "Channels": who receives what.
 
 func TestUserChannelReachesEveryConnectionOfThatUserOnly(t *testing.T) {
 	eachEngineAndBackplane(t, func(t *testing.T, engine, bp string) {
@@ -90,7 +90,8 @@ func TestIndependentClientReceivesUserGroupAndBroadcastMessages(t *testing.T) {
 		n.publish(t, user("u1"), `{"to":"user"}`)
 		n.publish(t, group("class7"), `{"to":"group"}`)
 		n.publish(t, everyone, `{"to":"all"}`)
-		// Three channels: SPEC §4 orders messages per channel only, so any order is right.
+		// Three channels: docs/PROTOCOL.md "Channels" orders messages per channel only, so any
+		// order is right.
 		want := map[string]bool{`{"to":"user"}`: true, `{"to":"group"}`: true, `{"to":"all"}`: true}
 		for range 3 {
 			typ, data, err := conn.Read(ctx)
@@ -108,7 +109,7 @@ func TestIndependentClientReceivesUserGroupAndBroadcastMessages(t *testing.T) {
 	})
 }
 
-// SPEC §4: per-connection ordering follows per-channel publish order.
+// docs/PROTOCOL.md "Channels": per-connection ordering follows per-channel publish order.
 func TestThousandMessagesArriveInPublishOrderAtEveryConnection(t *testing.T) {
 	eachEngineAndBackplane(t, func(t *testing.T, engine, bp string) {
 		n := startNode(t, engine, bp, nil)

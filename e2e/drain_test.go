@@ -20,6 +20,7 @@ import (
 
 	"github.com/huleedu/websocket-service/internal/redistest"
 	"github.com/huleedu/websocket-service/internal/servicetest"
+	"github.com/huleedu/websocket-service/internal/testenv"
 	"github.com/huleedu/websocket-service/server"
 )
 
@@ -37,16 +38,8 @@ const (
 	publishEvery = 25 * time.Millisecond
 )
 
-// readyStatus is the status of GET /readyz on addr, 0 when the request failed. It uses the
-// default client, whose idle connections TestMain closes before its leak check.
-func readyStatus(addr string) int {
-	resp, err := http.Get("http://" + addr + server.PathReadyz)
-	if err != nil {
-		return 0
-	}
-	resp.Body.Close()
-	return resp.StatusCode
-}
+// readyStatus is the status of GET /readyz on addr, 0 when the request failed.
+func readyStatus(addr string) int { return statusOf("http://" + addr + server.PathReadyz) }
 
 // startReadyNode runs the binary on a free port with vars and waits until /readyz answers 200
 // (startProcess waits for /healthz only; ready also means Redis is connected).
@@ -54,13 +47,7 @@ func startReadyNode(t *testing.T, vars ...string) *process {
 	t.Helper()
 	port := freePort(t)
 	p := startProcess(t, prefixed(append(vars, "HOST", "127.0.0.1", "PORT", strconv.Itoa(port))...), port)
-	deadline := time.Now().Add(2 * wait)
-	for readyStatus(p.addr) != http.StatusOK {
-		if time.Now().After(deadline) {
-			t.Fatalf("node on %s not ready within %v:\n%s", p.addr, 2*wait, p.out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	awaitOK(t, "http://"+p.addr+server.PathReadyz, 2*wait, p.exited, p.out.String)
 	return p
 }
 
@@ -96,6 +83,19 @@ func (p *publishLog) record(user string, at time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.sentAt[user] = append(p.sentAt[user], at)
+}
+
+// rounds counts the messages to user sent after since.
+func (p *publishLog) rounds(user string, since time.Time) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, at := range p.sentAt[user] {
+		if at.After(since) {
+			n++
+		}
+	}
+	return n
 }
 
 // reconnect is what a client did after node A closed it.
@@ -188,17 +188,21 @@ func testDrain(t *testing.T, rds *redistest.Server, engine string) {
 	notReady := make(chan time.Time, 1)
 	stopPolling := make(chan struct{})
 	go func() {
-		for {
+		var at time.Time
+		testenv.Until(time.Minute, func() bool {
 			select {
 			case <-stopPolling:
-				return
+				return true
 			default:
 			}
 			if readyStatus(a.addr) == http.StatusServiceUnavailable {
-				notReady <- time.Now()
-				return
+				at = time.Now()
+				return true
 			}
-			time.Sleep(5 * time.Millisecond)
+			return false
+		})
+		if !at.IsZero() {
+			notReady <- at
 		}
 	}()
 	defer close(stopPolling)
@@ -229,7 +233,13 @@ func testDrain(t *testing.T, rds *redistest.Server, engine string) {
 		}()
 	}
 
-	time.Sleep(100 * time.Millisecond) // let the publisher run a few rounds against A
+	// The publisher runs against A when the signal comes. (No t.Fatal while it runs: it would
+	// report to a finished test.)
+	if !testenv.Until(wait, func() bool { return log.rounds(users[len(users)-1], time.Time{}) >= 3 }) {
+		close(stopPublishing)
+		<-published
+		t.Fatalf("the publisher did not complete three rounds against A within %v", wait)
+	}
 	sigterm := time.Now()
 	a.signal(t, syscall.SIGTERM)
 
@@ -259,7 +269,17 @@ func testDrain(t *testing.T, rds *redistest.Server, engine string) {
 	}
 
 	wg.Wait()
-	time.Sleep(300 * time.Millisecond) // a few more rounds after the last reconnect
+	// A few more rounds, every user's sent after the last reconnect, for checkResumed to
+	// expect on B.
+	var lastOpen time.Time
+	for _, r := range results {
+		if r.openAt.After(lastOpen) {
+			lastOpen = r.openAt
+		}
+	}
+	if !testenv.Until(wait, func() bool { return log.rounds(users[0], lastOpen) >= 3 }) {
+		t.Errorf("the publisher did not start three rounds after the last reconnect within %v", wait)
+	}
 	close(stopPublishing)
 	lastSeq := <-published
 	if t.Failed() {

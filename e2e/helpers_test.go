@@ -27,6 +27,7 @@ import (
 
 	"github.com/huleedu/websocket-service/internal/redistest"
 	"github.com/huleedu/websocket-service/internal/servicetest"
+	"github.com/huleedu/websocket-service/internal/testenv"
 	"github.com/huleedu/websocket-service/registry"
 )
 
@@ -175,7 +176,7 @@ func expectText(t *testing.T, c *servicetest.Client, want string) {
 	}
 }
 
-// errorMessage is SPEC §3's ErrorMessage.
+// errorMessage is the error message of docs/PROTOCOL.md "Error codes".
 type errorMessage struct {
 	Type    string `json:"type"`
 	Code    string `json:"code"`
@@ -462,16 +463,10 @@ func (n *node) subscriptions(t *testing.T) []string {
 	return chans
 }
 
-// eventually polls cond every 20 ms until it holds or timeout passes.
+// eventually polls cond until it holds or timeout passes.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.Eventually(t, timeout, what, cond)
 }
 
 // getURL performs a GET and returns status and body.

@@ -12,7 +12,8 @@ import (
 	"github.com/huleedu/websocket-service/internal/servicetest"
 )
 
-// SPEC §2 endpoints other than /ws, §6 metrics, §7 readiness while draining.
+// The README's endpoints other than /ws, docs/OPERATIONS.md "Metrics", and readiness while
+// draining (docs/OPERATIONS.md "Lifecycle").
 
 func TestHealthzAnswers200StatusOK(t *testing.T) {
 	eachEngine(t, func(t *testing.T, engine string) {
@@ -105,7 +106,8 @@ func TestDrainClosesWith1001(t *testing.T) {
 	})
 }
 
-// metricNames are every metric SPEC §6 names.
+// metricNames are series of the metrics of docs/OPERATIONS.md "Metrics" that a node exports
+// from its start, with the Go runtime and process metrics.
 var metricNames = []string{
 	"websocket_connections_active",
 	`websocket_connections_total{result="accepted"}`,
@@ -252,7 +254,7 @@ func TestPlainHTTPRequestToWSIsRefused(t *testing.T) {
 	}
 }
 
-// SPEC §5 limits.
+// Limits of the README's configuration table.
 
 func TestMaxConnectionsRefusesTheUpgradeWithHTTP503(t *testing.T) {
 	eachEngine(t, func(t *testing.T, engine string) {

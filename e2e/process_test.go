@@ -18,7 +18,7 @@ import (
 	"github.com/huleedu/websocket-service/internal/servicetest"
 )
 
-// SPEC §7 and the cmd/websocket-service tools, tested on the real binary.
+// docs/OPERATIONS.md "Lifecycle" and the cmd/websocket-service tools, tested on the real binary.
 
 const testSecret = "e2e-secret-0123456789abcdef0123456789"
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -173,24 +172,7 @@ func startMakeRun(t *testing.T, dir string, env []string, command, addr string) 
 		}
 	})
 	// go run compiles the service first; on a loaded machine from a cold cache that is slow.
-	deadline := time.Now().Add(5 * time.Minute)
-	for {
-		select {
-		case <-exited:
-			t.Fatalf("%s exited:\n%s", command, out.String())
-		default:
-		}
-		if resp, err := http.Get("http://" + addr + "/healthz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: /healthz not answering on %s within 5 minutes:\n%s", command, addr, out.String())
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	awaitOK(t, "http://"+addr+"/healthz", 5*time.Minute, exited, out.String)
 }
 
 func TestReadmeFiveMinuteTourWorksAsWritten(t *testing.T) {

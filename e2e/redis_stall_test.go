@@ -119,7 +119,7 @@ func TestMessagePublishedRightAfterOpenIsDeliveredAcrossARedisStall(t *testing.T
 			stall := time.AfterFunc(3500*time.Millisecond, thaw) // the stall's length, not a wait
 			// The upgrade starts 2 s into the stall: before, it was let through when the relay
 			// gave Redis up at 3 s; now it waits for the thaw, well within the client's 5 s.
-			time.Sleep(2 * time.Second)
+			time.Sleep(2 * time.Second) // a point in the stall, not a wait for an event
 			c := dial(t, n.Service, u)
 			ctx, cancel := context.WithTimeout(context.Background(), 3*wait)
 			err := backend.Publish(ctx, topics.Channel(user(u)), "first "+u).Err()

@@ -15,7 +15,8 @@ import (
 	"github.com/huleedu/websocket-service/internal/servicetest"
 )
 
-// SPEC §4 and §7 on the Redis backplane: outages, and a fixed set of connections.
+// docs/PROTOCOL.md "Channels" and docs/OPERATIONS.md "Lifecycle" on the Redis backplane:
+// outages, and a fixed set of connections.
 
 func TestRedisOutageMakesReadyz503AndOpenConnectionsReceiveAgainAfterRestart(t *testing.T) {
 	eachEngine(t, func(t *testing.T, engine string) {
@@ -38,7 +39,7 @@ func TestRedisOutageMakesReadyz503AndOpenConnectionsReceiveAgainAfterRestart(t *
 			if status, body := n.Get(t, "/readyz"); status != http.StatusServiceUnavailable {
 				t.Fatalf("/readyz %d %s while Redis is down", status, body)
 			}
-			time.Sleep(250 * time.Millisecond)
+			time.Sleep(250 * time.Millisecond) // samples the outage, whose length is under test
 		}
 		n.redis.Restart()
 		eventually(t, 3*wait, "/readyz 200 after Redis is back", func() bool {

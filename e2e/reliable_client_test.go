@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/huleedu/websocket-service/internal/seqtest"
+	"github.com/huleedu/websocket-service/internal/testenv"
 	"github.com/huleedu/websocket-service/internal/v2client"
 )
 
@@ -256,17 +257,15 @@ func (c *relClient) record(rc *relConn, f v2client.Frame) {
 // waitAll polls cond over clients until it holds for all or timeout passes; it returns the
 // clients for which it does not hold.
 func waitAll(clients []*relClient, timeout time.Duration, cond func(*relClient) bool) []*relClient {
-	deadline := time.Now().Add(timeout)
-	for {
-		var pending []*relClient
+	var pending []*relClient
+	testenv.Until(timeout, func() bool {
+		pending = pending[:0]
 		for _, c := range clients {
 			if !cond(c) {
 				pending = append(pending, c)
 			}
 		}
-		if len(pending) == 0 || time.Now().After(deadline) {
-			return pending
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return len(pending) == 0
+	})
+	return pending
 }

@@ -11,7 +11,8 @@ import (
 	"github.com/huleedu/websocket-service/internal/servicetest"
 )
 
-// SPEC §4 and §5 settings that change what a connection hears or who may connect.
+// Settings (README "Configuration", docs/PROTOCOL.md "Channels") that change what a connection
+// hears or who may connect.
 
 func TestCustomChannelNamesAreHonoured(t *testing.T) {
 	eachEngine(t, func(t *testing.T, engine string) {

@@ -29,10 +29,12 @@ var ErrClosed = errors.New("eventloop: engine is draining or closed")
 // errNoShard is returned by Accept when every shard has stopped (see Engine.Ready).
 var errNoShard = errors.New("eventloop: no event loop is running")
 
-// defaultMaxMessageSize applies when Options.MaxMessageSize is not positive (SPEC §5).
+// defaultMaxMessageSize applies when Options.MaxMessageSize is not positive (README,
+// "Configuration").
 const defaultMaxMessageSize = 65536
 
-// defaultSendQueueLimit applies when Options.SendQueueLimit is not positive (SPEC §5).
+// defaultSendQueueLimit applies when Options.SendQueueLimit is not positive (README,
+// "Configuration").
 const defaultSendQueueLimit = 1 << 20
 
 // Engine is the epoll engine: opts.Shards event loops, each owning its connections. It is

@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/huleedu/websocket-service/internal/testenv"
 )
 
 // A reader that arrives while a read is under way must not be answered by it: that read may
@@ -41,20 +43,12 @@ func TestCoalescerNeverAnswersWithAReadThatStartedEarlier(t *testing.T) {
 		}()
 	}
 	// Wait until every late reader has joined the next read.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testenv.Eventually(t, 10*time.Second, "the late readers joined the next read", func() bool {
 		c.mu.Lock()
+		defer c.mu.Unlock()
 		p := c.streams["ch"]
-		joined := p != nil && p.next != nil && p.next.readers == len(late)
-		c.mu.Unlock()
-		if joined {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("late readers did not join a batch")
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return p != nil && p.next != nil && p.next.readers == len(late)
+	})
 	close(release)
 	if s := <-first; s.top.Seq != 0 {
 		t.Fatalf("first reader saw %d", s.top.Seq)

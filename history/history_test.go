@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/huleedu/websocket-service/internal/redistest"
+	"github.com/huleedu/websocket-service/internal/testenv"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -249,7 +250,7 @@ func redisFixture(c redis.UniversalClient, cluster bool, flush func(context.Cont
 			},
 			expire: func(t *testing.T, ch string) {
 				h, _ := Keys(ch)
-				waitFor(t, "history key "+h+" to expire", func() bool { return c.Exists(ctx, h).Val() == 0 })
+				testenv.Eventually(t, 15*time.Second, "history key "+h+" expired", func() bool { return c.Exists(ctx, h).Val() == 0 })
 			},
 			lose: func(t *testing.T) {
 				if err := flush(ctx); err != nil {
@@ -282,17 +283,5 @@ func redisFixture(c redis.UniversalClient, cluster bool, flush func(context.Cont
 				}
 			},
 		}
-	}
-}
-
-// waitFor polls cond until it holds, failing after a generous deadline.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

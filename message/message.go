@@ -1,7 +1,7 @@
 // Package message defines what travels over a WebSocket between this service and a browser:
 // the JSON messages the server originates (errors, auth replies, the notification shape that
 // backends publish), the client's in-band auth refresh, the echo reply, and the close codes of
-// SPEC §3. Both engines use it, so the wire format is defined once.
+// docs/PROTOCOL.md. Both engines use it, so the wire format is defined once.
 package message
 
 import (
@@ -120,7 +120,7 @@ func ParseAuth(text []byte) (token string, ok bool) {
 	return req.Token, true
 }
 
-// EchoPrefix starts the reply to a client text message (kept from the plan).
+// EchoPrefix starts the reply to a client text message (docs/PROTOCOL.md, notifications.v1).
 const EchoPrefix = "Echo: "
 
 // Echo returns the reply to a client text message.

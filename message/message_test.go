@@ -6,7 +6,8 @@ import (
 	"testing"
 )
 
-// Contract tests for the wire formats of SPEC §3 (plan §3.3): the exact bytes a frontend sees.
+// Contract tests for the wire formats of docs/PROTOCOL.md ("Error codes", "Close codes", the
+// notification shape of "Publishing"): the exact bytes a frontend sees.
 
 func TestNotificationMessageSerialisesToTheSpecShape(t *testing.T) {
 	n := Notification{Type: TypeNotification, EventType: "batch_completed", Data: json.RawMessage(`{"batch_id":"123","status":"completed"}`)}

@@ -131,7 +131,7 @@ var defaultTopics = Topics{UserPrefix: "ws:", GroupPrefix: "ws-group:", Broadcas
 func TestTopicsNameTheSpecChannels(t *testing.T) {
 	tp := defaultTopics
 	if tp.UserChannel("u1") != "ws:u1" || tp.GroupChannel("class7") != "ws-group:class7" {
-		t.Fatal("channel names differ from SPEC §4")
+		t.Fatal(`channel names differ from docs/PROTOCOL.md "Channels"`)
 	}
 	if got := tp.Channels("u1", []string{"a", "b"}); !reflect.DeepEqual(got, []string{"ws:u1", "ws-group:a", "ws-group:b", "ws-broadcast"}) {
 		t.Fatalf("Channels = %q", got)

@@ -10,7 +10,7 @@ import (
 // Kind is the audience a backplane channel addresses.
 type Kind uint8
 
-// Audiences of SPEC §4.
+// Audiences of docs/PROTOCOL.md "Channels".
 const (
 	User Kind = iota + 1
 	Group

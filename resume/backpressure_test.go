@@ -3,6 +3,9 @@ package resume_test
 import (
 	"fmt"
 	"testing"
+
+	"github.com/huleedu/websocket-service/internal/servicetest"
+	"github.com/huleedu/websocket-service/registry"
 )
 
 // A replay far larger than SEND_QUEUE_LIMIT reaches a client that reads: it is queued a chunk
@@ -17,6 +20,7 @@ func TestReplayLargerThanTheSendQueue(t *testing.T) {
 		for i := range n {
 			s.Publish(t, userT, fmt.Sprint(i))
 		}
+		routed(t, s)
 		_, fs := userSync(t, s, cur)
 		if len(fs) != n+1 || !fs[n].IsRecovered() || *fs[n].Replayed != n {
 			t.Fatalf("got %d frames, last %s; want %d replayed then recovered", len(fs), fs[len(fs)-1].Raw, n)
@@ -27,4 +31,22 @@ func TestReplayLargerThanTheSendQueue(t *testing.T) {
 			}
 		}
 	})
+}
+
+// routed returns once s has routed every message published to it so far. The history holds a
+// message as soon as its publish returns, but live delivery follows on the node's own time;
+// a connection that opened while a burst was still being routed would hold the burst's live
+// copies during its resume, and over SEND_QUEUE_LIMIT that is a slow consumer (1013) by
+// design. A marker to another user, published last, is routed after all of them: the node
+// routes messages in the order the backplane delivers them.
+func routed(t *testing.T, s *servicetest.Service) {
+	t.Helper()
+	obs := dialV2(t, s, nil, "routed-marker")
+	syncs(t, obs, "user", "broadcast")
+	s.Publish(t, registry.Target{Kind: registry.User, ID: "routed-marker"}, "marker")
+	if f := next(t, obs); f.DataString() != "marker" {
+		t.Fatalf("marker connection got %s", f.Raw)
+	}
+	obs.Close()
+	waitActive(t, s, 0)
 }

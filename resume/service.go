@@ -17,6 +17,15 @@ const Wait = 5 * time.Second
 // unavailable.
 const readTimeout = 10 * time.Second
 
+// Retries of a failed history read, within readTimeout. A read is safe to repeat, and what
+// fails one in a reconnect storm is mostly passing (the node's few Redis connections taken
+// for longer than the pool waits while the node is short of CPU, a Redis restart of a second
+// or two); each retry saves that stream a recovered:false and its client a reload.
+const (
+	retryFirst = 50 * time.Millisecond
+	retryMax   = time.Second
+)
+
 // defaultInFlight is how many resumes a node runs at once: each holds at most one replay per
 // stream (entries shared with every reader of the same read) until its socket has taken it.
 const defaultInFlight = 256
@@ -47,7 +56,10 @@ type Options struct {
 	Topics   registry.Topics
 	Limit    int // RECOVERY_MAX_MESSAGES
 	InFlight int // resumes at once, node-wide; 0: a default
-	Metrics  *telemetry.Metrics
+	// NoHistory is HISTORY_SIZE=0: nothing can be replayed, so no resume is continuous, even
+	// one that missed nothing (docs/PROTOCOL.md: every resume then reports recovered:false).
+	NoHistory bool
+	Metrics   *telemetry.Metrics
 }
 
 // Service reads history for resuming connections, a bounded number at a time.
@@ -55,6 +67,7 @@ type Service struct {
 	o     Options
 	cache replayCache
 	wait  time.Duration // Wait; package tests shorten it
+	reads time.Duration // readTimeout; package tests shorten it
 	sem   chan struct{}
 }
 
@@ -63,7 +76,7 @@ func NewService(o Options) *Service {
 	if o.InFlight <= 0 {
 		o.InFlight = defaultInFlight
 	}
-	return &Service{o: o, wait: Wait, sem: make(chan struct{}, o.InFlight)}
+	return &Service{o: o, wait: Wait, reads: readTimeout, sem: make(chan struct{}, o.InFlight)}
 }
 
 // Wait is how long a connection waits for its resume frame.
@@ -93,7 +106,7 @@ func (s *Service) Read(streams []Stream, cursors map[string]string, done func(ou
 func (s *Service) release() { <-s.sem }
 
 func (s *Service) read(streams []Stream, cursors map[string]string) []Outcome {
-	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), s.reads)
 	defer cancel()
 	out := make([]Outcome, len(streams))
 	for i, st := range streams {
@@ -115,8 +128,18 @@ func (s *Service) readOne(ctx context.Context, channel string, after history.Pos
 		return history.Result{Reason: history.ReasonUnavailable, Missed: -1}
 	}
 	r, err := s.o.Reader.Read(ctx, channel, after, s.o.Limit)
-	if err != nil {
-		return history.Result{Reason: history.ReasonUnavailable, Missed: -1, Cursor: r.Cursor}
+	for delay := retryFirst; err != nil; delay = min(2*delay, retryMax) {
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return history.Result{Reason: history.ReasonUnavailable, Missed: -1, Cursor: r.Cursor}
+		case <-t.C:
+		}
+		r, err = s.o.Reader.Read(ctx, channel, after, s.o.Limit)
+	}
+	if s.o.NoHistory && r.Recovered {
+		return history.Result{Reason: history.ReasonTrimmed, Cursor: r.Cursor}
 	}
 	return r
 }

@@ -2,6 +2,8 @@ package resume
 
 import (
 	"context"
+	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -61,5 +63,45 @@ func TestReplayFramesAreShared(t *testing.T) {
 		if &frames[0][k][0] != &frames[1][k][0] {
 			t.Fatalf("replayed frame %d built twice", k)
 		}
+	}
+}
+
+// failingReader fails its first fails reads of any stream, then answers as topReader.
+type failingReader struct {
+	mu    sync.Mutex
+	fails int
+	reads int
+}
+
+func (f *failingReader) Read(ctx context.Context, ch string, after history.Position, limit int) (history.Result, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reads++
+	if f.reads <= f.fails {
+		return history.Result{Reason: history.ReasonUnavailable, Missed: -1}, errors.New("redis: connection pool timeout")
+	}
+	return topReader{}.Read(ctx, ch, after, limit)
+}
+
+// A history read that fails for a moment (the node's Redis connections all taken in a
+// reconnect storm) is read again: the resume is continuous, not recovered:false.
+func TestAFailedHistoryReadIsRetried(t *testing.T) {
+	r := &failingReader{fails: 2}
+	svc := NewService(Options{Reader: r, Topics: registry.Topics{UserPrefix: "ws:", GroupPrefix: "g:", Broadcast: "b"}})
+	cursor := history.Position{Epoch: 1, Seq: 2, Tag: 2}.Cursor()
+	out := svc.read(svc.Streams("u", nil)[:1], map[string]string{"user": cursor})
+	if !out[0].Result.Recovered || r.reads != 3 {
+		t.Fatalf("result %+v after %d reads, want recovered after 3", out[0].Result, r.reads)
+	}
+}
+
+// A read that keeps failing is given up when the resume's read time is over: unavailable.
+func TestAHistoryReadThatKeepsFailingIsUnavailable(t *testing.T) {
+	r := &failingReader{fails: 1 << 30}
+	svc := NewService(Options{Reader: r, Topics: registry.Topics{UserPrefix: "ws:", GroupPrefix: "g:", Broadcast: "b"}})
+	svc.reads = 300 * time.Millisecond
+	out := svc.read(svc.Streams("u", nil)[:1], map[string]string{"user": history.Position{Epoch: 1, Seq: 2, Tag: 2}.Cursor()})
+	if res := out[0].Result; res.Recovered || res.Reason != history.ReasonUnavailable || r.reads < 2 {
+		t.Fatalf("result %+v after %d reads, want unavailable after retries", res, r.reads)
 	}
 }

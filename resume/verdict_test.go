@@ -99,7 +99,7 @@ func TestResumeExpiredAndQuiet(t *testing.T) {
 			if time.Now().After(deadline) {
 				t.Fatalf("history never expired: %s", raws(fs))
 			}
-			time.Sleep(200 * time.Millisecond) // poll interval
+			time.Sleep(200 * time.Millisecond) // poll interval: each poll is a connection and a sync
 		}
 		_, fs = userSync(t, s, top)
 		if len(fs) != 1 || !fs[0].IsRecovered() || *fs[0].Replayed != 0 || fs[0].CursorString() != top["user"] {
@@ -240,8 +240,9 @@ func TestHeldOverTheSendQueueLimit(t *testing.T) {
 	})
 }
 
-// With HISTORY_SIZE=0 nothing is kept: v2 still works, live messages carry cursors, and a
-// client that missed anything is told so (trimmed, with the count) instead of getting a replay.
+// With HISTORY_SIZE=0 nothing is kept: v2 still works, live messages carry cursors, and every
+// resume reports recovered:false (docs/PROTOCOL.md): trimmed, with the count of what was missed
+// — none, for a client that missed nothing, which still reloads: no history, no continuity.
 func TestResumeWithoutHistory(t *testing.T) {
 	each(t, func(t *testing.T, engine, bp string) {
 		s := newCluster(t, engine, bp, map[string]string{"HISTORY_SIZE": "0"}).node(t)
@@ -253,5 +254,10 @@ func TestResumeWithoutHistory(t *testing.T) {
 		if f := next(t, c); string(f.Data) != `{"live":true}` || f.CursorString() == "" {
 			t.Fatalf("live: %s, want the message with a cursor", f.Raw)
 		}
+		cur = c.Cursors()
+		c.Close()
+		waitActive(t, s, 0)
+		_, fs = userSync(t, s, cur)
+		expectNotRecovered(t, fs, "trimmed", 0)
 	})
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/huleedu/websocket-service/backplane"
 	"github.com/huleedu/websocket-service/history"
+	"github.com/huleedu/websocket-service/internal/testenv"
 	"github.com/huleedu/websocket-service/registry"
 )
 
@@ -41,12 +42,8 @@ func TestEmbeddedBackplaneDeliversPositionsThroughTheRouter(t *testing.T) {
 	publish("2")
 	tg, _ := testTopics.Parse(ch)
 	eventually := func(n int) {
-		deadline := time.Now().Add(10 * time.Second)
-		for len(rec.stream(tg)) < n {
-			if time.Now().After(deadline) {
-				t.Fatalf("got%s, want %d deliveries", describe(rec.stream(tg)), n)
-			}
-			time.Sleep(5 * time.Millisecond)
+		if !testenv.Until(10*time.Second, func() bool { return len(rec.stream(tg)) >= n }) {
+			t.Fatalf("got%s, want %d deliveries", describe(rec.stream(tg)), n)
 		}
 	}
 	eventually(2)
@@ -57,13 +54,9 @@ func TestEmbeddedBackplaneDeliversPositionsThroughTheRouter(t *testing.T) {
 	if err := bp.Publish(ctx, "ws:bob", []byte("marker")); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for len(rec.stream(registry.Target{Kind: registry.User, ID: "bob"})) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the marker never arrived")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.Eventually(t, 10*time.Second, "the marker delivered", func() bool {
+		return len(rec.stream(registry.Target{Kind: registry.User, ID: "bob"})) > 0
+	})
 	if err := bp.Subscribe(ctx, []string{ch}); err != nil {
 		t.Fatal(err)
 	}

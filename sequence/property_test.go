@@ -10,6 +10,7 @@ import (
 
 	"github.com/huleedu/websocket-service/backplane"
 	"github.com/huleedu/websocket-service/history"
+	"github.com/huleedu/websocket-service/internal/testenv"
 	"github.com/huleedu/websocket-service/registry"
 )
 
@@ -173,13 +174,7 @@ func (m *model) step() {
 // awaitIdle waits until no repair is under way.
 func awaitIdle(t *testing.T, r *Router) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !r.idle() {
-		if time.Now().After(deadline) {
-			t.Fatal("repairs never finished")
-		}
-		time.Sleep(50 * time.Microsecond)
-	}
+	testenv.Eventually(t, 10*time.Second, "repairs finished", r.idle)
 }
 
 // check verifies one stream's output against what was published on it.

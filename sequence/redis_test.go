@@ -12,6 +12,7 @@ import (
 	"github.com/huleedu/websocket-service/backplane"
 	"github.com/huleedu/websocket-service/history"
 	"github.com/huleedu/websocket-service/internal/redistest"
+	"github.com/huleedu/websocket-service/internal/testenv"
 	"github.com/huleedu/websocket-service/registry"
 	"github.com/huleedu/websocket-service/telemetry"
 )
@@ -70,17 +71,14 @@ func killAndPublish(t *testing.T, c *redis.Client, channel string, payloads ...s
 func (n *node) awaitStream(t *testing.T, channel string, seq uint64) []registry.Delivery {
 	t.Helper()
 	tg, _ := testTopics.Parse(channel)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		out := n.rec.stream(tg)
-		if len(out) > 0 && out[len(out)-1].Position.Seq >= seq {
-			return out
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: position %d not delivered within 20s; got%s", channel, seq, describe(out))
-		}
-		time.Sleep(10 * time.Millisecond)
+	var out []registry.Delivery
+	if !testenv.Until(20*time.Second, func() bool {
+		out = n.rec.stream(tg)
+		return len(out) > 0 && out[len(out)-1].Position.Seq >= seq
+	}) {
+		t.Fatalf("%s: position %d not delivered within 20s; got%s", channel, seq, describe(out))
 	}
+	return out
 }
 
 func (n *node) metric(name string) string {

@@ -140,10 +140,10 @@ func (s *Server) Serve(ln net.Listener) error {
 	return err
 }
 
-// Shutdown drains the node as SPEC §7 says: not ready at once, no new upgrades, every
-// connection closed with 1001 spread over the drain window, then the backplane's
-// subscriptions and connections closed. Health and readiness keep answering meanwhile, so
-// the orchestrator sees the node draining rather than dead.
+// Shutdown drains the node as docs/OPERATIONS.md "Lifecycle" says: not ready at once, no new
+// upgrades, every connection closed with 1001 spread over the drain window, then the
+// backplane's subscriptions and connections closed. Health and readiness keep answering
+// meanwhile, so the orchestrator sees the node draining rather than dead.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
 	window := s.cfg.ShutdownDrainTimeout.D()

@@ -24,7 +24,7 @@ func PerSecond(n float64, burst int) Rate {
 }
 
 // InboundBurst is how many frames a connection may send at once beyond its steady rate, as a
-// multiple of the rate (SPEC: burst twice the rate).
+// multiple of the rate (README, "Configuration": bursts of twice the rate).
 const InboundBurst = 2
 
 // FrameRate is the limit INBOUND_RATE_PER_CONNECTION sets: perSecond frames a second, bursts

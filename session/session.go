@@ -124,7 +124,8 @@ func (p *Policy) OnText(id *Identity, in *Inbound, now int64, text []byte) Actio
 	if !in.refreshes.Take(refreshRate, now, 1) {
 		return RateLimited()
 	}
-	// SPEC §2: any failed refresh, an already-expired token included, is AUTH_FAILED; the
+	// docs/PROTOCOL.md "Token refresh, keep-alive and limits": any failed refresh, an
+	// already-expired token included, is AUTH_FAILED; the
 	// connection's own expiry is the only thing reported as TOKEN_EXPIRED.
 	claims, err := p.verifier.Verify(token)
 	if err != nil || claims.Subject != id.User {

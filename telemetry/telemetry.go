@@ -1,6 +1,7 @@
-// Package telemetry owns the service's Prometheus metrics (SPEC §6). One Metrics value is made
-// at start-up and handed to every component that records something; there is no global
-// registry. Every label takes its value from a small fixed set, never from a user id.
+// Package telemetry owns the service's Prometheus metrics (docs/OPERATIONS.md "Metrics"). One
+// Metrics value is made at start-up and handed to every component that records something;
+// there is no global registry. Every label takes its value from a small fixed set, never from
+// a user id.
 package telemetry
 
 import (

@@ -32,7 +32,8 @@ func newLogger(cfg config.Config) *slog.Logger {
 	return slog.New(tracing.LogHandler(h)).With("service", cfg.ServiceName, "environment", cfg.Environment)
 }
 
-// serve runs the node until SIGTERM or SIGINT, then drains it (SPEC §7) and exits 0.
+// serve runs the node until SIGTERM or SIGINT, then drains it (docs/OPERATIONS.md
+// "Lifecycle") and exits 0.
 func serve(args []string, stderr io.Writer) int {
 	if len(args) > 0 {
 		fmt.Fprintf(stderr, "serve takes no arguments; configure it with WEBSOCKET_SERVICE_* variables\n")

@@ -1,6 +1,8 @@
-// Package testenv holds the project's rule for tests that need a tool the machine may lack
-// (redis-server, node, Chromium): without it the test skips and says what to install, except
-// under CI=true, where .ci/run has installed everything and a missing piece is a failure.
+// Package testenv holds what the project's tests share about the machine they run on: the
+// rule for a tool the machine may lack (redis-server, node, Chromium: without it the test
+// skips and says what to install, except under CI=true, where .ci/run has installed
+// everything and a missing piece is a failure), and waiting for a condition with a deadline
+// instead of sleeping for a guess that a loaded machine outlasts.
 package testenv
 
 import (
