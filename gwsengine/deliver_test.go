@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/huleedu/websocket-service/history"
+	"github.com/huleedu/websocket-service/internal/testenv"
 	"github.com/huleedu/websocket-service/registry"
 	"github.com/huleedu/websocket-service/session"
 )
@@ -89,22 +90,22 @@ func (r *rig) endFloors() {
 // connections that were closed meanwhile, the usual reason a frame is never written.
 //
 // A benchmark times this wait, so it spins (yielding) to see the last write at once; a test
-// polls instead, so that on a loaded machine it does not take the processor from the write
-// goroutines it waits for.
+// polls with a backoff instead (testenv.Until), so that on a loaded machine it does not take
+// the processor from the write goroutines it waits for.
 func waitSent(t testing.TB, r *rig, want uint64) {
 	t.Helper()
-	_, timed := t.(*testing.B)
-	deadline := time.Now().Add(10 * time.Second)
-	for r.metrics.MessagesSent.Get() < want {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d frames written; %d connections closed meanwhile (close codes %v)",
-				r.metrics.MessagesSent.Get(), want, r.hooks.count(), r.hooks.codes())
+	sent := func() bool { return r.metrics.MessagesSent.Get() >= want }
+	ok := false
+	if _, timed := t.(*testing.B); timed {
+		for deadline := time.Now().Add(10 * time.Second); !ok && time.Now().Before(deadline); runtime.Gosched() {
+			ok = sent()
 		}
-		if timed {
-			runtime.Gosched()
-		} else {
-			time.Sleep(time.Millisecond)
-		}
+	} else {
+		ok = testenv.Until(10*time.Second, sent)
+	}
+	if !ok {
+		t.Fatalf("%d of %d frames written; %d connections closed meanwhile (close codes %v)",
+			r.metrics.MessagesSent.Get(), want, r.hooks.count(), r.hooks.codes())
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/huleedu/websocket-service/internal/enginetest"
 	"github.com/huleedu/websocket-service/internal/servicetest"
+	"github.com/huleedu/websocket-service/internal/testenv"
 	"github.com/huleedu/websocket-service/message"
 	"github.com/huleedu/websocket-service/registry"
 	"github.com/huleedu/websocket-service/session"
@@ -80,7 +81,7 @@ func TestVanishedPeerIsReported1006(t *testing.T) {
 		if code := r.Hooks.WaitUser(t, "gone", enginetest.Wait); code != message.CloseAbnormal {
 			t.Fatalf("Hooks.Closed code %d, want 1006", code)
 		}
-		enginetest.Eventually(t, enginetest.Wait, "no connection counted active", func() bool {
+		testenv.Eventually(t, enginetest.Wait, "no connection counted active", func() bool {
 			return r.Metrics.ConnectionsActive.Get() == 0
 		})
 	})

@@ -7,6 +7,7 @@ import (
 
 	"github.com/huleedu/websocket-service/internal/enginetest"
 	"github.com/huleedu/websocket-service/internal/servicetest"
+	"github.com/huleedu/websocket-service/internal/testenv"
 	"github.com/huleedu/websocket-service/registry"
 	"github.com/huleedu/websocket-service/session"
 )
@@ -43,7 +44,7 @@ func TestDeliveryToUserGroupAndBroadcast(t *testing.T) {
 			}
 		}
 		const sent = 3 + 3 + 3 + 2 // counted once written, which may be just after the client has it
-		enginetest.Eventually(t, enginetest.Wait, fmt.Sprintf("websocket_messages_sent_total = %d", sent), func() bool {
+		testenv.Eventually(t, enginetest.Wait, fmt.Sprintf("websocket_messages_sent_total = %d", sent), func() bool {
 			return r.Metrics.MessagesSent.Get() >= sent
 		})
 		if got := r.Metrics.MessagesSent.Get(); got != sent {
@@ -81,7 +82,7 @@ func TestConnectionsSpreadOverShardsAndGauged(t *testing.T) {
 			"websocket_connections_active 4", "websocket_handshake_duration_seconds_count 4",
 		}
 		// The epoll engine's Accept does not wait for the shard to register the connection.
-		enginetest.Eventually(t, enginetest.Wait, fmt.Sprintf("metrics showing %q", wants), func() bool {
+		testenv.Eventually(t, enginetest.Wait, fmt.Sprintf("metrics showing %q", wants), func() bool {
 			out := r.Exposition()
 			for _, w := range wants {
 				if !strings.Contains(out, w+"\n") {

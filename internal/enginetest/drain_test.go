@@ -12,6 +12,7 @@ import (
 
 	"github.com/huleedu/websocket-service/internal/enginetest"
 	"github.com/huleedu/websocket-service/internal/servicetest"
+	"github.com/huleedu/websocket-service/internal/testenv"
 	"github.com/huleedu/websocket-service/message"
 	"github.com/huleedu/websocket-service/session"
 )
@@ -32,7 +33,7 @@ func TestDrainSpreadsClosesOverTheWindow(t *testing.T) {
 			clients[i] = servicetest.Dial(t, r.UserURL(fmt.Sprintf("d%d", i)))
 		}
 		r.WaitAccepted(t, n)
-		enginetest.Eventually(t, enginetest.Wait, "every connection registered", func() bool {
+		testenv.Eventually(t, enginetest.Wait, "every connection registered", func() bool {
 			return r.Metrics.ConnectionsActive.Get() == n
 		})
 		start := time.Now()

@@ -7,6 +7,7 @@ import (
 
 	"github.com/huleedu/websocket-service/internal/enginetest"
 	"github.com/huleedu/websocket-service/internal/servicetest"
+	"github.com/huleedu/websocket-service/internal/testenv"
 	"github.com/huleedu/websocket-service/message"
 	"github.com/huleedu/websocket-service/session"
 )
@@ -88,7 +89,7 @@ func TestManySilentClientsAreAllClosed1001(t *testing.T) {
 				t.Fatalf("client %d: close %d, want 1001", i, code)
 			}
 		}
-		enginetest.Eventually(t, enginetest.Wait, "no connection counted active", func() bool {
+		testenv.Eventually(t, enginetest.Wait, "no connection counted active", func() bool {
 			return r.Metrics.ConnectionsActive.Get() == 0
 		})
 	})

@@ -8,6 +8,7 @@ import (
 
 	"github.com/huleedu/websocket-service/internal/enginetest"
 	"github.com/huleedu/websocket-service/internal/servicetest"
+	"github.com/huleedu/websocket-service/internal/testenv"
 	"github.com/huleedu/websocket-service/message"
 	"github.com/huleedu/websocket-service/session"
 	"github.com/huleedu/websocket-service/telemetry"
@@ -100,7 +101,7 @@ func TestInboundRateLimits(t *testing.T) {
 			if code := limited.Hooks.WaitUser(t, "text", enginetest.Wait); code != message.ClosePolicyViolation {
 				t.Fatalf("Hooks.Closed code %d, want 1008", code)
 			}
-			enginetest.Eventually(t, enginetest.Wait, "a rate_limited drop", func() bool {
+			testenv.Eventually(t, enginetest.Wait, "a rate_limited drop", func() bool {
 				return limited.Dropped(telemetry.DropRateLimited) >= 1
 			})
 		})

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/huleedu/websocket-service/auth"
+	"github.com/huleedu/websocket-service/internal/testenv"
 	"github.com/huleedu/websocket-service/message"
 	"github.com/huleedu/websocket-service/registry"
 	"github.com/huleedu/websocket-service/server"
@@ -178,7 +179,7 @@ func (r *Rig) Accepted() int { return int(r.accepted.Load()) }
 // WaitAccepted waits until n upgrades were accepted (Accept has returned for each).
 func (r *Rig) WaitAccepted(t testing.TB, n int) {
 	t.Helper()
-	Eventually(t, Wait, fmt.Sprintf("%d accepted connections", n), func() bool { return r.Accepted() >= n })
+	testenv.Eventually(t, Wait, fmt.Sprintf("%d accepted connections", n), func() bool { return r.Accepted() >= n })
 }
 
 // Exposition is the metrics' Prometheus text.
@@ -199,16 +200,4 @@ func (r *Rig) Dropped(reason string) int {
 		}
 	}
 	return -1
-}
-
-// Eventually polls cond until it holds, failing the test after within.
-func Eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
