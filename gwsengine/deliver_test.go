@@ -129,12 +129,8 @@ func TestDeliverEncodesOncePerMessage(t *testing.T) {
 		t.Errorf("delivering %d bytes to %d connections allocated %d bytes: frames are built per target", size, targets, allocated)
 	}
 	t.Logf("one %d-byte message to %d connections allocated %d bytes", size, targets, allocated)
-	deadline := time.Now().Add(5 * time.Second)
 	for _, s := range sinks {
-		for s.bytes.Load() < size && time.Now().Before(deadline) {
-			time.Sleep(time.Millisecond)
-		}
-		if s.bytes.Load() < size {
+		if !testenv.Until(5*time.Second, func() bool { return s.bytes.Load() >= size }) {
 			t.Fatalf("a connection received %d bytes, want %d", s.bytes.Load(), size)
 		}
 	}
