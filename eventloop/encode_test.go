@@ -44,7 +44,7 @@ func TestEncodedFramesParseBack(t *testing.T) {
 		client = append(client, payload...)
 		var p parser
 		rec := &recorder{}
-		if code := p.feed(client, 1<<20, rec); code != 0 || len(rec.events) != 1 || rec.events[0] != "msg1:"+string(payload) {
+		if code := p.feed(client, 1<<20, rec, nil); code != 0 || len(rec.events) != 1 || rec.events[0] != "msg1:"+string(payload) {
 			t.Fatalf("n=%d: code %d, %d events", n, code, len(rec.events))
 		}
 	}

@@ -13,18 +13,18 @@ import (
 // length and the 4-byte masking key.
 const maxClientHeader = 14
 
-// frameHandler receives what the parser completes. A payload is valid only during the call:
-// it points into the shard's read buffer or the connection's partial buffer, so a handler that
-// keeps it must copy it. Returning false stops parsing (the connection is closing); the rest
-// of the input is discarded.
+// frameHandler receives what the parser completes, with the connection that sent it. A payload
+// is valid only during the call: it points into the shard's read buffer or the connection's
+// partial buffer, so a handler that keeps it must copy it. Returning false stops parsing (the
+// connection is closing); the rest of the input is discarded.
 type frameHandler interface {
 	// onFrame is told of every complete frame, a fragment or control frame included, before
 	// its payload is handed on: the inbound rate counts frames.
-	onFrame()
+	onFrame(c *conn)
 	// onMessage gets a whole text (already valid UTF-8) or binary message.
-	onMessage(op byte, payload []byte) bool
+	onMessage(c *conn, op byte, payload []byte) bool
 	// onControl gets a ping, pong or close frame.
-	onControl(op byte, payload []byte) bool
+	onControl(c *conn, op byte, payload []byte) bool
 }
 
 // parser is an incremental RFC 6455 frame parser for one connection: it takes bytes as the
@@ -57,11 +57,12 @@ type header struct {
 	size   int // header bytes; 0 while the header is incomplete
 }
 
-// feed parses data, handing every complete message and control frame to h. limit is the
-// largest message accepted. It returns 0, or the close code the connection must fail with:
-// 1002 for a protocol violation, 1007 for text that is not UTF-8, 1009 for a message over limit.
-// data may be modified (payloads are unmasked in place).
-func (p *parser) feed(data []byte, limit int, h frameHandler) uint16 {
+// feed parses data, which c sent, handing every complete message and control frame to h with
+// c (the parser passes c on and never looks at it). limit is the largest message accepted. It
+// returns 0, or the close code the connection must fail with: 1002 for a protocol violation,
+// 1007 for text that is not UTF-8, 1009 for a message over limit. data may be modified
+// (payloads are unmasked in place).
+func (p *parser) feed(data []byte, limit int, h frameHandler, c *conn) uint16 {
 	for len(data) > 0 {
 		if p.rx != nil && p.rx.pend != nil {
 			rest, done, code := p.fill(data, limit)
@@ -75,7 +76,7 @@ func (p *parser) feed(data []byte, limit int, h frameHandler) uint16 {
 			frame := p.rx.pend
 			p.rx.pend = nil
 			hd, _ := p.parseHeader(frame, limit) // validated by fill
-			code, more := p.dispatch(hd, frame[hd.size:], h)
+			code, more := p.dispatch(hd, frame[hd.size:], h, c)
 			if code != 0 || !more {
 				return code
 			}
@@ -91,7 +92,7 @@ func (p *parser) feed(data []byte, limit int, h frameHandler) uint16 {
 		}
 		frame := data[:hd.size+hd.length]
 		data = data[len(frame):]
-		code, more := p.dispatch(hd, frame[hd.size:], h)
+		code, more := p.dispatch(hd, frame[hd.size:], h, c)
 		if code != 0 || !more {
 			return code
 		}
@@ -241,12 +242,12 @@ func (p *parser) parseHeader(b []byte, limit int) (hd header, code uint16) {
 // dispatch unmasks a complete frame's payload and hands it on: control frames at once, data
 // frames as whole messages (fragments are accumulated first). It returns a close code, and
 // whether to go on parsing.
-func (p *parser) dispatch(hd header, payload []byte, h frameHandler) (uint16, bool) {
-	h.onFrame()
+func (p *parser) dispatch(hd header, payload []byte, h frameHandler, c *conn) (uint16, bool) {
+	h.onFrame(c)
 	unmask(payload, hd.mask)
 	switch hd.op {
 	case opClose, opPing, opPong:
-		more := h.onControl(hd.op, payload)
+		more := h.onControl(c, hd.op, payload)
 		p.release()
 		return 0, more
 	case opContinuation:
@@ -261,7 +262,7 @@ func (p *parser) dispatch(hd header, payload []byte, h frameHandler) (uint16, bo
 		msg, op := rx.msg, rx.msgOp
 		rx.msg, rx.msgOp, rx.valid = nil, 0, 0
 		p.release()
-		return 0, h.onMessage(op, msg)
+		return 0, h.onMessage(c, op, msg)
 	}
 	if !hd.fin {
 		rx := p.partial()
@@ -276,7 +277,7 @@ func (p *parser) dispatch(hd header, payload []byte, h frameHandler) (uint16, bo
 	if hd.op == opText && !utf8.Valid(payload) {
 		return message.CloseInvalidPayload, false
 	}
-	return 0, h.onMessage(hd.op, payload)
+	return 0, h.onMessage(c, hd.op, payload)
 }
 
 // checkText validates the fragmented text message so far, from where the last check stopped,

@@ -55,14 +55,14 @@ type recorder struct {
 	stopped bool // after a close frame, as the loop stops reading a closing connection
 }
 
-func (r *recorder) onMessage(op byte, payload []byte) bool {
+func (r *recorder) onMessage(_ *conn, op byte, payload []byte) bool {
 	r.events = append(r.events, fmt.Sprintf("msg%d:%s", op, payload))
 	return true
 }
 
-func (r *recorder) onFrame() {}
+func (r *recorder) onFrame(*conn) {}
 
-func (r *recorder) onControl(op byte, payload []byte) bool {
+func (r *recorder) onControl(_ *conn, op byte, payload []byte) bool {
 	r.events = append(r.events, fmt.Sprintf("ctl%d:%s", op, payload))
 	r.stopped = op == opClose
 	return !r.stopped
@@ -154,7 +154,7 @@ func feedChunks(p *parser, input []byte, limit int, h *recorder, chunk func() in
 		n := min(chunk(), len(input))
 		buf := append([]byte(nil), input[:n]...)
 		input = input[n:]
-		if code := p.feed(buf, limit, h); code != 0 {
+		if code := p.feed(buf, limit, h, nil); code != 0 {
 			return code
 		}
 	}
@@ -199,7 +199,7 @@ func TestParserHoldsWhatArrivedNeverWhatAHeaderAnnounces(t *testing.T) {
 	frame := cf(opBinary, strings.Repeat("a", limit))
 	var p parser
 	rec := &recorder{}
-	if code := p.feed(append([]byte(nil), frame[:maxClientHeader]...), limit, rec); code != 0 {
+	if code := p.feed(append([]byte(nil), frame[:maxClientHeader]...), limit, rec, nil); code != 0 {
 		t.Fatal(code)
 	}
 	if got := p.held(); got > 64 {
@@ -211,7 +211,7 @@ func TestParserHoldsWhatArrivedNeverWhatAHeaderAnnounces(t *testing.T) {
 	p.setDeadline(7)
 	// Trickled bytes: the buffer follows them; the frame is not new.
 	for i := maxClientHeader; i < 4096; i++ {
-		if code := p.feed(append([]byte(nil), frame[i]), limit, rec); code != 0 {
+		if code := p.feed(append([]byte(nil), frame[i]), limit, rec, nil); code != 0 {
 			t.Fatal(code)
 		}
 		if got := p.held(); got > 2*(i+1) {
@@ -221,7 +221,7 @@ func TestParserHoldsWhatArrivedNeverWhatAHeaderAnnounces(t *testing.T) {
 	if p.begun() || p.deadline() != 7 {
 		t.Fatalf("while trickling: begun() = %v, deadline() = %d; want false, 7", p.begun(), p.deadline())
 	}
-	if code := p.feed(append([]byte(nil), frame[4096:]...), limit, rec); code != 0 {
+	if code := p.feed(append([]byte(nil), frame[4096:]...), limit, rec, nil); code != 0 {
 		t.Fatal(code)
 	}
 	if p.deadline() != 0 || p.rx != nil || len(rec.events) != 1 {
@@ -233,7 +233,7 @@ func TestParserHoldsWhatArrivedNeverWhatAHeaderAnnounces(t *testing.T) {
 func TestParserHoldsAPartialHeaderInItsOwnBytes(t *testing.T) {
 	var p parser
 	frame := cf(opBinary, strings.Repeat("a", 1000))
-	if code := p.feed(append([]byte(nil), frame[:3]...), 65536, &recorder{}); code != 0 {
+	if code := p.feed(append([]byte(nil), frame[:3]...), 65536, &recorder{}, nil); code != 0 {
 		t.Fatal(code)
 	}
 	if got := p.held(); got > 16 {
@@ -245,7 +245,7 @@ func TestParserDecidesTooLargeFromTheHeaderAlone(t *testing.T) {
 	var p parser
 	// Only the first 4 bytes of a 16-bit-length frame of 1000 bytes against a 100-byte limit.
 	frame := cf(opText, strings.Repeat("a", 1000))
-	if code := p.feed(append([]byte(nil), frame[:4]...), 100, &recorder{}); code != message.CloseMessageTooBig {
+	if code := p.feed(append([]byte(nil), frame[:4]...), 100, &recorder{}, nil); code != message.CloseMessageTooBig {
 		t.Fatalf("code = %d, want 1009 before any payload", code)
 	}
 }
@@ -308,7 +308,7 @@ func FuzzParser(f *testing.F) {
 		const limit = 1024
 		var whole parser
 		recWhole := &recorder{}
-		codeWhole := whole.feed(append([]byte(nil), input...), limit, recWhole)
+		codeWhole := whole.feed(append([]byte(nil), input...), limit, recWhole, nil)
 
 		var split parser
 		recSplit := &recorder{}
@@ -343,7 +343,7 @@ func BenchmarkParse(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				copy(buf, input)
-				if code := p.feed(buf, 65536, h); code != 0 {
+				if code := p.feed(buf, 65536, h, nil); code != 0 {
 					b.Fatal(code)
 				}
 			}
@@ -353,6 +353,6 @@ func BenchmarkParse(b *testing.B) {
 
 type discard struct{}
 
-func (discard) onMessage(byte, []byte) bool { return true }
-func (discard) onControl(byte, []byte) bool { return true }
-func (discard) onFrame()                    {}
+func (discard) onMessage(*conn, byte, []byte) bool { return true }
+func (discard) onControl(*conn, byte, []byte) bool { return true }
+func (discard) onFrame(*conn)                      {}
