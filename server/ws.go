@@ -83,7 +83,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		// Subscribe reports success only once Redis has confirmed every channel; a 101 now
 		// would open a connection that silently misses what is published to it.
 		s.backplane.Unsubscribe(channels)
-		s.release(user)
+		s.members.release(user)
 		if r.Context().Err() != nil {
 			s.log.InfoContext(r.Context(), "upgrade abandoned by the client while subscribing", "remote", r.RemoteAddr)
 			return
@@ -99,17 +99,12 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	err = s.engine.Accept(w, r, session.Admission{Identity: id, Expires: claims.ExpiresAt, Subprotocol: subprotocol, Started: started})
 	if err != nil {
 		s.backplane.Unsubscribe(channels)
-		s.release(user)
+		s.members.release(user)
 		span.RecordError(err)
 		s.log.InfoContext(r.Context(), "upgrade failed", "err", err, "client", ip)
 		return
 	}
 	s.connection(span, telemetry.ResultAccepted, "")
-}
-
-func (s *Server) release(user string) {
-	s.limits.ReleaseUser(user)
-	s.limits.ReleaseNode()
 }
 
 // isUpgrade is the cheap pre-check that this is a WebSocket request at all; the engine
