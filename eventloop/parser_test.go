@@ -4,45 +4,20 @@ package eventloop
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"strings"
 	"testing"
 
+	"github.com/huleedu/websocket-service/internal/rfc6455"
+	"github.com/huleedu/websocket-service/internal/wsraw"
 	"github.com/huleedu/websocket-service/message"
 )
 
-// clientFrame encodes a client frame: masked unless unmasked is set; rsv goes into bits 4-6.
+// clientFrame encodes a client frame: masked (with a fixed key) unless unmasked is set; rsv
+// goes into bits 4-6.
 func clientFrame(fin bool, rsv, op byte, payload []byte, unmasked bool) []byte {
-	b0 := op | rsv<<4
-	if fin {
-		b0 |= 0x80
-	}
-	out := []byte{b0}
-	maskBit := byte(0x80)
-	if unmasked {
-		maskBit = 0
-	}
-	n := len(payload)
-	switch {
-	case n <= 125:
-		out = append(out, maskBit|byte(n))
-	case n <= 0xFFFF:
-		out = append(out, maskBit|126, byte(n>>8), byte(n))
-	default:
-		out = append(out, maskBit|127)
-		out = binary.BigEndian.AppendUint64(out, uint64(n))
-	}
-	if unmasked {
-		return append(out, payload...)
-	}
-	key := [4]byte{0x37, 0xfa, 0x21, 0x3d}
-	out = append(out, key[:]...)
-	for i, c := range payload {
-		out = append(out, c^key[i&3])
-	}
-	return out
+	return wsraw.Frame{Op: op, Payload: payload, More: !fin, RSV: rsv, Unmasked: unmasked, Key: [4]byte{0x37, 0xfa, 0x21, 0x3d}}.Encode()
 }
 
 func cf(op byte, payload string) []byte { return clientFrame(true, 0, op, []byte(payload), false) }
@@ -79,7 +54,7 @@ type parserCase struct {
 func parserCases() []parserCase {
 	long := strings.Repeat("x", 70000)
 	closeBody := func(code uint16, reason string) string {
-		return string(binary.BigEndian.AppendUint16(nil, code)) + reason
+		return string(rfc6455.CloseBody(code, reason))
 	}
 	hugeHeader := []byte{0x82, 0xFF, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3, 4}
 	msbHeader := []byte{0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4}
@@ -199,7 +174,7 @@ func TestParserHoldsWhatArrivedNeverWhatAHeaderAnnounces(t *testing.T) {
 	frame := cf(opBinary, strings.Repeat("a", limit))
 	var p parser
 	rec := &recorder{}
-	if code := p.feed(append([]byte(nil), frame[:maxClientHeader]...), limit, rec, nil); code != 0 {
+	if code := p.feed(append([]byte(nil), frame[:rfc6455.MaxClientHeader]...), limit, rec, nil); code != 0 {
 		t.Fatal(code)
 	}
 	if got := p.held(); got > 64 {
@@ -210,7 +185,7 @@ func TestParserHoldsWhatArrivedNeverWhatAHeaderAnnounces(t *testing.T) {
 	}
 	p.setDeadline(7)
 	// Trickled bytes: the buffer follows them; the frame is not new.
-	for i := maxClientHeader; i < 4096; i++ {
+	for i := rfc6455.MaxClientHeader; i < 4096; i++ {
 		if code := p.feed(append([]byte(nil), frame[i]), limit, rec, nil); code != 0 {
 			t.Fatal(code)
 		}
@@ -250,52 +225,6 @@ func TestParserDecidesTooLargeFromTheHeaderAlone(t *testing.T) {
 	}
 }
 
-func TestParseCloseBody(t *testing.T) {
-	for _, tc := range []struct {
-		body string
-		code uint16
-		ok   bool
-	}{
-		{"", 1005, true},
-		{"\x03", 0, false},
-		{"\x03\xe8", 1000, true},
-		{"\x03\xe8bye", 1000, true},
-		{"\x03\xe9", 1001, true},
-		{"\x03\xec", 0, false}, // 1004
-		{"\x03\xed", 0, false}, // 1005
-		{"\x03\xee", 0, false}, // 1006
-		{"\x03\xf5", 1013, true},
-		{"\x03\xf7", 0, false}, // 1015
-		{"\x0b\xb8", 3000, true},
-		{"\x13\x87", 4999, true},
-		{"\x13\x88", 0, false}, // 5000
-		{"\x03\xe8\xff", 0, false},
-	} {
-		code, ok := parseCloseBody([]byte(tc.body))
-		if code != tc.code || ok != tc.ok {
-			t.Errorf("parseCloseBody(%q) = %d, %v; want %d, %v", tc.body, code, ok, tc.code, tc.ok)
-		}
-	}
-}
-
-func TestUnmaskMatchesBytewise(t *testing.T) {
-	key := [4]byte{1, 2, 3, 4}
-	for n := range 40 {
-		b := make([]byte, n)
-		for i := range b {
-			b[i] = byte(i * 7)
-		}
-		want := append([]byte(nil), b...)
-		for i := range want {
-			want[i] ^= key[i%4]
-		}
-		unmask(b, key)
-		if !bytes.Equal(b, want) {
-			t.Fatalf("n=%d: %x, want %x", n, b, want)
-		}
-	}
-}
-
 // FuzzParser feeds arbitrary bytes in arbitrary chunks: the parser must never panic, must
 // answer the same whatever the chunking, and must never hold more than a frame's worth.
 func FuzzParser(f *testing.F) {
@@ -320,7 +249,7 @@ func FuzzParser(f *testing.F) {
 		if strings.Join(recWhole.events, "|") != strings.Join(recSplit.events, "|") {
 			t.Fatalf("events differ: %q vs %q", recWhole.events, recSplit.events)
 		}
-		if h := split.held(); h > 2*(limit+maxClientHeader) {
+		if h := split.held(); h > 2*(limit+rfc6455.MaxClientHeader) {
 			t.Fatalf("parser holds %d bytes", h)
 		}
 		switch codeWhole {
