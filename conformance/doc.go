@@ -4,10 +4,11 @@
 // clients (slowloris, slow consumers, floods, oversized headers and frames); and independent
 // client implementations (github.com/coder/websocket and Node's ws package).
 //
-// The non-test code here is only the raw client (wire.go): a handshake over net.Conn and a
-// frame encoder and decoder with no validation shortcuts, so a test can put any byte sequence
-// on the wire — masked or not, with reserved bits or lengths a real client never sends — and
-// see exactly what the server answers. It is not a WebSocket library for production use.
+// The non-test code here (wire.go) is the event reader over the project's raw client,
+// internal/wsraw: wsraw puts any byte sequence on the wire — masked or not, with reserved bits
+// or lengths a real client never sends — and wire.go reassembles what the server answers into
+// events, flagging anything no server may send. It is not a WebSocket library for production
+// use.
 //
 // docs/CONFORMANCE.md holds the pass/fail table of the last full run; regenerate it with
 //

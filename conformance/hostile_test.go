@@ -19,6 +19,7 @@ import (
 
 	"github.com/huleedu/websocket-service/internal/servicetest"
 	"github.com/huleedu/websocket-service/internal/testenv"
+	"github.com/huleedu/websocket-service/internal/wsraw"
 	"github.com/huleedu/websocket-service/registry"
 )
 
@@ -448,21 +449,20 @@ func TestHandshakeFloodFromOneAddressIsRateLimitedWith429(t *testing.T) {
 // returns the HTTP status (0 when the connection failed) and how long the answer took.
 func attemptUpgrade(addr, uri string) (int, time.Duration) {
 	started := time.Now()
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	c, err := wsraw.Connect(addr, wsraw.Options{})
 	if err != nil {
 		return 0, time.Since(started)
 	}
-	noLinger(nc)
-	defer nc.Close()
-	_, err = Upgrade(nc, addr, uri, nil, 5*time.Second)
+	noLinger(c.Conn)
+	defer c.Close()
+	if err = c.SendRequest(uri); err == nil {
+		_, err = c.ReadResponse()
+	}
 	took := time.Since(started)
 	if err != nil {
-		if he, ok := err.(*HandshakeError); ok {
-			return he.Status, took
-		}
 		return 0, took
 	}
-	return http.StatusSwitchingProtocols, took
+	return c.Response.StatusCode, took
 }
 
 func TestMegabyteTokenIsRefusedWith431(t *testing.T) {
@@ -493,24 +493,15 @@ func TestMegabyteTokenIsRefusedWith431(t *testing.T) {
 // oversizedUpgrade writes an upgrade request that may be far larger than the server reads,
 // while reading the answer, which the server may send before the request is complete.
 func oversizedUpgrade(addr, uri string, header http.Header) (int, error) {
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	c, err := wsraw.Connect(addr, wsraw.Options{Header: header, Timeout: 10 * time.Second})
 	if err != nil {
 		return 0, err
 	}
-	defer nc.Close()
-	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
-	var req strings.Builder
-	fmt.Fprintf(&req, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n", uri, addr)
-	req.WriteString("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n")
-	for k, vs := range header {
-		for _, v := range vs {
-			fmt.Fprintf(&req, "%s: %s\r\n", k, v)
-		}
-	}
-	req.WriteString("\r\n")
-	go func() { _, _ = io.WriteString(nc, req.String()) }()
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	go func() { _ = c.SendRequest(uri) }()
 	var status int
-	if _, err := fmt.Fscanf(nc, "HTTP/1.1 %d", &status); err != nil {
+	if _, err := fmt.Fscanf(c, "HTTP/1.1 %d", &status); err != nil {
 		return 0, fmt.Errorf("read status line: %w", err)
 	}
 	return status, nil

@@ -1,101 +1,46 @@
 package conformance
 
 import (
-	"bufio"
-	"crypto/rand"
-	"crypto/sha1"
-	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/huleedu/websocket-service/internal/rfc6455"
+	"github.com/huleedu/websocket-service/internal/wsraw"
 )
 
 // Opcodes of RFC 6455 §5.2.
 const (
-	OpContinuation byte = 0x0
-	OpText         byte = 0x1
-	OpBinary       byte = 0x2
-	OpClose        byte = 0x8
-	OpPing         byte = 0x9
-	OpPong         byte = 0xA
+	OpContinuation = rfc6455.OpContinuation
+	OpText         = rfc6455.OpText
+	OpBinary       = rfc6455.OpBinary
+	OpClose        = rfc6455.OpClose
+	OpPing         = rfc6455.OpPing
+	OpPong         = rfc6455.OpPong
 )
 
-// maxServerMessage bounds what the reader reassembles, so a misbehaving server cannot make
-// the test process allocate without limit.
+// maxServerMessage bounds what the reader reassembles, and a frame, so a misbehaving server
+// cannot make the test process allocate without limit.
 const maxServerMessage = 32 << 20
 
-// Frame is one frame as a client puts it on the wire. The zero value of every field is what a
-// well-behaved client sends, so a test names only what it breaks.
-type Frame struct {
-	Op      byte
-	Payload []byte
-	More    bool // FIN clear: more fragments of this message follow
-	RSV     byte // the three reserved bits, as a value 0-7
-	// Unmasked sends the payload without a masking key (servers must fail that, RFC 6455 §5.1).
-	Unmasked bool
-	// Length, when non-zero, is written as the payload length instead of len(Payload): for
-	// headers that announce more than is sent.
-	Length uint64
-}
-
-// Encode returns the frame's bytes, masked with a random key unless Unmasked.
-func (f Frame) Encode() []byte {
-	n := uint64(len(f.Payload))
-	if f.Length != 0 {
-		n = f.Length
-	}
-	b := make([]byte, 0, 14+len(f.Payload))
-	b0 := f.Op & 0x0F
-	if !f.More {
-		b0 |= 0x80
-	}
-	b0 |= (f.RSV & 0x7) << 4
-	b = append(b, b0)
-	var maskBit byte = 0x80
-	if f.Unmasked {
-		maskBit = 0
-	}
-	switch {
-	case n <= 125:
-		b = append(b, maskBit|byte(n))
-	case n <= 0xFFFF:
-		b = append(b, maskBit|126)
-		b = binary.BigEndian.AppendUint16(b, uint16(n))
-	default:
-		b = append(b, maskBit|127)
-		b = binary.BigEndian.AppendUint64(b, n)
-	}
-	if f.Unmasked {
-		return append(b, f.Payload...)
-	}
-	var key [4]byte
-	_, _ = rand.Read(key[:])
-	b = append(b, key[:]...)
-	for i, c := range f.Payload {
-		b = append(b, c^key[i&3])
-	}
-	return b
-}
+// Frame is one frame as a client puts it on the wire (internal/wsraw).
+type Frame = wsraw.Frame
 
 // Text is a final text frame.
-func Text(s string) Frame { return Frame{Op: OpText, Payload: []byte(s)} }
+func Text(s string) Frame { return wsraw.Text(s) }
 
 // Binary is a final binary frame.
-func Binary(b []byte) Frame { return Frame{Op: OpBinary, Payload: b} }
+func Binary(b []byte) Frame { return wsraw.Binary(b) }
 
 // Ping is a ping frame with payload.
-func Ping(s string) Frame { return Frame{Op: OpPing, Payload: []byte(s)} }
+func Ping(s string) Frame { return wsraw.Ping(s) }
 
 // Close is a close frame carrying code and reason (any code, even an invalid one).
-func Close(code uint16, reason string) Frame {
-	return Frame{Op: OpClose, Payload: append(binary.BigEndian.AppendUint16(nil, code), reason...)}
-}
+func Close(code uint16, reason string) Frame { return wsraw.Close(code, reason) }
 
 // EventKind says what the reader saw.
 type EventKind int
@@ -165,22 +110,15 @@ func short(b []byte) string {
 	return fmt.Sprintf("%q", b)
 }
 
-// Conn is a raw client connection after a successful handshake.
+// Conn is a raw client connection after a successful handshake, whose reader turns the
+// server's frames into Events.
 type Conn struct {
-	nc     net.Conn
-	br     *bufio.Reader
+	ws     *wsraw.Conn
 	events chan Event
 }
 
 // HandshakeError is an upgrade the server refused with an HTTP status.
-type HandshakeError struct {
-	Status int
-	Body   string
-}
-
-func (e *HandshakeError) Error() string {
-	return fmt.Sprintf("handshake refused: HTTP %d %s", e.Status, strings.TrimSpace(e.Body))
-}
+type HandshakeError = wsraw.HandshakeError
 
 // DialOptions adjust Dial.
 type DialOptions struct {
@@ -194,92 +132,37 @@ type DialOptions struct {
 // connection without reading from it: call StartReading to receive events. A refused upgrade
 // returns a *HandshakeError.
 func Dial(addr, requestURI string, o DialOptions) (*Conn, error) {
-	timeout := o.Timeout
-	if timeout == 0 {
-		timeout = 5 * time.Second
-	}
-	var d net.Dialer
-	if o.Dialer != nil {
-		d = *o.Dialer
-	}
-	d.Timeout = timeout
-	nc, err := d.Dial("tcp", addr)
+	ws, err := wsraw.Dial(addr, requestURI, wsraw.Options{Header: o.Header, Timeout: o.Timeout, Dialer: o.Dialer, MaxFrame: maxServerMessage})
 	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", addr, err)
-	}
-	c, err := Upgrade(nc, addr, requestURI, o.Header, timeout)
-	if err != nil {
-		nc.Close()
 		return nil, err
 	}
-	return c, nil
-}
-
-// Upgrade performs the client handshake on an open connection.
-func Upgrade(nc net.Conn, host, requestURI string, header http.Header, timeout time.Duration) (*Conn, error) {
-	var keyBytes [16]byte
-	_, _ = rand.Read(keyBytes[:])
-	key := base64.StdEncoding.EncodeToString(keyBytes[:])
-	var req strings.Builder
-	fmt.Fprintf(&req, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n", requestURI, host)
-	fmt.Fprintf(&req, "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n", key)
-	for k, vs := range header {
-		for _, v := range vs {
-			fmt.Fprintf(&req, "%s: %s\r\n", k, v)
-		}
+	if err := ws.Upgraded(); err != nil {
+		ws.Close()
+		return nil, err
 	}
-	req.WriteString("\r\n")
-	_ = nc.SetDeadline(time.Now().Add(timeout))
-	if _, err := io.WriteString(nc, req.String()); err != nil {
-		return nil, fmt.Errorf("write upgrade request: %w", err)
-	}
-	br := bufio.NewReaderSize(nc, 64<<10)
-	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet})
-	if err != nil {
-		return nil, fmt.Errorf("read upgrade response: %w", err)
-	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		resp.Body.Close()
-		return nil, &HandshakeError{Status: resp.StatusCode, Body: string(body)}
-	}
-	h := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
-	if got, want := resp.Header.Get("Sec-WebSocket-Accept"), base64.StdEncoding.EncodeToString(h[:]); got != want {
-		return nil, fmt.Errorf("Sec-WebSocket-Accept %q, want %q", got, want)
-	}
-	_ = nc.SetDeadline(time.Time{})
-	return &Conn{nc: nc, br: br, events: make(chan Event, 4096)}, nil
+	return &Conn{ws: ws, events: make(chan Event, 4096)}, nil
 }
 
 // NetConn is the underlying connection.
-func (c *Conn) NetConn() net.Conn { return c.nc }
+func (c *Conn) NetConn() net.Conn { return c.ws.Conn }
 
 // Close drops the TCP connection without a closing handshake.
-func (c *Conn) Close() error { return c.nc.Close() }
+func (c *Conn) Close() error { return c.ws.Close() }
 
 // Write puts raw bytes on the wire.
 func (c *Conn) Write(b []byte) error {
-	_ = c.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	_, err := c.nc.Write(b)
+	_ = c.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	_, err := c.ws.Write(b)
 	return err
 }
 
 // Send writes frames back to back in one write.
-func (c *Conn) Send(frames ...Frame) error {
-	var b []byte
-	for _, f := range frames {
-		b = append(b, f.Encode()...)
-	}
-	return c.Write(b)
-}
+func (c *Conn) Send(frames ...Frame) error { return c.Write(wsraw.Encode(frames...)) }
 
 // SendChopped writes frames as one byte stream in writes of chop bytes, pausing pause between
 // writes, so the server sees headers and payloads split at arbitrary points.
 func (c *Conn) SendChopped(chop int, pause time.Duration, frames ...Frame) error {
-	var b []byte
-	for _, f := range frames {
-		b = append(b, f.Encode()...)
-	}
+	b := wsraw.Encode(frames...)
 	for len(b) > 0 {
 		n := min(chop, len(b))
 		if err := c.Write(b[:n]); err != nil {
@@ -331,110 +214,54 @@ func (c *Conn) readLoop() {
 		c.events <- e
 	}
 	for {
-		f, err := c.readFrame()
+		f, err := c.ws.ReadFrame(time.Time{})
 		if err != nil {
-			var bad *serverViolation
+			var bad *wsraw.Violation
 			if errors.As(err, &bad) {
 				emit(Event{Kind: EventBad, Err: err})
-				_ = c.nc.Close()
-				_, err = c.br.ReadByte()
+				_ = c.ws.Close()
+				_, err = c.ws.Read(make([]byte, 1))
 			}
 			emit(Event{Kind: EventEOF, Err: err})
 			return
 		}
-		switch f.op {
+		switch f.Op {
 		case OpPing:
-			emit(Event{Kind: EventPing, Data: f.payload})
+			emit(Event{Kind: EventPing, Data: f.Payload})
 		case OpPong:
-			emit(Event{Kind: EventPong, Data: f.payload})
+			emit(Event{Kind: EventPong, Data: f.Payload})
 		case OpClose:
-			e := Event{Kind: EventClose, Code: 1005}
-			if len(f.payload) >= 2 {
-				e.Code = binary.BigEndian.Uint16(f.payload)
-				e.Reason = string(f.payload[2:])
-			} else if len(f.payload) == 1 {
-				emit(Event{Kind: EventBad, Err: &serverViolation{"close frame with a 1-byte body"}})
+			if len(f.Payload) == 1 {
+				emit(Event{Kind: EventBad, Err: &wsraw.Violation{What: "close frame with a 1-byte body"}})
 			}
-			emit(e)
+			emit(Event{Kind: EventClose, Code: f.CloseCode(), Reason: f.CloseReason()})
 		case OpText, OpBinary:
 			if msgOp != 0 {
-				emit(Event{Kind: EventBad, Err: &serverViolation{"new data frame inside a fragmented message"}})
+				emit(Event{Kind: EventBad, Err: &wsraw.Violation{What: "new data frame inside a fragmented message"}})
 			}
-			msg, msgOp = f.payload, f.op
+			msg, msgOp = f.Payload, f.Op
 		case OpContinuation:
 			if msgOp == 0 {
-				emit(Event{Kind: EventBad, Err: &serverViolation{"continuation frame with nothing to continue"}})
+				emit(Event{Kind: EventBad, Err: &wsraw.Violation{What: "continuation frame with nothing to continue"}})
 				continue
 			}
-			if len(msg)+len(f.payload) > maxServerMessage {
-				emit(Event{Kind: EventBad, Err: &serverViolation{"server message over the reader's limit"}})
-				_ = c.nc.Close()
+			if len(msg)+len(f.Payload) > maxServerMessage {
+				emit(Event{Kind: EventBad, Err: &wsraw.Violation{What: "server message over the reader's limit"}})
+				_ = c.ws.Close()
 				emit(Event{Kind: EventEOF, Err: io.ErrUnexpectedEOF})
 				return
 			}
-			msg = append(msg, f.payload...)
+			msg = append(msg, f.Payload...)
 		default:
-			emit(Event{Kind: EventBad, Err: &serverViolation{fmt.Sprintf("reserved opcode %#x", f.op)}})
+			emit(Event{Kind: EventBad, Err: &wsraw.Violation{What: fmt.Sprintf("reserved opcode %#x", f.Op)}})
 			continue
 		}
-		if (f.op == OpText || f.op == OpBinary || f.op == OpContinuation) && f.fin {
+		if (f.Op == OpText || f.Op == OpBinary || f.Op == OpContinuation) && f.Fin {
 			if msgOp == OpText && !utf8.Valid(msg) {
-				emit(Event{Kind: EventBad, Err: &serverViolation{"text message that is not UTF-8"}})
+				emit(Event{Kind: EventBad, Err: &wsraw.Violation{What: "text message that is not UTF-8"}})
 			}
 			emit(Event{Kind: EventMessage, Op: msgOp, Data: msg})
 			msg, msgOp = nil, 0
 		}
 	}
-}
-
-// serverViolation is a frame no server may send.
-type serverViolation struct{ what string }
-
-func (v *serverViolation) Error() string { return "server sent " + v.what }
-
-// serverFrame is one frame as the server sent it.
-type serverFrame struct {
-	fin     bool
-	op      byte
-	payload []byte
-}
-
-func (c *Conn) readFrame() (serverFrame, error) {
-	var h [2]byte
-	if _, err := io.ReadFull(c.br, h[:]); err != nil {
-		return serverFrame{}, err
-	}
-	f := serverFrame{fin: h[0]&0x80 != 0, op: h[0] & 0x0F}
-	if h[0]&0x70 != 0 {
-		return f, &serverViolation{"reserved bits set"}
-	}
-	if h[1]&0x80 != 0 {
-		return f, &serverViolation{"a masked frame"}
-	}
-	n := uint64(h[1] & 0x7F)
-	switch n {
-	case 126:
-		var b [2]byte
-		if _, err := io.ReadFull(c.br, b[:]); err != nil {
-			return f, err
-		}
-		n = uint64(binary.BigEndian.Uint16(b[:]))
-	case 127:
-		var b [8]byte
-		if _, err := io.ReadFull(c.br, b[:]); err != nil {
-			return f, err
-		}
-		n = binary.BigEndian.Uint64(b[:])
-	}
-	if f.op >= OpClose && (n > 125 || !f.fin) {
-		return f, &serverViolation{"a fragmented or oversized control frame"}
-	}
-	if n > maxServerMessage {
-		return f, &serverViolation{fmt.Sprintf("a frame of %d bytes", n)}
-	}
-	f.payload = make([]byte, n)
-	if _, err := io.ReadFull(c.br, f.payload); err != nil {
-		return f, err
-	}
-	return f, nil
 }

@@ -3,21 +3,14 @@
 package e2e_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -26,8 +19,10 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/huleedu/websocket-service/internal/redistest"
+	"github.com/huleedu/websocket-service/internal/rfc6455"
 	"github.com/huleedu/websocket-service/internal/servicetest"
 	"github.com/huleedu/websocket-service/internal/testenv"
+	"github.com/huleedu/websocket-service/internal/wsraw"
 	"github.com/huleedu/websocket-service/registry"
 )
 
@@ -226,11 +221,11 @@ func stillOpen(t *testing.T, c *servicetest.Client) {
 	}
 }
 
-// rawConn is a hand-made WebSocket client over plain TCP, for what a well-behaved library
-// will not do: stay silent, never read, send unmasked frames, or show the exact handshake.
+// rawConn is the raw WebSocket client (internal/wsraw), for what a well-behaved library will
+// not do: stay silent, never read, send unmasked frames, or show the exact handshake.
 type rawConn struct {
-	net.Conn
-	br   *bufio.Reader
+	*wsraw.Conn
+	br   io.Reader // reads through the client's buffer
 	Resp *http.Response
 }
 
@@ -260,47 +255,11 @@ func rawDial(t *testing.T, addr, path string, o rawOptions) *rawConn {
 // rawHandshake dials addr (with SO_RCVBUF set to receiveBuf when positive) and performs the
 // opening handshake; it is safe to call off the test goroutine.
 func rawHandshake(addr, path string, header http.Header, receiveBuf int) (*rawConn, error) {
-	d := net.Dialer{Timeout: wait}
-	if receiveBuf > 0 {
-		d.Control = func(_, _ string, rc syscall.RawConn) error {
-			var serr error
-			err := rc.Control(func(fd uintptr) {
-				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, receiveBuf)
-			})
-			return errors.Join(err, serr)
-		}
-	}
-	nc, err := d.Dial("tcp", addr)
+	c, err := wsraw.Dial(addr, path, wsraw.Options{Header: header, ReceiveBuffer: receiveBuf, Timeout: wait})
 	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", addr, err)
-	}
-	key := make([]byte, 16)
-	_, _ = rand.Read(key)
-	req, err := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
-	if err != nil {
-		nc.Close()
 		return nil, err
 	}
-	for k, v := range header {
-		req.Header[k] = v
-	}
-	req.Header.Set("Connection", "Upgrade")
-	req.Header.Set("Upgrade", "websocket")
-	req.Header.Set("Sec-WebSocket-Version", "13")
-	req.Header.Set("Sec-WebSocket-Key", base64.StdEncoding.EncodeToString(key))
-	_ = nc.SetDeadline(time.Now().Add(wait))
-	if err := req.Write(nc); err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("write handshake: %w", err)
-	}
-	br := bufio.NewReader(nc)
-	resp, err := http.ReadResponse(br, req)
-	if err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("read handshake response: %w", err)
-	}
-	_ = nc.SetDeadline(time.Time{})
-	return &rawConn{Conn: nc, br: br, Resp: resp}, nil
+	return &rawConn{Conn: c, br: c, Resp: c.Response}, nil
 }
 
 // rawStatus performs a handshake and returns the HTTP status and body of the answer.
@@ -318,26 +277,15 @@ func rawStatus(t *testing.T, addr, path string, header http.Header) (int, string
 
 // WebSocket opcodes.
 const (
-	opText   = 0x1
-	opBinary = 0x2
-	opClose  = 0x8
-	opPing   = 0x9
-	opPong   = 0xA
+	opText   = rfc6455.OpText
+	opBinary = rfc6455.OpBinary
+	opClose  = rfc6455.OpClose
+	opPing   = rfc6455.OpPing
+	opPong   = rfc6455.OpPong
 )
 
 // frame is one frame the server sent.
-type frame struct {
-	Op      byte
-	Payload []byte
-}
-
-// CloseCode is the status code of a close frame (1005 when it carries none).
-func (f frame) CloseCode() uint16 {
-	if len(f.Payload) < 2 {
-		return 1005
-	}
-	return binary.BigEndian.Uint16(f.Payload)
-}
+type frame = wsraw.ServerFrame
 
 // writeFrame sends one final frame; masked=false breaks RFC 6455 §5.1 on purpose.
 func (c *rawConn) writeFrame(t *testing.T, op byte, payload []byte, masked bool) {
@@ -361,86 +309,18 @@ func (c *rawConn) write(t *testing.T, b []byte) {
 
 // encodeFrame builds a client frame.
 func encodeFrame(fin bool, op byte, payload []byte, masked bool) []byte {
-	b0 := op
-	if fin {
-		b0 |= 0x80
-	}
-	hdr := []byte{b0}
-	maskBit := byte(0)
-	if masked {
-		maskBit = 0x80
-	}
-	switch n := len(payload); {
-	case n < 126:
-		hdr = append(hdr, maskBit|byte(n))
-	case n < 1<<16:
-		hdr = append(hdr, maskBit|126, byte(n>>8), byte(n))
-	default:
-		hdr = append(hdr, maskBit|127)
-		hdr = binary.BigEndian.AppendUint64(hdr, uint64(n))
-	}
-	if !masked {
-		return append(hdr, payload...)
-	}
-	key := make([]byte, 4)
-	_, _ = rand.Read(key)
-	hdr = append(hdr, key...)
-	for i, b := range payload {
-		hdr = append(hdr, b^key[i%4])
-	}
-	return hdr
+	return wsraw.Frame{Op: op, Payload: payload, More: !fin, Unmasked: !masked}.Encode()
 }
 
 // readFrame reads one server frame before deadline.
 func (c *rawConn) readFrame(deadline time.Time) (frame, error) {
-	_ = c.SetReadDeadline(deadline)
-	var h [2]byte
-	if _, err := io.ReadFull(c.br, h[:]); err != nil {
-		return frame{}, err
-	}
-	if h[1]&0x80 != 0 {
-		return frame{}, errors.New("server frame is masked")
-	}
-	n := uint64(h[1] & 0x7f)
-	switch n {
-	case 126:
-		var b [2]byte
-		if _, err := io.ReadFull(c.br, b[:]); err != nil {
-			return frame{}, err
-		}
-		n = uint64(binary.BigEndian.Uint16(b[:]))
-	case 127:
-		var b [8]byte
-		if _, err := io.ReadFull(c.br, b[:]); err != nil {
-			return frame{}, err
-		}
-		n = binary.BigEndian.Uint64(b[:])
-	}
-	if n > 64<<20 {
-		return frame{}, fmt.Errorf("frame of %d bytes", n)
-	}
-	p := make([]byte, n)
-	if _, err := io.ReadFull(c.br, p); err != nil {
-		return frame{}, err
-	}
-	return frame{Op: h[0] & 0x0f, Payload: p}, nil
+	return c.ReadFrame(deadline)
 }
 
 // readUntilClose reads (and never answers) frames until a close frame, the end of the
 // connection or timeout; it returns every frame read, the close frame last when there was one.
 func (c *rawConn) readUntilClose(timeout time.Duration) ([]frame, error) {
-	deadline := time.Now().Add(timeout)
-	var frames []frame
-	for {
-		f, err := c.readFrame(deadline)
-		if err != nil {
-			return frames, err
-		}
-		frames = append(frames, f)
-		if f.Op == opClose {
-			return frames, nil
-		}
-	}
+	return c.ReadUntilClose(time.Now().Add(timeout))
 }
 
 // lastClose returns the close code of the final frame, or 0 when the frames end without one.

@@ -1,13 +1,12 @@
 package e2e_test
 
 import (
-	"crypto/rand"
-	"encoding/base64"
 	"net"
 	"net/http"
 	"testing"
 
 	"github.com/huleedu/websocket-service/internal/servicetest"
+	"github.com/huleedu/websocket-service/internal/wsraw"
 )
 
 // upgradeFrom sends an upgrade request from the loopback address from, with the given
@@ -16,19 +15,9 @@ func upgradeFrom(t *testing.T, s *servicetest.Service, from string, token string
 	t.Helper()
 	tr := &http.Transport{DialContext: (&net.Dialer{Timeout: wait, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}).DialContext}
 	defer tr.CloseIdleConnections()
-	req, err := http.NewRequest(http.MethodGet, s.DialURL(token), nil)
+	req, err := wsraw.NewRequest(s.DialURL(token), wsraw.Options{Header: http.Header{"X-Forwarded-For": xff}})
 	if err != nil {
 		t.Fatal(err)
-	}
-	req.URL.Scheme = "http"
-	key := make([]byte, 16)
-	_, _ = rand.Read(key)
-	req.Header.Set("Connection", "Upgrade")
-	req.Header.Set("Upgrade", "websocket")
-	req.Header.Set("Sec-WebSocket-Version", "13")
-	req.Header.Set("Sec-WebSocket-Key", base64.StdEncoding.EncodeToString(key))
-	for _, v := range xff {
-		req.Header.Add("X-Forwarded-For", v)
 	}
 	resp, err := (&http.Client{Transport: tr, Timeout: wait}).Do(req)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/huleedu/websocket-service/internal/servicetest"
+	"github.com/huleedu/websocket-service/internal/wsraw"
 )
 
 // docs/DESIGN.md "Subscribe before open" and docs/OPERATIONS.md (Redis): a Redis stall is not
@@ -64,15 +65,10 @@ func TestUpgradeWhileRedisIsDownGets503WithRetryAfter(t *testing.T) {
 		n.redis.Stop()
 		n.WaitMetric(t, "backplane_connected", 0, wait)
 		// The answer comes after the 5 s subscribe timeout: a client more patient than that.
-		req, err := http.NewRequest(http.MethodGet, n.DialURL(n.Token(t, "u1")), nil)
+		req, err := wsraw.NewRequest(n.DialURL(n.Token(t, "u1")), wsraw.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		req.URL.Scheme = "http"
-		req.Header.Set("Connection", "Upgrade")
-		req.Header.Set("Upgrade", "websocket")
-		req.Header.Set("Sec-WebSocket-Version", "13")
-		req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
 		patient := &http.Client{Timeout: 3 * wait}
 		resp, err := patient.Do(req)
 		if err != nil {

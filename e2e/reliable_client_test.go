@@ -128,17 +128,8 @@ func (c *relClient) connect(url string) (*relConn, error) {
 // pump records the connection's frames until it has ended and every frame is read.
 func (c *relClient) pump(rc *relConn) {
 	defer close(rc.pumped)
-	for {
-		f, err := rc.ws.Next(100 * time.Millisecond)
-		if err == nil {
-			c.record(rc, f)
-			continue
-		}
-		select {
-		case <-rc.ws.Done():
-			return
-		default:
-		}
+	for f, ok := rc.ws.Read(); ok; f, ok = rc.ws.Read() {
+		c.record(rc, f)
 	}
 }
 

@@ -46,9 +46,11 @@ type conn struct {
 	flags uint16
 	timer timerNode
 	place int32 // the registry's: index in its list of the shard's connections, plus one
-	// Deadlines, in wheel ticks.
+	// An open connection's deadlines, in wheel ticks (timers.go). A closing connection has one
+	// deadline, the end of its closing handshake, and its wheel entry is that deadline
+	// (awaitPeerClose): a field of its own would take conn past its 128-byte size class.
 	seen   uint32 // last inbound bytes
-	pingAt uint32 // next heartbeat ping; while closing, the end of the closing handshake
+	pingAt uint32 // next heartbeat ping
 	expiry uint32 // token expiry; 0: none
 	parser parser
 	// Outbound queue: frames queued during this loop iteration are linked in the loop's ref
@@ -95,27 +97,6 @@ func (l *loop) startClose(c *conn, code uint16, reply []byte) {
 	}
 	l.pushLast(c, msg, encodeClose(code))
 	l.awaitPeerClose(c)
-}
-
-// pushLast queues the last frames c gets (an error reply, if any, and a close frame). They
-// are what the client must see, so they go out even past the send queue limit, but never on
-// top of a full queue: if they would put c over the limit, the queue is dropped first, as for
-// a slow consumer, and the server holds no more for c than the limit allows.
-func (l *loop) pushLast(c *conn, reply, closeFrame []byte) {
-	if l.waiting(c)+len(reply)+len(closeFrame)+2*frameOverhead > l.sendLimit {
-		l.dropQueue(c)
-	}
-	if reply != nil {
-		l.push(c, reply)
-	}
-	l.push(c, closeFrame)
-}
-
-// awaitPeerClose moves c to closing with a deadline for the closing handshake.
-func (l *loop) awaitPeerClose(c *conn) {
-	c.state = stateClosing
-	c.pingAt = l.now + l.closeWait
-	l.wheel.schedule(c.slot, c.pingAt)
 }
 
 // fail closes c for a protocol violation (1002), bad UTF-8 (1007), an oversized message

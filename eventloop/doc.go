@@ -11,11 +11,16 @@
 // New starts Options.Shards loops (loop.go), each one goroutine with its own epoll instance
 // (poller.go), connection table, registry.Shard, timing wheel (wheel.go), read buffer and write
 // arena. A connection (conn.go) belongs to one loop for its whole life and only that goroutine
-// touches it. Other goroutines hand work to a loop through a queue: Accept's handoff, Deliver's
-// batches, Drain and Close. The queue is taken whole and applied in order, and the loop's
-// eventfd is written only for the first task since the loop last took the queue, so a burst
-// costs one wake-up, not one per message. Adoptions may cost none (see Waiting). Deliveries
-// are bounded (see Back-pressure).
+// touches it. Other goroutines hand work to a loop through a queue (queue.go): Accept's
+// handoff, Deliver's batches, Drain and Close. The queue is taken whole and applied in order,
+// and the loop's eventfd is written only for the first task since the loop last took the
+// queue, so a burst costs one wake-up, not one per message. Adoptions may cost none (see
+// Waiting). Deliveries are bounded (see Back-pressure).
+//
+// A loop's work is split by concept, one file each: taking a connection in (adopt.go),
+// reading and answering it (inbound.go, parser.go), fanning deliveries out (deliver.go),
+// writing (writev.go), the send queue limit and the slow consumer (sendlimit.go), deadlines
+// (timers.go), and closing everything, by drain or shutdown (drain.go).
 //
 // # Leaving net/http: the descriptor handoff
 //
@@ -153,10 +158,10 @@
 // appended to the loop's write arena and is marked dirty. After the whole batch every dirty
 // connection is written once with writev (writev.go). A partial write moves the rest to the
 // connection's backlog and waits for EPOLLOUT. Every frame queued for an open connection goes
-// through the same check (loop.send): deliveries, echoes, pongs, heartbeat pings, replies.
-// What counts is each frame's bytes plus a small allowance for the loop's bookkeeping, so a
-// flood of empty pongs is bounded like a few large frames, and the frame being written does
-// not count: SendQueueLimit bounds what waits behind it, so a message larger than the limit
+// through the same check (send, in sendlimit.go): deliveries, echoes, pongs, heartbeat pings,
+// replies. What counts is each frame's bytes plus a small allowance for the loop's bookkeeping,
+// so a flood of empty pongs is bounded like a few large frames, and the frame being written
+// does not count: SendQueueLimit bounds what waits behind it, so a message larger than the limit
 // still reaches a reader. A target that passes the limit is first written at once
 // (non-blocking), so a burst bigger than the limit does not condemn a reader that keeps up; if
 // its socket still will not take enough, it loses its queue and is closed 1013 (SLOW_CONSUMER)
@@ -166,6 +171,7 @@
 // # Time
 //
 // Heartbeat pings, the silence timeout, token expiry, an incomplete frame's deadline and the
-// closing handshake's one-second deadline all live in one timing wheel per shard; each connection sits in the slot of its
-// earliest deadline and the loop sleeps until the next occupied tick.
+// closing handshake's one-second deadline all live in one timing wheel per shard (timers.go);
+// each connection sits in the slot of its earliest deadline and the loop sleeps until the next
+// occupied tick. A closing connection has only the closing deadline, kept as its wheel entry.
 package eventloop

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/huleedu/websocket-service/internal/rfc6455"
 	"github.com/huleedu/websocket-service/message"
 	"github.com/huleedu/websocket-service/registry"
 	"github.com/huleedu/websocket-service/resume"
@@ -204,7 +205,7 @@ func (e *Engine) Reject(w http.ResponseWriter, r *http.Request, subprotocol, cod
 		herr.write(w)
 		return
 	}
-	resp = appendFrame(resp, opText, message.ErrorJSON(code))
+	resp = rfc6455.AppendFrame(resp, opText, message.ErrorJSON(code))
 	resp = append(resp, encodeClose(closeCode)...)
 	fd, _, err := hijack(w)
 	if err != nil {

@@ -3,8 +3,6 @@
 package eventloop
 
 import (
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/huleedu/websocket-service/internal/wsraw"
 	"github.com/huleedu/websocket-service/registry"
 )
 
@@ -76,43 +75,35 @@ func (v *victim) check(t *testing.T, what string) {
 	}
 }
 
-// upgradeRequest is a valid WebSocket upgrade request for path.
-func upgradeRequest(addr, path string) []byte {
-	key := make([]byte, 16)
-	_, _ = rand.Read(key)
-	return fmt.Appendf(nil, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: %s\r\n\r\n", path, addr, base64.StdEncoding.EncodeToString(key))
-}
-
 // sendUpgrade sends user's upgrade request on a new connection without waiting for the
 // answer (the test holds Accept meanwhile); the connection is closed at the end of the test.
-func (h *harness) sendUpgrade(t *testing.T, user string) net.Conn {
+func (h *harness) sendUpgrade(t *testing.T, user string) *wsraw.Conn {
 	t.Helper()
-	conn, err := net.Dial("tcp", h.addr)
+	c, err := wsraw.Connect(h.addr, wsraw.Options{Timeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { conn.Close() })
-	if _, err := conn.Write(upgradeRequest(h.addr, "/ws?token="+h.token(t, user, nil, time.Hour))); err != nil {
+	t.Cleanup(func() { c.Close() })
+	if err := c.SendRequest("/ws?token=" + h.token(t, user, nil, time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	return conn
+	return c
 }
 
 // readAll sends an upgrade request for path and returns everything the server sends until it
 // closes the connection.
 func readAll(t *testing.T, addr, path string) []byte {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
+	c, err := wsraw.Connect(addr, wsraw.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	if _, err := conn.Write(upgradeRequest(addr, path)); err != nil {
+	defer c.Close()
+	if err := c.SendRequest(path); err != nil {
 		t.Fatal(err)
 	}
-	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	got, err := io.ReadAll(conn)
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(c)
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		t.Fatalf("the server did not close the connection within 10 s (got %q)", got)

@@ -5,26 +5,21 @@ package eventloop
 import (
 	"bufio"
 	"bytes"
-	"crypto/sha1"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/huleedu/websocket-service/internal/rfc6455"
 	"github.com/huleedu/websocket-service/session"
 )
 
 // ErrHandshake wraps every reason a request is not a valid WebSocket upgrade; the client got
 // an HTTP error response saying which.
 var ErrHandshake = errors.New("websocket handshake")
-
-// acceptGUID is the fixed GUID of RFC 6455 §1.3.
-const acceptGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 // handshakeError is a refused upgrade: the HTTP status and the reason sent to the client.
 type handshakeError struct {
@@ -55,11 +50,8 @@ const (
 )
 
 const (
-	response101    = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "
-	responseProto  = "\r\nSec-WebSocket-Protocol: "
-	acceptLen      = 28 // base64 of a SHA-1 sum
-	keyLen         = 24 // base64 of the 16-byte nonce
-	keyDecodedSize = 18 // what base64 decoding of keyLen characters may need
+	response101   = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "
+	responseProto = "\r\nSec-WebSocket-Protocol: "
 )
 
 // checkHandshake validates an upgrade request (RFC 6455 §4.2.1) and returns the 101 response
@@ -69,50 +61,30 @@ func checkHandshake(r *http.Request) ([]byte, *handshakeError) {
 	switch {
 	case r.Method != http.MethodGet:
 		return nil, &handshakeError{http.StatusBadRequest, "websocket: method must be GET"}
-	case !headerHasToken(r.Header, hdrUpgrade, "websocket"):
+	case !rfc6455.HeaderHasToken(r.Header, hdrUpgrade, "websocket"):
 		return nil, &handshakeError{http.StatusBadRequest, "websocket: Upgrade header must be websocket"}
-	case !headerHasToken(r.Header, hdrConnection, "upgrade"):
+	case !rfc6455.HeaderHasToken(r.Header, hdrConnection, "upgrade"):
 		return nil, &handshakeError{http.StatusBadRequest, "websocket: Connection header must contain upgrade"}
 	case firstValue(r.Header, hdrVersion) != "13":
 		return nil, &handshakeError{http.StatusUpgradeRequired, "websocket: unsupported version (want 13)"}
 	}
 	key := firstValue(r.Header, hdrKey)
-	if !validKey(key) {
+	if !rfc6455.ValidKey(key) {
 		return nil, &handshakeError{http.StatusBadRequest, "websocket: Sec-WebSocket-Key must be 16 bytes, base64"}
 	}
-	proto := session.Select(func(p string) bool { return headerHasToken(r.Header, hdrProtocol, p) })
-	n := len(response101) + acceptLen + 4
+	proto := session.Select(func(p string) bool { return rfc6455.HeaderHasToken(r.Header, hdrProtocol, p) })
+	n := len(response101) + rfc6455.AcceptLen + 4
 	if proto != "" {
 		n += len(responseProto) + len(proto)
 	}
 	b := make([]byte, 0, n)
 	b = append(b, response101...)
-	b = appendAccept(b, key)
+	b = rfc6455.AppendAccept(b, key)
 	if proto != "" {
 		b = append(b, responseProto...)
 		b = append(b, proto...)
 	}
 	return append(b, "\r\n\r\n"...), nil
-}
-
-// validKey reports whether key is the base64 encoding of exactly 16 bytes.
-func validKey(key string) bool {
-	if len(key) != keyLen {
-		return false
-	}
-	var src [keyLen]byte
-	var dst [keyDecodedSize]byte
-	copy(src[:], key)
-	n, err := base64.StdEncoding.Decode(dst[:], src[:])
-	return err == nil && n == 16
-}
-
-// appendAccept appends Sec-WebSocket-Accept's value for key (RFC 6455 §4.2.2) to b.
-func appendAccept(b []byte, key string) []byte {
-	var in [keyLen + len(acceptGUID)]byte
-	copy(in[copy(in[:], key):], acceptGUID)
-	sum := sha1.Sum(in[:])
-	return base64.StdEncoding.AppendEncode(b, sum[:])
 }
 
 // firstValue is h.Get for a name already in canonical form.
@@ -121,21 +93,6 @@ func firstValue(h http.Header, name string) string {
 		return v[0]
 	}
 	return ""
-}
-
-// headerHasToken reports whether any comma-separated element of header name (canonical form)
-// equals token, ignoring case and surrounding space.
-func headerHasToken(h http.Header, name, token string) bool {
-	for _, v := range h[name] {
-		for v != "" {
-			var elem string
-			elem, v, _ = strings.Cut(v, ",")
-			if strings.EqualFold(strings.TrimSpace(elem), token) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // hijack takes the connection away from net/http and out of Go's netpoller, returning a

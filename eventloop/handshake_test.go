@@ -6,12 +6,12 @@ import (
 	"bufio"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/huleedu/websocket-service/internal/wsraw"
 	"github.com/huleedu/websocket-service/session"
 )
 
@@ -71,13 +71,18 @@ func TestDuplicateIsNonBlocking(t *testing.T) {
 
 func TestCheckHandshakeResponse(t *testing.T) {
 	req := func(protocols ...string) *http.Request {
-		r := httptest.NewRequest(http.MethodGet, "/ws", nil)
-		r.Header.Set("Upgrade", "WebSocket")
-		r.Header.Set("Connection", "keep-alive, Upgrade")
-		r.Header.Set("Sec-WebSocket-Version", "13")
-		r.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==") // RFC 6455 §1.3's example
-		for _, p := range protocols {
-			r.Header.Add("Sec-WebSocket-Protocol", p)
+		// RFC 6455 §1.3's example key; the Upgrade and Connection values are as a browser may
+		// write them.
+		o := wsraw.Options{Key: "dGhlIHNhbXBsZSBub25jZQ==", Header: http.Header{
+			"Upgrade":    {"WebSocket"},
+			"Connection": {"keep-alive, Upgrade"},
+		}}
+		if len(protocols) > 0 {
+			o.Header["Sec-Websocket-Protocol"] = protocols
+		}
+		r, err := wsraw.NewRequest("http://example.test/ws", o)
+		if err != nil {
+			t.Fatal(err)
 		}
 		return r
 	}

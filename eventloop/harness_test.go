@@ -3,12 +3,7 @@
 package eventloop
 
 import (
-	"bufio"
-	"crypto/rand"
-	"encoding/base64"
-	"encoding/binary"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -22,6 +17,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/huleedu/websocket-service/auth"
+	"github.com/huleedu/websocket-service/internal/rfc6455"
+	"github.com/huleedu/websocket-service/internal/wsraw"
 	"github.com/huleedu/websocket-service/message"
 	"github.com/huleedu/websocket-service/session"
 	"github.com/huleedu/websocket-service/telemetry"
@@ -169,7 +166,7 @@ func newFaultyHarness(t testing.TB, tune func(*session.Options), f *faults) *har
 			Identity:    session.Identity{User: claims.Subject, Groups: claims.Groups},
 			Expires:     claims.ExpiresAt,
 			Started:     started,
-			Subprotocol: session.Select(func(p string) bool { return headerHasToken(r.Header, hdrProtocol, p) }),
+			Subprotocol: session.Select(func(p string) bool { return rfc6455.HeaderHasToken(r.Header, hdrProtocol, p) }),
 		}
 		select { // tests that want the result read it; others let it drop
 		case h.accepts <- h.engine.Accept(w, r, a):
@@ -210,12 +207,11 @@ func (h *harness) liveConns() int64 {
 	return n
 }
 
-// rawClient is a hand-written WebSocket client over a plain TCP connection, for byte-exact
-// tests: it can send anything, malformed included, and reads raw frames.
+// rawClient is the raw WebSocket client (internal/wsraw) with this package's assertions, for
+// byte-exact tests: it can send anything, malformed included, and reads raw frames.
 type rawClient struct {
 	t    testing.TB
-	conn net.Conn
-	br   *bufio.Reader
+	conn *wsraw.Conn
 	resp *http.Response
 }
 
@@ -223,32 +219,12 @@ type rawClient struct {
 // write, and reads the response head.
 func dialRaw(t testing.TB, addr, path string, header http.Header, extra []byte) *rawClient {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
+	c, err := wsraw.Dial(addr, path, wsraw.Options{Header: header, Extra: extra})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { conn.Close() })
-	key := make([]byte, 16)
-	_, _ = rand.Read(key)
-	var b strings.Builder
-	fmt.Fprintf(&b, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n", path, addr)
-	fmt.Fprintf(&b, "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: %s\r\n", base64.StdEncoding.EncodeToString(key))
-	for k, vs := range header {
-		for _, v := range vs {
-			fmt.Fprintf(&b, "%s: %s\r\n", k, v)
-		}
-	}
-	b.WriteString("\r\n")
-	if _, err := conn.Write(append([]byte(b.String()), extra...)); err != nil {
-		t.Fatal(err)
-	}
-	br := bufio.NewReader(conn)
-	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &rawClient{t: t, conn: conn, br: br, resp: resp}
+	t.Cleanup(func() { c.Close() })
+	return &rawClient{t: t, conn: c, resp: c.Response}
 }
 
 func (h *harness) dialRaw(t testing.TB, user string, extra []byte) *rawClient {
@@ -260,62 +236,42 @@ func (h *harness) dialRaw(t testing.TB, user string, extra []byte) *rawClient {
 	return rc
 }
 
-// readFrame reads one server frame (which must be unmasked).
+// readFrame reads one server frame.
 func (rc *rawClient) readFrame(within time.Duration) (fin bool, op byte, payload []byte, err error) {
-	_ = rc.conn.SetReadDeadline(time.Now().Add(within))
-	var hdr [2]byte
-	if _, err = io.ReadFull(rc.br, hdr[:]); err != nil {
-		return
-	}
-	if hdr[1]&0x80 != 0 {
-		return false, 0, nil, errors.New("server frame is masked")
-	}
-	n := uint64(hdr[1] & 0x7F)
-	switch n {
-	case 126:
-		var ext [2]byte
-		if _, err = io.ReadFull(rc.br, ext[:]); err != nil {
-			return
+	f, err := rc.conn.ReadFrame(time.Now().Add(within))
+	return f.Fin, f.Op, f.Payload, err
+}
+
+// nextFrame reads frames, skipping pings, until one arrives; it fails the test on error.
+func (rc *rawClient) nextFrame(within time.Duration) wsraw.ServerFrame {
+	rc.t.Helper()
+	for {
+		f, err := rc.conn.ReadFrame(time.Now().Add(within))
+		if err != nil {
+			rc.t.Fatalf("read frame: %v", err)
 		}
-		n = uint64(binary.BigEndian.Uint16(ext[:]))
-	case 127:
-		var ext [8]byte
-		if _, err = io.ReadFull(rc.br, ext[:]); err != nil {
-			return
+		if f.Op != opPing {
+			return f
 		}
-		n = binary.BigEndian.Uint64(ext[:])
 	}
-	payload = make([]byte, n)
-	_, err = io.ReadFull(rc.br, payload)
-	return hdr[0]&0x80 != 0, hdr[0] & 0x0F, payload, err
 }
 
 // expectFrame reads frames, skipping pings, until one arrives; it fails the test on error.
 func (rc *rawClient) expectFrame(within time.Duration) (op byte, payload []byte) {
 	rc.t.Helper()
-	for {
-		_, op, payload, err := rc.readFrame(within)
-		if err != nil {
-			rc.t.Fatalf("read frame: %v", err)
-		}
-		if op != opPing {
-			return op, payload
-		}
-	}
+	f := rc.nextFrame(within)
+	return f.Op, f.Payload
 }
 
 // expectClose reads until a close frame and returns its code (1005 for an empty one).
 func (rc *rawClient) expectClose(within time.Duration) (code uint16, before [][]byte) {
 	rc.t.Helper()
 	for {
-		op, payload := rc.expectFrame(within)
-		if op == opClose {
-			if len(payload) < 2 {
-				return message.CloseNoStatus, before
-			}
-			return binary.BigEndian.Uint16(payload), before
+		f := rc.nextFrame(within)
+		if f.Op == opClose {
+			return f.CloseCode(), before
 		}
-		before = append(before, payload)
+		before = append(before, f.Payload)
 	}
 }
 
@@ -332,7 +288,7 @@ func (rc *rawClient) send(frames ...[]byte) {
 func (rc *rawClient) expectEOF(within time.Duration) {
 	rc.t.Helper()
 	_ = rc.conn.SetReadDeadline(time.Now().Add(within))
-	if _, err := io.Copy(io.Discard, rc.br); err != nil {
+	if _, err := io.Copy(io.Discard, rc.conn); err != nil {
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
 			rc.t.Fatalf("server did not close the connection within %v", within)

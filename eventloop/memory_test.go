@@ -5,8 +5,6 @@ package eventloop
 import (
 	"bufio"
 	"bytes"
-	"crypto/rand"
-	"encoding/base64"
 	"fmt"
 	"io"
 	"net"
@@ -23,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/huleedu/websocket-service/auth"
+	"github.com/huleedu/websocket-service/internal/wsraw"
 )
 
 // TestIdleConnectionMemory measures what an idle authenticated connection costs the server:
@@ -151,22 +150,15 @@ func TestMemoryHelperClients(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		conn, err := net.Dial("tcp", addr)
+		c, err := wsraw.Dial(addr, "/ws?token="+tok, wsraw.Options{})
 		if err != nil {
 			t.Fatalf("dial %d: %v", i, err)
 		}
-		key := make([]byte, 16)
-		_, _ = rand.Read(key)
-		req := fmt.Sprintf("GET /ws?token=%s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: %s\r\n\r\n",
-			tok, addr, base64.StdEncoding.EncodeToString(key))
-		if _, err := conn.Write([]byte(req)); err != nil {
-			t.Fatal(err)
+		if c.Response.StatusCode != http.StatusSwitchingProtocols {
+			t.Fatalf("upgrade %d: %s", i, c.Response.Status)
 		}
-		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-		if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-			t.Fatalf("upgrade %d: %v", i, err)
-		}
-		conns = append(conns, conn)
+		conns = append(conns, c.Conn) // the socket alone: its read buffer need not stay
+
 	}
 	fmt.Println("READY")
 	_, _ = io.Copy(io.Discard, os.Stdin)

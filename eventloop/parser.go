@@ -3,28 +3,24 @@
 package eventloop
 
 import (
-	"encoding/binary"
 	"unicode/utf8"
 
+	"github.com/huleedu/websocket-service/internal/rfc6455"
 	"github.com/huleedu/websocket-service/message"
 )
 
-// maxClientHeader is the longest header of a client frame: 2 bytes, an 8-byte extended
-// length and the 4-byte masking key.
-const maxClientHeader = 14
-
-// frameHandler receives what the parser completes. A payload is valid only during the call:
-// it points into the shard's read buffer or the connection's partial buffer, so a handler that
-// keeps it must copy it. Returning false stops parsing (the connection is closing); the rest
-// of the input is discarded.
+// frameHandler receives what the parser completes, with the connection that sent it. A payload
+// is valid only during the call: it points into the shard's read buffer or the connection's
+// partial buffer, so a handler that keeps it must copy it. Returning false stops parsing (the
+// connection is closing); the rest of the input is discarded.
 type frameHandler interface {
 	// onFrame is told of every complete frame, a fragment or control frame included, before
 	// its payload is handed on: the inbound rate counts frames.
-	onFrame()
+	onFrame(c *conn)
 	// onMessage gets a whole text (already valid UTF-8) or binary message.
-	onMessage(op byte, payload []byte) bool
+	onMessage(c *conn, op byte, payload []byte) bool
 	// onControl gets a ping, pong or close frame.
-	onControl(op byte, payload []byte) bool
+	onControl(c *conn, op byte, payload []byte) bool
 }
 
 // parser is an incremental RFC 6455 frame parser for one connection: it takes bytes as the
@@ -57,11 +53,12 @@ type header struct {
 	size   int // header bytes; 0 while the header is incomplete
 }
 
-// feed parses data, handing every complete message and control frame to h. limit is the
-// largest message accepted. It returns 0, or the close code the connection must fail with:
-// 1002 for a protocol violation, 1007 for text that is not UTF-8, 1009 for a message over limit.
-// data may be modified (payloads are unmasked in place).
-func (p *parser) feed(data []byte, limit int, h frameHandler) uint16 {
+// feed parses data, which c sent, handing every complete message and control frame to h with
+// c (the parser passes c on and never looks at it). limit is the largest message accepted. It
+// returns 0, or the close code the connection must fail with: 1002 for a protocol violation,
+// 1007 for text that is not UTF-8, 1009 for a message over limit. data may be modified
+// (payloads are unmasked in place).
+func (p *parser) feed(data []byte, limit int, h frameHandler, c *conn) uint16 {
 	for len(data) > 0 {
 		if p.rx != nil && p.rx.pend != nil {
 			rest, done, code := p.fill(data, limit)
@@ -75,7 +72,7 @@ func (p *parser) feed(data []byte, limit int, h frameHandler) uint16 {
 			frame := p.rx.pend
 			p.rx.pend = nil
 			hd, _ := p.parseHeader(frame, limit) // validated by fill
-			code, more := p.dispatch(hd, frame[hd.size:], h)
+			code, more := p.dispatch(hd, frame[hd.size:], h, c)
 			if code != 0 || !more {
 				return code
 			}
@@ -91,7 +88,7 @@ func (p *parser) feed(data []byte, limit int, h frameHandler) uint16 {
 		}
 		frame := data[:hd.size+hd.length]
 		data = data[len(frame):]
-		code, more := p.dispatch(hd, frame[hd.size:], h)
+		code, more := p.dispatch(hd, frame[hd.size:], h, c)
 		if code != 0 || !more {
 			return code
 		}
@@ -118,7 +115,7 @@ func (p *parser) fill(data []byte, limit int) (rest []byte, done bool, code uint
 			p.rx.pend = pend
 			return data, false, 0
 		}
-		n := min(headerSize(pend)-len(pend), len(data))
+		n := min(rfc6455.HeaderSize(pend)-len(pend), len(data))
 		pend = append(pend, data[:n]...)
 		data = data[n:]
 		hd, code = p.parseHeader(pend, limit)
@@ -146,21 +143,6 @@ func grow(pend []byte, n, total int) []byte {
 	return grown
 }
 
-// headerSize is how many bytes the header starting b needs, as far as b tells (2 until the
-// length byte is known).
-func headerSize(b []byte) int {
-	if len(b) < 2 {
-		return 2
-	}
-	switch b[1] & 0x7F {
-	case 126:
-		return 2 + 2 + 4
-	case 127:
-		return 2 + 8 + 4
-	}
-	return 2 + 4
-}
-
 // parseHeader decodes the frame header at the start of b. Every rule the available bytes can
 // already show broken is reported, even before the header is complete; size stays 0 until it
 // is. The length is checked against limit from the header alone, before any payload is
@@ -169,9 +151,9 @@ func (p *parser) parseHeader(b []byte, limit int) (hd header, code uint16) {
 	if len(b) == 0 {
 		return hd, 0
 	}
-	hd.fin = b[0]&0x80 != 0
-	hd.op = b[0] & 0x0F
-	if b[0]&0x70 != 0 { // RSV1-3 without a negotiated extension
+	hd.fin = b[0]&rfc6455.FinBit != 0
+	hd.op = b[0] & rfc6455.OpBits
+	if b[0]&rfc6455.RSVBits != 0 { // RSV1-3 without a negotiated extension
 		return hd, message.CloseProtocolError
 	}
 	var open byte
@@ -197,30 +179,17 @@ func (p *parser) parseHeader(b []byte, limit int) (hd header, code uint16) {
 	if len(b) < 2 {
 		return hd, 0
 	}
-	if b[1]&0x80 == 0 { // clients must mask
+	if b[1]&rfc6455.MaskBit == 0 { // clients must mask
 		return hd, message.CloseProtocolError
 	}
-	len7 := int(b[1] & 0x7F)
-	if hd.op >= opClose && len7 > 125 {
+	if rfc6455.IsControl(hd.op) && b[1]&rfc6455.LenBits > rfc6455.MaxControlPayload {
 		return hd, message.CloseProtocolError
 	}
-	size := headerSize(b)
-	var length uint64
-	switch len7 {
-	case 126:
-		if len(b) < 4 {
-			return hd, 0
-		}
-		length = uint64(binary.BigEndian.Uint16(b[2:]))
-	case 127:
-		if len(b) < 10 {
-			return hd, 0
-		}
-		length = binary.BigEndian.Uint64(b[2:])
-	default:
-		length = uint64(len7)
+	length, known := rfc6455.PayloadLength(b)
+	if !known {
+		return hd, 0
 	}
-	if hd.op < opClose {
+	if !rfc6455.IsControl(hd.op) {
 		room := limit
 		if p.rx != nil {
 			room -= len(p.rx.msg)
@@ -229,6 +198,7 @@ func (p *parser) parseHeader(b []byte, limit int) (hd header, code uint16) {
 			return hd, message.CloseMessageTooBig
 		}
 	}
+	size := rfc6455.HeaderSize(b)
 	if len(b) < size {
 		return hd, 0
 	}
@@ -241,12 +211,12 @@ func (p *parser) parseHeader(b []byte, limit int) (hd header, code uint16) {
 // dispatch unmasks a complete frame's payload and hands it on: control frames at once, data
 // frames as whole messages (fragments are accumulated first). It returns a close code, and
 // whether to go on parsing.
-func (p *parser) dispatch(hd header, payload []byte, h frameHandler) (uint16, bool) {
-	h.onFrame()
-	unmask(payload, hd.mask)
+func (p *parser) dispatch(hd header, payload []byte, h frameHandler, c *conn) (uint16, bool) {
+	h.onFrame(c)
+	rfc6455.Mask(payload, hd.mask)
 	switch hd.op {
 	case opClose, opPing, opPong:
-		more := h.onControl(hd.op, payload)
+		more := h.onControl(c, hd.op, payload)
 		p.release()
 		return 0, more
 	case opContinuation:
@@ -261,7 +231,7 @@ func (p *parser) dispatch(hd header, payload []byte, h frameHandler) (uint16, bo
 		msg, op := rx.msg, rx.msgOp
 		rx.msg, rx.msgOp, rx.valid = nil, 0, 0
 		p.release()
-		return 0, h.onMessage(op, msg)
+		return 0, h.onMessage(c, op, msg)
 	}
 	if !hd.fin {
 		rx := p.partial()
@@ -276,7 +246,7 @@ func (p *parser) dispatch(hd header, payload []byte, h frameHandler) (uint16, bo
 	if hd.op == opText && !utf8.Valid(payload) {
 		return message.CloseInvalidPayload, false
 	}
-	return 0, h.onMessage(hd.op, payload)
+	return 0, h.onMessage(c, hd.op, payload)
 }
 
 // checkText validates the fragmented text message so far, from where the last check stopped,
@@ -351,43 +321,9 @@ func (p *parser) held() int {
 	return cap(p.rx.pend) + cap(p.rx.msg)
 }
 
-// unmask XORs b with the masking key, eight bytes at a time.
-func unmask(b []byte, key [4]byte) {
-	k32 := binary.LittleEndian.Uint32(key[:])
-	k64 := uint64(k32) | uint64(k32)<<32
-	i := 0
-	for ; i+8 <= len(b); i += 8 {
-		binary.LittleEndian.PutUint64(b[i:], binary.LittleEndian.Uint64(b[i:])^k64)
-	}
-	for ; i < len(b); i++ {
-		b[i] ^= key[i&3]
-	}
-}
-
 // parseCloseBody reads a peer's close frame body: the code it carries (1005 when the body is
-// empty) and whether the body is valid (a registered or private code, a UTF-8 reason).
+// empty) and whether the peer may send that body.
 func parseCloseBody(b []byte) (code uint16, ok bool) {
-	switch len(b) {
-	case 0:
-		return message.CloseNoStatus, true
-	case 1:
-		return 0, false
-	}
-	code = binary.BigEndian.Uint16(b)
-	if !validCloseCode(code) || !utf8.Valid(b[2:]) {
-		return 0, false
-	}
-	return code, true
-}
-
-// validCloseCode reports whether a peer may send code (RFC 6455 §7.4 and the IANA registry):
-// 1004-1006 and 1015 are reserved, 3000-4999 are for libraries and applications.
-func validCloseCode(code uint16) bool {
-	switch {
-	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014:
-		return true
-	case code >= 3000 && code <= 4999:
-		return true
-	}
-	return false
+	code, _, ok = rfc6455.ParseCloseBody(b)
+	return code, ok
 }

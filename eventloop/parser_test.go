@@ -4,45 +4,20 @@ package eventloop
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"strings"
 	"testing"
 
+	"github.com/huleedu/websocket-service/internal/rfc6455"
+	"github.com/huleedu/websocket-service/internal/wsraw"
 	"github.com/huleedu/websocket-service/message"
 )
 
-// clientFrame encodes a client frame: masked unless unmasked is set; rsv goes into bits 4-6.
+// clientFrame encodes a client frame: masked (with a fixed key) unless unmasked is set; rsv
+// goes into bits 4-6.
 func clientFrame(fin bool, rsv, op byte, payload []byte, unmasked bool) []byte {
-	b0 := op | rsv<<4
-	if fin {
-		b0 |= 0x80
-	}
-	out := []byte{b0}
-	maskBit := byte(0x80)
-	if unmasked {
-		maskBit = 0
-	}
-	n := len(payload)
-	switch {
-	case n <= 125:
-		out = append(out, maskBit|byte(n))
-	case n <= 0xFFFF:
-		out = append(out, maskBit|126, byte(n>>8), byte(n))
-	default:
-		out = append(out, maskBit|127)
-		out = binary.BigEndian.AppendUint64(out, uint64(n))
-	}
-	if unmasked {
-		return append(out, payload...)
-	}
-	key := [4]byte{0x37, 0xfa, 0x21, 0x3d}
-	out = append(out, key[:]...)
-	for i, c := range payload {
-		out = append(out, c^key[i&3])
-	}
-	return out
+	return wsraw.Frame{Op: op, Payload: payload, More: !fin, RSV: rsv, Unmasked: unmasked, Key: [4]byte{0x37, 0xfa, 0x21, 0x3d}}.Encode()
 }
 
 func cf(op byte, payload string) []byte { return clientFrame(true, 0, op, []byte(payload), false) }
@@ -55,14 +30,14 @@ type recorder struct {
 	stopped bool // after a close frame, as the loop stops reading a closing connection
 }
 
-func (r *recorder) onMessage(op byte, payload []byte) bool {
+func (r *recorder) onMessage(_ *conn, op byte, payload []byte) bool {
 	r.events = append(r.events, fmt.Sprintf("msg%d:%s", op, payload))
 	return true
 }
 
-func (r *recorder) onFrame() {}
+func (r *recorder) onFrame(*conn) {}
 
-func (r *recorder) onControl(op byte, payload []byte) bool {
+func (r *recorder) onControl(_ *conn, op byte, payload []byte) bool {
 	r.events = append(r.events, fmt.Sprintf("ctl%d:%s", op, payload))
 	r.stopped = op == opClose
 	return !r.stopped
@@ -79,7 +54,7 @@ type parserCase struct {
 func parserCases() []parserCase {
 	long := strings.Repeat("x", 70000)
 	closeBody := func(code uint16, reason string) string {
-		return string(binary.BigEndian.AppendUint16(nil, code)) + reason
+		return string(rfc6455.CloseBody(code, reason))
 	}
 	hugeHeader := []byte{0x82, 0xFF, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3, 4}
 	msbHeader := []byte{0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4}
@@ -154,7 +129,7 @@ func feedChunks(p *parser, input []byte, limit int, h *recorder, chunk func() in
 		n := min(chunk(), len(input))
 		buf := append([]byte(nil), input[:n]...)
 		input = input[n:]
-		if code := p.feed(buf, limit, h); code != 0 {
+		if code := p.feed(buf, limit, h, nil); code != 0 {
 			return code
 		}
 	}
@@ -199,7 +174,7 @@ func TestParserHoldsWhatArrivedNeverWhatAHeaderAnnounces(t *testing.T) {
 	frame := cf(opBinary, strings.Repeat("a", limit))
 	var p parser
 	rec := &recorder{}
-	if code := p.feed(append([]byte(nil), frame[:maxClientHeader]...), limit, rec); code != 0 {
+	if code := p.feed(append([]byte(nil), frame[:rfc6455.MaxClientHeader]...), limit, rec, nil); code != 0 {
 		t.Fatal(code)
 	}
 	if got := p.held(); got > 64 {
@@ -210,8 +185,8 @@ func TestParserHoldsWhatArrivedNeverWhatAHeaderAnnounces(t *testing.T) {
 	}
 	p.setDeadline(7)
 	// Trickled bytes: the buffer follows them; the frame is not new.
-	for i := maxClientHeader; i < 4096; i++ {
-		if code := p.feed(append([]byte(nil), frame[i]), limit, rec); code != 0 {
+	for i := rfc6455.MaxClientHeader; i < 4096; i++ {
+		if code := p.feed(append([]byte(nil), frame[i]), limit, rec, nil); code != 0 {
 			t.Fatal(code)
 		}
 		if got := p.held(); got > 2*(i+1) {
@@ -221,7 +196,7 @@ func TestParserHoldsWhatArrivedNeverWhatAHeaderAnnounces(t *testing.T) {
 	if p.begun() || p.deadline() != 7 {
 		t.Fatalf("while trickling: begun() = %v, deadline() = %d; want false, 7", p.begun(), p.deadline())
 	}
-	if code := p.feed(append([]byte(nil), frame[4096:]...), limit, rec); code != 0 {
+	if code := p.feed(append([]byte(nil), frame[4096:]...), limit, rec, nil); code != 0 {
 		t.Fatal(code)
 	}
 	if p.deadline() != 0 || p.rx != nil || len(rec.events) != 1 {
@@ -233,7 +208,7 @@ func TestParserHoldsWhatArrivedNeverWhatAHeaderAnnounces(t *testing.T) {
 func TestParserHoldsAPartialHeaderInItsOwnBytes(t *testing.T) {
 	var p parser
 	frame := cf(opBinary, strings.Repeat("a", 1000))
-	if code := p.feed(append([]byte(nil), frame[:3]...), 65536, &recorder{}); code != 0 {
+	if code := p.feed(append([]byte(nil), frame[:3]...), 65536, &recorder{}, nil); code != 0 {
 		t.Fatal(code)
 	}
 	if got := p.held(); got > 16 {
@@ -245,54 +220,8 @@ func TestParserDecidesTooLargeFromTheHeaderAlone(t *testing.T) {
 	var p parser
 	// Only the first 4 bytes of a 16-bit-length frame of 1000 bytes against a 100-byte limit.
 	frame := cf(opText, strings.Repeat("a", 1000))
-	if code := p.feed(append([]byte(nil), frame[:4]...), 100, &recorder{}); code != message.CloseMessageTooBig {
+	if code := p.feed(append([]byte(nil), frame[:4]...), 100, &recorder{}, nil); code != message.CloseMessageTooBig {
 		t.Fatalf("code = %d, want 1009 before any payload", code)
-	}
-}
-
-func TestParseCloseBody(t *testing.T) {
-	for _, tc := range []struct {
-		body string
-		code uint16
-		ok   bool
-	}{
-		{"", 1005, true},
-		{"\x03", 0, false},
-		{"\x03\xe8", 1000, true},
-		{"\x03\xe8bye", 1000, true},
-		{"\x03\xe9", 1001, true},
-		{"\x03\xec", 0, false}, // 1004
-		{"\x03\xed", 0, false}, // 1005
-		{"\x03\xee", 0, false}, // 1006
-		{"\x03\xf5", 1013, true},
-		{"\x03\xf7", 0, false}, // 1015
-		{"\x0b\xb8", 3000, true},
-		{"\x13\x87", 4999, true},
-		{"\x13\x88", 0, false}, // 5000
-		{"\x03\xe8\xff", 0, false},
-	} {
-		code, ok := parseCloseBody([]byte(tc.body))
-		if code != tc.code || ok != tc.ok {
-			t.Errorf("parseCloseBody(%q) = %d, %v; want %d, %v", tc.body, code, ok, tc.code, tc.ok)
-		}
-	}
-}
-
-func TestUnmaskMatchesBytewise(t *testing.T) {
-	key := [4]byte{1, 2, 3, 4}
-	for n := range 40 {
-		b := make([]byte, n)
-		for i := range b {
-			b[i] = byte(i * 7)
-		}
-		want := append([]byte(nil), b...)
-		for i := range want {
-			want[i] ^= key[i%4]
-		}
-		unmask(b, key)
-		if !bytes.Equal(b, want) {
-			t.Fatalf("n=%d: %x, want %x", n, b, want)
-		}
 	}
 }
 
@@ -308,7 +237,7 @@ func FuzzParser(f *testing.F) {
 		const limit = 1024
 		var whole parser
 		recWhole := &recorder{}
-		codeWhole := whole.feed(append([]byte(nil), input...), limit, recWhole)
+		codeWhole := whole.feed(append([]byte(nil), input...), limit, recWhole, nil)
 
 		var split parser
 		recSplit := &recorder{}
@@ -320,7 +249,7 @@ func FuzzParser(f *testing.F) {
 		if strings.Join(recWhole.events, "|") != strings.Join(recSplit.events, "|") {
 			t.Fatalf("events differ: %q vs %q", recWhole.events, recSplit.events)
 		}
-		if h := split.held(); h > 2*(limit+maxClientHeader) {
+		if h := split.held(); h > 2*(limit+rfc6455.MaxClientHeader) {
 			t.Fatalf("parser holds %d bytes", h)
 		}
 		switch codeWhole {
@@ -343,7 +272,7 @@ func BenchmarkParse(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				copy(buf, input)
-				if code := p.feed(buf, 65536, h); code != 0 {
+				if code := p.feed(buf, 65536, h, nil); code != 0 {
 					b.Fatal(code)
 				}
 			}
@@ -353,6 +282,6 @@ func BenchmarkParse(b *testing.B) {
 
 type discard struct{}
 
-func (discard) onMessage(byte, []byte) bool { return true }
-func (discard) onControl(byte, []byte) bool { return true }
-func (discard) onFrame()                    {}
+func (discard) onMessage(*conn, byte, []byte) bool { return true }
+func (discard) onControl(*conn, byte, []byte) bool { return true }
+func (discard) onFrame(*conn)                      {}

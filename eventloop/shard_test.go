@@ -3,7 +3,6 @@
 package eventloop
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"net/http"
@@ -104,10 +103,9 @@ func TestCloseDuringAnAcceptStillSendsTheCloseFrame(t *testing.T) {
 	go func() { _ = h.engine.Close(); close(closed) }()
 	waitFor(t, "the shard to take its stop", func() bool { return l.down.Load() })
 	hold.unstall()
-	rc := &rawClient{t: t, conn: conn, br: bufio.NewReader(conn)}
-	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	rc := &rawClient{t: t, conn: conn}
 	var err error
-	if rc.resp, err = http.ReadResponse(rc.br, nil); err != nil || rc.resp.StatusCode != http.StatusSwitchingProtocols {
+	if rc.resp, err = conn.ReadResponse(); err != nil || rc.resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("upgrade response %v, %v: want 101", rc.resp, err)
 	}
 	if code, _ := rc.expectClose(10 * time.Second); code != message.CloseGoingAway {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/lxzan/gws"
 
+	"github.com/huleedu/websocket-service/internal/rfc6455"
 	"github.com/huleedu/websocket-service/message"
 	"github.com/huleedu/websocket-service/resume"
 	"github.com/huleedu/websocket-service/session"
@@ -95,7 +96,7 @@ func New(opts session.Options) (*Engine, error) {
 		sendQueueLimit: int64(opts.SendQueueLimit),
 		frameRate:      session.FrameRate(opts.InboundRate),
 		slowConsumer:   message.ErrorJSON(message.CodeSlowConsumer),
-		tooLargeFrame:  textFrame(message.ErrorJSON(message.CodeMessageTooLarge)),
+		tooLargeFrame:  rfc6455.EncodeFrame(rfc6455.OpText, message.ErrorJSON(message.CodeMessageTooLarge)),
 		stop:           make(chan struct{}),
 	}
 	if e.resume == nil {

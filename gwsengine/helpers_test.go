@@ -1,20 +1,14 @@
 package gwsengine
 
 import (
-	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +16,8 @@ import (
 	"github.com/lxzan/gws"
 
 	"github.com/huleedu/websocket-service/auth"
+	"github.com/huleedu/websocket-service/internal/rfc6455"
+	"github.com/huleedu/websocket-service/internal/wsraw"
 	"github.com/huleedu/websocket-service/message"
 	"github.com/huleedu/websocket-service/registry"
 	"github.com/huleedu/websocket-service/session"
@@ -349,11 +345,11 @@ func redact(url string) string {
 	return url
 }
 
-// rawClient is a WebSocket client written against the socket, for what the libraries will not
-// do: never read, send reserved opcodes, vanish without a close frame.
+// rawClient is the raw WebSocket client (internal/wsraw), for what the libraries will not do:
+// never read, send reserved opcodes, vanish without a close frame.
 type rawClient struct {
-	net.Conn
-	br *bufio.Reader
+	*wsraw.Conn
+	br io.Reader // reads through the client's buffer
 }
 
 func dialRaw(t testing.TB, r *rig, token string, readBuffer int) *rawClient {
@@ -364,118 +360,50 @@ func dialRaw(t testing.TB, r *rig, token string, readBuffer int) *rawClient {
 // dialRawProto is dialRaw offering subprotocol proto (none when empty).
 func dialRawProto(t testing.TB, r *rig, token string, readBuffer int, proto string) *rawClient {
 	t.Helper()
-	d := net.Dialer{}
-	if readBuffer > 0 {
-		d.Control = func(_, _ string, rc syscall.RawConn) error {
-			var err error
-			if cerr := rc.Control(func(fd uintptr) { err = setRecvBuffer(fd, readBuffer) }); cerr != nil {
-				return cerr
-			}
-			return err
-		}
-	}
-	nc, err := d.Dial("tcp", r.srv.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = nc.Close() })
-	key := make([]byte, 16)
-	_, _ = rand.Read(key)
-	req := "GET /ws?token=" + token + " HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + base64.StdEncoding.EncodeToString(key) + "\r\n"
+	o := wsraw.Options{ReceiveBuffer: readBuffer}
 	if proto != "" {
-		req += "Sec-WebSocket-Protocol: " + proto + "\r\n"
+		o.Header = http.Header{"Sec-Websocket-Protocol": {proto}}
 	}
-	req += "\r\n"
-	if _, err := nc.Write([]byte(req)); err != nil {
-		t.Fatal(err)
-	}
-	br := bufio.NewReader(nc)
-	resp, err := http.ReadResponse(br, nil)
+	c, err := wsraw.Dial(r.srv.Listener.Addr().String(), "/ws?token="+token, o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("handshake: %s", resp.Status)
+	t.Cleanup(func() { _ = c.Close() })
+	if c.Response.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("handshake: %s", c.Response.Status)
 	}
-	return &rawClient{Conn: nc, br: br}
+	return &rawClient{Conn: c, br: c}
 }
 
-// send writes one masked frame.
+// send writes one masked frame whose first byte is b0 (FIN, RSV bits, opcode).
 func (c *rawClient) send(t testing.TB, b0 byte, payload []byte) {
 	t.Helper()
-	hdr := appendHeader(nil, b0, uint64(len(payload)), 0x80)
-	mask := []byte{1, 2, 3, 4}
-	out := append(hdr, mask...)
-	for i, b := range payload {
-		out = append(out, b^mask[i%4])
-	}
-	if _, err := c.Write(out); err != nil {
+	f := wsraw.Frame{Op: b0 & rfc6455.OpBits, RSV: (b0 & rfc6455.RSVBits) >> 4, More: b0&rfc6455.FinBit == 0, Payload: payload}
+	if err := c.Send(f); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// appendHeader appends the first byte b0 and the length n of a frame header, maskBit (0x80 or
-// 0) set in the length code; the mask key is the caller's.
-func appendHeader(dst []byte, b0 byte, n uint64, maskBit byte) []byte {
-	dst = append(dst, b0)
-	switch {
-	case n < 126:
-		return append(dst, maskBit|byte(n))
-	case n <= 0xffff:
-		return append(dst, maskBit|126, byte(n>>8), byte(n))
-	default:
-		return binary.BigEndian.AppendUint64(append(dst, maskBit|127), n)
-	}
-}
-
-// readFrame reads one unmasked server frame.
+// readFrame reads one unmasked server frame, within the read deadline already set.
 func (c *rawClient) readFrame() (op byte, payload []byte, err error) {
-	var h [2]byte
-	if _, err := io.ReadFull(c.br, h[:]); err != nil {
-		return 0, nil, err
-	}
-	n := int(h[1] & 0x7f)
-	switch n {
-	case 126:
-		var b [2]byte
-		if _, err := io.ReadFull(c.br, b[:]); err != nil {
-			return 0, nil, err
-		}
-		n = int(binary.BigEndian.Uint16(b[:]))
-	case 127:
-		var b [8]byte
-		if _, err := io.ReadFull(c.br, b[:]); err != nil {
-			return 0, nil, err
-		}
-		n = int(binary.BigEndian.Uint64(b[:]))
-	}
-	payload = make([]byte, n)
-	if _, err := io.ReadFull(c.br, payload); err != nil {
-		return 0, nil, err
-	}
-	return h[0] & 0x0f, payload, nil
+	f, err := c.ReadFrame(time.Time{})
+	return f.Op, f.Payload, err
 }
 
-// readUntilClose reads frames until a close frame and returns its code.
+// readUntilClose reads frames until a close frame and returns its code, and the payloads of
+// the messages before it.
 func (c *rawClient) readUntilClose(t testing.TB, timeout time.Duration) (code uint16, before [][]byte) {
 	t.Helper()
-	_ = c.SetReadDeadline(time.Now().Add(timeout))
-	for {
-		op, p, err := c.readFrame()
-		if err != nil {
-			t.Fatalf("reading until a close frame: %v", err)
-		}
-		switch op {
-		case 0x8:
-			if len(p) < 2 {
-				return message.CloseNoStatus, before
-			}
-			return binary.BigEndian.Uint16(p), before
-		case 0x1, 0x2:
-			before = append(before, p)
+	frames, err := c.ReadUntilClose(time.Now().Add(timeout))
+	if err != nil {
+		t.Fatalf("reading until a close frame: %v", err)
+	}
+	for _, f := range frames {
+		if f.Op == rfc6455.OpText || f.Op == rfc6455.OpBinary {
+			before = append(before, f.Payload)
 		}
 	}
+	return frames[len(frames)-1].CloseCode(), before
 }
 
 func errorCode(t testing.TB, p []byte) string {

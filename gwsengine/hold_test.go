@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/huleedu/websocket-service/internal/heaptest"
+	"github.com/huleedu/websocket-service/internal/rfc6455"
 )
 
 // A frame header is a claim, not a fact: connections that each sent only the header of a
@@ -25,7 +26,7 @@ func TestHeaderOnlyConnectionsCostAFewKiBNotTheAnnouncedLength(t *testing.T) {
 	r.waitConns(conns)
 	before := heaptest.Live()
 	sent := time.Now().UnixNano()
-	header := append(appendHeader(nil, 0x82, size, 0x80), 1, 2, 3, 4)
+	header := append(rfc6455.AppendHeader(nil, 0x82, size, true), 1, 2, 3, 4)
 	for _, c := range clients {
 		if _, err := c.Write(header); err != nil {
 			t.Fatal(err)
@@ -84,9 +85,5 @@ func TestWireHoldsALargeFrameUntilCompleteAndPassesTheRest(t *testing.T) {
 
 // maskedFrame encodes a client frame with a fixed mask key.
 func maskedFrame(b0 byte, payload string) []byte {
-	out := append(appendHeader(nil, b0, uint64(len(payload)), 0x80), 1, 2, 3, 4)
-	for i := range len(payload) {
-		out = append(out, payload[i]^byte(i%4+1))
-	}
-	return out
+	return rfc6455.AppendMasked(rfc6455.AppendHeader(nil, b0, uint64(len(payload)), true), []byte(payload), [4]byte{1, 2, 3, 4})
 }

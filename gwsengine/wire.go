@@ -10,6 +10,7 @@ import (
 
 	"github.com/lxzan/gws"
 
+	"github.com/huleedu/websocket-service/internal/rfc6455"
 	"github.com/huleedu/websocket-service/message"
 	"github.com/huleedu/websocket-service/telemetry"
 )
@@ -273,28 +274,14 @@ func (w *wire) linger() {
 // closeCodeOf returns the status code of a server (unmasked) close frame starting at p, or 0
 // when p does not start one.
 func closeCodeOf(p []byte) uint16 {
-	const finClose = 0x80 | 0x8
-	if len(p) < 4 || p[0] != finClose || p[1]&0x7f < 2 || p[1]&0x80 != 0 {
+	if len(p) < 4 || p[0] != rfc6455.FinBit|rfc6455.OpClose {
+		return 0 // every other frame is told by its first byte
+	}
+	h, ok := rfc6455.ParseHeader(p)
+	if !ok || h.Masked || h.Length < 2 || len(p) < h.Size+2 {
 		return 0
 	}
-	return binary.BigEndian.Uint16(p[2:4])
-}
-
-// textFrame encodes payload as one unmasked, final text frame, as a server sends it.
-func textFrame(payload []byte) []byte {
-	n := len(payload)
-	var hdr []byte
-	switch {
-	case n < 126:
-		hdr = []byte{0x81, byte(n)}
-	case n <= 0xffff:
-		hdr = []byte{0x81, 126, byte(n >> 8), byte(n)}
-	default:
-		hdr = make([]byte, 10)
-		hdr[0], hdr[1] = 0x81, 127
-		binary.BigEndian.PutUint64(hdr[2:], uint64(n))
-	}
-	return append(hdr, payload...)
+	return binary.BigEndian.Uint16(p[h.Size:])
 }
 
 // frameScan follows the frame boundaries of a client's byte stream without buffering it: the
@@ -344,11 +331,11 @@ func (f *frameScan) scan(p []byte, max uint64) int {
 			if f.ending < 0 && f.endsConnection(b) {
 				f.ending = start
 			}
-			f.masked = b&0x80 != 0
-			switch code := b & 0x7f; code {
-			case 126:
+			f.masked = b&rfc6455.MaskBit != 0
+			switch code := b & rfc6455.LenBits; code {
+			case rfc6455.Len16:
 				f.state, f.ext, f.length = scanLength, 2, 0
-			case 127:
+			case rfc6455.Len64:
 				f.state, f.ext, f.length = scanLength, 8, 0
 			default:
 				f.begin(uint64(code))
@@ -378,15 +365,13 @@ func (f *frameScan) scan(p []byte, max uint64) int {
 // frame, or a header that breaks the protocol (reserved bits or opcodes, no mask, a fragmented
 // or long control frame, a fragment out of place). It follows the open fragmented message.
 func (f *frameScan) endsConnection(second byte) bool {
-	op, fin := f.first&0x0f, f.first&0x80 != 0
+	op, fin := f.first&rfc6455.OpBits, f.first&rfc6455.FinBit != 0
 	switch {
-	case f.first&0x70 != 0, second&0x80 == 0:
+	case f.first&rfc6455.RSVBits != 0, second&rfc6455.MaskBit == 0, !rfc6455.KnownOpcode(op):
 		return true
-	case op >= 0x8:
-		return op == 0x8 || op > 0xA || !fin || second&0x7f > 125
-	case op > 0x2:
-		return true
-	case op == 0x0:
+	case rfc6455.IsControl(op):
+		return op == rfc6455.OpClose || !fin || second&rfc6455.LenBits > rfc6455.MaxControlPayload
+	case op == rfc6455.OpContinuation:
 		if !f.frag {
 			return true
 		}

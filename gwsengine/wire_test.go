@@ -1,7 +1,6 @@
 package gwsengine
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +11,8 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/huleedu/websocket-service/internal/rfc6455"
+	"github.com/huleedu/websocket-service/internal/wsraw"
 	"github.com/huleedu/websocket-service/message"
 	"github.com/huleedu/websocket-service/registry"
 	"github.com/huleedu/websocket-service/session"
@@ -19,7 +20,7 @@ import (
 
 // hugeHeader is a masked binary frame header announcing length bytes, and the mask key.
 func hugeHeader(length uint64) []byte {
-	return append(appendHeader(nil, 0x82, length, 0x80), 1, 2, 3, 4)
+	return append(rfc6455.AppendHeader(nil, 0x82, length, true), 1, 2, 3, 4)
 }
 
 // A frame length with the top bit set used to become a negative int inside gws and panic its
@@ -77,11 +78,7 @@ func TestHugeFrameLengthCloses1009WithoutCrashing(t *testing.T) {
 func TestFrameScanFollowsFramesAcrossReads(t *testing.T) {
 	var stream []byte
 	frame := func(b0 byte, n int, masked bool) {
-		m := byte(0)
-		if masked {
-			m = 0x80
-		}
-		h := appendHeader(nil, b0, uint64(n), m)
+		h := rfc6455.AppendHeader(nil, b0, uint64(n), masked)
 		if masked {
 			h = append(h, 9, 9, 9, 9)
 		}
@@ -199,22 +196,14 @@ func TestHugeFrameLengthOnRejectedConnectionReleasesTheSocket(t *testing.T) {
 // writes before it lets the socket go.
 func TestFailedUpgradeStillAnswers400(t *testing.T) {
 	r := newRig(t)
-	nc, err := net.Dial("tcp", r.srv.Listener.Addr().String())
+	// No key: gws answers 400.
+	c, err := wsraw.Dial(r.srv.Listener.Addr().String(), "/ws?token="+r.token("alice", nil, time.Hour), wsraw.Options{NoKey: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
-	// No Sec-WebSocket-Key: gws answers 400.
-	req := "GET /ws?token=" + r.token("alice", nil, time.Hour) + " HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\n" +
-		"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n"
-	if _, err := nc.Write([]byte(req)); err != nil {
-		t.Fatal(err)
-	}
-	_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp := c.Response
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("status %s, want 400", resp.Status)
 	}

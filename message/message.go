@@ -7,6 +7,8 @@ package message
 import (
 	"bytes"
 	"encoding/json"
+
+	"github.com/huleedu/websocket-service/internal/rfc6455"
 )
 
 // Error codes sent in an ErrorMessage.
@@ -19,19 +21,20 @@ const (
 	CodeSlowConsumer    = "SLOW_CONSUMER"
 )
 
-// Close codes (RFC 6455 §7.4.1) and what this service uses them for.
+// Close codes (RFC 6455 §7.4.1, defined in internal/rfc6455) and what this service uses them
+// for.
 const (
-	CloseNormal          uint16 = 1000 // normal closure
-	CloseGoingAway       uint16 = 1001 // server draining, heartbeat timeout
-	CloseProtocolError   uint16 = 1002 // malformed frames
-	CloseUnsupportedData uint16 = 1003
-	CloseNoStatus        uint16 = 1005 // never sent; a close frame without a code
-	CloseAbnormal        uint16 = 1006 // never sent; the TCP connection ended without a close frame
-	CloseInvalidPayload  uint16 = 1007 // text that is not UTF-8
-	ClosePolicyViolation uint16 = 1008 // auth failure, token expired, connection limit
-	CloseMessageTooBig   uint16 = 1009 // inbound message over MAX_MESSAGE_SIZE
-	CloseInternalError   uint16 = 1011
-	CloseTryAgainLater   uint16 = 1013 // slow consumer
+	CloseNormal          = rfc6455.CloseNormal        // normal closure
+	CloseGoingAway       = rfc6455.CloseGoingAway     // server draining, heartbeat timeout
+	CloseProtocolError   = rfc6455.CloseProtocolError // malformed frames
+	CloseUnsupportedData = rfc6455.CloseUnsupportedData
+	CloseNoStatus        = rfc6455.CloseNoStatus        // never sent; a close frame without a code
+	CloseAbnormal        = rfc6455.CloseAbnormal        // never sent; the TCP connection ended without a close frame
+	CloseInvalidPayload  = rfc6455.CloseInvalidPayload  // text that is not UTF-8
+	ClosePolicyViolation = rfc6455.ClosePolicyViolation // auth failure, token expired, connection limit
+	CloseMessageTooBig   = rfc6455.CloseMessageTooBig   // inbound message over MAX_MESSAGE_SIZE
+	CloseInternalError   = rfc6455.CloseInternalError
+	CloseTryAgainLater   = rfc6455.CloseTryAgainLater // slow consumer
 )
 
 // Type values of the JSON messages.

@@ -11,7 +11,9 @@ import (
 )
 
 // Engine carries WebSocket connections once the HTTP layer has authorised them. The gws
-// engine (package gwsengine) and the epoll engine (package eventloop) implement it.
+// engine (package gwsengine) and the epoll engine (package eventloop) implement it. The
+// server calls Accept, Reject and Drain; app/, which builds the engine, wires the router
+// (sequence.Router) to Deliver and calls Close.
 type Engine interface {
 	// Accept completes the upgrade of an authorised request, registers the connection in a
 	// shard and serves it until it ends, then calls Hooks.Closed exactly once. Messages
@@ -32,8 +34,8 @@ type Engine interface {
 	Close() error
 }
 
-// Backplane relays messages between nodes (Redis) or within one (embedded).
-type Backplane interface {
+// Subscriber is the part of the backplane that holds channels for connections.
+type Subscriber interface {
 	// Subscribe takes a reference on each channel and returns nil only once every channel is
 	// live (confirmed by the backplane, so a message published afterwards is delivered).
 	// While the backplane is disconnected or stalled it waits for the channels to be
@@ -44,15 +46,16 @@ type Backplane interface {
 	// Unsubscribe drops a reference on each channel; a channel left with none is
 	// unsubscribed after a short linger.
 	Unsubscribe(channels []string)
-	// Publish sends payload to every node's subscribers of channel, live only.
-	Publish(ctx context.Context, channel string, payload []byte) error
+}
+
+// Backplane is what the server uses of the backplane, which relays messages between nodes
+// (Redis) or within one (embedded). Starting it, its history and closing it are its owner's
+// business (app/).
+type Backplane interface {
+	Subscriber
 	// PublishSequenced appends payload to channel's history and sends it to every node's
 	// subscribers in one step, and returns its position. A timeout is not retried.
 	PublishSequenced(ctx context.Context, channel string, payload []byte, traceparent string) (history.Position, error)
-	// History reads the streams' history (the node's gap repair reads it).
-	History() history.Reader
 	// Ready returns nil while connected, else why not.
 	Ready() error
-	// Close unsubscribes everything and closes the backplane's connections.
-	Close() error
 }

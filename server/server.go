@@ -11,12 +11,9 @@ import (
 	"time"
 
 	"github.com/huleedu/websocket-service/auth"
-	"github.com/huleedu/websocket-service/backplane"
 	"github.com/huleedu/websocket-service/config"
 	"github.com/huleedu/websocket-service/history"
 	"github.com/huleedu/websocket-service/registry"
-	"github.com/huleedu/websocket-service/sequence"
-	"github.com/huleedu/websocket-service/session"
 	"github.com/huleedu/websocket-service/telemetry"
 	"github.com/huleedu/websocket-service/tracing"
 )
@@ -48,17 +45,17 @@ type TokenVerifier interface {
 	Verify(token string) (auth.Claims, error)
 }
 
-// Options are what New needs. The engine and backplane are built by New through their
-// factories, because each needs a piece of the server: the backplane delivers to the server's
-// router, and the engine reports closed connections to the server's hooks.
+// Options are what New needs: the parts the server fronts, built before it (app/ builds them
+// in dependency order and closes them in reverse).
 type Options struct {
-	Config       config.Config
-	Verifier     TokenVerifier
-	Metrics      *telemetry.Metrics
-	Logger       *slog.Logger
-	Tracing      *tracing.Tracing // nil: off
-	NewBackplane func(sink backplane.Sink) (Backplane, error)
-	NewEngine    func(hooks session.Hooks) (Engine, error)
+	Config    config.Config
+	Verifier  TokenVerifier
+	Metrics   *telemetry.Metrics
+	Logger    *slog.Logger
+	Tracing   *tracing.Tracing // nil: off
+	Members   *Members         // the hooks Engine reports to
+	Backplane Backplane
+	Engine    Engine
 }
 
 // Server is the HTTP layer of one node.
@@ -69,26 +66,29 @@ type Server struct {
 	log       *slog.Logger
 	tracing   *tracing.Tracing
 	topics    registry.Topics
-	limits    *registry.Limits
-	rate      *ipRate // nil when HANDSHAKE_RATE_PER_IP is 0
+	members   *Members
+	limits    *registry.Limits // members' limits: the upgrade reserves, Members.Closed releases
+	rate      *ipRate          // nil when HANDSHAKE_RATE_PER_IP is 0
 	engine    Engine
 	backplane Backplane
-	router    *sequence.Router
 	http      *http.Server
 	draining  atomic.Bool
 }
 
-// New builds the server, its backplane and its engine.
-func New(o Options) (*Server, error) {
+// New builds the server over the parts in o. Nothing listens until Serve.
+func New(o Options) *Server {
 	c := o.Config
 	s := &Server{
-		cfg:      c,
-		verifier: o.Verifier,
-		metrics:  o.Metrics,
-		log:      o.Logger,
-		tracing:  o.Tracing,
-		topics:   registry.Topics{UserPrefix: c.UserChannelPrefix, GroupPrefix: c.GroupChannelPrefix, Broadcast: c.BroadcastChannel},
-		limits:   registry.NewLimits(c.MaxConnections, c.MaxConnectionsPerUser),
+		cfg:       c,
+		verifier:  o.Verifier,
+		metrics:   o.Metrics,
+		log:       o.Logger,
+		tracing:   o.Tracing,
+		topics:    o.Members.topics,
+		members:   o.Members,
+		limits:    o.Members.limits,
+		engine:    o.Engine,
+		backplane: o.Backplane,
 	}
 	if s.tracing == nil {
 		s.tracing = tracing.Off()
@@ -96,22 +96,6 @@ func New(o Options) (*Server, error) {
 	if c.HandshakeRatePerIP > 0 {
 		s.rate = newIPRate(c.HandshakeRatePerIP)
 	}
-	// Redis → backplane → router (gap repair, docs/DESIGN.md) → engine.
-	s.router = sequence.New(sequence.Options{Topics: s.topics, Limit: c.RecoveryMaxMessages, Metrics: o.Metrics, Logger: o.Logger,
-		Tracing: s.tracing}, nil)
-	bp, err := o.NewBackplane(s.router)
-	if err != nil {
-		return nil, fmt.Errorf("backplane: %w", err)
-	}
-	eng, err := o.NewEngine(s)
-	if err != nil {
-		_ = bp.Close()
-		return nil, fmt.Errorf("engine %s: %w", c.Engine, err)
-	}
-	s.backplane, s.engine = bp, eng
-	s.router.SetHistory(bp.History())
-	s.router.SetEngine(eng)
-
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+PathWS, s.serveWS)
 	mux.HandleFunc("GET "+PathHealthz, s.serveHealthz)
@@ -125,7 +109,7 @@ func New(o Options) (*Server, error) {
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(o.Logger.Handler(), slog.LevelDebug),
 	}
-	return s, nil
+	return s
 }
 
 // Handler is the server's HTTP handler (for tests that bring their own listener).
@@ -140,10 +124,11 @@ func (s *Server) Serve(ln net.Listener) error {
 	return err
 }
 
-// Shutdown drains the node as docs/OPERATIONS.md "Lifecycle" says: not ready at once, no new
-// upgrades, every connection closed with 1001 spread over the drain window, then the
-// backplane's subscriptions and connections closed. Health and readiness keep answering
-// meanwhile, so the orchestrator sees the node draining rather than dead.
+// Shutdown drains the node as docs/OPERATIONS.md "Lifecycle" says: not ready at once, no new upgrades,
+// every connection closed with 1001 spread over the drain window, then the HTTP server shut.
+// Health and readiness keep answering meanwhile, so the orchestrator sees the node draining
+// rather than dead. Closing the engine and then the backplane is left to their owner (app/),
+// after this returns.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
 	window := s.cfg.ShutdownDrainTimeout.D()
@@ -159,53 +144,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if err := s.http.Shutdown(httpCtx); err != nil {
 		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 	}
-	if err := s.engine.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("engine close: %w", err))
-	}
-	if err := s.backplane.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("backplane close: %w", err))
-	}
 	return errors.Join(errs...)
-}
-
-// Closed is the engines' hook for a connection that ended: it gives back what the upgrade
-// took (subscriptions, limit slots) and counts the disconnect.
-func (s *Server) Closed(id *session.Identity, code uint16) {
-	s.backplane.Unsubscribe(s.topics.Channels(id.User, id.Groups))
-	s.limits.ReleaseUser(id.User)
-	s.limits.ReleaseNode()
-	s.metrics.Disconnect(code)
-}
-
-// Join is the engines' hook for a token refresh that added groups: it subscribes their
-// channels without holding up the engine (a shard goroutine must never wait for the
-// backplane) and calls done once they are live, or once subscribeTimeout has passed; the
-// references are kept either way, as the backplane subscribes them when it can.
-func (s *Server) Join(groups []string, done func()) {
-	channels := s.groupChannels(groups)
-	go func() {
-		defer done()
-		ctx, cancel := context.WithTimeout(context.Background(), subscribeTimeout)
-		defer cancel()
-		if err := s.backplane.Subscribe(ctx, channels); err != nil {
-			s.log.Warn("token refresh: subscribing added groups not confirmed", "groups", len(groups), "err", err)
-		}
-	}()
-}
-
-// Leave is the engines' hook for groups a connection no longer has.
-func (s *Server) Leave(groups []string) {
-	if len(groups) > 0 {
-		s.backplane.Unsubscribe(s.groupChannels(groups))
-	}
-}
-
-func (s *Server) groupChannels(groups []string) []string {
-	out := make([]string, len(groups))
-	for i, g := range groups {
-		out[i] = s.topics.GroupChannel(g)
-	}
-	return out
 }
 
 // Topics returns the node's channel naming.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -14,7 +15,6 @@ import (
 	"time"
 
 	"github.com/huleedu/websocket-service/auth"
-	"github.com/huleedu/websocket-service/backplane"
 	"github.com/huleedu/websocket-service/config"
 	"github.com/huleedu/websocket-service/history"
 	"github.com/huleedu/websocket-service/registry"
@@ -89,13 +89,6 @@ func (b *fakeBackplane) Unsubscribe(channels []string) {
 	}
 }
 
-func (b *fakeBackplane) Publish(_ context.Context, channel string, payload []byte) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.published = append(b.published, "plain "+channel+"="+string(payload))
-	return nil
-}
-
 func (b *fakeBackplane) PublishSequenced(_ context.Context, channel string, payload []byte, _ string) (history.Position, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -104,15 +97,13 @@ func (b *fakeBackplane) PublishSequenced(_ context.Context, channel string, payl
 }
 
 func (b *fakeBackplane) Ready() error { return b.readyErr }
-func (b *fakeBackplane) Close() error { return nil }
-
-func (b *fakeBackplane) History() history.Reader { return nil }
 
 type fixture struct {
-	srv    *Server
-	engine *fakeEngine
-	bp     *fakeBackplane
-	minter *auth.Minter
+	srv     *Server
+	members *Members
+	engine  *fakeEngine
+	bp      *fakeBackplane
+	minter  *auth.Minter
 }
 
 const testSecret = "server-test-secret-server-test-secret"
@@ -136,14 +127,10 @@ func newFixture(t *testing.T, kv ...string) *fixture {
 		t.Fatal(err)
 	}
 	f := &fixture{engine: &fakeEngine{}, bp: &fakeBackplane{refs: map[string]int{}}, minter: m}
-	f.srv, err = New(Options{
-		Config: cfg, Verifier: v, Metrics: telemetry.New(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		NewBackplane: func(backplane.Sink) (Backplane, error) { return f.bp, nil },
-		NewEngine:    func(session.Hooks) (Engine, error) { return f.engine, nil },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	metrics, log := telemetry.New(), slog.New(slog.NewTextHandler(io.Discard, nil))
+	topics := registry.Topics{UserPrefix: cfg.UserChannelPrefix, GroupPrefix: cfg.GroupChannelPrefix, Broadcast: cfg.BroadcastChannel}
+	f.members = NewMembers(topics, registry.NewLimits(cfg.MaxConnections, cfg.MaxConnectionsPerUser), f.bp, metrics, log)
+	f.srv = New(Options{Config: cfg, Verifier: v, Metrics: metrics, Logger: log, Members: f.members, Backplane: f.bp, Engine: f.engine})
 	return f
 }
 
@@ -193,7 +180,7 @@ func TestClosedReleasesSubscriptionsAndLimitSlots(t *testing.T) {
 	f := newFixture(t, "MAX_CONNECTIONS_PER_USER", "1", "MAX_CONNECTIONS", "1")
 	f.upgrade(f.token(t, "u1", time.Hour, "g"), "", "")
 	id := f.engine.accepted[0].Identity
-	f.srv.Closed(&id, 1000)
+	f.members.Closed(&id, 1000)
 	if len(f.bp.refs) != 0 {
 		t.Fatalf("references left after Closed: %v", f.bp.refs)
 	}
@@ -203,6 +190,35 @@ func TestClosedReleasesSubscriptionsAndLimitSlots(t *testing.T) {
 	f.upgrade(f.token(t, "u1", time.Hour), "", "")
 	if len(f.engine.accepted) != 2 {
 		t.Fatal("the freed slots were not reusable")
+	}
+}
+
+// A token refresh's added groups are subscribed off the engine's goroutine and done is called
+// even when the backplane does not confirm them; the references stay until Leave.
+func TestJoinSubscribesAddedGroupsAndLeaveDropsThem(t *testing.T) {
+	f := newFixture(t)
+	join := func() {
+		t.Helper()
+		done := make(chan struct{})
+		f.members.Join([]string{"g1", "g2"}, func() { close(done) })
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("Join did not call done")
+		}
+	}
+	join()
+	f.bp.subscribeErr = errors.New("redis unavailable")
+	join()
+	// done is called after Subscribe returned: the references are taken.
+	if got := fmt.Sprint(f.bp.refs); got != "map[ws-group:g1:2 ws-group:g2:2]" {
+		t.Fatalf("after two joins: refs %s", got)
+	}
+	f.members.Leave([]string{"g1", "g2"})
+	f.members.Leave([]string{"g1", "g2"})
+	f.members.Leave(nil)
+	if len(f.bp.refs) != 0 {
+		t.Fatalf("references left after Leave: %v", f.bp.refs)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/huleedu/websocket-service/auth"
+	"github.com/huleedu/websocket-service/internal/rfc6455"
 	"github.com/huleedu/websocket-service/message"
 	"github.com/huleedu/websocket-service/session"
 	"github.com/huleedu/websocket-service/telemetry"
@@ -83,7 +84,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		// Subscribe reports success only once Redis has confirmed every channel; a 101 now
 		// would open a connection that silently misses what is published to it.
 		s.backplane.Unsubscribe(channels)
-		s.release(user)
+		s.members.release(user)
 		if r.Context().Err() != nil {
 			s.log.InfoContext(r.Context(), "upgrade abandoned by the client while subscribing", "remote", r.RemoteAddr)
 			return
@@ -99,7 +100,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	err = s.engine.Accept(w, r, session.Admission{Identity: id, Expires: claims.ExpiresAt, Subprotocol: subprotocol, Started: started})
 	if err != nil {
 		s.backplane.Unsubscribe(channels)
-		s.release(user)
+		s.members.release(user)
 		span.RecordError(err)
 		s.log.InfoContext(r.Context(), "upgrade failed", "err", err, "client", ip)
 		return
@@ -107,26 +108,10 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	s.connection(span, telemetry.ResultAccepted, "")
 }
 
-func (s *Server) release(user string) {
-	s.limits.ReleaseUser(user)
-	s.limits.ReleaseNode()
-}
-
 // isUpgrade is the cheap pre-check that this is a WebSocket request at all; the engine
 // validates the rest of the handshake (key, version).
 func isUpgrade(r *http.Request) bool {
-	return headerHasToken(r.Header, "Connection", "upgrade") && headerHasToken(r.Header, "Upgrade", "websocket")
-}
-
-func headerHasToken(h http.Header, name, token string) bool {
-	for _, v := range h.Values(name) {
-		for _, t := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
-		}
-	}
-	return false
+	return rfc6455.HeaderHasToken(r.Header, "Connection", "upgrade") && rfc6455.HeaderHasToken(r.Header, "Upgrade", "websocket")
 }
 
 // credentials finds the token (query `token`, or a `bearer.<JWT>` subprotocol entry) and the

@@ -72,9 +72,14 @@ type Options struct {
 type Client struct {
 	Conn     *gws.Conn
 	Response *http.Response
-	frames   chan Frame
 
+	// arrived has a token while queue may hold a frame nobody has been woken for.
+	arrived chan struct{}
 	mu      sync.Mutex
+	// queue holds the frames received and not yet read, oldest first. It is unbounded, so
+	// the read loop never waits for the test; a fixed buffer big enough for that cost every
+	// client megabytes, too much for the thousand clients of the acceptance tests.
+	queue   []Frame
 	cursors map[string]string
 	closed  chan struct{}
 	code    uint16
@@ -96,7 +101,7 @@ func Dial(url string, cursors map[string]string, opts ...Options) (*Client, erro
 		protos = []string{Subprotocol}
 	}
 	h.Set("Sec-WebSocket-Protocol", strings.Join(protos, ", "))
-	c := &Client{frames: make(chan Frame, 1<<16), cursors: map[string]string{}, closed: make(chan struct{})}
+	c := &Client{arrived: make(chan struct{}, 1), cursors: map[string]string{}, closed: make(chan struct{})}
 	for k, v := range cursors {
 		c.cursors[k] = v
 	}
@@ -165,17 +170,41 @@ func (c *Client) OnClose(_ *gws.Conn, err error) {
 func (c *Client) OnMessage(_ *gws.Conn, m *gws.Message) {
 	defer m.Close()
 	f := Frame{Raw: string(m.Bytes()), Binary: m.Opcode == gws.OpcodeBinary}
-	if !f.Binary && json.Unmarshal(m.Bytes(), &f) == nil && (f.Type == "message" || f.Type == "sync") && f.Cursor != nil {
-		c.mu.Lock()
+	decoded := !f.Binary && json.Unmarshal(m.Bytes(), &f) == nil
+	c.mu.Lock()
+	switch {
+	case decoded && (f.Type == "message" || f.Type == "sync") && f.Cursor != nil:
 		c.cursors[f.Stream] = *f.Cursor
-		c.mu.Unlock()
-	}
-	if f.Type == "unsubscribed" {
-		c.mu.Lock()
+	case f.Type == "unsubscribed":
 		delete(c.cursors, f.Stream)
-		c.mu.Unlock()
 	}
-	c.frames <- f
+	c.queue = append(c.queue, f)
+	c.mu.Unlock()
+	c.wake()
+}
+
+// wake leaves a token in arrived unless one is there already.
+func (c *Client) wake() {
+	select {
+	case c.arrived <- struct{}{}:
+	default:
+	}
+}
+
+// pop takes the oldest queued frame, if any.
+func (c *Client) pop() (Frame, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.queue) == 0 {
+		return Frame{}, false
+	}
+	f := c.queue[0]
+	c.queue[0] = Frame{}
+	c.queue = c.queue[1:]
+	if len(c.queue) > 0 {
+		c.wake() // for another reader waiting meanwhile
+	}
+	return f, true
 }
 
 // Cursors returns the cursors saved so far, per stream.
@@ -194,11 +223,32 @@ var ErrTimeout = errors.New("no frame in time")
 
 // Next returns the next frame, or ErrTimeout.
 func (c *Client) Next(timeout time.Duration) (Frame, error) {
-	select {
-	case f := <-c.frames:
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	if f, ok := c.wait(timer.C, nil); ok {
 		return f, nil
-	case <-time.After(timeout):
-		return Frame{}, ErrTimeout
+	}
+	return Frame{}, ErrTimeout
+}
+
+// Read returns the next frame, waiting as long as the connection lasts; false once it has
+// ended and every frame it brought has been read.
+func (c *Client) Read() (Frame, bool) { return c.wait(nil, c.closed) }
+
+// wait returns the next frame, waiting for one until timeout fires or until ended is closed
+// and nothing is left to read (a nil channel never fires).
+func (c *Client) wait(timeout <-chan time.Time, ended <-chan struct{}) (Frame, bool) {
+	for {
+		if f, ok := c.pop(); ok {
+			return f, true
+		}
+		select {
+		case <-c.arrived:
+		case <-timeout:
+			return Frame{}, false
+		case <-ended:
+			return c.pop() // OnClose comes after the last OnMessage
+		}
 	}
 }
 
