@@ -304,6 +304,3 @@ func countFDs(t testing.TB) int {
 	}
 	return len(entries)
 }
-
-// httptestRecorder is a ResponseWriter for calls that must not get as far as hijacking.
-func httptestRecorder() http.ResponseWriter { return httptest.NewRecorder() }

@@ -243,12 +243,8 @@ type frame struct {
 type gwsClient struct {
 	socket *gws.Conn
 	msgs   chan frame
-	pings  chan []byte
-	pongs  chan []byte
 	done   chan struct{}
 	code   uint16 // valid after done
-	// noPong makes the client ignore pings, so only its own traffic keeps it alive.
-	noPong bool
 }
 
 func (c *gwsClient) OnOpen(*gws.Conn) {}
@@ -262,12 +258,9 @@ func (c *gwsClient) OnClose(_ *gws.Conn, err error) {
 	close(c.done)
 }
 func (c *gwsClient) OnPing(s *gws.Conn, p []byte) {
-	c.pings <- append([]byte(nil), p...)
-	if !c.noPong {
-		_ = s.WritePong(p)
-	}
+	_ = s.WritePong(p)
 }
-func (c *gwsClient) OnPong(_ *gws.Conn, p []byte) { c.pongs <- append([]byte(nil), p...) }
+func (c *gwsClient) OnPong(*gws.Conn, []byte) {}
 func (c *gwsClient) OnMessage(_ *gws.Conn, m *gws.Message) {
 	c.msgs <- frame{op: m.Opcode, data: append([]byte(nil), m.Bytes()...)}
 	_ = m.Close()
@@ -275,7 +268,7 @@ func (c *gwsClient) OnMessage(_ *gws.Conn, m *gws.Message) {
 
 func dialGWS(t testing.TB, url string, header http.Header) *gwsClient {
 	t.Helper()
-	c := &gwsClient{msgs: make(chan frame, 4096), pings: make(chan []byte, 64), pongs: make(chan []byte, 64), done: make(chan struct{})}
+	c := &gwsClient{msgs: make(chan frame, 4096), done: make(chan struct{})}
 	socket, _, err := gws.NewClient(c, &gws.ClientOption{Addr: url, RequestHeader: header})
 	if err != nil {
 		t.Fatalf("dial %s: %v", redact(url), err)
@@ -305,17 +298,6 @@ func (c *gwsClient) next(t testing.TB) frame {
 		t.Fatal("no message within 5s")
 	}
 	return frame{}
-}
-
-func (c *gwsClient) waitClosed(t testing.TB, timeout time.Duration) uint16 {
-	t.Helper()
-	select {
-	case <-c.done:
-		return c.code
-	case <-time.After(timeout):
-		t.Fatalf("connection not closed within %v", timeout)
-		return 0
-	}
 }
 
 func dialCoder(t testing.TB, url string, subprotocols ...string) *websocket.Conn {
@@ -413,20 +395,4 @@ func errorCode(t testing.TB, p []byte) string {
 		t.Fatalf("not an ErrorMessage: %q", p)
 	}
 	return e.Code
-}
-
-// expectErrorThenClose reads an ErrorMessage with code, then a close frame with closeCode.
-func expectErrorThenClose(t testing.TB, c *websocket.Conn, code string, closeCode uint16) {
-	t.Helper()
-	typ, p, err := readCoder(t, c)
-	if err != nil || typ != websocket.MessageText {
-		t.Fatalf("read = %v %q %v, want the %s ErrorMessage", typ, p, err, code)
-	}
-	if got := errorCode(t, p); got != code {
-		t.Errorf("error code %s, want %s", got, code)
-	}
-	_, _, err = readCoder(t, c)
-	if got := websocket.CloseStatus(err); got != websocket.StatusCode(closeCode) {
-		t.Fatalf("close = %v (%v), want %d", got, err, closeCode)
-	}
 }
