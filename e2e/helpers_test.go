@@ -281,23 +281,10 @@ const (
 	opBinary = rfc6455.OpBinary
 	opClose  = rfc6455.OpClose
 	opPing   = rfc6455.OpPing
-	opPong   = rfc6455.OpPong
 )
 
 // frame is one frame the server sent.
 type frame = wsraw.ServerFrame
-
-// writeFrame sends one final frame; masked=false breaks RFC 6455 §5.1 on purpose.
-func (c *rawConn) writeFrame(t *testing.T, op byte, payload []byte, masked bool) {
-	t.Helper()
-	c.write(t, encodeFrame(true, op, payload, masked))
-}
-
-// writeFragment sends one masked frame of a fragmented message (op 0 for a continuation).
-func (c *rawConn) writeFragment(t *testing.T, fin bool, op byte, payload []byte) {
-	t.Helper()
-	c.write(t, encodeFrame(fin, op, payload, true))
-}
 
 func (c *rawConn) write(t *testing.T, b []byte) {
 	t.Helper()
