@@ -10,6 +10,7 @@ import (
 
 	"github.com/lxzan/gws"
 
+	"github.com/huleedu/websocket-service/internal/rfc6455"
 	"github.com/huleedu/websocket-service/message"
 	"github.com/huleedu/websocket-service/session"
 	"github.com/huleedu/websocket-service/telemetry"
@@ -178,8 +179,13 @@ func (c *conn) endCode(err error) (code uint16, unanswered bool) {
 func classify(err error) (code uint16, unanswered bool) {
 	var ce *gws.CloseError
 	if errors.As(err, &ce) {
-		if ce.Code == 0 {
+		switch {
+		case ce.Code == 0:
 			return message.CloseNoStatus, false
+		case !rfc6455.ValidCloseCode(ce.Code):
+			// A code no peer may send (1005 on the wire, say): gws answered it 1002, and the
+			// connection ended on that protocol error, as on the epoll engine.
+			return message.CloseProtocolError, false
 		}
 		return ce.Code, false
 	}
