@@ -46,7 +46,7 @@ bench-rollout: wsbench
 	$(WSBENCH) rollout --clients $(ROLLOUT_CLIENTS) --json-out bin/bench-rollout.json
 
 bench-v2-fanout: wsbench
-	$(WSBENCH) suite --full --only classroom-v1,classroom-v2 --protocol both --json-out bin/bench-v2-fanout.json
+	$(WSBENCH) suite --full --only classroom-v1,classroom-v2 --protocol both --rounds 3 --json-out bin/bench-v2-fanout.json
 
 bench-pubcost: wsbench
 	$(WSBENCH) pubcost --json-out bin/bench-pubcost.json
