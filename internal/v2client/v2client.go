@@ -116,6 +116,7 @@ func Dial(url string, cursors map[string]string, opts ...Options) (*Client, erro
 	go conn.ReadLoop()
 	if !o.NoResume {
 		if err := c.Resume(cursors); err != nil {
+			c.Close()
 			return nil, err
 		}
 	}
