@@ -6,6 +6,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/huleedu/websocket-service/internal/wsclient"
 	"github.com/huleedu/websocket-service/registry"
 	"github.com/huleedu/websocket-service/server"
 	"github.com/huleedu/websocket-service/session"
@@ -25,11 +26,11 @@ func withMaxMessage(n int) rigOption { return func(o *session.Options) { o.MaxMe
 // sequence; this guard is the gws engine's own.)
 func TestDeliverSkipsPayloadThatIsNotUTF8(t *testing.T) {
 	r := newRig(t)
-	c := dialGWS(t, r.wsURL(r.token("alice", nil, time.Hour)), nil)
+	c := wsclient.Dial(t, r.wsURL(r.token("alice", nil, time.Hour)))
 	r.waitConns(1)
 	r.deliver(registry.User, "alice", "\xff\xfe")
 	r.deliver(registry.User, "alice", `"ok"`)
-	if f := c.next(t); string(f.data) != `"ok"` {
-		t.Fatalf("got %q, want the valid message only", f.data)
+	if got := c.NextText(t, 5*time.Second); got != `"ok"` {
+		t.Fatalf("got %q, want the valid message only", got)
 	}
 }

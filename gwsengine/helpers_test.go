@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -13,10 +14,10 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/lxzan/gws"
 
 	"github.com/huleedu/websocket-service/auth"
 	"github.com/huleedu/websocket-service/internal/rfc6455"
+	"github.com/huleedu/websocket-service/internal/testenv"
 	"github.com/huleedu/websocket-service/internal/wsraw"
 	"github.com/huleedu/websocket-service/message"
 	"github.com/huleedu/websocket-service/registry"
@@ -219,85 +220,13 @@ func (r *rig) deliver(kind registry.Kind, id, payload string) {
 // check.)
 func (r *rig) waitConns(n int) {
 	r.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
+	testenv.Eventually(r.t, 5*time.Second, fmt.Sprintf("the engine holds %d connections", n), func() bool {
 		total := 0
 		for _, s := range r.eng.shards {
 			total += int(s.n.Load())
 		}
-		if total == n {
-			return
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	r.t.Fatalf("engine never reached %d connections", n)
-}
-
-// frame is one message a test client received.
-type frame struct {
-	op   gws.Opcode
-	data []byte
-}
-
-// gwsClient is a gws client that records what it receives.
-type gwsClient struct {
-	socket *gws.Conn
-	msgs   chan frame
-	done   chan struct{}
-	code   uint16 // valid after done
-}
-
-func (c *gwsClient) OnOpen(*gws.Conn) {}
-func (c *gwsClient) OnClose(_ *gws.Conn, err error) {
-	var ce *gws.CloseError
-	if errors.As(err, &ce) {
-		c.code = ce.Code
-	} else {
-		c.code = message.CloseAbnormal
-	}
-	close(c.done)
-}
-func (c *gwsClient) OnPing(s *gws.Conn, p []byte) {
-	_ = s.WritePong(p)
-}
-func (c *gwsClient) OnPong(*gws.Conn, []byte) {}
-func (c *gwsClient) OnMessage(_ *gws.Conn, m *gws.Message) {
-	c.msgs <- frame{op: m.Opcode, data: append([]byte(nil), m.Bytes()...)}
-	_ = m.Close()
-}
-
-func dialGWS(t testing.TB, url string, header http.Header) *gwsClient {
-	t.Helper()
-	c := &gwsClient{msgs: make(chan frame, 4096), done: make(chan struct{})}
-	socket, _, err := gws.NewClient(c, &gws.ClientOption{Addr: url, RequestHeader: header})
-	if err != nil {
-		t.Fatalf("dial %s: %v", redact(url), err)
-	}
-	c.socket = socket
-	go socket.ReadLoop()
-	t.Cleanup(func() {
-		_ = socket.WriteClose(1000, nil)
-		<-c.done
+		return total == n
 	})
-	return c
-}
-
-func (c *gwsClient) next(t testing.TB) frame {
-	t.Helper()
-	select {
-	case f := <-c.msgs:
-		return f
-	case <-c.done:
-		select { // a message that arrived just before the close is still the answer
-		case f := <-c.msgs:
-			return f
-		default:
-		}
-		t.Fatalf("connection closed (%d) while waiting for a message", c.code)
-	case <-time.After(5 * time.Second):
-		t.Fatal("no message within 5s")
-	}
-	return frame{}
 }
 
 func dialCoder(t testing.TB, url string, subprotocols ...string) *websocket.Conn {

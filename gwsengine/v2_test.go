@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/huleedu/websocket-service/internal/v2client"
+	"github.com/huleedu/websocket-service/internal/wsclient"
 )
 
 // A gap notice reaches a v2 connection as a mid-session sync recovered:false, between the
@@ -19,11 +20,11 @@ func TestGapNotice(t *testing.T) {
 	if _, err := v2.Syncs(3, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	v1 := dialGWS(t, r.wsURL(r.token("u2", []string{"g"}, time.Hour)), nil)
+	v1 := wsclient.Dial(t, r.wsURL(r.token("u2", []string{"g"}, time.Hour)))
 	r.waitConns(2)
 	for _, want := range v2client.GapNotice(t, r.eng.Deliver, v2) {
-		if f := v1.next(t); string(f.data) != want {
-			t.Fatalf("v1 got %s, want %s (nothing for the gap)", f.data, want)
+		if got := v1.NextText(t, 5*time.Second); got != want {
+			t.Fatalf("v1 got %s, want %s (nothing for the gap)", got, want)
 		}
 	}
 }
