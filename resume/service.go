@@ -17,10 +17,10 @@ const Wait = 5 * time.Second
 // unavailable.
 const readTimeout = 10 * time.Second
 
-// Retries of a failed history read, within readTimeout. A read is safe to repeat, and what
-// fails one in a reconnect storm is mostly passing (the node's few Redis connections taken
-// for longer than the pool waits while the node is short of CPU, a Redis restart of a second
-// or two); each retry saves that stream a recovered:false and its client a reload.
+// Retries of a history read that failed for a moment (history.Transient: Redis unreachable or
+// slow to answer, the node's few Redis connections all taken in a reconnect storm, a restart or
+// failover of a second or two), within readTimeout. A read is safe to repeat, and each retry
+// that succeeds saves its stream a recovered:false and the client a reload.
 const (
 	retryFirst = 50 * time.Millisecond
 	retryMax   = time.Second
@@ -109,13 +109,45 @@ func (s *Service) read(streams []Stream, cursors map[string]string) []Outcome {
 	ctx, cancel := context.WithTimeout(context.Background(), s.reads)
 	defer cancel()
 	out := make([]Outcome, len(streams))
+	afters := make([]history.Position, len(streams))
+	var again []int // streams whose read failed for a moment
 	for i, st := range streams {
 		// A cursor that does not parse is no cursor: the verdict is new, not an error.
-		after, _ := history.ParseCursor(cursors[st.Name])
-		out[i] = Outcome{Stream: st.Name, Result: s.readOne(ctx, st.Channel, after)}
+		afters[i], _ = history.ParseCursor(cursors[st.Name])
+		var err error
+		out[i] = Outcome{Stream: st.Name}
+		if out[i].Result, err = s.readOne(ctx, st.Channel, afters[i]); history.Transient(err) {
+			again = append(again, i)
+		}
+	}
+	// Every stream has had its read; those that failed for a moment are read again, in turn,
+	// until the resume's read time is over, so one stream's outage costs the others nothing.
+	for delay := retryFirst; len(again) > 0 && sleep(ctx, delay); delay = min(2*delay, retryMax) {
+		still := again[:0]
+		for _, i := range again {
+			var err error
+			if out[i].Result, err = s.readOne(ctx, streams[i].Channel, afters[i]); history.Transient(err) {
+				still = append(still, i)
+			}
+		}
+		again = still
+	}
+	for i := range out {
 		s.count(out[i].Result)
 	}
 	return out
+}
+
+// sleep waits d, or until ctx is done; it reports whether there is time left.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }
 
 // Head reads the current position of each stream: the sync of a group a refresh added.
@@ -123,25 +155,20 @@ func (s *Service) Head(streams []Stream) []Outcome {
 	return s.read(streams, nil)
 }
 
-func (s *Service) readOne(ctx context.Context, channel string, after history.Position) history.Result {
+// readOne reads one stream's history after the cursor; a read that fails answers unavailable,
+// with the error, so the caller can tell a passing failure from a lasting one.
+func (s *Service) readOne(ctx context.Context, channel string, after history.Position) (history.Result, error) {
 	if s.o.Reader == nil {
-		return history.Result{Reason: history.ReasonUnavailable, Missed: -1}
+		return history.Result{Reason: history.ReasonUnavailable, Missed: -1}, nil
 	}
 	r, err := s.o.Reader.Read(ctx, channel, after, s.o.Limit)
-	for delay := retryFirst; err != nil; delay = min(2*delay, retryMax) {
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return history.Result{Reason: history.ReasonUnavailable, Missed: -1, Cursor: r.Cursor}
-		case <-t.C:
-		}
-		r, err = s.o.Reader.Read(ctx, channel, after, s.o.Limit)
+	if err != nil {
+		return history.Result{Reason: history.ReasonUnavailable, Missed: -1, Cursor: r.Cursor}, err
 	}
 	if s.o.NoHistory && r.Recovered {
-		return history.Result{Reason: history.ReasonTrimmed, Cursor: r.Cursor}
+		return history.Result{Reason: history.ReasonTrimmed, Cursor: r.Cursor}, nil
 	}
-	return r
+	return r, nil
 }
 
 func (s *Service) count(r history.Result) {

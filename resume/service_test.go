@@ -3,7 +3,10 @@ package resume
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -66,42 +69,73 @@ func TestReplayFramesAreShared(t *testing.T) {
 	}
 }
 
-// failingReader fails its first fails reads of any stream, then answers as topReader.
+// failingReader fails the reads of its failing channels (every channel when failing is nil)
+// with err, up to fails times each, then answers as topReader.
 type failingReader struct {
+	err     error
+	fails   int
+	failing map[string]bool
+
 	mu    sync.Mutex
-	fails int
-	reads int
+	reads map[string]int
 }
 
 func (f *failingReader) Read(ctx context.Context, ch string, after history.Position, limit int) (history.Result, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.reads++
-	if f.reads <= f.fails {
-		return history.Result{Reason: history.ReasonUnavailable, Missed: -1}, errors.New("redis: connection pool timeout")
+	if f.reads == nil {
+		f.reads = map[string]int{}
+	}
+	f.reads[ch]++
+	if (f.failing == nil || f.failing[ch]) && f.reads[ch] <= f.fails {
+		return history.Result{Reason: history.ReasonUnavailable, Missed: -1}, f.err
 	}
 	return topReader{}.Read(ctx, ch, after, limit)
 }
 
-// A history read that fails for a moment (the node's Redis connections all taken in a
-// reconnect storm) is read again: the resume is continuous, not recovered:false.
-func TestAFailedHistoryReadIsRetried(t *testing.T) {
-	r := &failingReader{fails: 2}
-	svc := NewService(Options{Reader: r, Topics: registry.Topics{UserPrefix: "ws:", GroupPrefix: "g:", Broadcast: "b"}})
-	cursor := history.Position{Epoch: 1, Seq: 2, Tag: 2}.Cursor()
-	out := svc.read(svc.Streams("u", nil)[:1], map[string]string{"user": cursor})
-	if !out[0].Result.Recovered || r.reads != 3 {
-		t.Fatalf("result %+v after %d reads, want recovered after 3", out[0].Result, r.reads)
+var (
+	refused     = fmt.Errorf("read history: %w", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED})
+	badReply    = errors.New("read history: unexpected ws_history reply string")
+	testTopics  = registry.Topics{UserPrefix: "ws:", GroupPrefix: "g:", Broadcast: "b"}
+	knownCursor = history.Position{Epoch: 1, Seq: 2, Tag: 2}.Cursor()
+)
+
+// A history read that failed for a moment (Redis refused the connection: a restart) is read
+// again: the resume is continuous, not recovered:false.
+func TestAHistoryReadThatFailedForAMomentIsReadAgain(t *testing.T) {
+	r := &failingReader{err: refused, fails: 2}
+	svc := NewService(Options{Reader: r, Topics: testTopics})
+	out := svc.read(svc.Streams("u", nil)[:1], map[string]string{"user": knownCursor})
+	if !out[0].Result.Recovered || r.reads["ws:u"] != 3 {
+		t.Fatalf("result %+v after %d reads, want recovered after 3", out[0].Result, r.reads["ws:u"])
 	}
 }
 
-// A read that keeps failing is given up when the resume's read time is over: unavailable.
-func TestAHistoryReadThatKeepsFailingIsUnavailable(t *testing.T) {
-	r := &failingReader{fails: 1 << 30}
-	svc := NewService(Options{Reader: r, Topics: registry.Topics{UserPrefix: "ws:", GroupPrefix: "g:", Broadcast: "b"}})
+// A read that keeps failing is given up when the resume's read time is over, and the other
+// streams of the resume are read all the same.
+func TestAStreamThatKeepsFailingCostsTheOthersNothing(t *testing.T) {
+	r := &failingReader{err: refused, fails: 1 << 30, failing: map[string]bool{"ws:u": true}}
+	svc := NewService(Options{Reader: r, Topics: testTopics})
 	svc.reads = 300 * time.Millisecond
-	out := svc.read(svc.Streams("u", nil)[:1], map[string]string{"user": history.Position{Epoch: 1, Seq: 2, Tag: 2}.Cursor()})
-	if res := out[0].Result; res.Recovered || res.Reason != history.ReasonUnavailable || r.reads < 2 {
-		t.Fatalf("result %+v after %d reads, want unavailable after retries", res, r.reads)
+	streams := svc.Streams("u", []string{"g1"})
+	out := svc.read(streams, map[string]string{"user": knownCursor, "group:g1": knownCursor, "broadcast": knownCursor})
+	if res := out[0].Result; res.Recovered || res.Reason != history.ReasonUnavailable || r.reads["ws:u"] < 2 {
+		t.Fatalf("user: %+v after %d reads, want unavailable after retries", res, r.reads["ws:u"])
+	}
+	for _, o := range out[1:] {
+		if !o.Result.Recovered {
+			t.Fatalf("%s: %+v, want recovered: another stream's outage must not cost it its read", o.Stream, o.Result)
+		}
+	}
+}
+
+// A read that fails for good (a reply that does not parse) is not read again: unavailable at
+// once, its resume slot free for the next.
+func TestALastingReadFailureIsNotRetried(t *testing.T) {
+	r := &failingReader{err: badReply, fails: 1 << 30}
+	svc := NewService(Options{Reader: r, Topics: testTopics})
+	out := svc.read(svc.Streams("u", nil)[:1], map[string]string{"user": knownCursor})
+	if res := out[0].Result; res.Reason != history.ReasonUnavailable || r.reads["ws:u"] != 1 {
+		t.Fatalf("result %+v after %d reads, want unavailable after 1", res, r.reads["ws:u"])
 	}
 }
