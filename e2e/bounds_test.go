@@ -81,6 +81,45 @@ func TestIncompleteFrameIsClosed1001AtItsDeadlineWhateverTrickles(t *testing.T) 
 	})
 }
 
+// A large frame has the time its announced length allows on top of session.FrameTimeout: a
+// 1 MiB message from a link that stalls for longer than FrameTimeout is still echoed (a fixed
+// deadline cut any large message from a slow link, and a 16 MiB echo on a loaded machine).
+func TestLargeFrameHasTheTimeItsLengthAllows(t *testing.T) {
+	eachEngine(t, func(t *testing.T, engine string) {
+		const size = 1 << 20 // FrameTime: 16 s on top of FrameTimeout
+		n := startNode(t, engine, embedded, map[string]string{"MAX_MESSAGE_SIZE": "2097152"})
+		c := rawDial(t, n.Addr, "/ws?token="+n.Token(t, "u1"), rawOptions{})
+		f := encodeFrame(true, opText, bytes.Repeat([]byte("a"), size), true)
+		sent := 16
+		c.write(t, f[:sent])
+		// Time under test: past FrameTimeout (plus the wheel's granularity and a loaded
+		// machine's delay), a slow link's trickle, which also keeps the connection from falling
+		// silent.
+		past := time.Now().Add(session.FrameTimeout + 3*time.Second)
+		for time.Now().Before(past) {
+			time.Sleep(250 * time.Millisecond)
+			c.write(t, f[sent:sent+256])
+			sent += 256
+		}
+		c.write(t, f[sent:])
+		want := "Echo: " + strings.Repeat("a", size)
+		deadline := time.Now().Add(3 * wait)
+		for {
+			fr, err := c.readFrame(deadline)
+			if err != nil {
+				t.Fatalf("no echo of the %d-byte frame: %v", size, err)
+			}
+			if fr.Op == opPing {
+				continue
+			}
+			if fr.Op != opText || string(fr.Payload) != want {
+				t.Fatalf("got a frame op %d of %d bytes (close %d), want the %d-byte echo", fr.Op, len(fr.Payload), fr.CloseCode(), len(want))
+			}
+			return
+		}
+	})
+}
+
 // floodEnv: a small send queue, so a flood passes it soon after the kernel buffers fill, and
 // no inbound frame limit, so the flood reaches the queue.
 var floodEnv = map[string]string{"SEND_QUEUE_LIMIT": "262144", "INBOUND_RATE_PER_CONNECTION": "0"}

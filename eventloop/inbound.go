@@ -41,8 +41,16 @@ func (l *loop) consumeInput(c *conn, data []byte) {
 	if c.state != stateOpen {
 		return // closing: the closing deadline bounds it, and the wheel holds that one
 	}
+	moved := false
 	if c.parser.begun() { // a new incomplete frame: its deadline starts now and only now
 		c.parser.setDeadline(l.now + l.frameWait)
+		moved = true
+	}
+	if n, ok := c.parser.announced(l.maxMsg); ok { // its header is in: the time its length allows
+		c.parser.setDeadline(c.parser.deadline() + ticksFor(session.FrameTime(n), l.tick))
+		moved = true
+	}
+	if moved {
 		l.schedule(c)
 	}
 }

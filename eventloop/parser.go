@@ -39,9 +39,10 @@ type partial struct {
 	msgOp byte   // opText or opBinary while a fragmented message is open, else 0
 	valid int    // for text: msg[:valid] is known to be whole, valid UTF-8 runes
 	begun bool   // pend's frame began in the last feed (see begun)
-	// by is when pend's frame must be complete, in the loop's ticks (session.FrameTimeout):
-	// kept here, so an idle connection pays nothing for it.
-	by uint32
+	// by is when pend's frame must be complete, in the loop's ticks (session.FrameTimeout,
+	// plus session.FrameTime once sized): kept here, so an idle connection pays nothing for it.
+	by    uint32
+	sized bool // by includes the time pend's announced length allows
 }
 
 // header is a decoded client frame header.
@@ -102,7 +103,7 @@ func (p *parser) feed(data []byte, limit int, h frameHandler, c *conn) uint16 {
 func (p *parser) hold(data []byte) {
 	rx := p.partial()
 	rx.pend = append(make([]byte, 0, len(data)), data...)
-	rx.begun, rx.by = true, 0
+	rx.begun, rx.by, rx.sized = true, 0, false
 }
 
 // fill tops up the pending frame from data. It returns the unused rest of data, whether the
@@ -300,6 +301,21 @@ func (p *parser) begun() bool {
 	}
 	p.rx.begun = false
 	return true
+}
+
+// announced returns the payload length the incomplete frame's header announces, once that
+// header is complete, and only the first time: the caller adds session.FrameTime of it to the
+// frame's deadline, once.
+func (p *parser) announced(limit int) (length int, ok bool) {
+	if p.rx == nil || p.rx.pend == nil || p.rx.sized {
+		return 0, false
+	}
+	hd, code := p.parseHeader(p.rx.pend, limit)
+	if code != 0 || hd.size == 0 {
+		return 0, false
+	}
+	p.rx.sized = true
+	return hd.length, true
 }
 
 // setDeadline records when the incomplete frame must be complete.

@@ -29,6 +29,8 @@ type inbound struct {
 	ready      []byte    // held bytes gws may have: a frame now complete, or what follows a split
 	drainFirst bool      // ready starts with a frame that ends the connection: drain first
 	frameBy    time.Time // when the incomplete frame at the end of the stream must be complete
+	frameStart time.Time // when its first byte came
+	frameSized bool      // frameBy includes the time its announced length allows
 }
 
 // drain waits, at most closeGrace, until gws has written every frame queued for the
@@ -96,18 +98,29 @@ func (f *frameScan) missing() uint64 {
 	return 1
 }
 
-// track starts the deadline of a frame that began in the last read and is incomplete, and
-// ends it once the stream is at a frame boundary again; bytes that trickle in meanwhile do not
-// move it (session.FrameTimeout).
+// track starts the deadline of a frame that began in the last read and is incomplete, adds
+// the time its announced length allows once its header is in, and ends it once the stream is
+// at a frame boundary again; bytes that trickle in meanwhile do not move it
+// (session.FrameTimeout, session.FrameTime).
 func (w *wire) track() {
-	mid := w.frames.state != scanFirst
+	f := &w.frames
+	mid := f.state != scanFirst
+	moved := false
 	switch {
-	case mid && w.frames.began >= 0:
-		w.frameBy = time.Now().Add(session.FrameTimeout)
-		w.setReadDeadline(w.frameBy)
+	case mid && f.began >= 0:
+		w.frameStart, w.frameSized = time.Now(), false
+		w.frameBy, moved = w.frameStart.Add(session.FrameTimeout), true
 	case !mid && !w.frameBy.IsZero():
 		w.frameBy = time.Time{}
 		w.setReadDeadline(time.Time{})
+		return
+	}
+	if mid && f.state == scanSkip && !w.frameSized {
+		w.frameSized = true
+		w.frameBy, moved = w.frameStart.Add(session.FrameTimeout+session.FrameTime(int(f.body))), true
+	}
+	if moved {
+		w.setReadDeadline(w.frameBy)
 	}
 }
 
