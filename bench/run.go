@@ -166,7 +166,7 @@ func (s *ServerStats) connected(open int, redisPIDs []int) error {
 	if err != nil {
 		return fmt.Errorf("server after connecting: %w", err)
 	}
-	if s.RedisCPU, err = sumCPU(redisPIDs); err != nil {
+	if s.RedisCPU, err = sumRunTime(redisPIDs); err != nil {
 		return fmt.Errorf("redis: %w", err)
 	}
 	s.After, s.Conns = after, open
@@ -185,7 +185,7 @@ func (s *ServerStats) delivered(n int64, redisPIDs []int) error {
 	if err != nil {
 		return fmt.Errorf("server after delivering: %w", err)
 	}
-	rc, err := sumCPU(redisPIDs)
+	rc, err := sumRunTime(redisPIDs)
 	if err != nil {
 		return fmt.Errorf("redis: %w", err)
 	}

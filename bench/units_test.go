@@ -473,6 +473,42 @@ func TestStatCPUParsesAroundSpacesInTheName(t *testing.T) {
 	}
 }
 
+// ReadRunTime resolves what ReadCPU's 10 ms ticks cannot, and agrees with it over a longer
+// span: the redis CPU of a fleet run (a few ms) depends on it.
+func TestRunTimeResolvesMillisecondsAndAgreesWithTicks(t *testing.T) {
+	if run, err := parseSchedstat([]byte("100835984 281328617 539\n")); err != nil || run != 100835984 {
+		t.Fatalf("run %d err %v, want 100835984", run, err)
+	}
+	if _, err := parseSchedstat([]byte("x 1 2")); err == nil {
+		t.Fatal("a malformed schedstat must be an error")
+	}
+	pid := os.Getpid()
+	tick0, _ := ReadCPU(pid)
+	run0, err := ReadRunTime(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := 0
+	for {
+		for i := range 1 << 20 {
+			sink += i
+		}
+		if tick, _ := ReadCPU(pid); tick-tick0 >= 0.3 {
+			break
+		}
+	}
+	tick1, _ := ReadCPU(pid)
+	run1, err := ReadRunTime(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ticks, run := tick1-tick0, run1-run0
+	if run < ticks*0.8-0.02 || run > ticks*1.2+0.02 {
+		t.Fatalf("over %.2f s of CPU by ticks, run time says %.4f s (sink %d)", ticks, run, sink)
+	}
+	t.Logf("%.2f s by ticks, %.6f s by run time", ticks, run)
+}
+
 func TestServerLimitRefusesWhatTheServerCannotHold(t *testing.T) {
 	limits := "Limit                     Soft Limit           Hard Limit           Units\n" +
 		"Max open files            20000                20000                files\n"
