@@ -65,23 +65,16 @@ func readProcMems(pids []int) (ProcMem, error) {
 }
 
 // sumCPU sums ReadCPU over several processes (0 for none).
-func sumCPU(pids []int) (float64, error) {
-	var sum float64
-	for _, pid := range pids {
-		c, err := ReadCPU(pid)
-		if err != nil {
-			return 0, err
-		}
-		sum += c
-	}
-	return sum, nil
-}
+func sumCPU(pids []int) (float64, error) { return sumOver(pids, ReadCPU) }
 
 // sumRunTime sums ReadRunTime over several processes (0 for none).
-func sumRunTime(pids []int) (float64, error) {
+func sumRunTime(pids []int) (float64, error) { return sumOver(pids, ReadRunTime) }
+
+// sumOver sums read over several processes.
+func sumOver(pids []int, read func(pid int) (float64, error)) (float64, error) {
 	var sum float64
 	for _, pid := range pids {
-		c, err := ReadRunTime(pid)
+		c, err := read(pid)
 		if err != nil {
 			return 0, err
 		}
