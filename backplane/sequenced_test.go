@@ -168,6 +168,64 @@ func TestRedisBackplaneInstallsTheFunctionsForOtherPublishers(t *testing.T) {
 	})
 }
 
+// docs/PROTOCOL.md: "a missing function (Redis restarted without persistence, a new primary)
+// is loaded and called again at once", on a cluster: the master owning a stream's slot loses
+// the library (FUNCTION FLUSH, as a new primary would have none; no outage nor topology change
+// asks the backplane to reinstall it), and the next publish through the backplane (the API's
+// path) loads it there and runs once: it succeeds, the stream's history grows by exactly one
+// entry, the message is delivered with that position, and the master has the library again.
+func TestClusterPublishReloadsALibraryItsMasterLost(t *testing.T) {
+	cl := redistest.StartCluster(t, 3)
+	sink := newCollector()
+	r := startRedis(t, RedisOptions{URL: cl.URL(), Cluster: true, History: testHistory}, sink)
+	const ch = "ws:reload"
+	if err := r.Subscribe(ctx, []string{ch}); err != nil {
+		t.Fatal(err)
+	}
+	m := openMasters(t, cl)
+	for addr, n := range m.nodes {
+		testenv.Eventually(t, 15*time.Second, "library on "+addr, func() bool { return libraryInstalled(n) })
+	}
+	h, _ := history.Keys(ch)
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs()})
+	defer cc.Close()
+	serving, err := cc.MasterForKey(ctx, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner := m.nodes[serving.Options().Addr]
+	if owner == nil {
+		t.Fatalf("the master of %s, %s, is none of %v", h, serving.Options().Addr, cl.Addrs())
+	}
+	first, err := r.PublishSequenced(ctx, ch, []byte("before"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := owner.FunctionFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if libraryInstalled(owner) {
+		t.Fatal("FUNCTION FLUSH left the library on the master")
+	}
+	p, err := r.PublishSequenced(ctx, ch, []byte("after the flush"), "")
+	if err != nil {
+		t.Fatalf("publish with the library missing on %s: %v", owner.Options().Addr, err)
+	}
+	if n := owner.XLen(ctx, h).Val(); n != 2 {
+		t.Fatalf("history of %s holds %d entries after two publishes, want 2", ch, n)
+	}
+	if p.Epoch != first.Epoch || p.Seq != first.Seq+1 {
+		t.Fatalf("publish after the reload at %+v, the one before at %+v: want the next position", p, first)
+	}
+	got := sink.waitFor(t, 2, 10*time.Second)
+	if last := got[len(got)-1]; string(last.Payload) != "after the flush" || last.Position != p {
+		t.Fatalf("delivered %q at %+v, want %q at %+v", last.Payload, last.Position, "after the flush", p)
+	}
+	if !libraryInstalled(owner) {
+		t.Fatalf("library not on %s again after the publish", owner.Options().Addr)
+	}
+}
+
 func libraryInstalled(c *redis.Client) bool {
 	libs, err := c.FunctionList(ctx, redis.FunctionListQuery{LibraryNamePattern: history.LibraryName}).Result()
 	return err == nil && len(libs) == 1

@@ -7,6 +7,7 @@
 // that imports client/notifications-client.js as an ES module checks every stream.
 // reload_test.go (with reload.mjs) reloads a page whose client keeps its cursors in
 // sessionStorage: the new page resumes where the old one left off.
-// wsclient.mjs is the Node ws client used by conformance/interop_test.go.
+// wsclient.mjs is the Node ws client used by conformance/interop_test.go. nodews_test.go (with
+// nodews.mjs) runs client/notifications-client.js in Node with npm ws's constructor passed in.
 // Setup: `apt-get install chromium nodejs npm` and `(cd browser && npm ci)`; .ci/run does both.
 package browser

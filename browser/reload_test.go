@@ -31,15 +31,19 @@ window.log = log;
 client.connect();
 </script></head><body>reload</body></html>`
 
-// event is one entry of the page's window.log.
+// event is one event of client/notifications-client.js: an entry of the page's window.log,
+// or of what nodews.mjs reports.
 type event struct {
 	Type      string          `json:"type"`
+	State     string          `json:"state"`
 	Stream    string          `json:"stream"`
+	Cursor    string          `json:"cursor"`
 	Data      json.RawMessage `json:"data"`
 	Replay    bool            `json:"replay"`
 	Recovered bool            `json:"recovered"`
 	Reason    string          `json:"reason"`
 	Code      string          `json:"code"`
+	Message   string          `json:"message"`
 }
 
 // TestChromiumPageReloadResumesFromSessionStorage: a page keeps its cursors in sessionStorage;
