@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/huleedu/websocket-service/internal/testenv"
 	"github.com/huleedu/websocket-service/message"
 	"github.com/huleedu/websocket-service/registry"
 	"github.com/huleedu/websocket-service/session"
@@ -23,13 +24,13 @@ func TestFailedShardIsSkippedAndReported(t *testing.T) {
 	h := newFaultyHarness(t, func(o *session.Options) { o.Shards = 2 }, &faults{wait: k.wait})
 	first := h.dialRaw(t, "first", nil) // ties go to shard 0
 	l0 := h.engine.loops[0]
-	waitFor(t, "the first connection on shard 0", func() bool { return l0.active.Load() == 1 })
+	testenv.Eventually(t, 10*time.Second, "the first connection on shard 0", func() bool { return l0.active.Load() == 1 })
 	k.dead[0].Store(true)
 	first.send([]byte{0x89, 0x80, 0, 0, 0, 0}) // wakes shard 0, whose next wait fails
 	if code, _ := first.expectClose(10 * time.Second); code != message.CloseGoingAway {
 		t.Fatalf("the failed shard's connection got close %d, want 1001", code)
 	}
-	waitFor(t, "shard 0 to stop", func() bool {
+	testenv.Eventually(t, 10*time.Second, "shard 0 to stop", func() bool {
 		l0.mu.Lock()
 		defer l0.mu.Unlock()
 		return l0.stopped
@@ -76,7 +77,7 @@ func TestDeliveryDoesNotWaitForAnAcceptInProgress(t *testing.T) {
 	h := newFaultyHarness(t, func(o *session.Options) { o.Shards = 1 }, &faults{adoptQueued: hold.at})
 	l := h.engine.loops[0]
 	a := h.dialRaw(t, "a", nil)
-	waitFor(t, "the shard to stop polling after the adoption", func() bool { return !l.polling.Load() })
+	testenv.Eventually(t, 10*time.Second, "the shard to stop polling after the adoption", func() bool { return !l.polling.Load() })
 
 	hold.armed.Store(true)
 	h.sendUpgrade(t, "b")
@@ -98,10 +99,10 @@ func TestCloseDuringAnAcceptStillSendsTheCloseFrame(t *testing.T) {
 	conn := h.sendUpgrade(t, "late")
 	<-hold.entered
 	h.engine.Deliver(nobody) // the shard takes the adoption: the connection is held
-	waitFor(t, "the adoption", func() bool { return l.active.Load() == 1 })
+	testenv.Eventually(t, 10*time.Second, "the adoption", func() bool { return l.active.Load() == 1 })
 	closed := make(chan struct{})
 	go func() { _ = h.engine.Close(); close(closed) }()
-	waitFor(t, "the shard to take its stop", func() bool { return l.down.Load() })
+	testenv.Eventually(t, 10*time.Second, "the shard to take its stop", func() bool { return l.down.Load() })
 	hold.unstall()
 	rc := &rawClient{t: t, conn: conn}
 	var err error
