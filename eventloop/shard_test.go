@@ -5,6 +5,7 @@ package eventloop
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -18,7 +19,8 @@ import (
 
 // A shard whose epoll wait fails closes its connections and stops. Placement must skip it
 // (it has no connections, so it would look the least loaded and swallow every upgrade), and
-// the node must say it is degraded: Ready (so /readyz) and eventloop_shards_failed.
+// the node must say it is degraded: Ready (so /readyz), eventloop_shards_failed and one error
+// log record naming the shard and the cause.
 func TestFailedShardIsSkippedAndReported(t *testing.T) {
 	k := &shardKiller{}
 	h := newFaultyHarness(t, func(o *session.Options) { o.Shards = 2 }, &faults{wait: k.wait})
@@ -51,6 +53,17 @@ func TestFailedShardIsSkippedAndReported(t *testing.T) {
 	h.metrics.WritePrometheus(&metrics)
 	if !strings.Contains(metrics.String(), "\neventloop_shards_failed 1\n") {
 		t.Errorf("eventloop_shards_failed is not 1:\n%s", metrics.String())
+	}
+	var failed []logRecord
+	for _, r := range h.logs.records() {
+		if r.level >= slog.LevelError {
+			failed = append(failed, r)
+		}
+	}
+	if len(failed) != 1 || !strings.Contains(failed[0].msg, "event loop failed") ||
+		failed[0].attrs["shard"].String() != "0" ||
+		!strings.Contains(failed[0].attrs["err"].String(), "shard 0 failed: injected epoll_wait failure on shard 0") {
+		t.Errorf("error log records %v, want one: event loop failed, with shard 0 and the wait's error", failed)
 	}
 }
 
