@@ -92,7 +92,11 @@ func traceTwoNodes(t *testing.T, sink *otlpsink.Sink, engine string, run int) {
 			return s.Name == "ws.deliver" && s.TraceID != apiTrace && s.TraceID != fcallTrace && s.Attrs["ws.cursor"] == nil &&
 				s.Attrs["messaging.destination.name"] == "ws-group:class7" && !strings.HasPrefix(s.TraceID, "00000")
 		})
-		if len(pub) != 1 || len(api) != 2 || len(fcall) != 2 || len(plain) < 2 {
+		received := func(trace string) []otlpsink.Span {
+			return find(spans, func(s otlpsink.Span) bool { return s.Name == "backplane.receive" && s.TraceID == trace })
+		}
+		if len(pub) != 1 || len(api) != 2 || len(fcall) != 2 || len(plain) < 2 ||
+			len(received(apiTrace)) != 2 || len(received(fcallTrace)) != 2 {
 			return false
 		}
 		if pub[0].ParentID != "00000000000000b1" || pub[0].Attrs["ws.stream.kind"] != "group" {
@@ -127,11 +131,18 @@ func traceTwoNodes(t *testing.T, sink *otlpsink.Sink, engine string, run int) {
 			t.Errorf("trace %s: recipients per node %v, want 2 and 3", set, counts)
 		}
 	}
-	// The receive span of the API publish is the publish span's child: the trace crossed Redis.
+	// Each node's receive span is the publisher's child: for the API the publish span, for
+	// FCALL the caller's span named in the traceparent argument. The trace crossed Redis.
 	pub := find(spans, func(s otlpsink.Span) bool { return s.Name == "POST /api/publish" && s.TraceID == apiTrace })[0]
-	for _, r := range find(spans, func(s otlpsink.Span) bool { return s.Name == "backplane.receive" && s.TraceID == apiTrace }) {
-		if r.ParentID != pub.SpanID {
-			t.Errorf("receive span %+v: parent %s, want the publish span %s", r, r.ParentID, pub.SpanID)
+	for trace, parent := range map[string]string{apiTrace: pub.SpanID, fcallTrace: "00000000000000f1"} {
+		recv := find(spans, func(s otlpsink.Span) bool { return s.Name == "backplane.receive" && s.TraceID == trace })
+		if len(recv) != 2 || recv[0].Instance == recv[1].Instance {
+			t.Errorf("trace %s: receive spans %+v, want one on each node", trace, recv)
+		}
+		for _, r := range recv {
+			if r.ParentID != parent {
+				t.Errorf("trace %s: receive span %+v has parent %s, want the publisher's span %s", trace, r, r.ParentID, parent)
+			}
 		}
 	}
 	if s := pub.Attrs["ws.cursor"]; s == nil || pub.Attrs["ws.payload.bytes"] != int64(len(`{"lesson":"started"}`)) {

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/huleedu/websocket-service/internal/testenv"
 	"github.com/huleedu/websocket-service/message"
 	"github.com/huleedu/websocket-service/session"
 )
@@ -111,13 +112,11 @@ func TestNoDescriptorLeakAfter1000Cycles(t *testing.T) {
 	// Accept closes the request's own descriptor after the shard has registered the
 	// connection, which can be after the client already had its 101 and left: wait for the
 	// stragglers instead of counting once.
-	deadline := time.Now().Add(3 * time.Second)
-	after := countFDs(t)
-	for (h.liveConns() != 0 || after > before+2) && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	var after int
+	if !testenv.Until(3*time.Second, func() bool {
 		after = countFDs(t)
-	}
-	if h.liveConns() != 0 || after > before+2 {
+		return h.liveConns() == 0 && after <= before+2
+	}) {
 		t.Fatalf("descriptors: %d before, %d after %d cycles (engine holds %d)", before, after, cycles, h.liveConns())
 	}
 }
@@ -162,13 +161,9 @@ func TestFailedConnectionEndsTCPAtOnceAfterTheClosingHandshake(t *testing.T) {
 			if d := time.Since(answered); d > prompt {
 				t.Fatalf("the server ended TCP %v after the client's close frame, want at once (< %v)", d, prompt)
 			}
-			closed := time.Now()
 			rc.conn.Close()
-			for h.liveConns() != 0 {
-				if d := time.Since(closed); d > prompt {
-					t.Fatalf("the server still holds the descriptor %v after the client closed", d)
-				}
-				time.Sleep(2 * time.Millisecond)
+			if !testenv.Until(prompt, func() bool { return h.liveConns() == 0 }) {
+				t.Fatalf("the server still holds the descriptor %v after the client closed", prompt)
 			}
 			if codes := h.hooks.codesFor("failed"); len(codes) != 1 || codes[0] != tc.code {
 				t.Fatalf("Closed codes %v, want [%d]", codes, tc.code)

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/huleedu/websocket-service/internal/testenv"
 	"github.com/huleedu/websocket-service/internal/wsraw"
 	"github.com/huleedu/websocket-service/registry"
 )
@@ -139,24 +140,12 @@ func newGate(t *testing.T) *gate {
 	return g
 }
 
-// waitFor polls cond until it holds, failing the test after 10 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // killShard makes l's next wait fail (the shard dies) and waits until it has stopped.
 func killShard(t *testing.T, h *harness, l *loop, dead *atomic.Bool) {
 	t.Helper()
 	dead.Store(true)
 	h.engine.Deliver(nobody) // wakes it, so it waits again
-	waitFor(t, fmt.Sprintf("shard %d to stop", l.id), func() bool {
+	testenv.Eventually(t, 10*time.Second, fmt.Sprintf("shard %d to stop", l.id), func() bool {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		return l.stopped

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/huleedu/websocket-service/internal/testenv"
 	"github.com/huleedu/websocket-service/message"
 	"github.com/huleedu/websocket-service/session"
 )
@@ -43,7 +44,7 @@ func TestRejectClosesItsDescriptorOnce(t *testing.T) {
 			<-s.stall.entered
 			go func() { _ = h.engine.Close() }()
 			s.afterDial = func() {
-				waitFor(t, "the stop and the adoption to be queued", func() bool {
+				testenv.Eventually(t, 10*time.Second, "the stop and the adoption to be queued", func() bool {
 					l.mu.Lock()
 					defer l.mu.Unlock()
 					return len(l.queue) == 2
@@ -75,7 +76,7 @@ func TestRejectClosesItsDescriptorOnce(t *testing.T) {
 			case <-time.After(10 * time.Second):
 				t.Fatal("Reject did not return")
 			}
-			waitFor(t, "the descriptor to be closed", func() bool { return s.closed.Load() })
+			testenv.Eventually(t, 10*time.Second, "the descriptor to be closed", func() bool { return s.closed.Load() })
 			if s.v.at < 0 {
 				t.Fatal("could not stage the reuse: no descriptor number was free for the victim")
 			}
@@ -131,7 +132,7 @@ func TestWakeNeverWritesAClosedEventfd(t *testing.T) {
 	l := h.engine.loops[0]
 	wfd := l.poll.wfd
 	rc := h.dialRaw(t, "u", nil)
-	waitFor(t, "the connection's adoption", func() bool { return l.active.Load() == 1 })
+	testenv.Eventually(t, 10*time.Second, "the connection's adoption", func() bool { return l.active.Load() == 1 })
 
 	hold.armed.Store(true)
 	delivered := make(chan struct{})
@@ -176,15 +177,11 @@ func TestAbortedConnectionLeavesNoEpollRegistration(t *testing.T) {
 	}
 	// The hook runs as the connection leaves the registry, just before the shard takes the
 	// descriptor out of its epoll set and closes it: wait for the set to shrink.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		regs := epollRegistrations(t, l.poll.epfd)
-		if len(regs) == 1 && regs[0] == strconv.Itoa(l.poll.wfd) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("epoll set holds descriptors %v 10 s after the connection ended, want only the eventfd (%d)", regs, l.poll.wfd)
-		}
-		time.Sleep(time.Millisecond)
+	var regs []string
+	if !testenv.Until(10*time.Second, func() bool {
+		regs = epollRegistrations(t, l.poll.epfd)
+		return len(regs) == 1 && regs[0] == strconv.Itoa(l.poll.wfd)
+	}) {
+		t.Fatalf("epoll set holds descriptors %v 10 s after the connection ended, want only the eventfd (%d)", regs, l.poll.wfd)
 	}
 }

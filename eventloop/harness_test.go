@@ -3,12 +3,17 @@
 package eventloop
 
 import (
+	"context"
 	"errors"
 	"io"
+	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -106,6 +111,65 @@ type harness struct {
 	url     string // ws://host/ws
 	addr    string
 	accepts chan error
+	logs    *logRecorder // what the engine logged
+}
+
+// logRecorder is a slog.Handler that keeps every record, with its attributes (the logger's
+// own included) by key.
+type logRecorder struct {
+	kept  *logStore // shared with the handlers WithAttrs derives
+	attrs []slog.Attr
+}
+
+type logStore struct {
+	mu   sync.Mutex
+	recs []logRecord
+}
+
+type logRecord struct {
+	level slog.Level
+	msg   string
+	attrs map[string]slog.Value
+}
+
+func (r logRecord) String() string {
+	s := r.level.String() + " " + strconv.Quote(r.msg)
+	for _, k := range slices.Sorted(maps.Keys(r.attrs)) {
+		s += " " + k + "=" + strconv.Quote(r.attrs[k].String())
+	}
+	return s
+}
+
+func newLogRecorder() *logRecorder { return &logRecorder{kept: &logStore{}} }
+
+func (*logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+
+func (l *logRecorder) Handle(_ context.Context, r slog.Record) error {
+	rec := logRecord{level: r.Level, msg: r.Message, attrs: map[string]slog.Value{}}
+	for _, a := range l.attrs {
+		rec.attrs[a.Key] = a.Value.Resolve()
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		rec.attrs[a.Key] = a.Value.Resolve()
+		return true
+	})
+	l.kept.mu.Lock()
+	l.kept.recs = append(l.kept.recs, rec)
+	l.kept.mu.Unlock()
+	return nil
+}
+
+func (l *logRecorder) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return &logRecorder{kept: l.kept, attrs: append(l.attrs[:len(l.attrs):len(l.attrs)], attrs...)}
+}
+
+func (l *logRecorder) WithGroup(string) slog.Handler { return l } // the engine uses no groups
+
+// records returns the records kept so far.
+func (l *logRecorder) records() []logRecord {
+	l.kept.mu.Lock()
+	defer l.kept.mu.Unlock()
+	return append([]logRecord(nil), l.kept.recs...)
 }
 
 func newHarness(t testing.TB, tune func(*session.Options)) *harness {
@@ -124,7 +188,7 @@ func newFaultyHarness(t testing.TB, tune func(*session.Options), f *faults) *har
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{hooks: newHookRecorder(), metrics: telemetry.New(), minter: minter, accepts: make(chan error, 4096)}
+	h := &harness{hooks: newHookRecorder(), metrics: telemetry.New(), minter: minter, accepts: make(chan error, 4096), logs: newLogRecorder()}
 	opts := session.Options{
 		Shards:            2,
 		HeartbeatInterval: 30 * time.Second,
@@ -134,6 +198,7 @@ func newFaultyHarness(t testing.TB, tune func(*session.Options), f *faults) *har
 		Policy:            session.NewPolicy(verifier),
 		Hooks:             h.hooks,
 		Metrics:           h.metrics,
+		Logger:            slog.New(h.logs),
 	}
 	if tune != nil {
 		tune(&opts)

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/huleedu/websocket-service/auth"
+	"github.com/huleedu/websocket-service/internal/testenv"
 	"github.com/huleedu/websocket-service/internal/wsraw"
 )
 
@@ -116,11 +117,8 @@ func holdClients(t *testing.T, h *harness, n int, unique bool) func() {
 		stop()
 		t.Fatal("client process failed")
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for h.metrics.ConnectionsActive.Get() < float64(n) && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	if got := h.metrics.ConnectionsActive.Get(); got < float64(n) {
+	if !testenv.Until(30*time.Second, func() bool { return h.metrics.ConnectionsActive.Get() >= float64(n) }) {
+		got := h.metrics.ConnectionsActive.Get()
 		stop()
 		t.Fatalf("%.0f of %d connections registered", got, n)
 	}

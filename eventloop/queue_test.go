@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/huleedu/websocket-service/internal/testenv"
 	"github.com/huleedu/websocket-service/registry"
 	"github.com/huleedu/websocket-service/session"
 	"github.com/huleedu/websocket-service/telemetry"
@@ -71,7 +72,7 @@ func TestDeliverWaitsWhileAShardsQueueIsFull(t *testing.T) {
 		}
 	}()
 	<-stall.entered // the shard is stuck in the first batch
-	waitFor(t, "Deliver to fill the queue", func() bool { return sent.Load() >= int64(fits) })
+	testenv.Eventually(t, 10*time.Second, "Deliver to fill the queue", func() bool { return sent.Load() >= int64(fits) })
 	// Deliver must now be waiting: give it time to go on if it would.
 	time.Sleep(200 * time.Millisecond)
 	if n := sent.Load(); n > int64(fits)+1 {
@@ -93,7 +94,7 @@ func TestDeliverWaitsWhileAShardsQueueIsFull(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Deliver still waits after the shard caught up")
 	}
-	waitFor(t, "the queue to empty", func() bool { return l.queued.Load() == 0 })
+	testenv.Eventually(t, 10*time.Second, "the queue to empty", func() bool { return l.queued.Load() == 0 })
 }
 
 func mustAtoi(t *testing.T, s string) int64 {
@@ -118,7 +119,7 @@ func TestStoppingShardReleasesAWaitingDeliver(t *testing.T) {
 	<-stall.entered // the shard is stuck in the first batch
 	closed := make(chan struct{})
 	go func() { _ = h.engine.Close(); close(closed) }()
-	waitFor(t, "the stop to be queued", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the stop to be queued", func() bool {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		return len(l.queue) == 1
@@ -130,7 +131,7 @@ func TestStoppingShardReleasesAWaitingDeliver(t *testing.T) {
 			h.engine.Deliver(userBatch("nobody", i+1))
 		}
 	}()
-	waitFor(t, "Deliver to fill the queue behind the stop", func() bool {
+	testenv.Eventually(t, 10*time.Second, "Deliver to fill the queue behind the stop", func() bool {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		return l.queued.Load() >= l.queueLimit

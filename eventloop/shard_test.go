@@ -5,11 +5,13 @@ package eventloop
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/huleedu/websocket-service/internal/testenv"
 	"github.com/huleedu/websocket-service/message"
 	"github.com/huleedu/websocket-service/registry"
 	"github.com/huleedu/websocket-service/session"
@@ -17,19 +19,20 @@ import (
 
 // A shard whose epoll wait fails closes its connections and stops. Placement must skip it
 // (it has no connections, so it would look the least loaded and swallow every upgrade), and
-// the node must say it is degraded: Ready (so /readyz) and eventloop_shards_failed.
+// the node must say it is degraded: Ready (so /readyz), eventloop_shards_failed and one error
+// log record naming the shard and the cause.
 func TestFailedShardIsSkippedAndReported(t *testing.T) {
 	k := &shardKiller{}
 	h := newFaultyHarness(t, func(o *session.Options) { o.Shards = 2 }, &faults{wait: k.wait})
 	first := h.dialRaw(t, "first", nil) // ties go to shard 0
 	l0 := h.engine.loops[0]
-	waitFor(t, "the first connection on shard 0", func() bool { return l0.active.Load() == 1 })
+	testenv.Eventually(t, 10*time.Second, "the first connection on shard 0", func() bool { return l0.active.Load() == 1 })
 	k.dead[0].Store(true)
 	first.send([]byte{0x89, 0x80, 0, 0, 0, 0}) // wakes shard 0, whose next wait fails
 	if code, _ := first.expectClose(10 * time.Second); code != message.CloseGoingAway {
 		t.Fatalf("the failed shard's connection got close %d, want 1001", code)
 	}
-	waitFor(t, "shard 0 to stop", func() bool {
+	testenv.Eventually(t, 10*time.Second, "shard 0 to stop", func() bool {
 		l0.mu.Lock()
 		defer l0.mu.Unlock()
 		return l0.stopped
@@ -50,6 +53,17 @@ func TestFailedShardIsSkippedAndReported(t *testing.T) {
 	h.metrics.WritePrometheus(&metrics)
 	if !strings.Contains(metrics.String(), "\neventloop_shards_failed 1\n") {
 		t.Errorf("eventloop_shards_failed is not 1:\n%s", metrics.String())
+	}
+	var failed []logRecord
+	for _, r := range h.logs.records() {
+		if r.level >= slog.LevelError {
+			failed = append(failed, r)
+		}
+	}
+	if len(failed) != 1 || !strings.Contains(failed[0].msg, "event loop failed") ||
+		failed[0].attrs["shard"].String() != "0" ||
+		!strings.Contains(failed[0].attrs["err"].String(), "shard 0 failed: injected epoll_wait failure on shard 0") {
+		t.Errorf("error log records %v, want one: event loop failed, with shard 0 and the wait's error", failed)
 	}
 }
 
@@ -76,7 +90,7 @@ func TestDeliveryDoesNotWaitForAnAcceptInProgress(t *testing.T) {
 	h := newFaultyHarness(t, func(o *session.Options) { o.Shards = 1 }, &faults{adoptQueued: hold.at})
 	l := h.engine.loops[0]
 	a := h.dialRaw(t, "a", nil)
-	waitFor(t, "the shard to stop polling after the adoption", func() bool { return !l.polling.Load() })
+	testenv.Eventually(t, 10*time.Second, "the shard to stop polling after the adoption", func() bool { return !l.polling.Load() })
 
 	hold.armed.Store(true)
 	h.sendUpgrade(t, "b")
@@ -98,10 +112,10 @@ func TestCloseDuringAnAcceptStillSendsTheCloseFrame(t *testing.T) {
 	conn := h.sendUpgrade(t, "late")
 	<-hold.entered
 	h.engine.Deliver(nobody) // the shard takes the adoption: the connection is held
-	waitFor(t, "the adoption", func() bool { return l.active.Load() == 1 })
+	testenv.Eventually(t, 10*time.Second, "the adoption", func() bool { return l.active.Load() == 1 })
 	closed := make(chan struct{})
 	go func() { _ = h.engine.Close(); close(closed) }()
-	waitFor(t, "the shard to take its stop", func() bool { return l.down.Load() })
+	testenv.Eventually(t, 10*time.Second, "the shard to take its stop", func() bool { return l.down.Load() })
 	hold.unstall()
 	rc := &rawClient{t: t, conn: conn}
 	var err error

@@ -64,12 +64,12 @@ func (s *shard) regroup(c *conn, gen uint32, rg *session.Regroup, heads []resume
 		if c.v2 != nil {
 			more = resume.RegroupFrames(rg.Removed, heads)
 		}
-		c.socket.Async(func() {
-			for _, f := range more {
-				c.write(gws.OpcodeText, f)
-			}
-			c.write(gws.OpcodeText, rg.Reply)
-		})
+		// Under the send queue limit like any frame: a client that refreshes and never reads
+		// is closed 1013 once its replies would pass it.
+		for _, f := range more {
+			c.send(gws.OpcodeText, f)
+		}
+		c.send(gws.OpcodeText, rg.Reply)
 	}
 	if rg.Changes() {
 		s.fanout.Unlock()

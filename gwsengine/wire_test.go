@@ -12,6 +12,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/huleedu/websocket-service/internal/rfc6455"
+	"github.com/huleedu/websocket-service/internal/testenv"
 	"github.com/huleedu/websocket-service/internal/wsraw"
 	"github.com/huleedu/websocket-service/message"
 	"github.com/huleedu/websocket-service/registry"
@@ -41,7 +42,7 @@ func TestHugeFrameLengthCloses1009WithoutCrashing(t *testing.T) {
 						if _, err := c.Write(out[i : i+1]); err != nil {
 							t.Fatal(err)
 						}
-						time.Sleep(time.Millisecond)
+						time.Sleep(time.Millisecond) // the trickle under test, not a wait
 					}
 				} else if _, err := c.Write(out); err != nil {
 					t.Fatal(err)
@@ -173,13 +174,10 @@ func TestHugeFrameLengthOnRejectedConnectionReleasesTheSocket(t *testing.T) {
 		t.Fatalf("close %d after %q, want AUTH_FAILED then 1008", code, before)
 	}
 	// Once the server has closed its socket, a write draws a reset and the next one fails.
-	released := false
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if _, err := c.Write([]byte{0}); err != nil {
-			released = true
-			break
-		}
-	}
+	released := testenv.Until(5*time.Second, func() bool {
+		_, err := c.Write([]byte{0})
+		return err != nil
+	})
 	if !released {
 		t.Error("the server never released the rejected socket")
 	}
