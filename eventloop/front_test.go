@@ -14,17 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/huleedu/websocket-service/internal/wsraw"
 	"github.com/huleedu/websocket-service/message"
 )
 
 // The Front reads the first request of every connection itself: these tests drive it through
 // real sockets with requests written byte by byte where it matters.
-
-// upgradeHead is an upgrade request head for target, with extra header lines.
-func upgradeHead(target string, extra ...string) string {
-	return "GET " + target + " HTTP/1.1\r\nHost: example.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" + strings.Join(extra, "") + "\r\n"
-}
 
 // frontConn is a plain TCP client of a front harness.
 type frontConn struct {
@@ -126,7 +121,7 @@ func (fc *frontConn) closedWithin(d time.Duration) time.Time {
 func TestFrontAcceptsAnUpgradeAndParsesFramesInTheSameWrite(t *testing.T) {
 	h := newFrontHarness(t, 10*time.Second, 64<<10)
 	fc := dialFront(t, h)
-	fc.write(upgradeHead("/ws?token="+h.token(t, "u", nil, time.Hour)) + string(cf(opText, "early")))
+	fc.write(wsraw.Head("/ws?token="+h.token(t, "u", nil, time.Hour)) + string(cf(opText, "early")))
 	fc.expectStatus(http.StatusSwitchingProtocols)
 	fc.expectText("Echo: early")
 	fc.echo("later")
@@ -135,7 +130,7 @@ func TestFrontAcceptsAnUpgradeAndParsesFramesInTheSameWrite(t *testing.T) {
 func TestFrontUpgradeArrivingInPiecesIsAccepted(t *testing.T) {
 	h := newFrontHarness(t, 10*time.Second, 64<<10)
 	fc := dialFront(t, h)
-	req := upgradeHead("/ws?token=" + h.token(t, "u", nil, time.Hour))
+	req := wsraw.Head("/ws?token=" + h.token(t, "u", nil, time.Hour))
 	// Pieces that end inside the request line, a header name, a CRLF and the final CRLF.
 	prev := 0
 	for _, cut := range []int{3, 20, 61, len(req) - 3, len(req) - 1, len(req)} {
@@ -165,7 +160,7 @@ func TestFrontUpgradeBehindAnotherRequestIsServedThroughNetHTTP(t *testing.T) {
 	h := newFrontHarness(t, 10*time.Second, 64<<10)
 	fc := dialFront(t, h)
 	fc.write("GET /other HTTP/1.1\r\nHost: x\r\n\r\n" +
-		upgradeHead("/ws?token="+h.token(t, "u", nil, time.Hour)) + string(cf(opText, "behind")))
+		wsraw.Head("/ws?token="+h.token(t, "u", nil, time.Hour)) + string(cf(opText, "behind")))
 	if resp, body := fc.response(http.MethodGet); resp.StatusCode != http.StatusOK || body != "other GET " {
 		t.Fatalf("first answer %d %q", resp.StatusCode, body)
 	}
@@ -180,19 +175,19 @@ func TestFrontLeavesRequestsItDoesNotFullyUnderstandToNetHTTP(t *testing.T) {
 	plain := newHarness(t, nil)
 	tok := h.token(t, "u", nil, time.Hour)
 	for _, tc := range []struct{ name, req string }{
-		{"bare LF", strings.ReplaceAll(upgradeHead("/ws?token="+tok), "\r\n", "\n")},
-		{"folded header", upgradeHead("/ws?token="+tok, "X-Folded: a\r\n b\r\n")},
-		{"no Host", strings.Replace(upgradeHead("/ws?token="+tok), "Host: example.test\r\n", "", 1)},
-		{"two Hosts", upgradeHead("/ws?token="+tok, "Host: other.test\r\n")},
-		{"bad Host", strings.Replace(upgradeHead("/ws?token="+tok), "example.test", "exa mple", 1)},
-		{"body", upgradeHead("/ws?token="+tok, "Content-Length: 1\r\n") + "x"},
-		{"chunked", upgradeHead("/ws?token="+tok, "Transfer-Encoding: chunked\r\n") + "0\r\n\r\n"},
-		{"HTTP/1.0", strings.Replace(upgradeHead("/ws?token="+tok), "HTTP/1.1", "HTTP/1.0", 1)},
-		{"HEAD", strings.Replace(upgradeHead("/ws?token="+tok), "GET", "HEAD", 1)},
-		{"other path", upgradeHead("/other")},
-		{"path with a dot segment", upgradeHead("/x/../ws?token=" + tok)},
-		{"space in a name", upgradeHead("/ws?token="+tok, "Bad Name: x\r\n")},
-		{"control character in a value", upgradeHead("/ws?token="+tok, "X-Bad: a\x01b\r\n")},
+		{"bare LF", strings.ReplaceAll(wsraw.Head("/ws?token="+tok), "\r\n", "\n")},
+		{"folded header", wsraw.Head("/ws?token="+tok, "X-Folded: a\r\n b\r\n")},
+		{"no Host", strings.Replace(wsraw.Head("/ws?token="+tok), "Host: example.test\r\n", "", 1)},
+		{"two Hosts", wsraw.Head("/ws?token="+tok, "Host: other.test\r\n")},
+		{"bad Host", strings.Replace(wsraw.Head("/ws?token="+tok), "example.test", "exa mple", 1)},
+		{"body", wsraw.Head("/ws?token="+tok, "Content-Length: 1\r\n") + "x"},
+		{"chunked", wsraw.Head("/ws?token="+tok, "Transfer-Encoding: chunked\r\n") + "0\r\n\r\n"},
+		{"HTTP/1.0", strings.Replace(wsraw.Head("/ws?token="+tok), "HTTP/1.1", "HTTP/1.0", 1)},
+		{"HEAD", strings.Replace(wsraw.Head("/ws?token="+tok), "GET", "HEAD", 1)},
+		{"other path", wsraw.Head("/other")},
+		{"path with a dot segment", wsraw.Head("/x/../ws?token=" + tok)},
+		{"space in a name", wsraw.Head("/ws?token="+tok, "Bad Name: x\r\n")},
+		{"control character in a value", wsraw.Head("/ws?token="+tok, "X-Bad: a\x01b\r\n")},
 		{"not an upgrade", "GET /ws?token=" + tok + " HTTP/1.1\r\nHost: x\r\n\r\n"},
 		{"garbage", "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n"},
 	} {
@@ -222,7 +217,7 @@ func TestFrontLeavesRequestsItDoesNotFullyUnderstandToNetHTTP(t *testing.T) {
 func TestFrontRefusalIsAnsweredLikeNetHTTPAndTheConnectionStaysUsable(t *testing.T) {
 	h := newFrontHarness(t, 10*time.Second, 64<<10)
 	fc := dialFront(t, h)
-	fc.write(strings.Replace(upgradeHead("/ws?token="+h.token(t, "u", nil, time.Hour)), "Version: 13", "Version: 8", 1))
+	fc.write(strings.Replace(wsraw.Head("/ws?token="+h.token(t, "u", nil, time.Hour)), "Version: 13", "Version: 8", 1))
 	resp, body := fc.response(http.MethodGet)
 	if resp.StatusCode != http.StatusUpgradeRequired || resp.Header.Get("Sec-WebSocket-Version") != "13" ||
 		resp.Header.Get("Content-Type") != "text/plain; charset=utf-8" || resp.Header.Get("X-Content-Type-Options") != "nosniff" ||
@@ -238,7 +233,7 @@ func TestFrontRefusalIsAnsweredLikeNetHTTPAndTheConnectionStaysUsable(t *testing
 func TestFrontRejectedTokenGetsErrorMessageAndClose1008(t *testing.T) {
 	h := newFrontHarness(t, 10*time.Second, 64<<10)
 	fc := dialFront(t, h)
-	fc.write(upgradeHead("/ws?token=not-a-token"))
+	fc.write(wsraw.Head("/ws?token=not-a-token"))
 	fc.expectStatus(http.StatusSwitchingProtocols)
 	if op, p := fc.frame(); op != opText || !bytes.Contains(p, []byte(message.CodeAuthFailed)) {
 		t.Fatalf("got %d %q, want the AUTH_FAILED error", op, p)
@@ -260,8 +255,8 @@ func TestFrontHeadOverTheLimitGets431FromNetHTTP(t *testing.T) {
 		req    string
 		status int
 	}{
-		{"upgrade within the slack", upgradeHead("/ws?token="+tok, "X-Pad: "+strings.Repeat("p", 3000)+"\r\n"), http.StatusSwitchingProtocols},
-		{"upgrade over it", upgradeHead("/ws?token="+tok, "X-Pad: "+strings.Repeat("p", 6000)+"\r\n"), http.StatusRequestHeaderFieldsTooLarge},
+		{"upgrade within the slack", wsraw.Head("/ws?token="+tok, "X-Pad: "+strings.Repeat("p", 3000)+"\r\n"), http.StatusSwitchingProtocols},
+		{"upgrade over it", wsraw.Head("/ws?token="+tok, "X-Pad: "+strings.Repeat("p", 6000)+"\r\n"), http.StatusRequestHeaderFieldsTooLarge},
 		{"upgrade over it, unfinished", "GET /ws HTTP/1.1\r\nX-Pad: " + strings.Repeat("p", 6000), http.StatusRequestHeaderFieldsTooLarge},
 		{"other request over it", "GET /other HTTP/1.1\r\nHost: x\r\nX-Pad: " + strings.Repeat("p", 6000) + "\r\n\r\n", http.StatusRequestHeaderFieldsTooLarge},
 	} {
@@ -282,7 +277,7 @@ func TestFrontClosesAHeadNotCompleteInTime(t *testing.T) {
 		stop := make(chan struct{})
 		defer close(stop)
 		go func() { // a byte every 50 ms: never idle, never complete
-			for _, b := range []byte(upgradeHead("/ws?token=x")) {
+			for _, b := range []byte(wsraw.Head("/ws?token=x")) {
 				select {
 				case <-stop:
 					return
@@ -307,7 +302,7 @@ func TestFrontClosesAHeadNotCompleteInTime(t *testing.T) {
 	t.Run("a complete head in time is served", func(t *testing.T) {
 		fc := dialFront(t, h)
 		time.Sleep(timeout / 2)
-		fc.write(upgradeHead("/ws?token=" + h.token(t, "u", nil, time.Hour)))
+		fc.write(wsraw.Head("/ws?token=" + h.token(t, "u", nil, time.Hour)))
 		fc.expectStatus(http.StatusSwitchingProtocols)
 		time.Sleep(timeout) // past the head's deadline the connection is the shard's
 		fc.echo("still here")
@@ -350,7 +345,7 @@ func TestFrontRemoteAddrIsThePeersAddress(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.Close()
-			if _, err := c.Write([]byte(upgradeHead("/ws"))); err != nil {
+			if _, err := c.Write([]byte(wsraw.Head("/ws"))); err != nil {
 				t.Fatal(err)
 			}
 			if a := <-got; a != c.LocalAddr().String() {
@@ -362,7 +357,7 @@ func TestFrontRemoteAddrIsThePeersAddress(t *testing.T) {
 
 // BenchmarkParseHead is the front's work on a typical browser upgrade head.
 func BenchmarkParseHead(b *testing.B) {
-	head := []byte(upgradeHead("/ws?token=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1MSIsImdyb3VwcyI6WyJnMSJdfQ.c2lnbmF0dXJlc2lnbmF0dXJl",
+	head := []byte(wsraw.Head("/ws?token=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1MSIsImdyb3VwcyI6WyJnMSJdfQ.c2lnbmF0dXJlc2lnbmF0dXJl",
 		"Origin: https://app.example.test\r\n", "User-Agent: Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/140.0\r\n",
 		"Sec-WebSocket-Protocol: notifications.v1\r\n", "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n",
 		"Accept-Language: en-GB,en;q=0.5\r\n", "Cache-Control: no-cache\r\n"))
