@@ -50,7 +50,10 @@ type Front struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 
-	toHTTP    chan net.Conn // connections for net/http, through Accept
+	mu        sync.Mutex
+	toHTTP    []net.Conn    // connections for net/http, through Accept; nil once closed
+	closed    bool          // Close was called: a connection for net/http is closed instead
+	handed    chan struct{} // a connection joined toHTTP (capacity 1)
 	stop      chan struct{} // closed by Close
 	done      chan struct{} // closed when the loop has exited
 	failed    error         // why the loop exited, when not by Close; set before done
@@ -141,7 +144,7 @@ func (e *Engine) Front(ln net.Listener, path string, upgrade http.Handler, heade
 		// net/http reads a head of up to MaxHeaderBytes plus 4096 bytes of slack.
 		maxHead: maxHeaderBytes + 4096,
 		ctx:     ctx, cancel: cancel,
-		toHTTP: make(chan net.Conn, 64),
+		handed: make(chan struct{}, 1),
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 		buf:    make([]byte, 16<<10),
@@ -153,13 +156,28 @@ func (e *Engine) Front(ln net.Listener, path string, upgrade http.Handler, heade
 
 // Accept returns the next connection for net/http.
 func (f *Front) Accept() (net.Conn, error) {
-	select {
-	case c := <-f.toHTTP:
-		return c, nil
-	case <-f.stop:
-		return nil, net.ErrClosed
-	case <-f.done:
-		return nil, fmt.Errorf("front: %w", f.failed)
+	for {
+		f.mu.Lock()
+		if len(f.toHTTP) > 0 {
+			c := f.toHTTP[0]
+			f.toHTTP[0] = nil
+			f.toHTTP = f.toHTTP[1:]
+			f.mu.Unlock()
+			return c, nil
+		}
+		closed := f.closed
+		f.mu.Unlock()
+		if closed {
+			return nil, net.ErrClosed
+		}
+		select {
+		case <-f.handed:
+		case <-f.stop:
+		case <-f.done:
+			if f.failed != nil {
+				return nil, fmt.Errorf("front: %w", f.failed)
+			}
+		}
 	}
 }
 
@@ -171,6 +189,14 @@ func (f *Front) Addr() net.Addr { return f.ln.Addr() }
 func (f *Front) Close() error {
 	var err error
 	f.closeOnce.Do(func() {
+		f.mu.Lock()
+		f.closed = true
+		waiting := f.toHTTP
+		f.toHTTP = nil
+		f.mu.Unlock()
+		for _, c := range waiting { // handed on but never accepted
+			c.Close()
+		}
 		close(f.stop)
 		_ = f.poll.wake()
 		<-f.done
@@ -411,10 +437,17 @@ func (f *Front) handToHTTP(fd int, replay []byte) {
 		return
 	}
 	c := &replayConn{Conn: nc, replay: replay}
-	select {
-	case f.toHTTP <- c:
-	case <-f.stop:
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
 		c.Close()
+		return
+	}
+	f.toHTTP = append(f.toHTTP, c)
+	f.mu.Unlock()
+	select {
+	case f.handed <- struct{}{}:
+	default: // a wake-up is pending already
 	}
 }
 
