@@ -370,9 +370,12 @@ func (f *Front) wait(rd *reading) {
 	}
 }
 
-// leave takes rd out of the front's books; its descriptor is now someone else's.
+// leave takes rd out of the front's books; its descriptor is now someone else's. rd itself
+// stays listed in order until the entries before it expire or leave, so it lets go of its
+// buffer now.
 func (f *Front) leave(rd *reading) {
 	rd.gone = true
+	rd.head, rd.peer = nil, nil
 	if rd.slot >= 0 {
 		f.slots[rd.slot] = nil
 		f.free = append(f.free, rd.slot)
