@@ -47,8 +47,6 @@ type Front struct {
 	upgrade http.Handler
 	timeout time.Duration // a head must be complete this long after the accept
 	maxHead int           // a longer head goes to net/http
-	ctx     context.Context
-	cancel  context.CancelFunc
 
 	mu        sync.Mutex
 	toHTTP    []net.Conn    // connections for net/http, through Accept; nil once closed
@@ -137,18 +135,16 @@ func (e *Engine) Front(ln net.Listener, path string, upgrade http.Handler, heade
 	if headerTimeout <= 0 { // as net/http: no limit
 		headerTimeout = math.MaxInt64
 	}
-	ctx, cancel := context.WithCancel(context.Background())
 	f := &Front{
 		e: e, ln: ln, lfd: lfd, poll: p, path: path, upgrade: upgrade,
 		timeout: headerTimeout,
 		// net/http reads a head of up to MaxHeaderBytes plus 4096 bytes of slack.
 		maxHead: maxHeaderBytes + 4096,
-		ctx:     ctx, cancel: cancel,
-		handed: make(chan struct{}, 1),
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
-		buf:    make([]byte, 16<<10),
-		events: make([]unix.EpollEvent, 128),
+		handed:  make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+		buf:     make([]byte, 16<<10),
+		events:  make([]unix.EpollEvent, 128),
 	}
 	go f.run()
 	return f, nil
@@ -200,7 +196,6 @@ func (f *Front) Close() error {
 		close(f.stop)
 		_ = f.poll.wake()
 		<-f.done
-		f.cancel()
 		err = errors.Join(f.poll.close(), f.ln.Close())
 	})
 	return err
@@ -333,7 +328,9 @@ func (f *Front) read(rd *reading) {
 		}
 		f.wait(rd)
 	default:
-		r, ok := parseHead(f.ctx, data[:end], f.path)
+		// The request's context is never cancelled: as net/http's Shutdown, Close lets
+		// admissions under way finish (the engine refuses them once it drains).
+		r, ok := parseHead(context.Background(), data[:end], f.path)
 		if !ok {
 			f.toNetHTTP(rd, data)
 			return
