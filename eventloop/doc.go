@@ -22,9 +22,31 @@
 // writing (writev.go), the send queue limit and the slow consumer (sendlimit.go), deadlines
 // (timers.go), and closing everything, by drain or shutdown (drain.go).
 //
+// # The front: upgrades read without net/http
+//
+// In the service, an upgrade request does not arrive through net/http at all. The Front
+// (front.go) owns the listening socket: one goroutine with its own epoll set accepts
+// connections (the listening socket carries TCP_NODELAY and the keep-alive settings, which
+// Linux copies to every accepted socket), reads each one's request head at once or when it
+// arrives (a one-shot registration, so a connection that moves on needs no EPOLL_CTL_DEL),
+// and closes heads not complete within net/http's ReadHeaderTimeout of the accept. A plain
+// WebSocket upgrade at /ws (request.go: parseHead) becomes the *http.Request net/http would
+// have built, and the server's admission runs on a goroutine of its own with a
+// frontWriter as its ResponseWriter: Accept and Reject take the descriptor from it instead
+// of hijacking (Accept still writes the 101 through the original and gives the shard a
+// duplicate, so "Descriptor ownership" below holds unchanged), and a refusal it wrote is sent
+// as net/http would send it before net/http takes the connection over. Everything else —
+// other paths and methods, a head net/http would answer 400 or 431, a body, a folded line —
+// goes to net/http with the bytes read so far replayed (Front is the net.Listener net/http
+// serves), so its answers stay its own. A connection net/http serves can still upgrade: Accept
+// then hijacks it as described next. What this saves per handshake, measured: net/http's
+// goroutine, buffers and connection state, the netpoller registration and its removal, and
+// five socket options (bench/RESULTS.md, "Handshake sweep").
+//
 // # Leaving net/http: the descriptor handoff
 //
-// The upgrade request arrives through net/http. Accept validates the handshake itself
+// An upgrade that arrives through net/http (with no Front, or behind another request on the
+// same connection) is hijacked. Accept validates the handshake itself
 // (handshake.go), hijacks the connection, keeps whatever the client sent behind its handshake
 // that net/http had already buffered, and reaches the socket with
 // SyscallConn().Control, where it duplicates the descriptor (fcntl F_DUPFD_CLOEXEC, as gnet's

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"runtime"
 	"sync"
@@ -159,7 +160,7 @@ func (e *Engine) Accept(w http.ResponseWriter, r *http.Request, a session.Admiss
 		http.Error(w, "no event loop is running", http.StatusServiceUnavailable)
 		return fmt.Errorf("accept: %w", errNoShard)
 	}
-	nc, fd, pending, err := hijackKeep(w)
+	nc, fd, pending, err := takeConn(w)
 	if err != nil {
 		return fmt.Errorf("accept: %w", err)
 	}
@@ -177,8 +178,7 @@ func (e *Engine) Accept(w http.ResponseWriter, r *http.Request, a session.Admiss
 	if f := e.faults.adoptQueued; f != nil {
 		f()
 	}
-	_ = nc.SetWriteDeadline(time.Now().Add(handshakeWriteTimeout))
-	_, h.sendErr = nc.Write(resp)
+	h.sendErr = nc.write101(resp)
 	// A failed write is the shard's to handle: unhold ends the connection through the abort
 	// path (Hooks.Closed with 1006). If the shard stopped meanwhile, it has already ended it.
 	if _, wake := l.queueTask(task{kind: taskSent, h: h}, wakeIfIdle); wake {
@@ -188,6 +188,39 @@ func (e *Engine) Accept(w http.ResponseWriter, r *http.Request, a session.Admiss
 		e.metrics.Handshake(a.Started)
 	}
 	return nil
+}
+
+// original is the connection Accept writes the 101 through and then closes, while a shard
+// owns a duplicate: net/http's hijacked net.Conn, or the descriptor the front accepted.
+type original interface {
+	write101(b []byte) error
+	Close() error
+}
+
+// takeConn takes the upgrade's connection from whoever read its request: the front
+// (frontWriter) or net/http (a hijack).
+func takeConn(w http.ResponseWriter) (nc original, fd int, pending []byte, err error) {
+	if fw, ok := w.(*frontWriter); ok {
+		fd, pending, err := fw.dup()
+		if err != nil {
+			return nil, -1, nil, err
+		}
+		return fw, fd, pending, nil
+	}
+	c, fd, pending, err := hijackKeep(w)
+	if err != nil {
+		return nil, -1, nil, err
+	}
+	return hijacked{c}, fd, pending, nil
+}
+
+// hijacked is a connection net/http gave up.
+type hijacked struct{ net.Conn }
+
+func (c hijacked) write101(b []byte) error {
+	_ = c.SetWriteDeadline(time.Now().Add(handshakeWriteTimeout))
+	_, err := c.Write(b)
+	return err
 }
 
 // handshakeWriteTimeout bounds the 101 write; an empty socket takes ~200 bytes at once.
@@ -207,10 +240,15 @@ func (e *Engine) Reject(w http.ResponseWriter, r *http.Request, subprotocol, cod
 	}
 	resp = rfc6455.AppendFrame(resp, opText, message.ErrorJSON(code))
 	resp = append(resp, encodeClose(closeCode)...)
-	fd, _, err := hijack(w)
-	if err != nil {
-		e.log.Warn("reject: hijack failed", "err", err)
-		return
+	var fd int
+	if fw, ok := w.(*frontWriter); ok {
+		fd, _ = fw.take()
+	} else {
+		var err error
+		if fd, _, err = hijack(w); err != nil {
+			e.log.Warn("reject: hijack failed", "err", err)
+			return
+		}
 	}
 	h := &handoff{fd: fd, response: resp, reject: true}
 	if e.handOff(h) == nil {

@@ -19,8 +19,23 @@ import (
 	"github.com/huleedu/websocket-service/session"
 )
 
+// headReaders are the two ways an upgrade request reaches the engine: net/http's handler,
+// and the Front reading it off the socket (as the service runs).
+var headReaders = []struct {
+	name    string
+	harness func(t testing.TB) *harness
+}{
+	{"net/http", func(t testing.TB) *harness { return newHarness(t, nil) }},
+	{"front", func(t testing.TB) *harness { return newFrontHarness(t, 10*time.Second, 64<<10) }},
+}
+
 func TestBytesBehindTheHandshakeAreParsed(t *testing.T) {
-	h := newHarness(t, nil)
+	for _, hr := range headReaders {
+		t.Run(hr.name, func(t *testing.T) { testBytesBehindTheHandshakeAreParsed(t, hr.harness(t)) })
+	}
+}
+
+func testBytesBehindTheHandshakeAreParsed(t *testing.T, h *harness) {
 	// Two frames and a ping sent in the same write as the upgrade request.
 	extra := cat(cf(opText, "one"), cf(opPing, "p"), clientFrame(false, 0, opText, []byte("tw"), false))
 	rc := h.dialRaw(t, "early", extra)
@@ -38,7 +53,12 @@ func TestBytesBehindTheHandshakeAreParsed(t *testing.T) {
 }
 
 func TestHandshakeValidation(t *testing.T) {
-	h := newHarness(t, nil)
+	for _, hr := range headReaders {
+		t.Run(hr.name, func(t *testing.T) { testHandshakeValidation(t, hr.harness(t)) })
+	}
+}
+
+func testHandshakeValidation(t *testing.T, h *harness) {
 	tok := h.token(t, "hs", nil, time.Hour)
 	good := func() http.Header {
 		return http.Header{
@@ -66,7 +86,7 @@ func TestHandshakeValidation(t *testing.T) {
 			if method == "" {
 				method = http.MethodGet
 			}
-			req, _ := http.NewRequest(method, h.srv.URL+"/ws?token="+tok, nil)
+			req, _ := http.NewRequest(method, "http://"+h.addr+"/ws?token="+tok, nil)
 			req.Header = good()
 			if tc.edit != nil {
 				tc.edit(req.Header)

@@ -128,6 +128,9 @@ func dupConn(nc net.Conn, br *bufio.Reader) (fd int, pending []byte, err error) 
 		b, _ := br.Peek(n) // never fails for n ≤ Buffered
 		pending = bytes.Clone(b)
 	}
+	if rc, ok := nc.(*replayConn); ok && len(rc.unread()) > 0 { // a long head the front read
+		pending = append(pending, rc.unread()...)
+	}
 	sc, ok := nc.(syscall.Conn)
 	if !ok {
 		return -1, nil, fmt.Errorf("hijack: %T has no file descriptor (terminate TLS in front of the epoll engine)", nc)

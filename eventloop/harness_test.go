@@ -104,7 +104,8 @@ func (h *hookRecorder) codesFor(user string) []uint16 {
 // and hands the upgrade to the engine under test.
 type harness struct {
 	engine  *Engine
-	srv     *httptest.Server
+	srv     *httptest.Server // nil when the front reads the requests
+	front   *Front
 	hooks   *hookRecorder
 	metrics *telemetry.Metrics
 	minter  *auth.Minter
@@ -180,6 +181,42 @@ func newHarness(t testing.TB, tune func(*session.Options)) *harness {
 // newFaultyHarness is newHarness with an engine whose faults hooks are f (fault injection).
 func newFaultyHarness(t testing.TB, tune func(*session.Options), f *faults) *harness {
 	t.Helper()
+	return buildHarness(t, tune, f, func(h *harness, mux *http.ServeMux) {
+		h.srv = httptest.NewServer(mux)
+		h.addr = h.srv.Listener.Addr().String()
+		t.Cleanup(h.srv.Close)
+	})
+}
+
+// newFrontHarness is newHarness with the engine's Front reading the requests (upgrades at
+// /ws; net/http serves the rest of mux), heads due within headerTimeout and at most
+// maxHeaderBytes long, as the service runs.
+func newFrontHarness(t testing.TB, headerTimeout time.Duration, maxHeaderBytes int) *harness {
+	t.Helper()
+	return buildHarness(t, nil, &faults{}, func(h *harness, mux *http.ServeMux) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		front, err := h.engine.Front(ln, "/ws", mux, headerTimeout, maxHeaderBytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: headerTimeout, MaxHeaderBytes: maxHeaderBytes}
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve(front) }()
+		h.front = front.(*Front)
+		h.addr = ln.Addr().String()
+		t.Cleanup(func() {
+			_ = srv.Close()
+			<-served
+		})
+	})
+}
+
+// buildHarness builds the engine and the /ws handler, and has serve serve them.
+func buildHarness(t testing.TB, tune func(*session.Options), f *faults, serve func(*harness, *http.ServeMux)) *harness {
+	t.Helper()
 	verifier, err := auth.NewVerifier(auth.Settings{Algorithm: "HS256", Secret: testSecret})
 	if err != nil {
 		t.Fatal(err)
@@ -238,13 +275,14 @@ func newFaultyHarness(t testing.TB, tune func(*session.Options), f *faults) *har
 		default:
 		}
 	})
-	h.srv = httptest.NewServer(mux)
-	h.addr = h.srv.Listener.Addr().String()
-	h.url = "ws://" + h.addr + "/ws"
-	t.Cleanup(func() {
-		_ = h.engine.Close()
-		h.srv.Close()
+	mux.HandleFunc("/other", func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("X-Path", r.URL.Path)
+		_, _ = w.Write(append([]byte("other "+r.Method+" "), body...))
 	})
+	t.Cleanup(func() { _ = h.engine.Close() })
+	serve(h, mux)
+	h.url = "ws://" + h.addr + "/ws"
 	return h
 }
 

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"time"
 
@@ -32,6 +33,16 @@ type Engine interface {
 	Drain(ctx context.Context, window time.Duration) error
 	// Close stops the engine, closing whatever connections remain (1001).
 	Close() error
+}
+
+// Fronter is an engine that can read upgrade requests off the listening socket itself (the
+// epoll engine's eventloop.Front): Front serves ln's connections, runs upgrade (admission)
+// for each WebSocket upgrade at path it reads, with the request as net/http would build it,
+// and returns the listener net/http serves instead, which yields every other connection with
+// the bytes already read replayed. headerTimeout and maxHeaderBytes are net/http's
+// ReadHeaderTimeout and MaxHeaderBytes, so the same limits hold on both paths.
+type Fronter interface {
+	Front(ln net.Listener, path string, upgrade http.Handler, headerTimeout time.Duration, maxHeaderBytes int) (net.Listener, error)
 }
 
 // Subscriber is the part of the backplane that holds channels for connections.

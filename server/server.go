@@ -115,8 +115,20 @@ func New(o Options) *Server {
 // Handler is the server's HTTP handler (for tests that bring their own listener).
 func (s *Server) Handler() http.Handler { return s.http.Handler }
 
-// Serve serves HTTP on ln until Shutdown.
+// Serve serves HTTP on ln until Shutdown. With an engine that reads upgrades itself
+// (Fronter: the epoll engine), WebSocket upgrades reach admission from it and net/http
+// serves every other request.
 func (s *Server) Serve(ln net.Listener) error {
+	if f, ok := s.engine.(Fronter); ok {
+		front, err := f.Front(ln, PathWS, http.HandlerFunc(s.serveWS), readHeaderTimeout, maxHeaderBytes)
+		if err != nil {
+			// A listener without a descriptor (TLS, an in-memory one in a test): net/http
+			// reads every request, as with the gws engine.
+			s.log.Warn("upgrades are read by net/http", "err", err)
+		} else {
+			ln = front
+		}
+	}
 	err := s.http.Serve(ln)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil

@@ -20,7 +20,9 @@ import (
 // limit) complete the upgrade and close with 1008, since a browser cannot see the status of a
 // failed upgrade. Only an admitted connection subscribes and reaches the engine, and only once
 // the backplane has confirmed its subscriptions (else 503 + Retry-After: no 101 is sent for a
-// connection that would miss its messages).
+// connection that would miss its messages). It is the one admission of both ways a request
+// arrives: net/http's mux, and the epoll engine's front (Serve), which builds the same
+// *http.Request from the bytes it read and answers through a ResponseWriter of its own.
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	started := time.Now()
 	if !isUpgrade(r) {

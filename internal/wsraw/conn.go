@@ -144,6 +144,14 @@ func setHeader(h http.Header, o Options, key string) {
 	}
 }
 
+// Head is an upgrade request head for target with the sample key of RFC 6455 §1.3 and the
+// header lines extra ("Name: value\r\n" each) before its blank line, for a test that writes
+// the bytes itself: in pieces, behind another request, or broken on purpose.
+func Head(target string, extra ...string) string {
+	return "GET " + target + " HTTP/1.1\r\nHost: example.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" + strings.Join(extra, "") + "\r\n"
+}
+
 // SendRequest writes the upgrade request for target, and Options.Extra in the same write. It
 // does not wait for the answer.
 func (c *Conn) SendRequest(target string) error {
