@@ -5,10 +5,13 @@ package eventloop
 import (
 	"bytes"
 	"context"
+	"net"
 	"net/http"
 	"net/textproto"
 	"net/url"
 	"strings"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/huleedu/websocket-service/internal/rfc6455"
 )
@@ -176,4 +179,21 @@ func validHost(h string) bool {
 		}
 	}
 	return true
+}
+
+// remoteAddr formats a peer as net.TCPAddr.String does (an IPv4-mapped address as IPv4).
+func remoteAddr(sa unix.Sockaddr) string {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return (&net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}).String()
+	case *unix.SockaddrInet6:
+		zone := ""
+		if a.ZoneId != 0 {
+			if ifi, err := net.InterfaceByIndex(int(a.ZoneId)); err == nil {
+				zone = ifi.Name
+			}
+		}
+		return (&net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port, Zone: zone}).String()
+	}
+	return ""
 }
