@@ -44,7 +44,7 @@ func (s *countSink) Deliver(b []Message) { s.msgs += len(b); s.batches++ }
 
 // newBenchRelay is a relay subscribed (on paper) to channel, reading from memory.
 func newBenchRelay(sink Sink, channel string) *relay {
-	r := newRelay(0, "memory", false, nil, sink, noEvents{}, slog.New(slog.DiscardHandler))
+	r := newRelay(0, "memory", false, 0, nil, sink, noEvents{}, slog.New(slog.DiscardHandler))
 	r.chans[channel] = &chanState{name: channel, want: true, onWire: true}
 	return r
 }
