@@ -248,7 +248,7 @@ func TestSubscribeFollowsItsChannelAcrossAClusterRebuild(t *testing.T) {
 		r.mu.Unlock()
 		rl.mu.Lock()
 		defer rl.mu.Unlock()
-		st := rl.chans[ch]
+		st, _ := rl.chans.Get(ch)
 		return st != nil && st.onWire && st.acks > 0
 	})
 	// A rebuild routes the channel to another master (stalled too), as a topology loaded

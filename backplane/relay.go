@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/huleedu/websocket-service/internal/keyset"
 )
 
 // Tuning of a relay.
@@ -76,10 +78,10 @@ type relay struct {
 	stop context.CancelFunc // stops this relay alone (its master left the cluster); set by its owner
 
 	mu    sync.Mutex
-	conn  net.Conn // nil while disconnected
-	err   error    // why the relay is disconnected
-	quiet bool     // the current outage has been reported
-	chans map[string]*chanState
+	conn  net.Conn                // nil while disconnected
+	err   error                   // why the relay is disconnected
+	quiet bool                    // the current outage has been reported
+	chans *keyset.Set[*chanState] // by name: a slot is the pointer alone (internal/keyset)
 	dirty []*chanState
 	// lingers orders the channels held without references (relaychans.go).
 	lingers lingerQueue
@@ -108,7 +110,7 @@ func newRelay(id int, addr string, sharded bool, linger time.Duration, dial func
 		kick:      make(chan struct{}, 1),
 		done:      make(chan struct{}),
 		err:       errors.New("not connected yet"),
-		chans:     map[string]*chanState{},
+		chans:     keyset.New(func(st *chanState) string { return st.name }),
 		lingers:   lingerQueue{linger: linger},
 		changed:   make(chan struct{}),
 	}
@@ -125,7 +127,7 @@ func (r *relay) wake() {
 // the server dropped when its slot moved (re-sent when the topology says it stays here).
 func (r *relay) resync() {
 	r.mu.Lock()
-	for _, st := range r.chans {
+	for st := range r.chans.All() {
 		r.enqueueLocked(st)
 	}
 	r.mu.Unlock()
@@ -175,7 +177,7 @@ func (r *relay) run(ctx context.Context) {
 		}
 		r.mu.Lock()
 		r.conn, r.err, r.quiet = conn, nil, false
-		for _, st := range r.chans {
+		for st := range r.chans.All() {
 			r.enqueueLocked(st)
 		}
 		r.notifyLocked()
@@ -214,16 +216,20 @@ func (r *relay) setDown(err error) {
 	r.conn, r.err, r.quiet = nil, err, true
 	r.inflight = 0
 	var stopped []Subscription
-	for name, st := range r.chans {
+	var gone []string // deleted after the loop: the set must not change while ranged over
+	for st := range r.chans.All() {
 		st.resume = st.resume || (st.want && st.onWire)
 		st.onWire, st.acks = false, 0
 		if !st.want {
 			st.queued = false
-			delete(r.chans, name)
+			gone = append(gone, st.name)
 			if r.watcher != nil && !st.handedOff {
 				stopped = append(stopped, Subscription{Channel: st.name, Change: Stopped})
 			}
 		}
+	}
+	for _, name := range gone {
+		r.chans.Delete(name)
 	}
 	kept := r.dirty[:0]
 	for _, st := range r.dirty {
@@ -329,7 +335,7 @@ func (r *relay) readOne(rr *respReader, d *dispatcher) error {
 		// which may overwrite name.
 		// want is read under the lock: expire changes it from the sweep's goroutine.
 		r.mu.Lock()
-		st := r.chans[string(name)]
+		st, _ := r.chans.GetBytes(name)
 		wanted := st != nil && st.want
 		r.mu.Unlock()
 		size, err := rr.bulkLen()
@@ -384,7 +390,7 @@ func (r *relay) readOne(rr *respReader, d *dispatcher) error {
 // until the owner reloads the topology and moves it, or resyncs it if it stays here. The
 // connection and every other channel on it are left alone.
 func (r *relay) confirmLocked(name []byte, k pushKind, d *dispatcher) (moved bool, change Subscription) {
-	st := r.chans[string(name)]
+	st, _ := r.chans.GetBytes(name)
 	if st == nil || st.acks == 0 {
 		if k != pushUnsubscribe || !r.sharded {
 			return false, change
@@ -411,7 +417,7 @@ func (r *relay) confirmLocked(name []byte, k pushKind, d *dispatcher) (moved boo
 			change.Change, st.resume = Resumed, false
 		}
 	case !st.want && !st.queued:
-		delete(r.chans, st.name)
+		r.chans.Delete(st.name)
 		if !st.handedOff {
 			change = Subscription{Channel: st.name, Change: Stopped}
 		}

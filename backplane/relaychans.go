@@ -17,10 +17,10 @@ type heldChannel struct {
 func (r *relay) acquire(chans []string) (first int) {
 	r.mu.Lock()
 	for _, ch := range chans {
-		st := r.chans[ch]
+		st, _ := r.chans.Get(ch)
 		if st == nil {
 			st = &chanState{name: ch}
-			r.chans[ch] = st
+			r.chans.Put(st)
 		}
 		if r.lingers.acquire(&st.refs) {
 			first++
@@ -40,7 +40,7 @@ func (r *relay) acquire(chans []string) (first int) {
 func (r *relay) release(chans []string, now time.Time) (last int) {
 	r.mu.Lock()
 	for _, ch := range chans {
-		st := r.chans[ch]
+		st, _ := r.chans.Get(ch)
 		if st == nil || !st.want {
 			continue
 		}
@@ -60,14 +60,17 @@ func (r *relay) release(chans []string, now time.Time) (last int) {
 // expire unsubscribes the channels that have been without references for the linger period.
 func (r *relay) expire(now time.Time) {
 	r.mu.Lock()
-	r.lingers.expire(now, r.heldRefsLocked, func(ch string) { r.markLocked(r.chans[ch], false, false) })
+	r.lingers.expire(now, r.heldRefsLocked, func(ch string) {
+		st, _ := r.chans.Get(ch)
+		r.markLocked(st, false, false)
+	})
 	r.mu.Unlock()
 	r.wake()
 }
 
 // heldRefsLocked returns the references of ch, nil when ch is not held.
 func (r *relay) heldRefsLocked(ch string) *refs {
-	if st := r.chans[ch]; st != nil && st.want {
+	if st, _ := r.chans.Get(ch); st != nil && st.want {
 		return &st.refs
 	}
 	return nil
@@ -77,8 +80,8 @@ func (r *relay) heldRefsLocked(ch string) *refs {
 func (r *relay) held() []heldChannel {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]heldChannel, 0, len(r.chans))
-	for _, st := range r.chans {
+	out := make([]heldChannel, 0, r.chans.Len())
+	for st := range r.chans.All() {
 		if st.want {
 			out = append(out, heldChannel{name: st.name, n: st.refs.n})
 		}
@@ -92,10 +95,10 @@ func (r *relay) held() []heldChannel {
 func (r *relay) take(chans []heldChannel, moved bool, now time.Time) {
 	r.mu.Lock()
 	for _, h := range chans {
-		st := r.chans[h.name]
+		st, _ := r.chans.Get(h.name)
 		if st == nil {
 			st = &chanState{name: h.name}
-			r.chans[h.name] = st
+			r.chans.Put(st)
 		}
 		st.refs.n += h.n
 		if st.refs.n == 0 {
@@ -115,7 +118,7 @@ func (r *relay) take(chans []heldChannel, moved bool, now time.Time) {
 func (r *relay) handOff(chans []string) {
 	r.mu.Lock()
 	for _, ch := range chans {
-		if st := r.chans[ch]; st != nil {
+		if st, _ := r.chans.Get(ch); st != nil {
 			st.refs.n = 0
 			r.markLocked(st, false, true)
 		}
@@ -134,7 +137,7 @@ func (r *relay) markLocked(st *chanState, want, moved bool) {
 		st.handedOff = moved
 	}
 	if !want && !st.onWire && st.acks == 0 && !st.queued {
-		delete(r.chans, st.name) // not on the wire (the server dropped it): nothing to send
+		r.chans.Delete(st.name) // not on the wire (the server dropped it): nothing to send
 		return
 	}
 	r.enqueueLocked(st)

@@ -15,7 +15,7 @@ func offlineRelay(linger time.Duration) *relay {
 func wanted(r *relay, ch string) (bool, int32) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	st := r.chans[ch]
+	st, _ := r.chans.Get(ch)
 	if st == nil {
 		return false, 0
 	}
@@ -105,7 +105,8 @@ func TestChannelsMoveBetweenRelaysWithTheirReferences(t *testing.T) {
 		t.Fatal("the old relay still wants a moved channel")
 	}
 	to.mu.Lock()
-	resumes := to.chans["held"].resume
+	held, _ := to.chans.Get("held")
+	resumes := held.resume
 	to.mu.Unlock()
 	if !resumes {
 		t.Fatal("a moved channel must resume on its new relay")
@@ -115,7 +116,7 @@ func TestChannelsMoveBetweenRelaysWithTheirReferences(t *testing.T) {
 	// Moved back and held again on the old relay: the entry its first linger left there is
 	// stale and must not cut the new linger short.
 	from.mu.Lock()
-	clear(from.chans) // the unsubscribes were confirmed
+	from.chans.Clear() // the unsubscribes were confirmed
 	from.dirty = from.dirty[:0]
 	from.mu.Unlock()
 	from.acquire([]string{"idle"})
