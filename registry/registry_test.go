@@ -332,12 +332,12 @@ func TestIndexedShardStaysConsistentUnderChurn(t *testing.T) {
 		id    int
 		place int32
 	}
-	s := NewIndexedShard(func(c *item) *int32 { return &c.place })
+	user := func(c int) string { return fmt.Sprintf("u%d", c%29) }
+	s := NewIndexedShard(func(c *item) *int32 { return &c.place }, func(c *item) string { return user(c.id) })
 	items := make([]*item, 97)
 	for i := range items {
 		items[i] = &item{id: i}
 	}
-	user := func(c int) string { return fmt.Sprintf("u%d", c%29) }
 	group := func(c int) []string { return []string{fmt.Sprintf("g%d", c%5)} }
 	live := map[int]bool{}
 	for i := 0; i < 3000; i++ {
