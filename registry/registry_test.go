@@ -384,3 +384,37 @@ func TestIndexedShardStaysConsistentUnderChurn(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkShardLookupUser compares the two ways a shard finds a user's only connection: a Go
+// map keyed by the user (NewShard) and the table keyed by the user each connection carries
+// (NewIndexedShard, the epoll engine's).
+func BenchmarkShardLookupUser(b *testing.B) {
+	type conn struct {
+		user  string
+		place int32
+	}
+	conns := make([]*conn, 10000)
+	for i := range conns {
+		conns[i] = &conn{user: fmt.Sprintf("user-%d", i)}
+	}
+	for _, bc := range []struct {
+		name  string
+		shard *Shard[*conn]
+	}{
+		{"map", NewShard[*conn]()},
+		{"indexed", NewIndexedShard(func(c *conn) *int32 { return &c.place }, func(c *conn) string { return c.user })},
+	} {
+		for _, c := range conns {
+			bc.shard.Add(c, c.user, nil)
+		}
+		tg := Target{Kind: User, ID: "user-4321"}
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if len(bc.shard.Lookup(tg)) != 1 {
+					b.Fatal("user not found")
+				}
+			}
+		})
+	}
+}
