@@ -187,30 +187,33 @@ func (r *Redis) rebuildLocked(t *topology) {
 		next[i] = r.newRelayLocked(addr)
 		started = append(started, next[i])
 	}
-	wants, adopts, unwants := map[*relay][]string{}, map[*relay][]string{}, map[*relay][]string{}
-	for _, ch := range r.refs.list() {
+	// Channels move with their references (relaychans.go); those taken before the first
+	// topology was loaded wait in r.waiting.
+	wants, adopts, unwants := map[*relay][]heldChannel{}, map[*relay][]heldChannel{}, map[*relay][]string{}
+	for ch, refs := range r.waiting.chans {
 		to := next[t.route(ch)]
-		var from *relay
-		if r.topo != nil {
-			from = r.relays[r.routeLocked(ch)]
-		}
-		if from == to {
-			continue
-		}
-		if from == nil {
-			wants[to] = append(wants[to], ch)
-			continue
-		}
-		// A moved channel loses what its new master publishes before the new subscription is
-		// confirmed: it resumes there (a Watcher repairs it) rather than starting afresh.
-		adopts[to] = append(adopts[to], ch)
-		unwants[from] = append(unwants[from], ch)
+		wants[to] = append(wants[to], heldChannel{name: ch, n: refs.n})
 	}
+	r.active += r.waiting.active
+	r.waiting.reset()
+	for _, from := range r.relays {
+		for _, h := range from.held() {
+			to := next[t.route(h.name)]
+			if from == to {
+				continue
+			}
+			// A moved channel loses what its new master publishes before the new subscription
+			// is confirmed: it resumes there (a Watcher repairs it) rather than starting afresh.
+			adopts[to] = append(adopts[to], h)
+			unwants[from] = append(unwants[from], h.name)
+		}
+	}
+	now := time.Now()
 	for rl, chans := range wants {
-		rl.want(chans)
+		rl.take(chans, false, now)
 	}
 	for rl, chans := range adopts {
-		rl.adopt(chans)
+		rl.take(chans, true, now)
 	}
 	for rl, chans := range unwants {
 		rl.handOff(chans)

@@ -248,7 +248,7 @@ func TestSubscribeFollowsItsChannelAcrossAClusterRebuild(t *testing.T) {
 		r.mu.Unlock()
 		rl.mu.Lock()
 		defer rl.mu.Unlock()
-		st := rl.chans[ch]
+		st, _ := rl.chans.Get(ch)
 		return st != nil && st.onWire && st.acks > 0
 	})
 	// A rebuild routes the channel to another master (stalled too), as a topology loaded
@@ -289,5 +289,52 @@ func TestSubscribeFollowsItsChannelAcrossAClusterRebuild(t *testing.T) {
 	got := sink.waitFor(t, 1, 10*time.Second)
 	if string(got[0].Payload) != "after the rebuild" {
 		t.Fatalf("got %q", got[0].Payload)
+	}
+}
+
+// References taken before the cluster's topology is loaded wait in the backplane, and move to
+// the relays of their masters, counts and all, once it is: the channels are subscribed, and
+// a reference dropped meanwhile is not counted.
+func TestReferencesTakenBeforeTheTopologyMoveToTheRelays(t *testing.T) {
+	cl := redistest.StartCluster(t, 3)
+	r, err := NewRedis(RedisOptions{URL: cl.URL(), Cluster: true, Linger: -1}, newCollector())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	subscribed := make(chan error, 1)
+	waitCtx, cancelWait := context.WithTimeout(ctx, 20*time.Second)
+	defer cancelWait()
+	go func() { subscribed <- r.Subscribe(waitCtx, []string{"ws:a", "ws:b"}) }()
+	// A handshake that gives up before the topology is loaded drops its references.
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	err = r.Subscribe(short, []string{"ws:a", "ws:c"})
+	cancel()
+	if err == nil {
+		t.Fatal("subscriptions confirmed without a topology")
+	}
+	r.Unsubscribe([]string{"ws:a", "ws:c"})
+	testenv.Eventually(t, 5*time.Second, "the references wait for the topology", func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.waiting.active == 2 && len(r.waiting.chans) == 2
+	})
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-subscribed; err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	held := map[string]int32{}
+	for _, rl := range r.relays {
+		for _, h := range rl.held() {
+			held[h.name] = h.n
+		}
+	}
+	waiting, active := len(r.waiting.chans), r.active
+	r.mu.Unlock()
+	if waiting != 0 || active != 2 || len(held) != 2 || held["ws:a"] != 1 || held["ws:b"] != 1 {
+		t.Fatalf("after the topology: %d waiting, %d active, relays hold %v; want 0, 2, ws:a and ws:b once each", waiting, active, held)
 	}
 }

@@ -44,8 +44,8 @@ func (s *countSink) Deliver(b []Message) { s.msgs += len(b); s.batches++ }
 
 // newBenchRelay is a relay subscribed (on paper) to channel, reading from memory.
 func newBenchRelay(sink Sink, channel string) *relay {
-	r := newRelay(0, "memory", false, nil, sink, noEvents{}, slog.New(slog.DiscardHandler))
-	r.chans[channel] = &chanState{name: channel, want: true, onWire: true}
+	r := newRelay(0, "memory", false, 0, nil, sink, noEvents{}, slog.New(slog.DiscardHandler))
+	r.chans.Put(&chanState{name: channel, want: true, onWire: true})
 	return r
 }
 
@@ -100,7 +100,8 @@ func TestReceiveParsesRepliesSplitAcrossReads(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			var got []Message
 			r := newBenchRelay(SinkFunc(func(b []Message) { got = append(got, b...) }), "ws:a")
-			r.chans["ws:a"].acks, r.inflight = 1, 1 // the SUBSCRIBE is in flight
+			st, _ := r.chans.Get("ws:a")
+			st.acks, r.inflight = 1, 1 // the SUBSCRIBE is in flight
 			err := r.receive(src(), func() {})
 			var moved errorReply
 			if !errors.As(err, &moved) || !strings.HasPrefix(string(moved), "MOVED") {
@@ -109,7 +110,7 @@ func TestReceiveParsesRepliesSplitAcrossReads(t *testing.T) {
 			if len(got) != 3 || string(got[0].Payload) != "first" || string(got[1].Payload) != big || len(got[2].Payload) != 0 {
 				t.Fatalf("got %d messages", len(got))
 			}
-			if !r.chans["ws:a"].live() || r.inflight != 0 {
+			if !st.live() || r.inflight != 0 {
 				t.Fatal("confirmation not applied")
 			}
 		})

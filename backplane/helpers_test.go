@@ -85,8 +85,9 @@ func startRedis(t testing.TB, opts RedisOptions, sink Sink) *Redis {
 // lingerEnds waits until a linger beginning now has ended and the backplane's sweep has acted
 // on it, without guessing how long that takes on a loaded machine: it takes and drops a
 // reference on a sentinel channel nobody else holds and waits until released reports the
-// sentinel gone. The sweep expires channels in the order they were released (refcount.expire),
-// so every channel released before this call has by then been dealt with: expired, or kept
+// sentinel gone. The sweep expires channels in the order they were released
+// (lingerQueue.expire; the Redis backplane sweeps every relay's queue at the same time), so
+// every channel released before this call has by then been dealt with: expired, or kept
 // because it was referenced again.
 func lingerEnds(t testing.TB, b backplane, released func(ch string) bool) {
 	t.Helper()

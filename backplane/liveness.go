@@ -57,7 +57,7 @@ func (r *relay) awaitLive(ctx context.Context, chans []string, moved <-chan stru
 		silent := r.silent() // nothing can be confirmed: it waits for Redis to answer
 		pending := silent
 		for _, ch := range chans {
-			if st := r.chans[ch]; st == nil || !st.want || !st.live() {
+			if st, _ := r.chans.Get(ch); st == nil || !st.want || !st.live() {
 				pending = true
 				break
 			}

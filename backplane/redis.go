@@ -52,8 +52,12 @@ type Redis struct {
 
 	reinstall chan struct{} // asks installLibrary to load the function library again; capacity 1
 
-	mu         sync.Mutex
-	refs       *refcount
+	mu sync.Mutex
+	// The references on each channel live in the state of the relay it is routed to
+	// (relaychans.go); waiting holds them while there is no relay (a cluster whose topology
+	// is not loaded yet), and active counts the relays' channels with references.
+	waiting    *refcount
+	active     int
 	relays     []*relay
 	rebuilt    chan struct{} // closed and replaced when channels are rerouted, and at Close
 	topo       *topology     // cluster only; nil until loaded
@@ -97,7 +101,7 @@ func NewRedis(opts RedisOptions, sink Sink) (*Redis, error) {
 		m:       opts.Metrics,
 		pub:     pub,
 		refresh: make(chan struct{}, 1),
-		refs:    newRefcount(opts.Linger),
+		waiting: newRefcount(-1), // nothing is subscribed for them: no linger
 		rebuilt: make(chan struct{}),
 		topoErr: errors.New("cluster topology not loaded yet"),
 		pingErr: errors.New("not pinged yet"),
@@ -144,11 +148,11 @@ func (r *Redis) goLocked(f func(ctx context.Context)) {
 	}()
 }
 
-// startRelaysLocked runs the relays of a single Redis and subscribes every channel held.
+// startRelaysLocked runs the relays of a single Redis; each subscribes the channels it holds
+// once connected.
 func (r *Redis) startRelaysLocked() {
-	for i, g := range r.groupLocked(r.refs.list()) {
-		r.relays[i].want(g)
-		r.startRelayLocked(r.relays[i])
+	for _, rl := range r.relays {
+		r.startRelayLocked(rl)
 	}
 }
 
@@ -165,7 +169,7 @@ func (r *Redis) startRelayLocked(rl *relay) {
 
 // newRelayLocked makes a relay to addr, numbered for the logs.
 func (r *Redis) newRelayLocked(addr string) *relay {
-	rl := newRelay(r.relayCount, addr, r.opts.Cluster, r.ep.dial, r.sink, r, r.log)
+	rl := newRelay(r.relayCount, addr, r.opts.Cluster, r.opts.Linger, r.ep.dial, r.sink, r, r.log)
 	r.relayCount++
 	return rl
 }
@@ -210,18 +214,17 @@ func (r *Redis) Subscribe(ctx context.Context, chans []string) error {
 		r.mu.Unlock()
 		return ErrClosed
 	}
-	fresh := make([]string, 0, len(chans))
-	for _, ch := range chans {
-		if r.refs.acquire(ch) {
-			fresh = append(fresh, ch)
+	if len(r.relays) == 0 {
+		for _, ch := range chans {
+			r.waiting.acquire(ch)
 		}
 	}
-	r.m.BackplaneSubscriptions.Set(float64(r.refs.active))
-	for i, g := range r.groupLocked(fresh) {
+	for i, g := range r.groupLocked(chans) {
 		if len(g) > 0 {
-			r.relays[i].want(g)
+			r.active += r.relays[i].acquire(g)
 		}
 	}
+	r.setSubscriptionsLocked()
 	r.mu.Unlock()
 	for {
 		err := r.awaitLive(ctx, chans)
@@ -273,23 +276,26 @@ func (r *Redis) awaitLive(ctx context.Context, chans []string) error {
 func (r *Redis) Unsubscribe(chans []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.closed {
+		return // Close forgot every reference
+	}
 	now := time.Now()
-	var gone []string
-	for _, ch := range chans {
-		if r.refs.release(ch, now) {
-			gone = append(gone, ch)
+	if len(r.relays) == 0 {
+		for _, ch := range chans {
+			r.waiting.release(ch, now)
 		}
 	}
-	r.m.BackplaneSubscriptions.Set(float64(r.refs.active))
-	r.unwantLocked(gone)
-}
-
-func (r *Redis) unwantLocked(chans []string) {
 	for i, g := range r.groupLocked(chans) {
 		if len(g) > 0 {
-			r.relays[i].unwant(g)
+			r.active -= r.relays[i].release(g, now)
 		}
 	}
+	r.setSubscriptionsLocked()
+}
+
+// setSubscriptionsLocked exports the channels with at least one reference.
+func (r *Redis) setSubscriptionsLocked() {
+	r.m.BackplaneSubscriptions.Set(float64(r.active + r.waiting.active))
 }
 
 // Publish sends payload to channel through Redis, so every node's subscribers receive it.
@@ -342,7 +348,8 @@ func (r *Redis) Close() error {
 		return nil
 	}
 	r.closed = true
-	r.refs.reset()
+	r.active = 0
+	r.waiting.reset()
 	if r.cancel != nil {
 		r.cancel()
 	}
@@ -367,9 +374,9 @@ func (r *Redis) maintain(ctx context.Context) {
 			return
 		case now := <-sweep.C:
 			r.mu.Lock()
-			var gone []string
-			r.refs.expire(now, func(ch string) { gone = append(gone, ch) })
-			r.unwantLocked(gone)
+			for _, rl := range r.relays {
+				rl.expire(now)
+			}
 			r.mu.Unlock()
 		case <-ping.C:
 			r.ping(ctx)

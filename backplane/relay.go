@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/huleedu/websocket-service/internal/keyset"
 )
 
 // Tuning of a relay.
@@ -27,12 +29,18 @@ const (
 // A channel is live (a message published now is delivered) when the last command sent for it
 // was SUBSCRIBE and every command sent for it has been confirmed: Redis executes commands in
 // order, so the last confirmation reflects the last command.
+//
+// It also holds the node's references on the channel (refcount.go): one record per channel
+// rather than one per concern. Its fields are ordered and sized to fit the 32-byte size class.
 type chanState struct {
-	name   string
+	name string
+	refs refs // the node's references; while want, none means it lingers
+	// acks counts confirmations outstanding: at most one, since the writer sends nothing
+	// while any confirmation is outstanding on the connection.
+	acks   uint16
 	want   bool // the node holds the channel (with references or lingering)
 	onWire bool // the last command sent for it on this connection was SUBSCRIBE
 	queued bool // in relay.dirty, waiting for the writer
-	acks   int  // confirmations outstanding
 	// resume: the node held the channel's subscription and lost it without asking (the
 	// connection dropped, the server dropped it, it moved here from another connection), so
 	// its next confirmation is reported to a Watcher as Resumed rather than Started.
@@ -47,7 +55,7 @@ func (st *chanState) live() bool { return st.onWire && st.acks == 0 }
 // relay is one Pub/Sub connection and the channels mapped to it. Its run goroutine owns the
 // connection's lifecycle and reads from it; its writer goroutine sends the coalesced
 // SUBSCRIBE/UNSUBSCRIBE commands and pings. Everything under mu is shared between them and
-// the callers of want/unwant/awaitLive.
+// the callers of acquire/release/expire (relaychans.go) and awaitLive.
 type relay struct {
 	id      int
 	addr    string
@@ -70,11 +78,13 @@ type relay struct {
 	stop context.CancelFunc // stops this relay alone (its master left the cluster); set by its owner
 
 	mu    sync.Mutex
-	conn  net.Conn // nil while disconnected
-	err   error    // why the relay is disconnected
-	quiet bool     // the current outage has been reported
-	chans map[string]*chanState
+	conn  net.Conn                // nil while disconnected
+	err   error                   // why the relay is disconnected
+	quiet bool                    // the current outage has been reported
+	chans *keyset.Set[*chanState] // by name: a slot is the pointer alone (internal/keyset)
 	dirty []*chanState
+	// lingers orders the channels held without references (relaychans.go).
+	lingers lingerQueue
 	// inflight counts confirmations outstanding on the connection. While any are, the writer
 	// holds new changes back: they pile up during the round trip and leave as one command,
 	// so a burst of subscriptions costs a few commands without any fixed delay.
@@ -90,7 +100,7 @@ type relayEvents interface {
 	received(n int)
 }
 
-func newRelay(id int, addr string, sharded bool, dial func(context.Context, string) (net.Conn, error), sink Sink, ev relayEvents, log *slog.Logger) *relay {
+func newRelay(id int, addr string, sharded bool, linger time.Duration, dial func(context.Context, string) (net.Conn, error), sink Sink, ev relayEvents, log *slog.Logger) *relay {
 	w, _ := sink.(Watcher)
 	return &relay{
 		id: id, addr: addr, sharded: sharded, dial: dial, sink: sink, watcher: w, events: ev,
@@ -100,55 +110,9 @@ func newRelay(id int, addr string, sharded bool, dial func(context.Context, stri
 		kick:      make(chan struct{}, 1),
 		done:      make(chan struct{}),
 		err:       errors.New("not connected yet"),
-		chans:     map[string]*chanState{},
+		chans:     keyset.New(func(st *chanState) string { return st.name }),
+		lingers:   lingerQueue{linger: linger},
 		changed:   make(chan struct{}),
-	}
-}
-
-// want marks channels to be subscribed.
-func (r *relay) want(chans []string) { r.mark(chans, true, false) }
-
-// unwant marks channels to be unsubscribed.
-func (r *relay) unwant(chans []string) { r.mark(chans, false, false) }
-
-// adopt marks channels moved here from another connection to be subscribed: they resume.
-func (r *relay) adopt(chans []string) { r.mark(chans, true, true) }
-
-// handOff marks channels moved to another connection to be unsubscribed.
-func (r *relay) handOff(chans []string) { r.mark(chans, false, true) }
-
-func (r *relay) mark(chans []string, want, moved bool) {
-	r.mu.Lock()
-	for _, ch := range chans {
-		st := r.chans[ch]
-		if st == nil {
-			if !want {
-				continue
-			}
-			st = &chanState{name: ch}
-			r.chans[ch] = st
-		}
-		st.want = want
-		if want {
-			st.resume = st.resume || moved
-			st.handedOff = false
-		} else {
-			st.handedOff = moved
-		}
-		if !want && !st.onWire && st.acks == 0 && !st.queued {
-			delete(r.chans, ch) // not on the wire (the server dropped it): nothing to send
-			continue
-		}
-		r.enqueueLocked(st)
-	}
-	r.mu.Unlock()
-	r.wake()
-}
-
-func (r *relay) enqueueLocked(st *chanState) {
-	if st.want != st.onWire && !st.queued {
-		st.queued = true
-		r.dirty = append(r.dirty, st)
 	}
 }
 
@@ -163,7 +127,7 @@ func (r *relay) wake() {
 // the server dropped when its slot moved (re-sent when the topology says it stays here).
 func (r *relay) resync() {
 	r.mu.Lock()
-	for _, st := range r.chans {
+	for st := range r.chans.All() {
 		r.enqueueLocked(st)
 	}
 	r.mu.Unlock()
@@ -213,7 +177,7 @@ func (r *relay) run(ctx context.Context) {
 		}
 		r.mu.Lock()
 		r.conn, r.err, r.quiet = conn, nil, false
-		for _, st := range r.chans {
+		for st := range r.chans.All() {
 			r.enqueueLocked(st)
 		}
 		r.notifyLocked()
@@ -252,16 +216,20 @@ func (r *relay) setDown(err error) {
 	r.conn, r.err, r.quiet = nil, err, true
 	r.inflight = 0
 	var stopped []Subscription
-	for name, st := range r.chans {
+	var gone []string // deleted after the loop: the set must not change while ranged over
+	for st := range r.chans.All() {
 		st.resume = st.resume || (st.want && st.onWire)
 		st.onWire, st.acks = false, 0
 		if !st.want {
 			st.queued = false
-			delete(r.chans, name)
+			gone = append(gone, st.name)
 			if r.watcher != nil && !st.handedOff {
 				stopped = append(stopped, Subscription{Channel: st.name, Change: Stopped})
 			}
 		}
+	}
+	for _, name := range gone {
+		r.chans.Delete(name)
 	}
 	kept := r.dirty[:0]
 	for _, st := range r.dirty {
@@ -365,9 +333,9 @@ func (r *relay) readOne(rr *respReader, d *dispatcher) error {
 		// Looking the channel up gives its name as a string without allocating one, and drops
 		// a message that raced with an UNSUBSCRIBE. It must happen before the next read,
 		// which may overwrite name.
-		// want is read under the lock: unwant changes it from the sweep's goroutine.
+		// want is read under the lock: expire changes it from the sweep's goroutine.
 		r.mu.Lock()
-		st := r.chans[string(name)]
+		st, _ := r.chans.GetBytes(name)
 		wanted := st != nil && st.want
 		r.mu.Unlock()
 		size, err := rr.bulkLen()
@@ -422,7 +390,7 @@ func (r *relay) readOne(rr *respReader, d *dispatcher) error {
 // until the owner reloads the topology and moves it, or resyncs it if it stays here. The
 // connection and every other channel on it are left alone.
 func (r *relay) confirmLocked(name []byte, k pushKind, d *dispatcher) (moved bool, change Subscription) {
-	st := r.chans[string(name)]
+	st, _ := r.chans.GetBytes(name)
 	if st == nil || st.acks == 0 {
 		if k != pushUnsubscribe || !r.sharded {
 			return false, change
@@ -449,7 +417,7 @@ func (r *relay) confirmLocked(name []byte, k pushKind, d *dispatcher) (moved boo
 			change.Change, st.resume = Resumed, false
 		}
 	case !st.want && !st.queued:
-		delete(r.chans, st.name)
+		r.chans.Delete(st.name)
 		if !st.handedOff {
 			change = Subscription{Channel: st.name, Change: Stopped}
 		}

@@ -48,7 +48,7 @@ func (r *relay) writeLoop(ctx context.Context) {
 				st.onWire = false
 				st.acks++
 			case !st.want && st.acks == 0:
-				delete(r.chans, st.name)
+				r.chans.Delete(st.name)
 			}
 		}
 		clear(r.dirty)

@@ -72,7 +72,7 @@ func newLoop(id int, e *Engine, tick time.Duration) (*loop, error) {
 		id:     id,
 		e:      e,
 		poll:   p,
-		reg:    registry.NewIndexedShard(func(c *conn) *int32 { return &c.place }),
+		reg:    registry.NewIndexedShard(func(c *conn) *int32 { return &c.place }, func(c *conn) string { return c.id.User }),
 		buf:    make([]byte, readBufferSize),
 		events: make([]unix.EpollEvent, 256),
 		timers: timers{

@@ -80,9 +80,9 @@ func TestIdleConnectionHeap(t *testing.T) {
 	}
 }
 
-// maxHeapPerConn bounds TestIdleConnectionHeap's figure with room for runtime versions; the
-// measured value is in docs/DESIGN.md.
-const maxHeapPerConn = 300
+// maxHeapPerConn bounds TestIdleConnectionHeap's figure with room for runtime versions and
+// the race detector (228 bytes measured, 236 under -race); docs/DESIGN.md has the breakdown.
+const maxHeapPerConn = 270
 
 // holdClients opens n upgraded connections to h from a child process (TestMemoryHelperClients)
 // and returns once the engine has registered them all; the returned func closes them. With

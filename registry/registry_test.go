@@ -332,12 +332,12 @@ func TestIndexedShardStaysConsistentUnderChurn(t *testing.T) {
 		id    int
 		place int32
 	}
-	s := NewIndexedShard(func(c *item) *int32 { return &c.place })
+	user := func(c int) string { return fmt.Sprintf("u%d", c%29) }
+	s := NewIndexedShard(func(c *item) *int32 { return &c.place }, func(c *item) string { return user(c.id) })
 	items := make([]*item, 97)
 	for i := range items {
 		items[i] = &item{id: i}
 	}
-	user := func(c int) string { return fmt.Sprintf("u%d", c%29) }
 	group := func(c int) []string { return []string{fmt.Sprintf("g%d", c%5)} }
 	live := map[int]bool{}
 	for i := 0; i < 3000; i++ {
@@ -382,5 +382,39 @@ func TestIndexedShardStaysConsistentUnderChurn(t *testing.T) {
 		if !slices.ContainsFunc(s.Lookup(Target{Kind: Group, ID: group(c)[0]}), func(x *item) bool { return x.id == c }) {
 			t.Fatalf("connection %d missing from its group", c)
 		}
+	}
+}
+
+// BenchmarkShardLookupUser compares the two ways a shard finds a user's only connection: a Go
+// map keyed by the user (NewShard) and the table keyed by the user each connection carries
+// (NewIndexedShard, the epoll engine's).
+func BenchmarkShardLookupUser(b *testing.B) {
+	type conn struct {
+		user  string
+		place int32
+	}
+	conns := make([]*conn, 10000)
+	for i := range conns {
+		conns[i] = &conn{user: fmt.Sprintf("user-%d", i)}
+	}
+	for _, bc := range []struct {
+		name  string
+		shard *Shard[*conn]
+	}{
+		{"map", NewShard[*conn]()},
+		{"indexed", NewIndexedShard(func(c *conn) *int32 { return &c.place }, func(c *conn) string { return c.user })},
+	} {
+		for _, c := range conns {
+			bc.shard.Add(c, c.user, nil)
+		}
+		tg := Target{Kind: User, ID: "user-4321"}
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if len(bc.shard.Lookup(tg)) != 1 {
+					b.Fatal("user not found")
+				}
+			}
+		})
 	}
 }

@@ -1,5 +1,7 @@
 package registry
 
+import "github.com/huleedu/websocket-service/internal/keyset"
+
 // Shard indexes one shard's connections by user, by group and as a whole. It is not safe for
 // concurrent use: the engine that owns the shard serialises every call (the epoll engine by
 // calling it only from the shard's loop goroutine).
@@ -10,10 +12,14 @@ package registry
 // It is built to cost little per connection, since an idle connection is mostly its index
 // entries (docs/DESIGN.md, "Memory per connection"): a user with one connection on the shard
 // (nearly every user) is one map entry holding the connection itself, not a list; and a caller
-// that keeps each connection's place in the whole list (NewIndexedShard) saves the map from
-// connection to place.
+// that keeps each connection's place in the whole list and its user in the connection
+// (NewIndexedShard) saves the map from connection to place and holds a user's only connection
+// in a slot of 8 bytes rather than a map entry of 24 (internal/keyset).
 type Shard[C comparable] struct {
-	users  map[string]C   // a user's connection, while it is the user's only one on the shard
+	// A user's connection, while it is the user's only one on the shard: in users, or with
+	// NewIndexedShard in byUser.
+	users  map[string]C
+	byUser *keyset.Set[C]
 	multi  map[string][]C // the connections of users with more than one
 	groups map[string][]C
 	all    []C
@@ -29,9 +35,35 @@ func NewShard[C comparable]() *Shard[C] {
 
 // NewIndexedShard returns an empty shard index that keeps each connection's place in the
 // connection itself: place(c) points at an int32 the caller zeroes before Add and leaves
-// alone while c is on the shard.
-func NewIndexedShard[C comparable](place func(C) *int32) *Shard[C] {
-	return &Shard[C]{users: map[string]C{}, multi: map[string][]C{}, groups: map[string][]C{}, place: place}
+// alone while c is on the shard; and that finds a user's only connection by the user it
+// carries: user(c) is the user c is added under. The zero C is never a connection.
+func NewIndexedShard[C comparable](place func(C) *int32, user func(C) string) *Shard[C] {
+	return &Shard[C]{byUser: keyset.New(user), multi: map[string][]C{}, groups: map[string][]C{}, place: place}
+}
+
+// only returns user's connection when it is the user's only one on the shard.
+func (s *Shard[C]) only(user string) (C, bool) {
+	if s.byUser != nil {
+		return s.byUser.Get(user)
+	}
+	c, ok := s.users[user]
+	return c, ok
+}
+
+func (s *Shard[C]) setOnly(user string, c C) {
+	if s.byUser != nil {
+		s.byUser.Put(c)
+		return
+	}
+	s.users[user] = c
+}
+
+func (s *Shard[C]) dropOnly(user string) {
+	if s.byUser != nil {
+		s.byUser.Delete(user)
+		return
+	}
+	delete(s.users, user)
 }
 
 // index returns c's index in all.
@@ -70,11 +102,11 @@ func (s *Shard[C]) Add(c C, user string, groups []string) {
 	s.all = append(s.all, c)
 	if list, ok := s.multi[user]; ok {
 		s.multi[user] = append(list, c)
-	} else if first, ok := s.users[user]; ok {
-		delete(s.users, user)
+	} else if first, ok := s.only(user); ok {
+		s.dropOnly(user)
 		s.multi[user] = []C{first, c}
 	} else {
-		s.users[user] = c
+		s.setOnly(user, c)
 	}
 	for _, g := range groups {
 		s.groups[g] = append(s.groups[g], c)
@@ -96,15 +128,15 @@ func (s *Shard[C]) Remove(c C, user string, groups []string) bool {
 	s.all[last] = zero
 	s.all = s.all[:last]
 	s.dropIndex(c)
-	if only, ok := s.users[user]; ok {
+	if only, ok := s.only(user); ok {
 		if only == c {
-			delete(s.users, user)
+			s.dropOnly(user)
 		}
 	} else {
 		removeFrom(s.multi, user, c)
 		if list := s.multi[user]; len(list) == 1 {
 			delete(s.multi, user)
-			s.users[user] = list[0]
+			s.setOnly(user, list[0])
 		}
 	}
 	for _, g := range groups {
@@ -163,7 +195,7 @@ func removeFrom[C comparable](m map[string][]C, key string, c C) {
 func (s *Shard[C]) Lookup(t Target) []C {
 	switch t.Kind {
 	case User:
-		if c, ok := s.users[t.ID]; ok {
+		if c, ok := s.only(t.ID); ok {
 			s.one[0] = c
 			return s.one[:]
 		}

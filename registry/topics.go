@@ -95,7 +95,7 @@ func (t Topics) Channel(tg Target) string {
 	return t.Broadcast
 }
 
-// Channels lists the channels a connection of user with groups listens on.
+// Channels lists the channels a connection of user with groups listens on, the user's first.
 func (t Topics) Channels(user string, groups []string) []string {
 	out := make([]string, 0, 2+len(groups))
 	out = append(out, t.UserChannel(user))

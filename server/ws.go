@@ -69,7 +69,10 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		s.engine.Reject(w, r, subprotocol, code, message.ClosePolicyViolation)
 		return
 	}
-	user := claims.Subject
+	channels := s.topics.Channels(claims.Subject, claims.Groups)
+	// The user id is kept as the tail of its channel's name, which the backplane holds for
+	// as long as the connection anyway: one string per idle connection instead of two.
+	user := channels[0][len(s.topics.UserPrefix):]
 	if err := s.limits.ReserveUser(user); err != nil {
 		s.limits.ReleaseNode()
 		s.connection(span, telemetry.ResultLimitReached, message.CodeConnectionLimit)
@@ -78,7 +81,6 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := session.Identity{User: user, Groups: claims.Groups}
-	channels := s.topics.Channels(id.User, id.Groups)
 	ctx, cancel := context.WithTimeout(r.Context(), subscribeTimeout)
 	err = s.backplane.Subscribe(ctx, channels)
 	cancel()
