@@ -114,9 +114,15 @@ func TestSubscribeDuringAnOutageSucceedsOnlyOnceConfirmed(t *testing.T) {
 	if subErr != nil {
 		t.Fatalf("Subscribe across the restart: %v", subErr)
 	}
-	// Returned, so live: a message published now is delivered.
-	if err := r.Publish(ctx, "ws:patient", []byte("after")); err != nil {
-		t.Fatal(err)
+	// Returned, so live: a message published now is delivered. The command pool may still
+	// answer with its last dial error for up to a second after Redis is back (go-redis stops
+	// dialing after PoolSize failures and probes once a second), which a publisher retries.
+	var pubErr error
+	if !testenv.Until(10*time.Second, func() bool {
+		pubErr = r.Publish(ctx, "ws:patient", []byte("after"))
+		return pubErr == nil
+	}) {
+		t.Fatalf("publish after the restart: %v", pubErr)
 	}
 	got := sink.waitFor(t, 1, 10*time.Second)
 	if string(got[0].Payload) != "after" {
