@@ -26,7 +26,7 @@ func statuses(t *testing.T, addr string, n int, pieces ...string) []int {
 	t.Cleanup(func() { c.Close() })
 	for i, p := range pieces {
 		if i > 0 {
-			time.Sleep(20 * time.Millisecond)
+			time.Sleep(20 * time.Millisecond) // pieces in separate reads: the arrival under test
 		}
 		if _, err := io.WriteString(c, p); err != nil {
 			t.Fatal(err)

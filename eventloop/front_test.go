@@ -136,7 +136,7 @@ func TestFrontUpgradeArrivingInPiecesIsAccepted(t *testing.T) {
 	for _, cut := range []int{3, 20, 61, len(req) - 3, len(req) - 1, len(req)} {
 		fc.write(req[prev:cut])
 		prev = cut
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // the pieces under test arrive in separate reads
 	}
 	fc.expectStatus(http.StatusSwitchingProtocols)
 	fc.echo("whole")
@@ -301,7 +301,7 @@ func TestFrontClosesAHeadNotCompleteInTime(t *testing.T) {
 	})
 	t.Run("a complete head in time is served", func(t *testing.T) {
 		fc := dialFront(t, h)
-		time.Sleep(timeout / 2)
+		time.Sleep(timeout / 2) // the head comes late, but in time: the timing under test
 		fc.write(wsraw.Head("/ws?token=" + h.token(t, "u", nil, time.Hour)))
 		fc.expectStatus(http.StatusSwitchingProtocols)
 		time.Sleep(timeout) // past the head's deadline the connection is the shard's
@@ -313,7 +313,9 @@ func TestFrontCloseClosesHeadsStillArriving(t *testing.T) {
 	h := newFrontHarness(t, 10*time.Second, 64<<10)
 	fc := dialFront(t, h)
 	fc.write("GET /ws HTTP/1.1\r\nHost: x\r\n")
-	time.Sleep(50 * time.Millisecond) // the front has read it and waits for the rest
+	// Most likely the front has read it and waits for the rest by now; if not, Close still
+	// has to close it (from the listener's queue), so the assertion holds either way.
+	time.Sleep(50 * time.Millisecond)
 	if err := h.front.Close(); err != nil {
 		t.Fatal(err)
 	}
