@@ -76,6 +76,7 @@ func (l *loop) regroup(c *conn, rg *session.Regroup, heads []resume.Outcome) {
 		for _, f := range resume.RegroupFrames(rg.Removed, heads) {
 			l.reply(c, encodeFrame(opText, f))
 		}
+		l.floorAdded(c, heads)
 	}
 	if c.state == stateOpen {
 		l.reply(c, encodeFrame(opText, rg.Reply))

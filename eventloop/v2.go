@@ -58,6 +58,28 @@ func (l *loop) resumeDone(c *conn) {
 	delete(l.resumes, c)
 }
 
+// floorAdded checks, for resume.FloorTime, deliveries of the streams a refresh added against
+// the cursors their syncs announced: a message published before its group was added may still
+// be on its way, and at or before that cursor it is dropped. A connection still resuming is
+// left alone (its resume's own verdicts decide what it gets).
+func (l *loop) floorAdded(c *conn, heads []resume.Outcome) {
+	if c.flags&flagResuming != 0 || len(heads) == 0 {
+		return
+	}
+	v := l.resumes[c]
+	if v == nil {
+		v = &v2conn{st: resume.Floors(heads)}
+	} else {
+		v.st.Floor(heads)
+	}
+	if !v.st.Floors() {
+		return
+	}
+	l.resumes[c] = v
+	c.flags |= flagFloor
+	v.floorUntil = l.now + ticksFor(resume.FloorTime, l.tick)
+}
+
 // dropFloors ends c's checks of stale deliveries.
 func (l *loop) dropFloors(c *conn) {
 	c.flags &^= flagFloor

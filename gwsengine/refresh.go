@@ -52,6 +52,12 @@ func (s *shard) regroup(c *conn, gen uint32, rg *session.Regroup, heads []resume
 			for _, g := range rg.Removed {
 				v.st.Forget(registry.Target{Kind: registry.Group, ID: g}.Stream())
 			}
+			// A message of an added group published before it was added may still be on its
+			// way: at or before the cursor its sync announces, it is dropped. Deliveries wait
+			// for fanout, which this holds, so the floors are in place before any can come.
+			if len(heads) > 0 && v.live.Load() && v.st.Floor(heads) {
+				v.checkFloors()
+			}
 			v.mu.Unlock()
 		}
 		s.reg.Leave(c, rg.Removed)

@@ -27,6 +27,23 @@ type v2conn struct {
 	mu     sync.Mutex
 	st     resume.State
 	timer  *time.Timer
+	floorN uint32 // which checkFloors timer is the latest; under mu
+}
+
+// checkFloors starts (or restarts) resume.FloorTime of Stale checks; v.mu is held. An
+// earlier timer that fires later finds itself superseded and leaves the checks alone.
+func (v *v2conn) checkFloors() {
+	v.floorN++
+	n := v.floorN
+	v.floors.Store(true)
+	time.AfterFunc(resume.FloorTime, func() {
+		v.mu.Lock()
+		if v.floorN == n {
+			v.st.DropFloors()
+			v.floors.Store(false)
+		}
+		v.mu.Unlock()
+	})
 }
 
 // acceptV2 makes c a v2 connection waiting for its resume frame, at most the Service's wait.
@@ -110,13 +127,7 @@ func (c *conn) replay(out []resume.Outcome, release func()) {
 		}
 		if done {
 			if v.st.Floors() {
-				v.floors.Store(true)
-				time.AfterFunc(resume.FloorTime, func() {
-					v.mu.Lock()
-					v.st.DropFloors()
-					v.floors.Store(false)
-					v.mu.Unlock()
-				})
+				v.checkFloors()
 			}
 			v.live.Store(true)
 			v.mu.Unlock()

@@ -181,6 +181,30 @@ func (s *State) Stale(stream string, pos history.Position) bool {
 	return false
 }
 
+// Floor adds the streams a token refresh added to a live connection, with the cursors their
+// syncs announced: a message of such a stream published before it was added may still be on
+// its way through the backplane, and must be dropped (Stale) like one a resume covered. It
+// reports whether there is anything to check.
+func (s *State) Floor(heads []Outcome) bool {
+	if s.phase != live {
+		return false
+	}
+	for _, h := range heads {
+		if !h.Result.Cursor.IsZero() {
+			s.out = append(s.out, h)
+		}
+	}
+	return len(s.out) > 0
+}
+
+// Floors is a live State that only checks heads (Floor): for a connection whose resume is
+// over and whose State the engine has let go.
+func Floors(heads []Outcome) State {
+	s := State{phase: live}
+	s.Floor(heads)
+	return s
+}
+
 // DropFloors ends every Stale check.
 func (s *State) DropFloors() { s.out = nil }
 

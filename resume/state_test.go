@@ -186,3 +186,44 @@ func TestForgetRemovedStream(t *testing.T) {
 		}
 	}
 }
+
+// A stream a refresh added to a live connection is checked like a resumed one: a message at or
+// before the cursor its sync announced (published before the group was added, still on its way
+// through the backplane) is stale; the first later one ends the check. A connection still
+// resuming is left to its resume.
+func TestFloorOfAStreamARefreshAdded(t *testing.T) {
+	heads := []Outcome{{Stream: "group:c", Result: history.Result{Reason: history.ReasonNew, Cursor: pos(1, 1)}}}
+	for _, tc := range []struct {
+		name string
+		st   State
+	}{{"live", liveState(t)}, {"let go", Floors(nil)}} {
+		st := tc.st
+		if !st.Floor(heads) || !st.Floors() {
+			t.Fatalf("%s: no floor after a refresh added group:c", tc.name)
+		}
+		if !st.Stale("group:c", pos(1, 1)) {
+			t.Fatalf("%s: the message at the sync's cursor is not stale", tc.name)
+		}
+		if st.Stale("group:c", pos(1, 2)) || st.Floors() {
+			t.Fatalf("%s: the next message is stale, or the check goes on after it", tc.name)
+		}
+	}
+	var resuming State
+	resuming.Begin()
+	if resuming.Floor(heads) {
+		t.Fatal("a connection still resuming took a floor")
+	}
+}
+
+// liveState is a State whose resume is done and whose floors are dropped.
+func liveState(t *testing.T) State {
+	t.Helper()
+	var st State
+	st.Begin()
+	st.Ready(nil, func() {})
+	if _, done := st.Next(nil, 1<<20, 0, func(b []byte) []byte { return b }); !done || !st.Live() {
+		t.Fatal("an empty resume did not go live")
+	}
+	st.DropFloors()
+	return st
+}
