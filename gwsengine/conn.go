@@ -56,14 +56,6 @@ type conn struct {
 // closing reports whether the server has begun closing c.
 func (c *conn) closing() bool { return c.code.Load() != 0 }
 
-// write sends one frame and waits for it, outside the send queue: only the close path uses
-// it, for the reply in front of the close frame, under the close's write deadline.
-func (c *conn) write(op gws.Opcode, payload []byte) {
-	if err := c.socket.WriteMessage(op, payload); err == nil && op <= gws.OpcodeBinary {
-		c.e.metrics.MessagesSent.Inc()
-	}
-}
-
 // shut begins a server-initiated close: reply (an ErrorMessage, say) as a text frame, then a
 // close frame with code. Only the first call has an effect; it reports whether it was the
 // first. Frames already queued go first unless urgent, in which case the queue is skipped, as
@@ -78,9 +70,16 @@ func (c *conn) shut(code uint16, reply []byte, urgent bool) bool {
 	// consumer, and the server holds no more for c than the limit allows.
 	urgent = urgent || !c.out.fits(int64(len(reply))+2*frameOverhead, c.e.sendQueueLimit)
 	_ = c.wire.SetWriteDeadline(time.Now().Add(closeGrace))
+	// The reply goes out in the same write as the close frame (wire.Write): on the urgent path
+	// gws's write queue keeps running, and a queued frame written between the two would reach
+	// the client after the reply that said it was the last.
+	var frame []byte
+	if reply != nil {
+		frame = rfc6455.EncodeFrame(rfc6455.OpText, reply)
+	}
 	job := func() {
-		if reply != nil {
-			c.write(gws.OpcodeText, reply)
+		if frame != nil {
+			c.wire.beforeClose.Store(&frame)
 		}
 		_ = c.socket.WriteClose(code, nil)
 	}

@@ -23,7 +23,9 @@ import (
 //     reset a peer whose close frame is still in flight. Close only half-closes and bounds
 //     further reads by closeGrace, so gws's read loop keeps going until the peer's close frame,
 //     EOF or the deadline; the engine calls release once that loop has ended;
-//   - the MESSAGE_TOO_LARGE ErrorMessage in front of gws's own 1009 close frame;
+//   - the MESSAGE_TOO_LARGE ErrorMessage in front of gws's own 1009 close frame, and the
+//     engine's reply in front of its own close frames (beforeClose), in the same write, so
+//     that no queued frame comes between the two;
 //   - the frame-length guard: gws v1.8.9 turns a 64-bit frame length into an int, so a length
 //     with the top bit set becomes negative, passes its ReadMaxPayloadSize check and panics
 //     its read loop (the whole process). Read follows the frame headers going by (frameScan)
@@ -44,6 +46,9 @@ type wire struct {
 	// wire of an engine; metrics (nil in some tests) counts what a wire refuses.
 	tooLarge []byte
 	metrics  *telemetry.Metrics
+	// beforeClose is an encoded text frame (an ErrorMessage) the next close frame written
+	// carries in front of it; the engine sets it right before WriteClose.
+	beforeClose atomic.Pointer[[]byte]
 
 	// Read side, touched only by the goroutine running gws's read loop (socket is set before
 	// that loop starts).
@@ -175,6 +180,24 @@ func (w *wire) closeBehindQueue(code uint16) {
 }
 
 func (w *wire) Write(p []byte) (int, error) {
+	n := len(p)
+	var reply *[]byte
+	if w.beforeClose.Load() != nil && closeCodeOf(p) != 0 {
+		if reply = w.beforeClose.Swap(nil); reply != nil {
+			p = append(append(make([]byte, 0, len(*reply)+len(p)), *reply...), p...)
+		}
+	}
+	if _, err := w.write(p); err != nil {
+		return 0, err
+	}
+	if reply != nil && w.metrics != nil {
+		w.metrics.MessagesSent.Inc()
+	}
+	return n, nil
+}
+
+// write is Write once the frames to write are known: held until open, else to the socket.
+func (w *wire) write(p []byte) (int, error) {
 	if w.state.Load() != wireDirect {
 		w.mu.Lock()
 		switch w.state.Load() {

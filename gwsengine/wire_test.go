@@ -283,3 +283,43 @@ func TestHeldWireWritesInOrderAndHalfClosesLast(t *testing.T) {
 		})
 	}
 }
+
+// writeLog is a net.Conn that records each Write it is given.
+type writeLog struct {
+	net.Conn
+	writes [][]byte
+}
+
+func (l *writeLog) Write(p []byte) (int, error) {
+	l.writes = append(l.writes, append([]byte(nil), p...))
+	return len(p), nil
+}
+
+// The engine's reply to a close goes out in the very write of the close frame, so that no
+// frame gws still has queued can come between them (a slow consumer's SLOW_CONSUMER must be
+// the last frame before its close); frames written before the close do not carry it.
+func TestReplyGoesInTheSameWriteAsTheCloseFrame(t *testing.T) {
+	log := &writeLog{}
+	w := newWire(log, 1<<10, false, nil, nil)
+	reply := rfc6455.EncodeFrame(rfc6455.OpText, message.ErrorJSON(message.CodeSlowConsumer))
+	w.beforeClose.Store(&reply)
+	data := rfc6455.EncodeFrame(rfc6455.OpText, []byte(`{"seq":1}`))
+	closeFrame := rfc6455.EncodeFrame(rfc6455.OpClose, []byte{0x03, 0xf5}) // 1013
+	for _, p := range [][]byte{data, closeFrame} {
+		if n, err := w.Write(p); n != len(p) || err != nil {
+			t.Fatalf("Write(%d bytes) = %d, %v", len(p), n, err)
+		}
+	}
+	want := []string{string(data), string(reply) + string(closeFrame)}
+	if len(log.writes) != len(want) {
+		t.Fatalf("%d writes, want %d: %q", len(log.writes), len(want), log.writes)
+	}
+	for i := range want {
+		if string(log.writes[i]) != want[i] {
+			t.Fatalf("write %d is %q, want %q", i, log.writes[i], want[i])
+		}
+	}
+	if w.beforeClose.Load() != nil {
+		t.Fatal("the reply is still pending after the close frame carried it")
+	}
+}
