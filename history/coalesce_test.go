@@ -63,3 +63,13 @@ func TestCoalescerNeverAnswersWithAReadThatStartedEarlier(t *testing.T) {
 		t.Fatalf("%d fetches for 51 readers", n)
 	}
 }
+
+// waiting counts the readers of channel gathered for the read after the one under way.
+func (c *coalescer) waiting(channel string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p := c.streams[channel]; p != nil && p.next != nil {
+		return p.next.readers
+	}
+	return 0
+}
