@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -176,9 +177,28 @@ func checkDelivery(t *testing.T, p *seqtest.Publisher, clients []*relClient) int
 		t.Errorf("… %d problems in all", bad)
 	}
 	if len(pending) > 0 && bad == 0 {
-		t.Errorf("%d clients never caught up with the last message (first: %s)", len(pending), pending[0].sub)
+		t.Errorf("%d clients never caught up with the last message (first: %s; behind: %s)", len(pending), pending[0].sub, behind(p, pending))
 	}
 	return received
+}
+
+// behind says, for each channel some of clients lag on, how many of them and where they are
+// against the last number acknowledged: the stream that stalled.
+func behind(p *seqtest.Publisher, clients []*relClient) string {
+	lag := map[string][]int{}
+	for _, c := range clients {
+		for _, ch := range c.channels() {
+			if last := c.rec.Last(ch); last < p.LastAcked(ch) {
+				lag[ch] = append(lag[ch], last)
+			}
+		}
+	}
+	var out []string
+	for ch, lasts := range lag {
+		out = append(out, fmt.Sprintf("%s: %d clients at %v of %d", ch, len(lasts), firstOf(lasts, 5), p.LastAcked(ch)))
+	}
+	sort.Strings(out)
+	return strings.Join(out, "; ")
 }
 
 // holes lists the clients' reported holes (recovered:false after their first syncs).
@@ -211,4 +231,4 @@ func replayed(clients []*relClient) int {
 }
 
 // firstOf shortens a list for a failure message.
-func firstOf(s []string, n int) []string { return s[:min(n, len(s))] }
+func firstOf[T any](s []T, n int) []T { return s[:min(n, len(s))] }
