@@ -222,11 +222,10 @@ func (r *Router) drainLocked(st *stream, d *drain) (again bool) {
 			top := d.res.Cursor
 			if !top.IsZero() && top.Epoch != st.last.Epoch && top.Epoch != st.left {
 				// The history moved to another epoch after the last message held: the
-				// rest of the old one is lost; the new one is read from its start.
-				start := history.Position{Epoch: top.Epoch}
-				d.out = append(d.out, st.gap(start, history.ReasonEpoch, -1))
+				// rest of the old one is lost.
+				d.out = append(d.out, st.gap(top, history.ReasonEpoch, -1))
 				r.m.GapRepair(telemetry.RepairLost)
-				st.skipTo(start)
+				st.skipTo(top)
 				continue
 			}
 			if top.Epoch != st.last.Epoch || top.Seq <= st.last.Seq {

@@ -75,62 +75,6 @@ func TestJumpIsRepairedInOrderBeforeLaterMessages(t *testing.T) {
 	}
 }
 
-// Redis restarted without its data while the node was not subscribed: what the new epoch
-// published before the subscription resumed is in its history, and none of it arrives live.
-// The rest of the old epoch is a gap; the new epoch is replayed from its start, whether the
-// repair began with the resumed subscription or with an old-epoch message that jumped.
-func TestNewEpochPublishedWhileUnsubscribedIsReplayedAfterItsGap(t *testing.T) {
-	limits := history.Limits{Size: 100, TTL: time.Minute}
-	for _, straggler := range []bool{false, true} {
-		t.Run(fmt.Sprint("straggler=", straggler), func(t *testing.T) {
-			old, err := history.NewMemory(limits, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			// An hour ahead: another epoch for sure, and a consistent clock for its TTL.
-			fresh, err := history.NewMemory(limits, func() time.Time { return time.Now().Add(time.Hour) })
-			if err != nil {
-				t.Fatal(err)
-			}
-			hist := &swappable{cur: old}
-			rec := newRecorder()
-			r := New(Options{Topics: testTopics, History: hist, Limit: 100}, rec)
-			ch := "ws-broadcast"
-			live := func(m *history.Memory) backplane.Message {
-				e := m.Append(ch, []byte("m"), "")
-				return backplane.Message{Channel: ch, Payload: e.Payload, Position: e.Position, Prev: e.Prev}
-			}
-			r.Deliver([]backplane.Message{live(old), live(old)})
-			var late backplane.Message
-			if straggler {
-				old.Append(ch, []byte("lost"), "")
-				late = live(old) // old.4, still on its way when Redis restarts
-			}
-			hist.mu.Lock()
-			hist.cur = fresh
-			hist.mu.Unlock()
-			for range 3 {
-				fresh.Append(ch, []byte("m"), "")
-			}
-			if straggler {
-				r.Deliver([]backplane.Message{late})
-			} else {
-				r.Subscriptions([]backplane.Subscription{{Channel: ch, Change: backplane.Resumed}})
-			}
-			awaitIdle(t, r)
-			e1, e2 := old.Append(ch, nil, "").Position.Epoch%1000, fresh.Append(ch, nil, "").Position.Epoch%1000
-			want := fmt.Sprintf(" %d.1 %d.2 [gap epoch -1 to %d.0] %d.1 %d.2 %d.3", e1, e1, e2, e2, e2, e2)
-			if straggler {
-				want = fmt.Sprintf(" %d.1 %d.2 [gap epoch -1 to %d.3] %d.4 [gap epoch -1 to %d.0] %d.1 %d.2 %d.3", e1, e1, e1, e1, e2, e2, e2, e2)
-			}
-			tg, _ := testTopics.Parse(ch)
-			if got := describe(rec.stream(tg)); got != want {
-				t.Errorf("got %q, want %q", got, want)
-			}
-		})
-	}
-}
-
 func TestTrimmedHoleIsAGapRightBeforeTheNextMessage(t *testing.T) {
 	f := newFixture(t, history.Limits{Size: 2, TTL: time.Minute}, 100)
 	ch := "ws:ann"

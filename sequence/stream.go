@@ -98,12 +98,6 @@ func (st *stream) firstOwed() *backplane.Message {
 func (st *stream) hole(res history.Result) (end history.Position, missed int64, ok bool) {
 	h := st.firstOwed()
 	if h == nil {
-		if c := res.Cursor; !c.IsZero() && !st.last.IsZero() && c.Epoch != st.last.Epoch && c.Epoch != st.left {
-			// A new epoch (Redis restarted without its data while the node was not
-			// subscribed): the rest of the old one is lost, but what the new one published
-			// meanwhile is in its history, and the drain reads it from its start.
-			return history.Position{Epoch: c.Epoch}, -1, true
-		}
 		return res.Cursor, res.Missed, true
 	}
 	if st.judge(h.Position, h.Prev) == pass {
