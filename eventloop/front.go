@@ -3,7 +3,6 @@
 package eventloop
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -19,7 +18,8 @@ import (
 // Front owns the service's listening socket while the epoll engine serves: one goroutine
 // accepts connections and reads each one's first request head itself, so an upgrade reaches
 // admission without net/http's per-connection goroutine, buffers, connection state and
-// netpoller registration, and without the descriptor duplication a hijack needs. Every other
+// netpoller registration, and without a hijack (the descriptor is still duplicated, so that
+// the 101 can never be written to a reused number: frontWriter.dup). Every other
 // request (health, metrics, publish, another path), and any request it does not fully
 // understand (parseHead), goes to net/http with its bytes replayed: Front is the net.Listener
 // the HTTP server serves, so net/http keeps every answer it gives today.
@@ -100,16 +100,9 @@ func (e *Engine) Front(ln net.Listener, path string, upgrade http.Handler, heade
 	if !ok {
 		return nil, fmt.Errorf("front: %T has no file descriptor", ln)
 	}
-	raw, err := sc.SyscallConn()
+	lfd, err := dupFD(sc)
 	if err != nil {
 		return nil, fmt.Errorf("front: %w", err)
-	}
-	lfd, dupErr := -1, error(nil)
-	if err := raw.Control(func(s uintptr) { lfd, dupErr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
-		return nil, fmt.Errorf("front: control: %w", err)
-	}
-	if dupErr != nil {
-		return nil, fmt.Errorf("front: dup: %w", dupErr)
 	}
 	for _, o := range inheritedOptions {
 		if err := unix.SetsockoptInt(lfd, o.level, o.opt, o.value); err != nil {
@@ -285,12 +278,13 @@ func (f *Front) read(rd *reading) {
 		f.drop(rd)
 		return
 	}
-	data := f.buf[:n]
+	data, seen := f.buf[:n], 0
 	if rd.head != nil {
+		seen = len(rd.head)
 		rd.head = append(rd.head, data...)
 		data = rd.head
 	}
-	end := headEnd(data)
+	end := headEnd(data, seen)
 	switch {
 	case end > f.maxHead || end < 0 && len(data) > f.maxHead:
 		f.toNetHTTP(rd, data) // net/http answers 431
@@ -300,15 +294,15 @@ func (f *Front) read(rd *reading) {
 		}
 		f.wait(rd)
 	default:
-		// The request's context is never cancelled: as net/http's Shutdown, Close lets
-		// admissions under way finish (the engine refuses them once it drains).
-		r, ok := parseHead(context.Background(), data[:end], f.path)
+		// The request's context (Background) is never cancelled: as net/http's Shutdown,
+		// Close lets admissions under way finish (the engine refuses them once it drains).
+		r, ok := parseHead(data[:end], f.path)
 		if !ok {
 			f.toNetHTTP(rd, data)
 			return
 		}
 		r.RemoteAddr = remoteAddr(rd.peer)
-		w := &frontWriter{f: f, fd: rd.fd}
+		w := &frontWriter{fd: rd.fd}
 		if len(data) > end {
 			w.pending = append([]byte(nil), data[end:]...)
 		}

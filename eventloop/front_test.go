@@ -5,7 +5,6 @@ package eventloop
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"errors"
 	"io"
 	"net"
@@ -363,13 +362,38 @@ func BenchmarkParseHead(b *testing.B) {
 		"Origin: https://app.example.test\r\n", "User-Agent: Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/140.0\r\n",
 		"Sec-WebSocket-Protocol: notifications.v1\r\n", "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n",
 		"Accept-Language: en-GB,en;q=0.5\r\n", "Cache-Control: no-cache\r\n"))
-	ctx := context.Background()
 	b.ReportAllocs()
 	b.SetBytes(int64(len(head)))
 	for b.Loop() {
-		end := headEnd(head)
-		if _, ok := parseHead(ctx, head[:end], "/ws"); !ok {
+		end := headEnd(head, 0)
+		if _, ok := parseHead(head[:end], "/ws"); !ok {
 			b.Fatal("not parsed")
+		}
+	}
+}
+
+// headEnd finds the end of a head however it was cut into reads, with a CRLF or a bare-LF
+// blank line, and not before it has arrived.
+func TestHeadEndWhereverTheReadsAreCut(t *testing.T) {
+	for _, tc := range []struct {
+		head string
+		end  int // -1: no end yet
+	}{
+		{"GET / HTTP/1.1\r\nHost: x\r\n\r\nbody", 27},
+		{"GET / HTTP/1.1\nHost: x\n\nbody", 24},
+		{"GET / HTTP/1.1\r\nHost: x\n\r\nbody", 26},
+		{"GET / HTTP/1.1\r\nHost: x\r\n\r", -1},
+		{"GET / HTTP/1.1\r\nHost: x\r\n", -1},
+	} {
+		b := []byte(tc.head)
+		for cut := 0; cut <= len(b); cut++ {
+			got := headEnd(b[:cut], 0)
+			if got < 0 {
+				got = headEnd(b, cut)
+			}
+			if got != tc.end {
+				t.Errorf("%q read up to %d, then whole: end %d, want %d", tc.head, cut, got, tc.end)
+			}
 		}
 	}
 }

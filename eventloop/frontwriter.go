@@ -17,7 +17,6 @@ import (
 // refusal into it as into net/http's, and Accept and Reject take its descriptor instead of
 // hijacking one. It belongs to the admission goroutine.
 type frontWriter struct {
-	f       *Front
 	fd      int    // the accepted descriptor; the engine's once taken
 	pending []byte // what the client sent behind its request head
 	taken   bool   // Accept or Reject took fd

@@ -135,21 +135,26 @@ func dupConn(nc net.Conn, br *bufio.Reader) (fd int, pending []byte, err error) 
 	if !ok {
 		return -1, nil, fmt.Errorf("hijack: %T has no file descriptor (terminate TLS in front of the epoll engine)", nc)
 	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return -1, nil, fmt.Errorf("hijack: syscall conn: %w", err)
-	}
-	var dupErr error
-	fd = -1
-	if err := raw.Control(func(s uintptr) {
-		fd, dupErr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0)
-	}); err != nil {
-		return -1, nil, fmt.Errorf("hijack: control: %w", err)
-	}
-	if dupErr != nil {
-		return -1, nil, fmt.Errorf("hijack: dup: %w", dupErr)
+	if fd, err = dupFD(sc); err != nil {
+		return -1, nil, fmt.Errorf("hijack: %w", err)
 	}
 	// No fcntl for O_NONBLOCK: it is a flag of the open file description, which the duplicate
 	// shares and Go's accept4(SOCK_NONBLOCK) set; TestDuplicateIsNonBlocking checks it.
 	return fd, pending, nil
+}
+
+// dupFD duplicates sc's descriptor, close-on-exec, for the engine to own beside Go's.
+func dupFD(sc syscall.Conn) (int, error) {
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return -1, fmt.Errorf("syscall conn: %w", err)
+	}
+	fd, dupErr := -1, error(nil)
+	if err := raw.Control(func(s uintptr) { fd, dupErr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, fmt.Errorf("control: %w", err)
+	}
+	if dupErr != nil {
+		return -1, fmt.Errorf("dup: %w", dupErr)
+	}
+	return fd, nil
 }

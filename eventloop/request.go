@@ -4,7 +4,6 @@ package eventloop
 
 import (
 	"bytes"
-	"context"
 	"net"
 	"net/http"
 	"net/textproto"
@@ -19,15 +18,22 @@ import (
 // headEnd is the length of the request head at the start of b (request line and header lines,
 // through the blank line that ends them), or -1 while the blank line has not arrived. A bare
 // LF ends a line too, as net/http accepts; parseHead then hands such a request to net/http.
-func headEnd(b []byte) int {
-	end := -1
-	if i := bytes.Index(b, []byte("\n\r\n")); i >= 0 {
-		end = i + 3
+// The first from bytes of b were looked at before and held no end, so a head arriving in
+// many pieces is scanned once, not once per piece.
+func headEnd(b []byte, from int) int {
+	for i := max(from-2, 0); ; { // an end begun in the bytes before from finishes after it
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
+			return -1
+		}
+		i += j + 1
+		switch {
+		case i < len(b) && b[i] == '\n':
+			return i + 1
+		case i+1 < len(b) && b[i] == '\r' && b[i+1] == '\n':
+			return i + 2
+		}
 	}
-	if i := bytes.Index(b, []byte("\n\n")); i >= 0 && (end < 0 || i+2 < end) {
-		end = i + 2
-	}
-	return end
 }
 
 // parseHead reads the head of an upgrade request for path (head as delimited by headEnd) into
@@ -39,7 +45,7 @@ func headEnd(b []byte) int {
 // or ending in a bare LF, a request that is no upgrade): net/http then serves it from its
 // bytes, so every answer it gives stays its own. The request's strings share one copy of
 // the head.
-func parseHead(ctx context.Context, head []byte, path string) (r *http.Request, ok bool) {
+func parseHead(head []byte, path string) (r *http.Request, ok bool) {
 	if len(head) < 4 || string(head[:4]) != "GET " {
 		return nil, false
 	}
@@ -89,7 +95,7 @@ func parseHead(ctx context.Context, head []byte, path string) (r *http.Request, 
 			h[key] = values[len(values)-1 : len(values) : len(values)]
 		}
 	}
-	if hosts != 1 || !validHost(host) || !upgradeRequested(h) {
+	if hosts != 1 || !validHost(host) || !rfc6455.IsUpgrade(h) {
 		return nil, false
 	}
 	r = &http.Request{
@@ -103,13 +109,7 @@ func parseHead(ctx context.Context, head []byte, path string) (r *http.Request, 
 		Host:       host,
 		RequestURI: uri,
 	}
-	return r.WithContext(ctx), true
-}
-
-// upgradeRequested is server's isUpgrade: a request that is no upgrade at all gets its 400
-// from net/http's handler.
-func upgradeRequested(h http.Header) bool {
-	return rfc6455.HeaderHasToken(h, hdrConnection, "upgrade") && rfc6455.HeaderHasToken(h, hdrUpgrade, "websocket")
+	return r, true
 }
 
 // nextLine splits off the first CRLF line of s; ok is false when it ends in a bare LF or no

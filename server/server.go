@@ -120,7 +120,7 @@ func (s *Server) Handler() http.Handler { return s.http.Handler }
 // serves every other request.
 func (s *Server) Serve(ln net.Listener) error {
 	if f, ok := s.engine.(Fronter); ok {
-		front, err := f.Front(ln, PathWS, http.HandlerFunc(s.serveWS), readHeaderTimeout, maxHeaderBytes)
+		front, err := f.Front(ln, PathWS, http.HandlerFunc(s.serveWS), s.http.ReadHeaderTimeout, s.http.MaxHeaderBytes)
 		if err != nil {
 			// A listener without a descriptor (TLS, an in-memory one in a test): net/http
 			// reads every request, as with the gws engine.

@@ -25,7 +25,7 @@ import (
 // *http.Request from the bytes it read and answers through a ResponseWriter of its own.
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	started := time.Now()
-	if !isUpgrade(r) {
+	if !rfc6455.IsUpgrade(r.Header) {
 		http.Error(w, "expected a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)", http.StatusBadRequest)
 		return
 	}
@@ -110,12 +110,6 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.connection(span, telemetry.ResultAccepted, "")
-}
-
-// isUpgrade is the cheap pre-check that this is a WebSocket request at all; the engine
-// validates the rest of the handshake (key, version).
-func isUpgrade(r *http.Request) bool {
-	return rfc6455.HeaderHasToken(r.Header, "Connection", "upgrade") && rfc6455.HeaderHasToken(r.Header, "Upgrade", "websocket")
 }
 
 // credentials finds the token (query `token`, or a `bearer.<JWT>` subprotocol entry) and the

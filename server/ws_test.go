@@ -134,27 +134,3 @@ func TestIPRateIsSafeForConcurrentUse(t *testing.T) {
 		t.Fatalf("%d handshakes allowed in one instant, want the burst of 100", allowed)
 	}
 }
-
-func TestIsUpgrade(t *testing.T) {
-	for _, tc := range []struct {
-		conn, upgrade string
-		want          bool
-	}{
-		{"Upgrade", "websocket", true},
-		{"keep-alive, Upgrade", "WebSocket", true},
-		{"keep-alive", "websocket", false},
-		{"Upgrade", "h2c", false},
-		{"", "", false},
-	} {
-		r := httptest.NewRequest("GET", "/ws", nil)
-		if tc.conn != "" {
-			r.Header.Set("Connection", tc.conn)
-		}
-		if tc.upgrade != "" {
-			r.Header.Set("Upgrade", tc.upgrade)
-		}
-		if got := isUpgrade(r); got != tc.want {
-			t.Errorf("isUpgrade(Connection %q, Upgrade %q) = %v", tc.conn, tc.upgrade, got)
-		}
-	}
-}

@@ -47,6 +47,13 @@ func AppendAccept(b []byte, key string) []byte {
 // Accept is Sec-WebSocket-Accept's value for key, as a client checks it.
 func Accept(key string) string { return string(AppendAccept(make([]byte, 0, AcceptLen), key)) }
 
+// IsUpgrade reports whether h asks for a WebSocket upgrade at all (Connection: upgrade and
+// Upgrade: websocket): the cheap pre-check before the rest of the handshake (key, version) is
+// validated.
+func IsUpgrade(h http.Header) bool {
+	return HeaderHasToken(h, "Connection", "upgrade") && HeaderHasToken(h, "Upgrade", "websocket")
+}
+
 // HeaderHasToken reports whether any comma-separated element of header name equals token,
 // ignoring case and surrounding space (Connection: keep-alive, Upgrade). name must be in
 // canonical form (textproto.CanonicalMIMEHeaderKey, "Sec-Websocket-Protocol"): the map is

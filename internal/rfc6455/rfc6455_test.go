@@ -192,3 +192,27 @@ func BenchmarkAppendFrame(b *testing.B) {
 		})
 	}
 }
+
+func TestIsUpgrade(t *testing.T) {
+	for _, tc := range []struct {
+		conn, upgrade string
+		want          bool
+	}{
+		{"Upgrade", "websocket", true},
+		{"keep-alive, Upgrade", "WebSocket", true},
+		{"keep-alive", "websocket", false},
+		{"Upgrade", "h2c", false},
+		{"", "", false},
+	} {
+		h := http.Header{}
+		if tc.conn != "" {
+			h.Set("Connection", tc.conn)
+		}
+		if tc.upgrade != "" {
+			h.Set("Upgrade", tc.upgrade)
+		}
+		if got := IsUpgrade(h); got != tc.want {
+			t.Errorf("IsUpgrade(Connection %q, Upgrade %q) = %v", tc.conn, tc.upgrade, got)
+		}
+	}
+}
