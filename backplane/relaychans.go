@@ -16,6 +16,7 @@ type heldChannel struct {
 // It returns how many of them had no reference before (new, or lingering).
 func (r *relay) acquire(chans []string) (first int) {
 	r.mu.Lock()
+	queued := len(r.dirty)
 	for _, ch := range chans {
 		st, _ := r.chans.Get(ch)
 		if st == nil {
@@ -29,8 +30,7 @@ func (r *relay) acquire(chans []string) (first int) {
 			r.markLocked(st, true, false)
 		}
 	}
-	r.mu.Unlock()
-	r.wake()
+	r.unlockWaking(queued)
 	return first
 }
 
@@ -39,6 +39,7 @@ func (r *relay) acquire(chans []string) (first int) {
 // references. Releasing a channel that holds no reference does nothing.
 func (r *relay) release(chans []string, now time.Time) (last int) {
 	r.mu.Lock()
+	queued := len(r.dirty)
 	for _, ch := range chans {
 		st, _ := r.chans.Get(ch)
 		if st == nil || !st.want {
@@ -52,20 +53,30 @@ func (r *relay) release(chans []string, now time.Time) (last int) {
 			r.markLocked(st, false, false)
 		}
 	}
-	r.mu.Unlock()
-	r.wake()
+	r.unlockWaking(queued)
 	return last
 }
 
 // expire unsubscribes the channels that have been without references for the linger period.
 func (r *relay) expire(now time.Time) {
 	r.mu.Lock()
+	queued := len(r.dirty)
 	r.lingers.expire(now, r.heldRefsLocked, func(ch string) {
 		st, _ := r.chans.Get(ch)
 		r.markLocked(st, false, false)
 	})
+	r.unlockWaking(queued)
+}
+
+// unlockWaking releases r.mu and wakes the writer if channels were queued for it since dirty
+// held queued of them: most acquires and releases only count references (a user's second
+// connection, a group already subscribed), and every handshake and disconnect calls them.
+func (r *relay) unlockWaking(queued int) {
+	more := len(r.dirty) > queued
 	r.mu.Unlock()
-	r.wake()
+	if more {
+		r.wake()
+	}
 }
 
 // heldRefsLocked returns the references of ch, nil when ch is not held.
@@ -101,10 +112,7 @@ func (r *relay) take(chans []heldChannel, moved bool, now time.Time) {
 			r.chans.Put(st)
 		}
 		st.refs.n += h.n
-		if st.refs.n == 0 {
-			if r.lingers.linger <= 0 {
-				continue
-			}
+		if st.refs.n == 0 { // lingering where it was (only with a linger)
 			r.lingers.idleSince(&st.refs, h.name, now)
 		}
 		r.markLocked(st, true, moved)
