@@ -37,18 +37,25 @@ func (s *Set[E]) GetBytes(key []byte) (E, bool) { return find(s, maphash.Bytes(s
 
 // find returns the value held under key, whose hash is h.
 func find[E comparable, K string | []byte](s *Set[E], h uint64, key K) (E, bool) {
-	var zero E
 	if s.n == 0 {
+		var zero E
 		return zero, false
 	}
+	i, ok := slot(s, h, key)
+	return s.slots[i], ok
+}
+
+// slot probes for key, whose hash is h, from its home slot: it returns the slot holding it
+// (true), or the empty slot that ends its run (false). The table must have a slot.
+func slot[E comparable, K string | []byte](s *Set[E], h uint64, key K) (int, bool) {
+	var zero E
 	mask := len(s.slots) - 1
 	for i := int(h) & mask; ; i = (i + 1) & mask {
-		e := s.slots[i]
-		if e == zero {
-			return zero, false
-		}
-		if s.key(e) == string(key) {
-			return e, true
+		switch e := s.slots[i]; {
+		case e == zero:
+			return i, false
+		case s.key(e) == string(key):
+			return i, true
 		}
 	}
 }
@@ -65,19 +72,10 @@ func (s *Set[E]) Put(e E) {
 
 // insert places e in the table, which has room, and reports whether it is a new key.
 func (s *Set[E]) insert(e E) bool {
-	var zero E
 	key := s.key(e)
-	mask := len(s.slots) - 1
-	for i := int(maphash.String(s.seed, key)) & mask; ; i = (i + 1) & mask {
-		switch cur := s.slots[i]; {
-		case cur == zero:
-			s.slots[i] = e
-			return true
-		case s.key(cur) == key:
-			s.slots[i] = e
-			return false
-		}
-	}
+	i, held := slot(s, maphash.String(s.seed, key), key)
+	s.slots[i] = e
+	return !held
 }
 
 func (s *Set[E]) grow() {
@@ -97,17 +95,11 @@ func (s *Set[E]) Delete(key string) bool {
 	if s.n == 0 {
 		return false
 	}
-	mask := len(s.slots) - 1
-	i := int(maphash.String(s.seed, key)) & mask
-	for ; ; i = (i + 1) & mask {
-		e := s.slots[i]
-		if e == zero {
-			return false
-		}
-		if s.key(e) == key {
-			break
-		}
+	i, held := slot(s, maphash.String(s.seed, key), key)
+	if !held {
+		return false
 	}
+	mask := len(s.slots) - 1
 	// Shift back every following entry of the run that may move into the hole: one whose
 	// home slot is not cyclically within (hole, its slot].
 	for j := (i + 1) & mask; s.slots[j] != zero; j = (j + 1) & mask {
